@@ -1,0 +1,1 @@
+"""Thin Ray wrappers: they give the pure functions of selection/ and training/ their resources."""

@@ -1,0 +1,53 @@
+"""Ray actor pool that embeds sequence shards with an encoder, on a GPU when the cluster has one.
+
+The warm-started model reads the run's token ids directly. Any other local encoder has its own
+vocabulary, so its sequences are decoded with the run's tokenizer and re-encoded with the encoder's.
+"""
+from __future__ import annotations
+
+import numpy as np
+import ray
+import torch
+from transformers import AutoTokenizer
+
+from dataio.rundir import embedding_table, read_sequence_file, write_parquet
+from training.embed import embed_batch, load_encoder
+from training.packing import pad_batch
+from training.tokenizer import load_tokenizer
+
+
+@ray.remote
+class Embedder:
+    def __init__(self, encoder_path: str, *, pooling: str, layer: int, batch_size: int, run_tokenizer: str,
+                 kind: str, retokenize: bool):
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.type == "cpu":
+            torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+        self.model = load_encoder(encoder_path, self.device)
+        self.pooling, self.layer, self.batch_size = pooling, layer, batch_size
+        self.run_tok = load_tokenizer(run_tokenizer, kind=kind)
+        self.enc_tok = AutoTokenizer.from_pretrained(encoder_path) if retokenize else None
+        self.pad_id = (self.enc_tok or self.run_tok).pad_token_id
+
+    def _encoder_ids(self, seqs: list[np.ndarray]) -> list[np.ndarray]:
+        if self.enc_tok is None:
+            return seqs
+        texts = self.run_tok.batch_decode(seqs, skip_special_tokens=True)
+        limit = min(512, self.enc_tok.model_max_length)
+        return [np.asarray(s) for s in self.enc_tok(texts, truncation=True, max_length=limit)["input_ids"]]
+
+    def embed_shard(self, sequences_path: str, out_path: str) -> dict:
+        ids, seqs = read_sequence_file(sequences_path)
+        seqs = self._encoder_ids(seqs)
+        # Length-sorted batches pad little; the output is keyed by sequence_id, so order is free.
+        order = np.argsort([len(s) for s in seqs], kind="stable")
+        out = []
+        for start in range(0, len(order), self.batch_size):
+            batch = [seqs[r] for r in order[start : start + self.batch_size]]
+            input_ids, mask = pad_batch(batch, self.pad_id, max(len(s) for s in batch))
+            out.append(embed_batch(self.model, input_ids, mask, pooling=self.pooling, layer=self.layer))
+        emb = np.concatenate(out)
+        restored = np.empty_like(emb)
+        restored[order] = emb
+        write_parquet(embedding_table(ids, restored), out_path)
+        return {"sequences": len(ids), "dim": int(emb.shape[1]), "device": self.device.type}

@@ -1,0 +1,46 @@
+"""Ray task: tokenize and pack one shard of documents into train and held-out sequence files."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pyarrow as pa
+import ray
+
+from dataio.rundir import write_parquet
+from training.packing import pack_document, sequence_id
+from training.tokenizer import load_tokenizer
+
+
+def is_heldout(text: str, fraction: float) -> bool:
+    """Documents go to held-out by a hash of their text: stable under corpus reordering and refresh."""
+    h = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+    return h / 2**64 < fraction
+
+
+def sequences_table(rows: list[tuple[str, int, object]]) -> pa.Table:
+    return pa.table({
+        "sequence_id": pa.array([sequence_id(t) for _, _, t in rows], pa.int64()),
+        "doc_id": pa.array([d for d, _, _ in rows], pa.string()),
+        "chunk": pa.array([c for _, c, _ in rows], pa.int32()),
+        "input_ids": pa.array([t.tolist() for _, _, t in rows], pa.list_(pa.int32())),
+        "num_tokens": pa.array([len(t) for _, _, t in rows], pa.int32()),
+    })
+
+
+@ray.remote
+def prepare_shard(
+    docs: list[tuple[str, str]], *, tokenizer_path: str, kind: str, seq_len: int, min_tokens: int,
+    heldout_fraction: float, train_path: str, heldout_path: str,
+) -> dict:
+    tok = load_tokenizer(tokenizer_path, kind=kind)
+    encoded = tok([text for _, text in docs], add_special_tokens=False)["input_ids"]
+    train, heldout = [], []
+    for (doc_id, text), ids in zip(docs, encoded):
+        chunks = pack_document(ids, kind=kind, seq_len=seq_len, min_tokens=min_tokens, cls_id=tok.cls_token_id,
+                               sep_id=tok.sep_token_id, eos_id=tok.eos_token_id)
+        target = heldout if is_heldout(text, heldout_fraction) else train
+        target.extend((doc_id, c, t) for c, t in enumerate(chunks))
+    for rows, path in ((heldout, heldout_path), (train, train_path)):  # train last: its file marks the shard done
+        write_parquet(sequences_table(rows), path)
+    return {"documents": len(docs), "train": len(train), "heldout": len(heldout), "shard": Path(train_path).name}

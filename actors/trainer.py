@@ -1,0 +1,107 @@
+"""Ray Train launcher: TorchTrainer workers run training.loop.LMTrainer over a subset schedule.
+
+Checkpoints (model, optimizer, scheduler, step) go through ray.train.report; a restarted worker or
+a re-run of the same stage resumes from the latest one (Ray Train V2 resumes a run with the same
+name and storage path).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import ray.train
+import ray.train.torch
+import torch
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from dataio.rundir import read_sequences
+from training.loop import LMTrainer, TrainConfig
+from training.model import ModelConfig, build_model
+from training.subsets import SubsetSchedule, draw_function
+from training.tokenizer import load_tokenizer
+
+STATE_FILE = "state.pt"
+
+
+def load_selection(select_dir: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """(per-partition (ids, probabilities) in partition then rank order, greedi subset ids)."""
+    probs = pq.read_table(select_dir / "probabilities.parquet").sort_by([("shard", "ascending"), ("rank", "ascending")])
+    shard = probs.column("shard").to_numpy()
+    ids, p = probs.column("sequence_id").to_numpy(), probs.column("probability").to_numpy()
+    bounds = np.flatnonzero(np.diff(shard)) + 1
+    partitions = list(zip(np.split(ids, bounds), np.split(p, bounds)))
+    greedi = pq.read_table(select_dir / "subset_greedi.parquet").column("sequence_id").to_numpy()
+    return partitions, greedi
+
+
+def _truncate_metrics(path: Path, after_step: int) -> None:
+    """Drop metric lines beyond the checkpoint we resume from: they will be written again."""
+    if path.exists():
+        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= after_step]
+        path.write_text("".join(line + "\n" for line in keep))
+
+
+def train_worker(args: dict) -> None:
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    cfg, model_cfg = TrainConfig(**args["train"]), ModelConfig(**args["model"])
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.cpus_per_worker)
+    tok = load_tokenizer(args["tokenizer"], kind=model_cfg.kind)
+    pool_ids, sequences = read_sequences(args["sequences"])
+    budget = max(1, round(args.get("fraction", 1.0) * len(pool_ids)))
+    partitions, greedi = load_selection(Path(args["select_dir"])) if args.get("select_dir") else (None, None)
+    draws = draw_function(cfg.subset, pool_ids, budget=budget, seed=cfg.seed, partitions=partitions, fixed_ids=greedi)
+    schedule = SubsetSchedule(draws, global_batch=cfg.global_batch_size, redraw_every=cfg.redraw_every, seed=cfg.seed)
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every worker
+    if args.get("init_from"):
+        model_cfg = dataclasses.replace(model_cfg, init_from=args["init_from"])
+    model = ray.train.torch.prepare_model(build_model(model_cfg, vocab_size=len(tok), pad_id=tok.pad_token_id))
+    specials = [i for i in (tok.pad_token_id, tok.cls_token_id, tok.sep_token_id) if i is not None]
+    trainer = LMTrainer(
+        model, sequences, schedule, cfg, kind=model_cfg.kind, pad_id=tok.pad_token_id, mask_id=tok.mask_token_id,
+        special_ids=specials, vocab_size=len(tok), seq_len=model_cfg.seq_len, rank=rank, world=world, device=device,
+    )
+    start = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            start = trainer.load_state_dict(torch.load(Path(folder) / STATE_FILE, map_location=device, weights_only=False))
+    metrics_path = Path(args["out_dir"]) / "metrics.jsonl"
+    if rank == 0:
+        _truncate_metrics(metrics_path, start)
+
+    for step in range(start, cfg.steps):
+        metrics = trainer.train_step(step)
+        if rank == 0:
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(metrics) + "\n")
+        done = step + 1
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            with tempfile.TemporaryDirectory() as tmp:
+                if rank == 0:
+                    torch.save(trainer.state_dict(done), Path(tmp) / STATE_FILE)
+                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp) if rank == 0 else None)
+    if rank == 0:
+        getattr(model, "module", model).save_pretrained(args["model_out"])
+        tok.save_pretrained(args["model_out"])
+
+
+def launch_training(args: dict, *, name: str, storage: Path, num_workers: int, use_gpu: bool, cpus_per_worker: int) -> dict:
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config=args,
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cpus_per_worker}),
+        run_config=RunConfig(name=name, storage_path=str(storage), failure_config=FailureConfig(max_failures=2),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+    )
+    result = trainer.fit()
+    return dict(result.metrics or {})

@@ -1,0 +1,1 @@
+"""Reading corpora and the run directory: the Parquet/JSON contract between stages."""

@@ -1,0 +1,21 @@
+"""`ingenious` console command: `ingenious run` for the whole loop, or one stage by name."""
+from __future__ import annotations
+
+import argparse
+
+from jobs.pipeline import add_common_args, execute
+from jobs.stages import STAGE_NAMES
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="ingenious", description="INGENIOUS subset selection for LM pretraining on Ray")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_common_args(sub.add_parser("run", help="the whole pipeline (skips finished stages)"))
+    for name in STAGE_NAMES:
+        add_common_args(sub.add_parser(name, help=f"only the {name} stage (its inputs must be finished)"))
+    args = parser.parse_args(argv)
+    execute(args, None if args.command == "run" else [args.command])
+
+
+if __name__ == "__main__":
+    main()

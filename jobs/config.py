@@ -1,0 +1,189 @@
+"""Typed pipeline configuration, loaded from YAML and validated before anything runs.
+
+Every section is a keyword-only dataclass that checks itself in __post_init__. Unknown keys are
+errors that name the key and the file (with a suggestion), so a typo never silently falls back
+to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dataio.corpus import BUILTIN_WIKI
+from training.loop import TrainConfig
+from training.model import ModelConfig
+
+PARTITIONS = ("random",)
+STRATEGIES = ("ingenious", "greedi")
+
+
+@dataclass(kw_only=True)
+class CorpusConfig:
+    source: str = BUILTIN_WIKI  # builtin:wiki-offline, a local path, or hf:NAME
+    text_field: str = "text"
+    id_field: str | None = "id"
+    max_documents: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_documents is not None and self.max_documents < 1:
+            raise ValueError(f"corpus.max_documents must be >= 1, got {self.max_documents}")
+
+
+@dataclass(kw_only=True)
+class PrepareConfig:
+    tokenizer: str | None = None  # local tokenizer (folder or vocab.txt) or hub name; None = train one
+    vocab_size: int = 8192
+    tokenizer_train_documents: int = 50_000
+    min_tokens: int = 16
+    heldout_fraction: float = 0.02
+    documents_per_shard: int = 2000
+    num_cpus_per_task: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise ValueError(f"prepare.heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
+        if self.vocab_size < 100 or self.documents_per_shard < 1 or self.min_tokens < 1:
+            raise ValueError("prepare.vocab_size >= 100, documents_per_shard >= 1 and min_tokens >= 1 are required")
+
+
+@dataclass(kw_only=True)
+class EmbedConfig:
+    encoder: str = "warmstart"  # the warm-started model, or a local encoder folder / hub name
+    layer: int = 9  # hidden_states index; -1 = last layer
+    pooling: str = "auto"  # auto (mean for BERT-like, last token for GPT-2), mean or last
+    batch_size: int = 64
+    num_actors: int = 1
+    use_gpu: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.pooling not in ("auto", "mean", "last"):
+            raise ValueError(f"embed.pooling must be auto, mean or last, got {self.pooling!r}")
+        if self.batch_size < 1 or self.num_actors < 1:
+            raise ValueError("embed.batch_size and embed.num_actors must be >= 1")
+        if self.use_gpu not in ("auto", "true", "false"):
+            raise ValueError(f"embed.use_gpu must be auto, true or false, got {self.use_gpu!r}")
+
+
+@dataclass(kw_only=True)
+class SelectConfig:
+    strategy: str = "ingenious"  # which subset the train stage uses by default: ingenious or greedi
+    fraction: float = 0.25
+    partition: str = "random"
+    num_partitions: int = 8
+    knn_k: int = 20
+    greedi_oversample: float = 2.0  # each partition sends oversample x its budget share to the merge
+    seed: int = 0
+    cpus_per_task: int = 1
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"select.strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.partition not in PARTITIONS:
+            raise ValueError(f"select.partition must be one of {PARTITIONS}, got {self.partition!r}")
+        if not 0.0 < self.fraction <= 1.0:
+            raise ValueError(f"select.fraction must be in (0, 1], got {self.fraction}")
+        if self.num_partitions < 1 or self.knn_k < 1 or self.greedi_oversample < 1.0:
+            raise ValueError("select.num_partitions >= 1, knn_k >= 1 and greedi_oversample >= 1 are required")
+
+
+@dataclass(kw_only=True)
+class EvaluateConfig:
+    batch_size: int = 64
+    max_sequences: int | None = 2000
+    external: list[str] = field(default_factory=list)  # extra text files, e.g. WikiText-2 validation
+    seed: int = 1234
+
+
+@dataclass(kw_only=True)
+class WarmStartConfig(TrainConfig):
+    subset: str = "full"  # the warm start trains on every sequence
+
+
+@dataclass(kw_only=True)
+class RayConfig:
+    address: str | None = None  # None: join a running cluster if RAY_ADDRESS is set, else start one
+    num_cpus: int | None = None
+
+
+@dataclass(kw_only=True)
+class PipelineConfig:
+    name: str = "ingenious"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    warmstart: WarmStartConfig = field(default_factory=WarmStartConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def __post_init__(self) -> None:
+        if self.warmstart.subset != "full":
+            raise ValueError("warmstart.subset must be 'full': the warm start trains on every sequence")
+        if self.embed.encoder == "warmstart" and not (
+            -self.model.num_layers - 1 <= self.embed.layer <= self.model.num_layers
+        ):
+            raise ValueError(f"embed.layer {self.embed.layer} is out of range for model.num_layers={self.model.num_layers}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls: type, data: Any, where: str, source: str) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: '{where}' must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            name = f"{where}.{key}" if where else str(key)
+            raise ValueError(f"{source}: unknown key '{name}'{hint}")
+        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}".lstrip("."), source)
+    try:
+        return cls(**kwargs)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+
+
+def _coerce(hint: Any, value: Any, where: str, source: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where, source)
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        args = typing.get_args(hint)
+    if typing.get_origin(hint) is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{source}: '{where}' must be a list, got {value!r}")
+        return [_coerce(args[0], v, where, source) for v in value]
+    ok = {int: lambda v: isinstance(v, int) and not isinstance(v, bool), float: lambda v: isinstance(v, (int, float))
+          and not isinstance(v, bool), str: lambda v: isinstance(v, str), bool: lambda v: isinstance(v, bool)}
+    if hint in ok and not ok[hint](value):
+        raise ValueError(f"{source}: '{where}' must be {hint.__name__}, got {value!r}")
+    return float(value) if hint is float else value
+
+
+def load_config(path: str | Path | None) -> PipelineConfig:
+    if path is None:
+        return PipelineConfig()
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: invalid YAML ({e})") from None
+    return _build(PipelineConfig, data, "", str(path))

@@ -1,0 +1,13 @@
+"""The pipeline's stages, in order. Each is a small class with `settings` (what its hash covers)
+and `run` (do the work into its folder, return a summary)."""
+from jobs.stages.base import Context, Stage
+from jobs.stages.embed import Embed
+from jobs.stages.evaluate import Evaluate
+from jobs.stages.prepare import Prepare
+from jobs.stages.select import Select
+from jobs.stages.train import Train, WarmStart
+
+STAGES: list[Stage] = [Prepare(), WarmStart(), Embed(), Select(), Train(), Evaluate()]
+STAGE_NAMES = [s.name for s in STAGES]
+
+__all__ = ["Context", "Stage", "STAGES", "STAGE_NAMES"]

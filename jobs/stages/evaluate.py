@@ -1,0 +1,56 @@
+"""evaluate: held-out LM quality of the warm start and of the subset-trained model.
+
+Held-out sequences come from documents that prepare set aside (never trained on); `external` text
+files (e.g. WikiText-2 validation) are tokenized with the run's tokenizer and packed the same way.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import ray
+
+from actors.evaluator import evaluate_checkpoint
+from dataio.corpus import read_documents
+from dataio.rundir import RunDir, read_sequences
+from jobs.config import PipelineConfig
+from jobs.stages.base import Context, Stage
+from training.packing import pack_document
+from training.tokenizer import load_tokenizer
+
+
+class Evaluate(Stage):
+    name = "evaluate"
+    needs = ("train",)
+
+    def settings(self, cfg: PipelineConfig) -> dict:
+        return {"evaluate": dataclasses.asdict(cfg.evaluate)}
+
+    def run(self, ctx: Context, out: Path) -> dict:
+        cfg = ctx.cfg
+        sets = {"heldout": self._heldout(ctx)}
+        for path in cfg.evaluate.external:
+            sets[Path(path).stem] = self._external(ctx, path)
+        models = {"warmstart": ctx.stage("warmstart") / "model", "train": ctx.stage("train") / "model"}
+        refs = {(m, s): evaluate_checkpoint.remote(str(d), seqs, kind=cfg.model.kind, seq_len=cfg.model.seq_len,
+                                                     batch_size=cfg.evaluate.batch_size, seed=cfg.evaluate.seed)
+                for m, d in models.items() for s, seqs in sets.items() if seqs}
+        results = {f"{m}/{s}": r for (m, s), r in zip(refs, ray.get(list(refs.values())))}
+        RunDir.write_json(out / "metrics.json", results)
+        return {"results": results, "written": "metrics.json"}
+
+    def _heldout(self, ctx: Context) -> list[np.ndarray]:
+        ids, seqs = read_sequences(ctx.stage("prepare") / "heldout")
+        order = np.argsort(ids, kind="stable")[: ctx.cfg.evaluate.max_sequences]  # a fixed, id-ordered sample
+        return [seqs[i] for i in order]
+
+    def _external(self, ctx: Context, path: str) -> list[np.ndarray]:
+        cfg = ctx.cfg
+        tok = load_tokenizer(str(ctx.stage("prepare") / "tokenizer"), kind=cfg.model.kind)
+        seqs: list[np.ndarray] = []
+        for doc in read_documents(path):
+            ids = tok(doc.text, add_special_tokens=False)["input_ids"]
+            seqs += pack_document(ids, kind=cfg.model.kind, seq_len=cfg.model.seq_len, min_tokens=cfg.prepare.min_tokens,
+                                  cls_id=tok.cls_token_id, sep_id=tok.sep_token_id, eos_id=tok.eos_token_id)
+        return seqs[: cfg.evaluate.max_sequences]

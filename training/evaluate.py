@@ -1,0 +1,41 @@
+"""Held-out language-modelling quality of a checkpoint.
+
+BERT: masked-token cross-entropy with masks drawn from a fixed seed (every checkpoint sees the
+same masks), reported with its exponential (MLM pseudo-perplexity). GPT-2: token-level perplexity.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel
+
+from training.model import lm_inputs
+from training.packing import pad_batch
+
+
+@torch.inference_mode()
+def heldout_loss(
+    model: PreTrainedModel, sequences: list[np.ndarray], *, kind: str, pad_id: int, mask_id: int | None,
+    special_ids: list[int], vocab_size: int, seq_len: int, batch_size: int = 64, seed: int = 1234,
+) -> dict[str, float]:
+    if not sequences:
+        raise ValueError("held-out evaluation needs at least one sequence")
+    model.eval()
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    total, count = 0.0, 0
+    for start in range(0, len(sequences), batch_size):
+        ids, mask = pad_batch(sequences[start : start + batch_size], pad_id, seq_len)
+        batch = lm_inputs(kind, torch.from_numpy(ids), torch.from_numpy(mask), mask_id=mask_id,
+                          vocab_size=vocab_size, special_ids=special_ids, generator=generator)
+        labels = batch["labels"]
+        n = int((labels[:, 1:] != -100).sum()) if kind == "gpt2" else int((labels != -100).sum())
+        if n == 0:
+            continue
+        loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+        total += float(loss) * n
+        count += n
+    loss = total / max(count, 1)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": count, "sequences": len(sequences)}

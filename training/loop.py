@@ -1,0 +1,122 @@
+"""One worker's side of LM pretraining: optimizer, schedule, and a step function.
+
+Everything a step does is a function of (seed, step, rank): the batch rows (SubsetSchedule), the
+MLM masks and dropout. So the state to checkpoint is just model, optimizer, LR scheduler and the
+step number, and a resumed run reproduces the uninterrupted one exactly.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from transformers import get_linear_schedule_with_warmup
+
+from training.model import lm_inputs
+from training.packing import pad_batch
+from training.subsets import SUBSET_MODES, SubsetSchedule
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    steps: int = 1000
+    global_batch_size: int = 256  # sequences per optimizer step, whatever the worker count
+    grad_accum: int = 1  # micro-batches per worker per step
+    learning_rate: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    subset: str = "ingenious"  # full | ingenious | greedi | random
+    redraw_every: int | None = None  # R: steps between subset draws (None: one draw)
+    checkpoint_every: int = 500
+    num_workers: int = 1
+    use_gpu: str = "auto"  # auto | true | false
+    cpus_per_worker: int = 1
+
+    def __post_init__(self) -> None:
+        if self.subset not in SUBSET_MODES:
+            raise ValueError(f"subset must be one of {SUBSET_MODES}, got {self.subset!r}")
+        if self.steps < 1 or self.num_workers < 1 or self.grad_accum < 1:
+            raise ValueError("steps, num_workers and grad_accum must be >= 1")
+        if self.global_batch_size % (self.num_workers * self.grad_accum):
+            raise ValueError(
+                f"global_batch_size {self.global_batch_size} must be divisible by "
+                f"num_workers * grad_accum = {self.num_workers * self.grad_accum}"
+            )
+        if self.redraw_every is not None and self.redraw_every < 1:
+            raise ValueError(f"redraw_every must be >= 1 or null, got {self.redraw_every}")
+        if self.use_gpu not in ("auto", "true", "false"):
+            raise ValueError(f"use_gpu must be auto, true or false, got {self.use_gpu!r}")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+
+
+def step_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([p & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
+
+
+class LMTrainer:
+    def __init__(
+        self, model: torch.nn.Module, sequences: list[np.ndarray], schedule: SubsetSchedule, cfg: TrainConfig, *,
+        kind: str, pad_id: int, mask_id: int | None, special_ids: list[int], vocab_size: int, seq_len: int,
+        rank: int = 0, world: int = 1, device: torch.device = torch.device("cpu"),
+    ):
+        self.model, self.sequences, self.schedule, self.cfg = model, sequences, schedule, cfg
+        self.kind, self.pad_id, self.mask_id, self.special_ids = kind, pad_id, mask_id, special_ids
+        self.vocab_size, self.seq_len, self.rank, self.world, self.device = vocab_size, seq_len, rank, world, device
+        decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+        no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]  # biases and LayerNorm
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.learning_rate, betas=(0.9, 0.999), eps=1e-6,
+        )
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, cfg.warmup_steps, cfg.steps)
+        self.autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+    def state_dict(self, step: int) -> dict:
+        model = getattr(self.model, "module", self.model)
+        return {"model": model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "step": step}
+
+    def load_state_dict(self, state: dict) -> int:
+        getattr(self.model, "module", self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        return int(state["step"])
+
+    def train_step(self, step: int) -> dict[str, float]:
+        start = time.perf_counter()
+        self.model.train()
+        torch.manual_seed(step_seed(self.cfg.seed, step, self.rank))  # dropout
+        mask_rng = torch.Generator().manual_seed(step_seed(self.cfg.seed, step, self.rank, 1))
+        rows = self.schedule.worker_rows(step, self.rank, self.world)
+        self.optimizer.zero_grad(set_to_none=True)
+        total_loss, tokens = 0.0, 0
+        for micro in np.array_split(rows, self.cfg.grad_accum):
+            ids, mask = pad_batch([self.sequences[r] for r in micro], self.pad_id, self.seq_len)
+            batch = lm_inputs(
+                self.kind, torch.from_numpy(ids), torch.from_numpy(mask), mask_id=self.mask_id,
+                vocab_size=self.vocab_size, special_ids=self.special_ids, generator=mask_rng,
+            )
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                loss = self.model(**batch).loss / self.cfg.grad_accum
+            loss.backward()
+            total_loss += float(loss.detach())
+            tokens += int(mask.sum())
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        stats = torch.tensor([total_loss, float(tokens)], dtype=torch.float64)
+        if dist.is_available() and dist.is_initialized():
+            stats = stats.to(self.device)
+            dist.all_reduce(stats)
+            stats = stats.cpu()
+            stats[0] /= self.world
+        seconds = time.perf_counter() - start
+        return {"step": step + 1, "loss": float(stats[0]), "lr": lr, "grad_norm": float(grad_norm),
+                "tokens": int(stats[1]), "tokens_per_s": float(stats[1]) / seconds, "draw": self.schedule.draw_index(step)}

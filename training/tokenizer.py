@@ -1,0 +1,61 @@
+"""Tokenizers: train WordPiece (BERT) or byte-level BPE (GPT-2) on the corpus, or load a local one.
+
+`load_tokenizer` accepts a saved tokenizer folder, a bare WordPiece `vocab.txt`, a folder holding a
+GPT-2 `vocab.json` + `merges.txt`, or a hub name (for users with network access).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import BertWordPieceTokenizer, ByteLevelBPETokenizer
+from tokenizers.implementations.base_tokenizer import BaseTokenizer
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+GPT2_EOS = "<|endoftext|>"
+
+
+def train_tokenizer(
+    texts: Iterable[str], *, kind: str, vocab_size: int, out_dir: str | Path
+) -> PreTrainedTokenizerBase:
+    """Train a tokenizer of the model's family on `texts` and save it (save_pretrained) to out_dir."""
+    if kind == "bert":
+        raw = BertWordPieceTokenizer(lowercase=True)
+        raw.train_from_iterator(texts, vocab_size=vocab_size, special_tokens=BERT_SPECIALS, show_progress=False)
+    elif kind == "gpt2":
+        raw = ByteLevelBPETokenizer()
+        raw.train_from_iterator(texts, vocab_size=vocab_size, special_tokens=[GPT2_EOS], show_progress=False)
+    else:
+        raise ValueError(f"unknown model kind {kind!r} (expected 'bert' or 'gpt2')")
+    _wrap(raw, kind).save_pretrained(str(out_dir))
+    return load_tokenizer(str(out_dir), kind=kind)
+
+
+def _wrap(raw: BaseTokenizer, kind: str) -> PreTrainedTokenizerFast:
+    """A transformers tokenizer around a `tokenizers` one, with the family's special tokens named."""
+    if kind == "bert":
+        return PreTrainedTokenizerFast(tokenizer_object=raw._tokenizer, unk_token="[UNK]", pad_token="[PAD]",
+                                       cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    # GPT-2 has no pad token; padded positions are masked out, so the end-of-text token serves.
+    return PreTrainedTokenizerFast(tokenizer_object=raw._tokenizer, bos_token=GPT2_EOS, eos_token=GPT2_EOS,
+                                   unk_token=GPT2_EOS, pad_token=GPT2_EOS)
+
+
+def load_tokenizer(name_or_path: str, *, kind: str) -> PreTrainedTokenizerBase:
+    path = Path(name_or_path).expanduser()
+    if path.is_file() and path.suffix == ".txt":
+        tok = _wrap(BertWordPieceTokenizer(str(path), lowercase=True), "bert")
+    elif path.is_dir() and (path / "merges.txt").exists() and not (path / "tokenizer_config.json").exists():
+        tok = _wrap(ByteLevelBPETokenizer(str(path / "vocab.json"), str(path / "merges.txt")), "gpt2")
+    elif path.is_dir():
+        tok = AutoTokenizer.from_pretrained(str(path))
+    elif name_or_path.startswith((".", "/", "~")) or path.suffix:
+        raise ValueError(f"tokenizer path {name_or_path!r} does not exist")
+    else:  # a hub name: needs network access
+        tok = AutoTokenizer.from_pretrained(name_or_path)
+    if kind == "gpt2" and tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if kind == "bert" and (tok.cls_token_id is None or tok.sep_token_id is None or tok.mask_token_id is None):
+        raise ValueError(f"tokenizer {name_or_path!r} lacks [CLS]/[SEP]/[MASK]: not a BERT tokenizer")
+    return tok
