@@ -35,7 +35,8 @@ def connect_ray(cfg: PipelineConfig) -> None:
     if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=cfg.ray.address, log_to_driver=True)
     else:
-        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False)
+        # The dashboard also serves the state API that Ray Train's placement-group cleaner polls.
+        ray.init(num_cpus=cfg.ray.num_cpus)
 
 
 def run_pipeline(

@@ -1,0 +1,46 @@
+from pathlib import Path
+
+import pytest
+
+from jobs.config import PipelineConfig, load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, PipelineConfig)
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = write(tmp_path, "select:\n  fractoin: 0.1\n")
+    with pytest.raises(ValueError, match=r"c\.yaml: unknown key 'select\.fractoin' \(did you mean 'fraction'\?\)"):
+        load_config(path)
+    with pytest.raises(ValueError, match="unknown key 'selct'"):
+        load_config(write(tmp_path, "selct: {}\n"))
+
+
+def test_types_and_ranges_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="'train.steps' must be int"):
+        load_config(write(tmp_path, "train: {steps: many}\n"))
+    with pytest.raises(ValueError, match=r"select.fraction must be in \(0, 1\]"):
+        load_config(write(tmp_path, "select: {fraction: 1.5}\n"))
+    with pytest.raises(ValueError, match="divisible"):
+        load_config(write(tmp_path, "train: {global_batch_size: 10, num_workers: 3}\n"))
+    with pytest.raises(ValueError, match="embed.layer 9 is out of range"):
+        load_config(write(tmp_path, "model: {num_layers: 2, hidden_size: 32, num_heads: 2}\n"))
+    with pytest.raises(ValueError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_sections_keep_defaults_for_unset_keys(tmp_path):
+    cfg = load_config(write(tmp_path, "warmstart: {steps: 5}\nselect: {knn_k: 7}\n"))
+    assert cfg.warmstart.steps == 5 and cfg.warmstart.subset == "full"
+    assert cfg.select.knn_k == 7 and cfg.select.fraction == 0.25

@@ -1,0 +1,56 @@
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dataio.corpus import BUILTIN_WIKI, read_documents
+
+
+def test_jsonl_gz_parquet_and_txt_folder(tmp_path):
+    rows = [{"id": "a", "text": "first doc"}, {"id": "b", "text": "   "}, {"id": "c", "text": "third"}]
+    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    with gzip.open(tmp_path / "c.jsonl.gz", "wt") as f:
+        f.write("\n".join(json.dumps(r) for r in rows))
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "c.parquet")
+    (tmp_path / "txt").mkdir()
+    (tmp_path / "txt" / "x.txt").write_text("hello")
+    (tmp_path / "txt" / "y.txt").write_text("world")
+    for name in ("c.jsonl", "c.jsonl.gz", "c.parquet"):
+        docs = list(read_documents(str(tmp_path / name)))
+        assert [(d.doc_id, d.text) for d in docs] == [("a", "first doc"), ("c", "third")]  # empty text skipped
+    assert [d.doc_id for d in read_documents(str(tmp_path / "txt"))] == ["x", "y"]
+
+
+def test_bad_input_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl:2: not UTF-8"):
+        list(read_documents(str(bad)))
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "ok"}\n{"text": \n')
+    with pytest.raises(ValueError, match=r"broken\.jsonl:2: invalid JSON"):
+        list(read_documents(str(broken)))
+    nofield = tmp_path / "nofield.jsonl"
+    nofield.write_text('{"body": "x"}\n')
+    with pytest.raises(ValueError, match=r"nofield\.jsonl:1: no field 'text'"):
+        list(read_documents(str(nofield)))
+    with pytest.raises(ValueError, match="does not exist"):
+        list(read_documents(str(tmp_path / "missing.jsonl")))
+    corrupt = tmp_path / "corrupt.parquet"
+    corrupt.write_bytes(b"not parquet at all")
+    with pytest.raises(ValueError, match=r"corrupt\.parquet: not a readable Parquet file"):
+        list(read_documents(str(corrupt)))
+    latin = tmp_path / "t" / "latin.txt"
+    latin.parent.mkdir()
+    latin.write_bytes(b"\xff\xfe")
+    with pytest.raises(ValueError, match=r"latin\.txt: not UTF-8"):
+        list(read_documents(str(latin.parent)))
+
+
+def test_builtin_corpus_is_the_ovos_wiki():
+    docs = list(read_documents(BUILTIN_WIKI))
+    assert len(docs) == 10033
+    assert sum(len(d.text) for d in docs) > 4_800_000  # the lead sections alone (titles and topics are extra)
+    assert docs[0].doc_id < docs[-1].doc_id  # sorted by title: a stable order

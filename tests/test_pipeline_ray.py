@@ -1,0 +1,181 @@
+"""The whole INGENIOUS loop on a real local Ray cluster, on a tiny corpus and model."""
+import json
+import subprocess
+import sys
+from itertools import islice
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from dataio.corpus import BUILTIN_WIKI, read_documents
+from dataio.rundir import read_embeddings, read_sequences, shard_files
+from jobs.config import load_config
+from jobs.pipeline import run_pipeline
+from jobs.stages import STAGE_NAMES
+from selection.partition import random_partition
+from selection.sampling import draw_subset, per_partition_budget, taylor_softmax
+from selection.shard import order_shard
+from training.packing import sequence_id
+
+pytestmark = pytest.mark.integration
+
+TINY = """
+name: tiny
+model: {{kind: bert, hidden_size: 32, num_layers: 2, num_heads: 2, intermediate_size: 64, seq_len: 64}}
+corpus: {{source: {corpus}, text_field: text, id_field: id}}
+prepare: {{vocab_size: 800, documents_per_shard: 80, heldout_fraction: 0.1}}
+warmstart: {{steps: 6, global_batch_size: 8, warmup_steps: 1, checkpoint_every: 3, num_workers: 2}}
+embed: {{layer: -1, batch_size: 16, num_actors: 2}}
+select: {{fraction: 0.25, num_partitions: 3, knn_k: 5, seed: 11}}
+train: {{steps: 6, global_batch_size: 8, warmup_steps: 1, subset: ingenious, redraw_every: 2, checkpoint_every: 3}}
+evaluate: {{max_sequences: 40}}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(ray_cluster, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    corpus = root / "corpus.jsonl"
+    with corpus.open("w") as f:
+        for doc in islice(read_documents(BUILTIN_WIKI), 240):
+            f.write(json.dumps({"id": doc.doc_id, "text": doc.text}) + "\n")
+    config = root / "tiny.yaml"
+    config.write_text(TINY.format(corpus=corpus))
+    cfg = load_config(config)
+    rows = run_pipeline(cfg, root / "run")
+    return cfg, root / "run", rows
+
+
+def test_every_stage_ran_and_left_a_marker(tiny):
+    cfg, run, rows = tiny
+    assert [r["stage"] for r in rows] == STAGE_NAMES
+    assert all(r["status"] == "ran" for r in rows)
+    for name in STAGE_NAMES:
+        assert (run / name / "_SUCCESS").exists()
+        assert len(json.loads((run / name / "manifest.json").read_text())["config_hash"]) == 16
+    assert "name: tiny" in (run / "config.yaml").read_text()
+
+
+def test_prepare_writes_sequences_with_content_ids(tiny):
+    cfg, run, _ = tiny
+    ids, seqs = read_sequences(run / "prepare" / "sequences")
+    held_ids, held = read_sequences(run / "prepare" / "heldout")
+    assert len(ids) > 200 and len(held_ids) > 5
+    assert len(set(ids.tolist()) | set(held_ids.tolist())) == len(ids) + len(held_ids)  # unique, no leak
+    assert all(sequence_id(s) == i for i, s in zip(ids[:50], seqs[:50]))
+    assert max(len(s) for s in seqs) == cfg.model.seq_len
+    assert all(s[0] == seqs[0][0] for s in seqs)  # every BERT sequence starts with [CLS]
+
+
+def test_embeddings_cover_every_sequence(tiny):
+    cfg, run, _ = tiny
+    ids, _ = read_sequences(run / "prepare" / "sequences")
+    emb_ids, emb = read_embeddings(shard_files(run / "embed"))
+    assert sorted(emb_ids.tolist()) == sorted(ids.tolist())
+    assert emb.shape == (len(ids), cfg.model.hidden_size) and np.isfinite(emb).all()
+
+
+def test_selection_files_and_sizes(tiny):
+    cfg, run, _ = tiny
+    ids, _ = read_sequences(run / "prepare" / "sequences")
+    probs = pq.read_table(run / "select" / "probabilities.parquet").to_pandas()
+    assert set(probs.columns) >= {"sequence_id", "shard", "gain", "probability", "rank"}
+    assert sorted(probs.sequence_id) == sorted(ids.tolist())
+    budget = round(cfg.select.fraction * len(ids))
+    expected_size = 0
+    for _, part in probs.groupby("shard"):
+        part = part.sort_values("rank")
+        assert part.probability.sum() == pytest.approx(1.0)
+        assert np.all(np.diff(part.gain.to_numpy()) <= 1e-12)  # greedy gains never increase
+        np.testing.assert_allclose(part.probability, taylor_softmax(part.gain.to_numpy()))
+        expected_size += per_partition_budget(len(part), budget, len(ids))
+    subset = pq.read_table(run / "select" / "subset.parquet").to_pandas()
+    assert list(subset.columns) == ["sequence_id", "draw"]
+    assert len(subset) == expected_size and subset.sequence_id.is_unique
+    assert set(subset.sequence_id) <= set(ids.tolist()) and (subset.draw == 0).all()
+    greedi = pq.read_table(run / "select" / "subset_greedi.parquet").to_pandas()
+    assert len(greedi) == budget and greedi.sequence_id.is_unique and set(greedi.sequence_id) <= set(ids.tolist())
+
+
+def test_ray_selection_equals_in_process_selection(tiny):
+    cfg, run, _ = tiny
+    emb_ids, emb = read_embeddings(shard_files(run / "embed"))
+    parts = random_partition(emb_ids, cfg.select.num_partitions, cfg.select.seed)
+    probs = pq.read_table(run / "select" / "probabilities.parquet").sort_by([("shard", "ascending"), ("rank", "ascending")])
+    got_ids, got_gains = probs.column("sequence_id").to_numpy(), probs.column("gain").to_numpy()
+    expected_ids, expected_gains, partitions = [], [], []
+    for p in range(cfg.select.num_partitions):
+        result = order_shard(emb_ids[parts == p], emb[parts == p], cfg.select.knn_k)
+        expected_ids.append(result.sequence_ids)
+        expected_gains.append(result.gains)
+        partitions.append((result.sequence_ids, taylor_softmax(result.gains)))
+    assert got_ids.tobytes() == np.concatenate(expected_ids).tobytes()
+    assert got_gains.tobytes() == np.concatenate(expected_gains).tobytes()
+    budget = round(cfg.select.fraction * len(emb_ids))
+    subset = pq.read_table(run / "select" / "subset.parquet").column("sequence_id").to_numpy()
+    assert subset.tolist() == draw_subset(partitions, budget, seed=cfg.select.seed, draw=0).tolist()
+
+
+def test_training_and_evaluation_numbers(tiny):
+    cfg, run, _ = tiny
+    for stage, steps in (("warmstart", cfg.warmstart.steps), ("train", cfg.train.steps)):
+        lines = [json.loads(x) for x in (run / stage / "metrics.jsonl").read_text().splitlines()]
+        assert [m["step"] for m in lines] == list(range(1, steps + 1))
+        assert all(np.isfinite(m["loss"]) and m["tokens"] > 0 and m["tokens_per_s"] > 0 for m in lines)
+        assert (run / stage / "model" / "config.json").exists()
+    draws = [json.loads(x)["draw"] for x in (run / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert draws == [0, 0, 1, 1, 2, 2]  # a new subset every redraw_every=2 steps
+    metrics = json.loads((run / "evaluate" / "metrics.json").read_text())
+    assert set(metrics) == {"warmstart/heldout", "train/heldout"}
+    for result in metrics.values():
+        assert result["tokens"] > 0 and 0 < result["loss"] < 20 and result["sequences"] <= cfg.evaluate.max_sequences
+
+
+def test_second_run_skips_every_stage(tiny):
+    cfg, run, _ = tiny
+    before = (run / "select" / "subset.parquet").stat().st_mtime_ns
+    rows = run_pipeline(cfg, run)
+    assert [r["status"] for r in rows] == ["skipped"] * len(STAGE_NAMES)
+    assert (run / "select" / "subset.parquet").stat().st_mtime_ns == before
+
+
+def test_forced_select_reproduces_the_subset_byte_for_byte_and_reruns_downstream(tiny):
+    cfg, run, _ = tiny
+    files = ["subset.parquet", "subset_greedi.parquet", "probabilities.parquet"]
+    before = {f: (run / "select" / f).read_bytes() for f in files}
+    rows = run_pipeline(cfg, run, force=["select"])
+    assert {r["stage"]: r["status"] for r in rows} == {
+        "prepare": "skipped", "warmstart": "skipped", "embed": "skipped", "select": "ran", "train": "ran", "evaluate": "ran"}
+    assert {f: (run / "select" / f).read_bytes() for f in files} == before
+
+
+def test_interrupted_select_resumes_only_missing_partitions(tiny):
+    cfg, run, _ = tiny
+    select = run / "select"
+    parts = shard_files(select / "partitions")
+    kept = {p: p.stat().st_mtime_ns for p in parts[1:]}
+    subset = (select / "subset.parquet").read_bytes()
+    (select / "_SUCCESS").unlink()  # as if the stage died after its first partition
+    parts[0].unlink()
+    (select / "subset.parquet").unlink()
+    rows = run_pipeline(cfg, run, only=["select"])
+    assert rows == [{"stage": "select", "status": "ran", "seconds": rows[0]["seconds"], "written": rows[0]["written"]}]
+    assert {p: p.stat().st_mtime_ns for p in parts[1:]} == kept
+    assert parts[0].exists() and (select / "subset.parquet").read_bytes() == subset
+
+
+def test_a_stage_alone_needs_its_inputs(tiny, tmp_path):
+    cfg, _, _ = tiny
+    with pytest.raises(ValueError, match="stage 'embed' needs 'warmstart' finished"):
+        run_pipeline(cfg, tmp_path / "empty", only=["embed"])
+    with pytest.raises(ValueError, match="unknown stage 'embedd'"):
+        run_pipeline(cfg, tmp_path / "empty", force=["embedd"])
+
+
+def test_cli_reports_config_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {stpes: 3}\n")
+    done = subprocess.run([sys.executable, "-m", "jobs.pipeline", "--config", str(bad)], capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "unknown key 'train.stpes' (did you mean 'steps'?)" in done.stderr

@@ -1,0 +1,145 @@
+"""Tokenizers, packing, subset schedules, the train loop's exact resume, embeddings (no Ray)."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from selection.sampling import draw_subset, taylor_softmax
+from tests.conftest import shared_file
+from training.embed import embed_batch
+from training.loop import LMTrainer, TrainConfig
+from training.model import ModelConfig, build_model, lm_inputs
+from training.packing import pack_document, pad_batch, sequence_id
+from training.subsets import SubsetSchedule, draw_function
+from training.tokenizer import load_tokenizer, train_tokenizer
+
+TEXTS = [f"the {w} of {v} is a thing that happens in the year {i}" for i, (w, v) in
+         enumerate((w, v) for w in ("history", "music", "science", "art") for v in ("rome", "china", "peru", "mali"))] * 5
+
+
+def test_real_vocabularies_load_from_files():
+    bert = load_tokenizer(str(shared_file("tokenizers/bert-base-uncased_vocab.txt")), kind="bert")
+    assert bert("Hello world")["input_ids"] == [101, 7592, 2088, 102]
+    gpt2 = load_tokenizer(str(shared_file("tokenizers/gpt2_from_whisper_tiktoken")), kind="gpt2")
+    assert gpt2("Hello world")["input_ids"] == [15496, 995]
+    assert gpt2.pad_token_id == gpt2.eos_token_id == 50256
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2"])
+def test_trained_tokenizer_round_trips(tmp_path, kind):
+    tok = train_tokenizer(TEXTS, kind=kind, vocab_size=300, out_dir=tmp_path / "tok")
+    again = load_tokenizer(str(tmp_path / "tok"), kind=kind)
+    ids = tok("the music of peru", add_special_tokens=False)["input_ids"]
+    assert ids == again("the music of peru", add_special_tokens=False)["input_ids"]
+    assert tok.unk_token_id not in ids
+    assert tok.decode(ids).replace(" ", "") == "themusicofperu"
+    if kind == "bert":
+        assert {tok.cls_token_id, tok.sep_token_id, tok.mask_token_id, tok.pad_token_id} <= set(range(5))
+    with pytest.raises(ValueError, match="does not exist"):
+        load_tokenizer(str(tmp_path / "nope" / "vocab.txt"), kind=kind)
+
+
+def test_packing_and_ids():
+    doc = list(range(10, 40))  # 30 tokens
+    bert = pack_document(doc, kind="bert", seq_len=12, min_tokens=4, cls_id=2, sep_id=3, eos_id=None)
+    assert [len(s) for s in bert] == [12, 12, 12]  # 10 + 10 + 10 tokens, each with [CLS] ... [SEP]
+    assert all(s[0] == 2 and s[-1] == 3 for s in bert)
+    assert np.concatenate([s[1:-1] for s in bert]).tolist() == doc
+    short_tail = pack_document(doc, kind="bert", seq_len=12, min_tokens=11, cls_id=2, sep_id=3, eos_id=None)
+    assert len(short_tail) == 0  # every chunk (10 tokens) is below min_tokens
+    gpt = pack_document(doc, kind="gpt2", seq_len=16, min_tokens=4, cls_id=None, sep_id=None, eos_id=0)
+    assert [len(s) for s in gpt] == [16, 15] and gpt[-1][-1] == 0
+    ids = [sequence_id(s) for s in bert]
+    assert len(set(ids)) == 3
+    assert sequence_id(np.array(bert[0])) == ids[0]  # a function of the tokens alone
+    assert ids[0] == sequence_id(np.array([2, *range(10, 20), 3]))
+    padded, mask = pad_batch([np.array([5, 6]), np.array([7])], pad_id=0, seq_len=4)
+    assert padded.tolist() == [[5, 6, 0, 0], [7, 0, 0, 0]] and mask.tolist() == [[1, 1, 0, 0], [1, 0, 0, 0]]
+
+
+def test_schedule_is_a_function_of_the_step_and_shards_the_global_batch():
+    pool = np.arange(50, dtype=np.int64)
+    draws = draw_function("random", pool, budget=20, seed=3)
+    a = SubsetSchedule(draws, global_batch=8, redraw_every=4, seed=3)
+    b = SubsetSchedule(draws, global_batch=8, redraw_every=4, seed=3)
+    for step in [7, 0, 3, 9, 4]:  # any order: no hidden state
+        rows = a.batch_rows(step)
+        assert rows.tolist() == b.batch_rows(step).tolist()
+        assert set(rows.tolist()) <= set(draws(a.draw_index(step)).tolist())
+        shards = [a.worker_rows(step, r, 4) for r in range(4)]
+        assert sorted(np.concatenate(shards).tolist()) == sorted(rows.tolist())
+    # An epoch of a draw covers every row of it once before repeating.
+    first_draw = np.concatenate([a.batch_rows(s) for s in range(2)])  # 16 of the 20 rows, no repeats
+    assert len(set(first_draw.tolist())) == 16
+    assert not np.array_equal(draws(0), draws(1))
+
+
+def test_ingenious_draw_function_matches_the_sampler():
+    rng = np.random.default_rng(0)
+    pool = rng.permutation(np.arange(1000, 1100, dtype=np.int64))
+    partitions = [(pool[:60], taylor_softmax(rng.random(60))), (pool[60:], taylor_softmax(rng.random(40)))]
+    draws = draw_function("ingenious", pool, budget=25, seed=5, partitions=partitions)
+    assert pool[draws(2)].tolist() == draw_subset(partitions, 25, seed=5, draw=2).tolist()
+    fixed = draw_function("greedi", pool, budget=3, seed=0, fixed_ids=pool[[5, 1, 9]])
+    assert fixed(0).tolist() == [5, 1, 9] == fixed(3).tolist()
+    with pytest.raises(ValueError, match="not in the training pool"):
+        draw_function("greedi", pool, budget=1, seed=0, fixed_ids=np.array([7]))
+
+
+def test_mlm_masking_rates():
+    ids = torch.randint(5, 300, (64, 128))
+    mask = torch.ones_like(ids)
+    batch = lm_inputs("bert", ids, mask, mask_id=4, vocab_size=300, special_ids=[0, 2, 3],
+                      generator=torch.Generator().manual_seed(0))
+    chosen = batch["labels"] != -100
+    assert 0.13 < chosen.float().mean() < 0.17
+    assert 0.75 < (batch["input_ids"][chosen] == 4).float().mean() < 0.85
+    assert torch.equal(batch["input_ids"][~chosen], ids[~chosen])
+
+
+def tiny_trainer(kind: str, cfg: TrainConfig, seqs: list[np.ndarray]) -> LMTrainer:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind=kind, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                                    seq_len=16), vocab_size=64, pad_id=0)
+    draws = draw_function(cfg.subset, np.arange(len(seqs)), budget=len(seqs) // 2, seed=cfg.seed)
+    schedule = SubsetSchedule(draws, global_batch=cfg.global_batch_size, redraw_every=cfg.redraw_every, seed=cfg.seed)
+    return LMTrainer(model, seqs, schedule, cfg, kind=kind, pad_id=0, mask_id=4, special_ids=[0, 2, 3],
+                     vocab_size=64, seq_len=16)
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2"])
+def test_resume_continues_exactly(kind):
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(5, 64, size=rng.integers(6, 17)).astype(np.int32) for _ in range(40)]
+    cfg = TrainConfig(steps=8, global_batch_size=4, grad_accum=2, learning_rate=1e-3, warmup_steps=2,
+                      subset="random", redraw_every=3, seed=1)
+    straight = tiny_trainer(kind, cfg, seqs)
+    losses = [straight.train_step(s)["loss"] for s in range(8)]
+    first = tiny_trainer(kind, cfg, seqs)
+    for s in range(4):
+        first.train_step(s)
+    state = copy.deepcopy(first.state_dict(4))
+    resumed = tiny_trainer(kind, cfg, seqs)
+    start = resumed.load_state_dict(state)
+    assert start == 4
+    assert [resumed.train_step(s)["loss"] for s in range(start, 8)] == losses[4:]
+
+
+def test_embedding_pooling_ignores_padding():
+    torch.manual_seed(0)
+    lm = build_model(ModelConfig(kind="bert", hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                                 seq_len=16, dropout=0.0), vocab_size=64, pad_id=0)
+    encoder = lm.bert.eval()
+    seqs = [np.array([2, 7, 8, 9, 3]), np.array([2, 10, 11, 12, 13, 14, 15, 3])]
+    alone = embed_batch(encoder, *pad_batch(seqs[:1], 0, 5), pooling="mean", layer=-1)
+    batched = embed_batch(encoder, *pad_batch(seqs, 0, 16), pooling="mean", layer=-1)
+    np.testing.assert_allclose(batched[0], alone[0], rtol=1e-4, atol=1e-5)
+    ids, mask = pad_batch(seqs, 0, 16)
+    hidden = encoder(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), output_hidden_states=True).hidden_states[1]
+    manual = hidden[1, :8].mean(0).detach().numpy()
+    np.testing.assert_allclose(embed_batch(encoder, ids, mask, pooling="mean", layer=1)[1], manual, rtol=1e-4, atol=1e-5)
+    last = embed_batch(encoder, ids, mask, pooling="last", layer=1)
+    np.testing.assert_allclose(last[0], hidden[0, 4].detach().numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="layer 5 out of range"):
+        embed_batch(encoder, ids, mask, pooling="mean", layer=5)
