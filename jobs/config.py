@@ -17,10 +17,12 @@ from typing import Any
 import yaml
 
 from dataio.corpus import BUILTIN_WIKI
+from selection.knn import METHODS, KnnParams
+from selection.shard import OPTIMIZERS
 from training.loop import TrainConfig
 from training.model import ModelConfig
 
-PARTITIONS = ("random",)
+PARTITIONS = ("cluster", "random")
 STRATEGIES = ("ingenious", "greedi")
 
 
@@ -75,22 +77,39 @@ class EmbedConfig:
 class SelectConfig:
     strategy: str = "ingenious"  # which subset the train stage uses by default: ingenious or greedi
     fraction: float = 0.25
-    partition: str = "random"
+    partition: str = "cluster"  # cluster (k-means cells; keeps greedy's quality) or random (the paper's)
     num_partitions: int = 8
+    max_partition_factor: float = 2.0  # cluster partitions above factor * n / P are split
+    kmeans_sample: int = 100_000  # points sampled to fit the partition centroids
     knn_k: int = 20
+    knn_method: str = "exact"  # exact | ivf | hnsw | torch
+    knn_nprobe: int = 16
+    optimizer: str = "lazy"  # lazy (exact greedy) or stochastic
+    epsilon: float = 0.01  # stochastic greedy only
     greedi_oversample: float = 2.0  # each partition sends oversample x its budget share to the merge
     seed: int = 0
     cpus_per_task: int = 1
+    memory_per_task_gb: float | None = None  # declared to Ray so big partitions are not packed together
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"select.strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.partition not in PARTITIONS:
             raise ValueError(f"select.partition must be one of {PARTITIONS}, got {self.partition!r}")
+        if self.knn_method not in METHODS:
+            raise ValueError(f"select.knn_method must be one of {METHODS}, got {self.knn_method!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"select.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if not 0.0 < self.fraction <= 1.0:
             raise ValueError(f"select.fraction must be in (0, 1], got {self.fraction}")
-        if self.num_partitions < 1 or self.knn_k < 1 or self.greedi_oversample < 1.0:
-            raise ValueError("select.num_partitions >= 1, knn_k >= 1 and greedi_oversample >= 1 are required")
+        if not 0.0 < self.epsilon < 1.0:
+            raise ValueError(f"select.epsilon must be in (0, 1), got {self.epsilon}")
+        if self.num_partitions < 1 or self.knn_k < 1 or self.greedi_oversample < 1.0 or self.max_partition_factor < 1.0:
+            raise ValueError("select.num_partitions >= 1, knn_k >= 1, greedi_oversample >= 1 and "
+                             "max_partition_factor >= 1 are required")
+
+    def knn_params(self) -> KnnParams:
+        return KnnParams(method=self.knn_method, nprobe=self.knn_nprobe)
 
 
 @dataclass(kw_only=True)

@@ -32,17 +32,22 @@ def column_update(indptr, indices, data, cover, j):
 
 
 class FacilityLocation:
-    """Objective state: the graph's columns plus each point's current coverage."""
+    """Objective state: the graph's columns plus each point's current coverage.
+
+    The ground set to cover is the graph's rows (`num_points`); the elements one may pick are its
+    columns (`n`). They are the same set for a shard's own graph, and differ in a merge round,
+    where every point of the data is covered by a pick among the candidates.
+    """
 
     def __init__(self, graph: KnnGraph):
         csc = graph.reverse()
-        self.n = graph.n
+        self.num_points, self.n = graph.matrix.shape
         self.indptr = csc.indptr.astype(np.int64)
         self.indices = csc.indices.astype(np.int64)
         self.data = csc.data.astype(np.float64)
 
     def empty_cover(self) -> np.ndarray:
-        return np.zeros(self.n, dtype=np.float64)
+        return np.zeros(self.num_points, dtype=np.float64)
 
     def gain(self, cover: np.ndarray, j: int) -> float:
         return column_gain(self.indptr, self.indices, self.data, cover, j)

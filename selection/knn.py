@@ -1,16 +1,22 @@
 """Sparse kNN similarity graphs for facility location.
 
 Similarity is cosine, computed as an inner product on L2-normalised vectors and floored at 0
-(facility location needs non-negative similarities). Each point keeps its k most similar points,
-itself included, so a dense n x n kernel is never built.
+(facility location needs non-negative similarities). Each query point keeps its k most similar
+base points, so a dense n x n kernel is never built. Queries run in blocks to bound memory.
+
+Methods: `exact` (FAISS flat index), `ivf` and `hnsw` (approximate FAISS indexes; check them
+with `knn_recall`), and `torch` (blocked matmul + top-k, exact; on a GPU when one is given).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import faiss
 import numpy as np
 import scipy.sparse as sp
+
+METHODS = ("exact", "ivf", "hnsw", "torch")
 
 
 def normalize_embeddings(x: np.ndarray, where: str = "embeddings") -> np.ndarray:
@@ -30,7 +36,9 @@ def normalize_embeddings(x: np.ndarray, where: str = "embeddings") -> np.ndarray
 
 @dataclass(frozen=True)
 class KnnGraph:
-    """Row i holds the k neighbours j of point i with similarity s_ij >= 0 (CSR, n x n)."""
+    """Row i holds the k base points j nearest to point i, with similarity s_ij >= 0 (CSR).
+
+    Square (n x n) for a shard's own graph; rectangular (points x candidates) for a merge."""
 
     matrix: sp.csr_matrix
 
@@ -43,34 +51,109 @@ class KnnGraph:
         return self.matrix.tocsc()
 
 
-def knn_graph(x: np.ndarray, k: int, *, query_block: int = 16384, threads: int | None = None) -> KnnGraph:
-    """Exact kNN graph with FAISS (flat inner-product index), queries in blocks to bound memory."""
-    n = x.shape[0]
-    if k < 1:
-        raise ValueError(f"knn k must be >= 1, got {k}")
-    if k > n:
-        raise ValueError(f"knn k={k} is larger than the shard ({n} points)")
-    xn = normalize_embeddings(x)
-    if threads is not None:
-        faiss.omp_set_num_threads(threads)
-    index = faiss.IndexFlatIP(xn.shape[1])
-    index.add(xn)
-    sims = np.empty((n, k), dtype=np.float32)
-    nbrs = np.empty((n, k), dtype=np.int64)
-    for start in range(0, n, query_block):
-        d, i = index.search(xn[start : start + query_block], k)
-        sims[start : start + query_block] = d
-        nbrs[start : start + query_block] = i
-    # A point is always its own best facility (s_ii = 1); FAISS can miss it among exact duplicates.
-    rows = np.arange(n)
-    has_self = (nbrs == rows[:, None]).any(axis=1)
-    nbrs[~has_self, -1] = rows[~has_self]
-    sims[~has_self, -1] = 1.0
+@dataclass(kw_only=True, frozen=True)
+class KnnParams:
+    method: str = "exact"
+    nlist: int | None = None  # IVF cells; default 4 * sqrt(n)
+    nprobe: int = 16  # IVF cells visited per query
+    hnsw_m: int = 32
+    ef_search: int = 128
+    query_block: int = 16384
+    device: str = "auto"  # torch method only: auto (cuda when present), cpu or cuda
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"knn method must be one of {METHODS}, got {self.method!r}")
+
+
+def knn_search(queries: np.ndarray, base: np.ndarray, k: int, params: KnnParams = KnnParams()) -> tuple[np.ndarray, np.ndarray]:
+    """(similarities, indices), each (len(queries), k): the k most similar base rows per query.
+
+    Both inputs must already be L2-normalised float32. Missing neighbours (approximate indexes
+    can return fewer than k) come back with index -1 and similarity 0.
+    """
+    if queries.shape[1] != base.shape[1]:
+        raise ValueError(f"dimension mismatch: queries have {queries.shape[1]}, base has {base.shape[1]}")
+    if not 1 <= k <= len(base):
+        raise ValueError(f"knn k={k} must be in [1, {len(base)}] (the number of base points)")
+    if params.method == "torch":
+        return _torch_search(queries, base, k, params)
+    index = _faiss_index(base, params)
+    sims = np.empty((len(queries), k), dtype=np.float32)
+    nbrs = np.empty((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), params.query_block):
+        d, i = index.search(queries[start : start + params.query_block], k)
+        sims[start : start + params.query_block], nbrs[start : start + params.query_block] = d, i
+    sims[nbrs < 0] = 0.0
+    return sims, nbrs
+
+
+def _faiss_index(base: np.ndarray, params: KnnParams) -> faiss.Index:
+    d = base.shape[1]
+    if params.method == "exact":
+        index = faiss.IndexFlatIP(d)
+    elif params.method == "hnsw":
+        index = faiss.IndexHNSWFlat(d, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = params.ef_search
+    else:
+        nlist = params.nlist or max(1, min(len(base) // 39, int(4 * math.sqrt(len(base)))))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = 1234  # FAISS k-means is seeded: the same data gives the same cells
+        index.train(base)
+        index.nprobe = min(params.nprobe, nlist)
+    index.add(base)
+    return index
+
+
+def _torch_search(queries: np.ndarray, base: np.ndarray, k: int, params: KnnParams) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if params.device == "auto" else params.device)
+    b = torch.from_numpy(base).to(device)
+    sims, nbrs = [], []
+    for start in range(0, len(queries), params.query_block):
+        q = torch.from_numpy(queries[start : start + params.query_block]).to(device)
+        top = torch.topk(q @ b.T, k, dim=1)
+        sims.append(top.values.cpu().numpy())
+        nbrs.append(top.indices.cpu().numpy())
+    return np.concatenate(sims), np.concatenate(nbrs).astype(np.int64)
+
+
+def to_graph(sims: np.ndarray, nbrs: np.ndarray, num_base: int) -> KnnGraph:
+    """A CSR graph from search results, similarities floored at 0, missing neighbours dropped."""
+    n, k = sims.shape
     sims = np.clip(sims, 0.0, 1.0)
-    matrix = sp.csr_matrix((sims.ravel(), nbrs.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n))
+    valid = nbrs >= 0
+    indptr = np.concatenate([[0], np.cumsum(valid.sum(axis=1))])
+    matrix = sp.csr_matrix((sims[valid], nbrs[valid], indptr), shape=(n, num_base))
     matrix.sum_duplicates()
     matrix.eliminate_zeros()
     return KnnGraph(matrix)
+
+
+def knn_graph(x: np.ndarray, k: int, params: KnnParams = KnnParams()) -> KnnGraph:
+    """A shard's own kNN graph (every point among its own neighbours, s_ii = 1)."""
+    if k > len(x):
+        raise ValueError(f"knn k={k} is larger than the shard ({len(x)} points)")
+    xn = normalize_embeddings(x)
+    sims, nbrs = knn_search(xn, xn, k, params)
+    # A point is always its own best facility; a search can miss it among exact duplicates.
+    rows = np.arange(len(x))
+    has_self = (nbrs == rows[:, None]).any(axis=1)
+    nbrs[~has_self, -1] = rows[~has_self]
+    sims[~has_self, -1] = 1.0
+    return to_graph(sims, nbrs, len(x))
+
+
+def knn_recall(x: np.ndarray, graph: KnnGraph, k: int, *, sample: int = 1000, seed: int = 0) -> float:
+    """Share of the exact k nearest neighbours that an (approximate) graph found, on a sample of rows."""
+    xn = normalize_embeddings(x)
+    rows = np.random.default_rng(seed).choice(len(xn), size=min(sample, len(xn)), replace=False)
+    _, exact = knn_search(xn[rows], xn, k)
+    found = 0
+    for r, truth in zip(rows, exact):
+        found += len(set(truth.tolist()) & set(graph.matrix.indices[graph.matrix.indptr[r] : graph.matrix.indptr[r + 1]].tolist()))
+    return found / (len(rows) * k)
 
 
 def dense_graph(x: np.ndarray) -> KnnGraph:

@@ -26,3 +26,46 @@ def random_partition(sequence_ids: np.ndarray, num_partitions: int, seed: int) -
     with np.errstate(over="ignore"):
         salted = np.asarray(sequence_ids).astype(np.uint64) ^ splitmix64(np.uint64(seed))
     return (splitmix64(salted) % np.uint64(num_partitions)).astype(np.int64)
+
+
+def spherical_kmeans(sample: np.ndarray, num_clusters: int, *, seed: int, iterations: int = 20) -> np.ndarray:
+    """Centroids (unit vectors) of cosine k-means on L2-normalised rows, k-means++-style seeding.
+
+    Plain NumPy on a sample: small, deterministic for a given sample and seed."""
+    if not 1 <= num_clusters <= len(sample):
+        raise ValueError(f"cannot make {num_clusters} clusters from {len(sample)} sampled points")
+    rng = np.random.default_rng(seed)
+    centroids = [sample[rng.integers(len(sample))]]
+    closest = sample @ centroids[0]
+    for _ in range(1, num_clusters):
+        # Next seed: far from every chosen centroid (weight 1 - best similarity).
+        weight = np.clip(1.0 - closest, 0.0, None).astype(np.float64) + 1e-12
+        pick = rng.choice(len(sample), p=weight / weight.sum())
+        centroids.append(sample[pick])
+        closest = np.maximum(closest, sample @ sample[pick])
+    c = np.stack(centroids).astype(np.float32)
+    for _ in range(iterations):
+        labels = np.argmax(sample @ c.T, axis=1)
+        sums = np.zeros_like(c)
+        np.add.at(sums, labels, sample)
+        norms = np.linalg.norm(sums, axis=1)
+        empty = norms == 0
+        c = np.where(empty[:, None], c, sums / np.where(empty, 1.0, norms)[:, None]).astype(np.float32)
+    return c
+
+
+def nearest_centroid(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    return np.argmax(x @ centroids.T, axis=1).astype(np.int64)
+
+
+def split_oversized(
+    sequence_ids: np.ndarray, clusters: np.ndarray, cluster_sizes: np.ndarray, max_size: int, seed: int
+) -> np.ndarray:
+    """Partition index per sequence: cluster c becomes ceil(size_c / max_size) partitions (by id
+    hash), so no partition outgrows a worker however unbalanced the clusters are."""
+    pieces = np.maximum(1, -(-cluster_sizes // max_size))
+    first = np.concatenate([[0], np.cumsum(pieces)[:-1]])
+    with np.errstate(over="ignore"):
+        salted = np.asarray(sequence_ids).astype(np.uint64) ^ splitmix64(np.uint64(seed + 1))
+    within = (splitmix64(salted) % pieces[clusters].astype(np.uint64)).astype(np.int64)
+    return first[clusters] + within

@@ -9,10 +9,13 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from selection.facility_location import FacilityLocation
-from selection.greedy import lazy_greedy
-from selection.knn import knn_graph
+from selection.greedy import lazy_greedy, stochastic_greedy
+from selection.knn import KnnGraph, KnnParams, knn_graph, knn_search, normalize_embeddings, to_graph
+
+OPTIMIZERS = ("lazy", "stochastic")
 
 
 @dataclass(frozen=True)
@@ -24,16 +27,24 @@ class ShardSelection:
     objective: float  # f(whole shard) over the shard's own graph
 
 
-def order_shard(sequence_ids: np.ndarray, embeddings: np.ndarray, knn_k: int) -> ShardSelection:
-    """Greedy-order every element of a partition on its exact kNN graph."""
+def order_shard(
+    sequence_ids: np.ndarray, embeddings: np.ndarray, knn_k: int, *, params: KnnParams = KnnParams(),
+    optimizer: str = "lazy", epsilon: float = 0.01, seed: int = 0,
+) -> ShardSelection:
+    """Greedy-order every element of a partition on its kNN graph."""
     if len(sequence_ids) != len(embeddings):
         raise ValueError(f"{len(sequence_ids)} sequence ids but {len(embeddings)} embeddings")
     if len(np.unique(sequence_ids)) != len(sequence_ids):
         raise ValueError("duplicate sequence ids in a partition")
     by_id = np.argsort(sequence_ids, kind="stable")
     ids, emb = np.asarray(sequence_ids)[by_id], embeddings[by_id]
-    objective = FacilityLocation(knn_graph(emb, min(knn_k, len(ids))))
-    order, gains = lazy_greedy(objective, len(ids))
+    objective = FacilityLocation(knn_graph(emb, min(knn_k, len(ids)), params))
+    if optimizer == "lazy":
+        order, gains = lazy_greedy(objective, len(ids))
+    elif optimizer == "stochastic":
+        order, gains = stochastic_greedy(objective, len(ids), epsilon=epsilon, seed=seed)
+    else:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     return ShardSelection(ids[order], gains, float(gains.sum()))
 
 
@@ -42,14 +53,16 @@ def greedi_candidates(shard_size: int, budget: int, total: int, oversample: floa
     return min(shard_size, math.ceil(oversample * budget * shard_size / total))
 
 
-def greedi_merge(
-    candidate_ids: np.ndarray, candidate_embeddings: np.ndarray, budget: int, knn_k: int
-) -> ShardSelection:
-    """The merge round: greedy to `budget` over the union of the partitions' candidates."""
-    if budget > len(candidate_ids):
-        raise ValueError(f"merge budget {budget} exceeds the {len(candidate_ids)} candidates")
-    by_id = np.argsort(candidate_ids, kind="stable")
-    ids, emb = np.asarray(candidate_ids)[by_id], candidate_embeddings[by_id]
-    objective = FacilityLocation(knn_graph(emb, min(knn_k, len(ids))))
-    order, gains = lazy_greedy(objective, budget)
-    return ShardSelection(ids[order], gains, float(gains.sum()))
+def candidate_graph(embeddings: np.ndarray, candidates: np.ndarray, knn_k: int, params: KnnParams = KnnParams()) -> sp.csr_matrix:
+    """Rows: the given points; columns: merge candidates (normalised); each row keeps its k best."""
+    sims, nbrs = knn_search(normalize_embeddings(embeddings), candidates, min(knn_k, len(candidates)), params)
+    return to_graph(sims, nbrs, len(candidates)).matrix
+
+
+def merge_select(blocks: list[tuple[np.ndarray, sp.csr_matrix]], budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """GreeDi's merge round with an objective over every point: blocks of (point ids, rows of the
+    points-to-candidates graph), from any number of shards in any order. Returns (candidate
+    indices in greedy order, their gains)."""
+    ids = np.concatenate([b[0] for b in blocks])
+    graph = sp.vstack([b[1] for b in blocks]).tocsr()[np.argsort(ids, kind="stable")]  # rows in id order
+    return lazy_greedy(FacilityLocation(KnnGraph(graph)), budget)

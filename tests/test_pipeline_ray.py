@@ -1,5 +1,8 @@
 """The whole INGENIOUS loop on a real local Ray cluster, on a tiny corpus and model."""
+import dataclasses
 import json
+import math
+import shutil
 import subprocess
 import sys
 from itertools import islice
@@ -13,7 +16,8 @@ from dataio.rundir import read_embeddings, read_sequences, shard_files
 from jobs.config import load_config
 from jobs.pipeline import run_pipeline
 from jobs.stages import STAGE_NAMES
-from selection.partition import random_partition
+from selection.knn import normalize_embeddings
+from selection.partition import nearest_centroid, random_partition, spherical_kmeans, split_oversized
 from selection.sampling import draw_subset, per_partition_budget, taylor_softmax
 from selection.shard import order_shard
 from training.packing import sequence_id
@@ -98,23 +102,54 @@ def test_selection_files_and_sizes(tiny):
     assert len(greedi) == budget and greedi.sequence_id.is_unique and set(greedi.sequence_id) <= set(ids.tolist())
 
 
+def in_process_selection(run, scfg) -> tuple[np.ndarray, np.ndarray, list]:
+    """The select stage's result recomputed in one process, straight from the pure functions."""
+    emb_ids, emb = read_embeddings(shard_files(run / "embed"))
+    if scfg.partition == "random":
+        parts = random_partition(emb_ids, scfg.num_partitions, scfg.seed)
+    else:  # the tiny corpus is below kmeans_sample: every point is in the k-means sample
+        xn = normalize_embeddings(emb)
+        centroids = spherical_kmeans(xn[np.argsort(emb_ids, kind="stable")], scfg.num_partitions, seed=scfg.seed)
+        clusters = nearest_centroid(xn, centroids)
+        max_size = math.ceil(scfg.max_partition_factor * len(emb_ids) / scfg.num_partitions)
+        parts = split_oversized(emb_ids, clusters, np.bincount(clusters, minlength=len(centroids)), max_size, scfg.seed)
+    ids, gains, partitions = [], [], []
+    for p in np.unique(parts):
+        result = order_shard(emb_ids[parts == p], emb[parts == p], scfg.knn_k)
+        ids.append(result.sequence_ids)
+        gains.append(result.gains)
+        partitions.append((result.sequence_ids, taylor_softmax(result.gains)))
+    return np.concatenate(ids), np.concatenate(gains), partitions
+
+
+def assert_select_matches_in_process(run, scfg):
+    probs = pq.read_table(run / "select" / "probabilities.parquet").sort_by([("shard", "ascending"), ("rank", "ascending")])
+    ids, gains, partitions = in_process_selection(run, scfg)
+    assert probs.column("sequence_id").to_numpy().tobytes() == ids.tobytes()
+    assert probs.column("gain").to_numpy().tobytes() == gains.tobytes()
+    budget = round(scfg.fraction * len(ids))
+    subset = pq.read_table(run / "select" / "subset_ingenious.parquet").column("sequence_id").to_numpy()
+    assert subset.tolist() == draw_subset(partitions, budget, seed=scfg.seed, draw=0).tolist()
+
+
 def test_ray_selection_equals_in_process_selection(tiny):
     cfg, run, _ = tiny
-    emb_ids, emb = read_embeddings(shard_files(run / "embed"))
-    parts = random_partition(emb_ids, cfg.select.num_partitions, cfg.select.seed)
-    probs = pq.read_table(run / "select" / "probabilities.parquet").sort_by([("shard", "ascending"), ("rank", "ascending")])
-    got_ids, got_gains = probs.column("sequence_id").to_numpy(), probs.column("gain").to_numpy()
-    expected_ids, expected_gains, partitions = [], [], []
-    for p in range(cfg.select.num_partitions):
-        result = order_shard(emb_ids[parts == p], emb[parts == p], cfg.select.knn_k)
-        expected_ids.append(result.sequence_ids)
-        expected_gains.append(result.gains)
-        partitions.append((result.sequence_ids, taylor_softmax(result.gains)))
-    assert got_ids.tobytes() == np.concatenate(expected_ids).tobytes()
-    assert got_gains.tobytes() == np.concatenate(expected_gains).tobytes()
-    budget = round(cfg.select.fraction * len(emb_ids))
-    subset = pq.read_table(run / "select" / "subset.parquet").column("sequence_id").to_numpy()
-    assert subset.tolist() == draw_subset(partitions, budget, seed=cfg.select.seed, draw=0).tolist()
+    assert cfg.select.partition == "cluster"
+    assert_select_matches_in_process(run, cfg.select)
+
+
+@pytest.mark.parametrize("change", [{"partition": "random"}, {"cpus_per_task": 2}], ids=["random", "one-task-at-a-time"])
+def test_select_variants_on_a_copy_of_the_run(tiny, tmp_path, change):
+    cfg, run, _ = tiny
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    variant = dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, **change))
+    rows = run_pipeline(variant, copy, only=["select"])
+    assert rows[0]["status"] == "ran"
+    assert_select_matches_in_process(copy, variant.select)
+    if "cpus_per_task" in change:  # fewer concurrent workers, same bytes
+        for f in ("probabilities.parquet", "subset.parquet", "subset_greedi.parquet"):
+            assert (copy / "select" / f).read_bytes() == (run / "select" / f).read_bytes()
 
 
 def test_training_and_evaluation_numbers(tiny):

@@ -11,7 +11,7 @@ from selection.greedy import lazy_greedy, naive_greedy
 from selection.knn import KnnGraph, dense_graph, knn_graph, normalize_embeddings
 from selection.partition import random_partition
 from selection.sampling import draw_subset, per_partition_budget, taylor_softmax
-from selection.shard import greedi_merge, order_shard
+from selection.shard import candidate_graph, merge_select, order_shard
 
 
 def clustered(n: int, d: int = 16, clusters: int = 5, seed: int = 0) -> np.ndarray:
@@ -182,6 +182,101 @@ def test_order_shard_is_independent_of_row_order():
     b = order_shard(ids[perm], x[perm], 8)
     assert a.sequence_ids.tobytes() == b.sequence_ids.tobytes()
     assert a.gains.tobytes() == b.gains.tobytes()
-    merged = greedi_merge(ids, x, 30, 8)
-    assert len(merged.sequence_ids) == 30
-    assert merged.sequence_ids.tolist() == a.sequence_ids[:30].tolist()
+
+
+def test_merge_over_all_points_equals_central_greedy_when_every_point_is_a_candidate():
+    x = clustered(300, seed=4)
+    ids = np.random.default_rng(3).permutation(300).astype(np.int64) * 7  # any ids, any order
+    by_id = np.argsort(ids)
+    candidates = normalize_embeddings(x[by_id])  # candidates in id order, like the select stage
+    blocks = [(ids[:120], candidate_graph(x[:120], candidates, 10)), (ids[120:], candidate_graph(x[120:], candidates, 10))]
+    order, gains = merge_select(blocks[::-1], 40)  # block order does not matter
+    central_order, central_gains = lazy_greedy(FacilityLocation(knn_graph(x[by_id], 10)), 40)
+    assert order.tolist() == central_order.tolist()
+    np.testing.assert_allclose(gains, central_gains, rtol=1e-9)
+
+
+def test_stochastic_greedy_reaches_its_guarantee_on_average():
+    from selection.greedy import stochastic_greedy
+
+    x = clustered(400, d=24, clusters=20, seed=6)
+    f = FacilityLocation(knn_graph(x, 10))
+    budget = 40
+    greedy_value = f.evaluate(lazy_greedy(f, budget)[0])
+    values = []
+    for seed in range(10):
+        order, gains = stochastic_greedy(f, budget, epsilon=0.1, seed=seed)
+        assert len(set(order.tolist())) == budget
+        assert gains.sum() == pytest.approx(f.evaluate(order), rel=1e-9)
+        values.append(f.evaluate(order))
+    # (1 - 1/e - eps) of the optimum in expectation; greedy's value is at most the optimum.
+    assert np.mean(values) >= (1 - 1 / math.e - 0.1) * greedy_value
+    assert np.mean(values) <= greedy_value * 1.01
+    again, _ = stochastic_greedy(f, budget, epsilon=0.1, seed=3)
+    assert again.tolist() == stochastic_greedy(f, budget, epsilon=0.1, seed=3)[0].tolist()
+
+
+def test_knn_methods_against_exact():
+    from selection.knn import KnnParams, knn_recall
+
+    x = clustered(3000, d=32, clusters=30, seed=8)
+    exact = knn_graph(x, 10)
+    torch_graph = knn_graph(x, 10, KnnParams(method="torch", query_block=700, device="cpu"))
+    np.testing.assert_allclose(exact.matrix.toarray(), torch_graph.matrix.toarray(), atol=1e-5)
+    assert knn_recall(x, exact, 10) == 1.0
+    for method in ("ivf", "hnsw"):
+        approx = knn_graph(x, 10, KnnParams(method=method, nprobe=8))
+        assert knn_recall(x, approx, 10, sample=500) > 0.9
+    with pytest.raises(ValueError, match="knn method"):
+        KnnParams(method="annoy")
+
+
+def test_cluster_partition_keeps_clusters_together_and_splits_oversized():
+    from selection.partition import nearest_centroid, spherical_kmeans, split_oversized
+
+    x = normalize_embeddings(clustered(2000, d=16, clusters=4, seed=10))
+    ids = np.arange(2000, dtype=np.int64) * 13
+    centroids = spherical_kmeans(x, 4, seed=0)
+    np.testing.assert_array_equal(centroids, spherical_kmeans(x, 4, seed=0))
+    labels = nearest_centroid(x, centroids)
+    sizes = np.bincount(labels, minlength=4)
+    parts = split_oversized(ids, labels, sizes, max_size=400, seed=0)
+    assert np.bincount(parts).max() <= 400 * 1.3  # hash split: near the cap, never a whole big cluster
+    assert len(np.unique(parts)) == sum(-(-s // 400) for s in sizes)
+    for p in np.unique(parts):  # each partition lies inside one cluster
+        assert len(np.unique(labels[parts == p])) == 1
+
+
+def test_cluster_shards_keep_more_of_greedys_advantage_than_random_shards():
+    """The design's measurement in miniature: per-shard greedy with cluster shards beats random shards."""
+    from selection.partition import nearest_centroid, spherical_kmeans
+
+    x = clustered(4000, d=16, clusters=40, seed=12)
+    xn = normalize_embeddings(x)
+    full = FacilityLocation(knn_graph(x, 10))
+    budget, shards = 400, 8
+    central = full.evaluate(lazy_greedy(full, budget)[0])
+    rng = np.random.default_rng(0)
+    random_value = np.mean([full.evaluate(rng.choice(4000, budget, replace=False)) for _ in range(5)])
+
+    def kept(parts: np.ndarray) -> float:
+        chosen = []
+        for p in np.unique(parts):
+            members = np.flatnonzero(parts == p)
+            order = order_shard(members, x[members], 10).sequence_ids
+            chosen += order[: math.ceil(len(members) * budget / 4000)].tolist()
+        return (full.evaluate(chosen[:budget]) - random_value) / (central - random_value)
+
+    by_cluster = kept(nearest_centroid(xn, spherical_kmeans(xn, shards, seed=0)))
+    by_random = kept(random_partition(np.arange(4000), shards, seed=0))
+    assert by_cluster > by_random
+    assert by_cluster > 0.8
+
+
+def test_embedding_shards_with_different_dimensions_are_rejected(tmp_path):
+    from dataio.rundir import embedding_table, read_embeddings, write_parquet
+
+    write_parquet(embedding_table(np.array([1, 2]), np.ones((2, 4), np.float32)), tmp_path / "part-00000.parquet")
+    write_parquet(embedding_table(np.array([3]), np.ones((1, 5), np.float32)), tmp_path / "part-00001.parquet")
+    with pytest.raises(ValueError, match=r"part-00001\.parquet: embedding dimension 5 differs from 4"):
+        read_embeddings(sorted(tmp_path.glob("*.parquet")))

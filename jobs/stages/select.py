@@ -1,14 +1,16 @@
-"""select: random partitions -> per-partition greedy order with gains (one Ray task each) ->
+"""select: partitions -> per-partition greedy order with gains (one Ray task each) ->
 `ingenious` probabilities and draw 0, and the `greedi` merge round.
 
-Files: probabilities.parquet (sequence_id, shard, rank, gain, probability), subset_ingenious.parquet
-(sequence_id, draw), subset_greedi.parquet (sequence_id, rank, gain), and subset.parquet, a copy
-of the configured strategy's subset. partitions/part-p.parquet hold each task's result, so a
-resumed run orders only the partitions that have none.
+Partitions are `cluster` (spherical k-means cells fitted on a sample, oversized cells split) or
+`random` (the paper's). Files: probabilities.parquet (sequence_id, shard, rank, gain, probability),
+subset_ingenious.parquet (sequence_id, draw), subset_greedi.parquet (sequence_id, rank, gain), and
+subset.parquet, a copy of the configured strategy's subset. partitions/part-p.parquet hold each
+task's result, so a resumed run orders only the partitions that have none.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 from pathlib import Path
 
@@ -16,11 +18,12 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from actors.selector import merge_candidates, order_partition
-from dataio.rundir import read_table, shard_files, write_parquet
-from jobs.config import PipelineConfig
+from actors.selector import assign_clusters, candidate_edges, merge_round, order_partition, sample_embeddings
+from dataio.rundir import read_embeddings, read_table, shard_files, write_parquet
+from jobs.config import PipelineConfig, SelectConfig
 from jobs.stages.base import Context, Stage
-from selection.partition import random_partition
+from selection.knn import normalize_embeddings
+from selection.partition import random_partition, spherical_kmeans, split_oversized
 from selection.sampling import draw_subset, taylor_softmax
 from selection.shard import greedi_candidates
 
@@ -35,22 +38,23 @@ class Select(Stage):
     def run(self, ctx: Context, out: Path) -> dict:
         scfg = ctx.cfg.select
         embed_files = [str(f) for f in shard_files(ctx.stage("embed"))]
-        ids = np.concatenate([read_table(f, ["sequence_id"]).column("sequence_id").to_numpy() for f in embed_files])
         expected = sum(read_table(f, ["sequence_id"]).num_rows for f in shard_files(ctx.stage("prepare") / "sequences"))
+        ids, parts = partition(embed_files, scfg)
         if len(ids) != expected:
             raise ValueError(f"embed/ holds {len(ids)} embeddings but prepare/ has {expected} sequences")
-        n = len(ids)
-        budget = round(scfg.fraction * n)
+        n, budget = len(ids), round(scfg.fraction * len(ids))
         if budget < 1:
             raise ValueError(f"select.fraction={scfg.fraction} of {n} sequences selects nothing")
-        parts = random_partition(ids, scfg.num_partitions, scfg.seed)
-        refs, stats = [], []
-        for p in range(scfg.num_partitions):
+        task = {"num_cpus": scfg.cpus_per_task}
+        if scfg.memory_per_task_gb:
+            task["memory"] = int(scfg.memory_per_task_gb * 2**30)
+        refs = []
+        for p in np.unique(parts):
             path = out / "partitions" / f"part-{p:05d}.parquet"
-            members = ids[parts == p]
-            if len(members) and not path.exists():
-                refs.append(order_partition.options(num_cpus=scfg.cpus_per_task).remote(
-                    p, embed_files, members, scfg.knn_k, str(path)))
+            if not path.exists():
+                refs.append(order_partition.options(**task).remote(
+                    int(p), embed_files, ids[parts == p], scfg.knn_k, scfg.knn_params(), scfg.optimizer,
+                    scfg.epsilon, scfg.seed, str(path)))
         stats = ray.get(refs)
         ordered = pa.concat_tables([read_table(f) for f in shard_files(out / "partitions")])
         ordered = ordered.sort_by([("shard", "ascending"), ("rank", "ascending")])
@@ -61,28 +65,56 @@ class Select(Stage):
         seq_ids, gains = ordered.column("sequence_id").to_numpy(), ordered.column("gain").to_numpy()
         probs = np.concatenate([taylor_softmax(g) for g in np.split(gains, bounds)])
         write_parquet(ordered.append_column("probability", pa.array(probs, pa.float64())), out / "probabilities.parquet")
-        partitions = list(zip(np.split(seq_ids, bounds), np.split(probs, bounds)))
-        draw0 = draw_subset(partitions, budget, seed=scfg.seed, draw=0)
+        draw0 = draw_subset(list(zip(np.split(seq_ids, bounds), np.split(probs, bounds))), budget, seed=scfg.seed, draw=0)
         write_parquet(pa.table({"sequence_id": pa.array(draw0, pa.int64()),
                                 "draw": pa.array(np.zeros(len(draw0), np.int32))}), out / "subset_ingenious.parquet")
 
-        # greedi: each partition's greedy prefix (its oversampled budget share) -> one merge task.
-        candidates = np.concatenate([
-            part_ids[: greedi_candidates(len(part_ids), budget, n, scfg.greedi_oversample)]
-            for part_ids in np.split(seq_ids, bounds)])
-        merged = ray.get(merge_candidates.options(num_cpus=scfg.cpus_per_task).remote(
-            embed_files, candidates, min(budget, len(candidates)), scfg.knn_k))
+        merged = greedi(embed_files, np.split(seq_ids, bounds), budget, n, scfg, task)
         write_parquet(pa.table({"sequence_id": pa.array(merged["sequence_ids"], pa.int64()),
                                 "rank": pa.array(np.arange(len(merged["sequence_ids"])), pa.int64()),
                                 "gain": pa.array(merged["gains"], pa.float64())}), out / "subset_greedi.parquet")
         shutil.copyfile(out / f"subset_{scfg.strategy}.parquet", out / "subset.parquet")
-        sizes = np.bincount(shard, minlength=scfg.num_partitions)
+        sizes = np.bincount(shard)
         return {
-            "sequences": n, "budget": budget, "partitions": scfg.num_partitions,
-            "partition_sizes": [int(s) for s in sizes], "ingenious_subset": len(draw0),
-            "greedi_candidates": int(merged["candidates"]), "greedi_subset": len(merged["sequence_ids"]),
-            "greedi_merge_objective": merged["objective"], "strategy": scfg.strategy,
-            "partition_seconds": sum(s["seconds"] for s in stats),
+            "sequences": n, "budget": budget, "partition": scfg.partition, "partitions": int(len(sizes)),
+            "largest_partition": int(sizes.max()), "smallest_partition": int(sizes.min()),
+            "ingenious_subset": len(draw0), "greedi_candidates": merged["candidates"],
+            "greedi_subset": len(merged["sequence_ids"]), "greedi_objective": merged["objective"],
+            "partition_objective": float(gains.sum()), "strategy": scfg.strategy,
+            "partition_task_seconds": sum(s["seconds"] for s in stats), "merge_seconds": merged["seconds"],
             "written": "probabilities.parquet, subset.parquet, subset_ingenious.parquet, subset_greedi.parquet",
         }
 
+
+def partition(embed_files: list[str], scfg: SelectConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(sequence ids, partition index of each). Depends on the data and seed only, not on workers."""
+    if scfg.partition == "random":
+        ids = np.concatenate([read_table(f, ["sequence_id"]).column("sequence_id").to_numpy() for f in embed_files])
+        return ids, random_partition(ids, scfg.num_partitions, scfg.seed)
+    total = sum(read_table(f, ["sequence_id"]).num_rows for f in embed_files)
+    rate = min(1.0, scfg.kmeans_sample / total)
+    samples = ray.get([sample_embeddings.remote(f, rate, scfg.seed) for f in embed_files])
+    sample_ids = np.concatenate([s[0] for s in samples])
+    sample = np.concatenate([s[1] for s in samples])[np.argsort(sample_ids, kind="stable")]  # order-free
+    centroids = spherical_kmeans(sample, min(scfg.num_partitions, len(sample)), seed=scfg.seed)
+    labelled = ray.get([assign_clusters.remote(f, centroids) for f in embed_files])
+    ids = np.concatenate([x[0] for x in labelled])
+    clusters = np.concatenate([x[1] for x in labelled])
+    max_size = math.ceil(scfg.max_partition_factor * total / scfg.num_partitions)
+    return ids, split_oversized(ids, clusters, np.bincount(clusters, minlength=len(centroids)), max_size, scfg.seed)
+
+
+def greedi(embed_files: list[str], partitions: list[np.ndarray], budget: int, n: int, scfg: SelectConfig, task: dict) -> dict:
+    """Merge round: each partition's greedy prefix (its oversampled budget share) becomes a
+    candidate; every point's k nearest candidates (one task per embedding shard) form the merge
+    objective, so the merged subset is judged on all the data, not only on the candidates."""
+    candidate_ids = np.sort(np.concatenate([
+        p[: greedi_candidates(len(p), budget, n, scfg.greedi_oversample)] for p in partitions]))
+    cand_ids, cand_emb = read_embeddings([Path(f) for f in embed_files], keep=candidate_ids)
+    cand_emb = normalize_embeddings(cand_emb[np.argsort(cand_ids, kind="stable")])
+    cand_ref = ray.put(cand_emb)
+    blocks = [candidate_edges.options(**task).remote(f, cand_ref, scfg.knn_k, scfg.knn_params()) for f in embed_files]
+    merged = ray.get(merge_round.options(**task).remote(min(budget, len(candidate_ids)), *blocks))
+    merged["sequence_ids"] = candidate_ids[merged["order"]]
+    merged["candidates"] = len(candidate_ids)
+    return merged
