@@ -1,20 +1,23 @@
-"""Ray tasks for selection. Only ids, labels, gains and sparse edges travel between them; a task
-reads the embeddings it needs from the shards itself, so no node holds every embedding.
+"""Ray tasks for selection. Only ids, labels, gains, sparse edges and a serialized candidate index
+travel between them; embeddings are read from the shards by the task that needs them, and each
+embedding shard is scattered once into per-partition files, so a partition task reads only its
+own rows and no node ever holds every embedding.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pyarrow as pa
 import ray
 import scipy.sparse as sp
 
-from dataio.rundir import read_embeddings, write_parquet
-from selection.knn import KnnParams, normalize_embeddings
+from dataio.rundir import embedding_table, read_embeddings, write_parquet
+from selection.knn import KnnParams, build_index, normalize_embeddings, search_index, to_graph
 from selection.partition import nearest_centroid, splitmix64
-from selection.shard import candidate_graph, merge_select, order_shard
+from selection.shard import merge_select, order_shard
 
 
 @ray.remote
@@ -35,14 +38,24 @@ def assign_clusters(embed_file: str, centroids: np.ndarray) -> tuple[np.ndarray,
 
 
 @ray.remote
+def scatter_shard(embed_file: str, partitions: np.ndarray, out_dir: str) -> int:
+    """Write one embedding shard's rows into out_dir/p-XXXXX/<shard name>, one file per partition."""
+    ids, emb = read_embeddings([Path(embed_file)])
+    name = Path(embed_file).name
+    for p in np.unique(partitions):
+        rows = partitions == p
+        write_parquet(embedding_table(ids[rows], emb[rows]), Path(out_dir) / f"p-{p:05d}" / name)
+    (Path(out_dir) / f"_done-{name}").write_text("")  # written last: this shard is fully scattered
+    return len(ids)
+
+
+@ray.remote
 def order_partition(
-    partition: int, embed_files: list[str], member_ids: np.ndarray, knn_k: int, params: KnnParams,
-    optimizer: str, epsilon: float, seed: int, out_path: str,
+    partition: int, folder: str, knn_k: int, params: KnnParams, optimizer: str, epsilon: float, seed: int,
+    out_path: str,
 ) -> dict:
     start = time.perf_counter()
-    ids, emb = read_embeddings([Path(f) for f in embed_files], keep=member_ids)
-    if len(ids) != len(member_ids):
-        raise ValueError(f"partition {partition}: {len(member_ids) - len(ids)} sequences have no embedding")
+    ids, emb = read_embeddings(sorted(Path(folder).glob("*.parquet")))
     result = order_shard(ids, emb, knn_k, params=params, optimizer=optimizer, epsilon=epsilon, seed=seed + partition)
     write_parquet(pa.table({
         "sequence_id": pa.array(result.sequence_ids, pa.int64()),
@@ -55,10 +68,20 @@ def order_partition(
 
 
 @ray.remote
-def candidate_edges(embed_file: str, candidates: np.ndarray, knn_k: int, params: KnnParams) -> tuple[np.ndarray, sp.csr_matrix]:
+def candidate_index(embed_files: list[str], candidate_ids: np.ndarray, params: KnnParams) -> np.ndarray:
+    """Build the merge candidates' index once (candidates in id order) and ship it serialized."""
+    ids, emb = read_embeddings([Path(f) for f in embed_files], keep=candidate_ids)
+    emb = normalize_embeddings(emb[np.argsort(ids, kind="stable")])
+    return faiss.serialize_index(build_index(emb, params))
+
+
+@ray.remote
+def candidate_edges(embed_file: str, index_bytes: np.ndarray, knn_k: int) -> tuple[np.ndarray, sp.csr_matrix]:
     """For every point of one shard, its k most similar merge candidates: (point ids, CSR rows)."""
+    index = faiss.deserialize_index(index_bytes)
     ids, emb = read_embeddings([Path(embed_file)])
-    return ids, candidate_graph(emb, candidates, knn_k, params)
+    sims, nbrs = search_index(index, normalize_embeddings(emb, embed_file), min(knn_k, index.ntotal))
+    return ids, to_graph(sims, nbrs, index.ntotal).matrix
 
 
 @ray.remote

@@ -78,19 +78,26 @@ def knn_search(queries: np.ndarray, base: np.ndarray, k: int, params: KnnParams 
         raise ValueError(f"knn k={k} must be in [1, {len(base)}] (the number of base points)")
     if params.method == "torch":
         return _torch_search(queries, base, k, params)
-    index = _faiss_index(base, params)
+    return search_index(build_index(base, params), queries, k, params.query_block)
+
+
+def search_index(index: faiss.Index, queries: np.ndarray, k: int, query_block: int = 16384) -> tuple[np.ndarray, np.ndarray]:
+    """Search a built FAISS index in blocks of queries (bounded memory)."""
+    if queries.shape[1] != index.d:
+        raise ValueError(f"dimension mismatch: queries have {queries.shape[1]}, the index has {index.d}")
     sims = np.empty((len(queries), k), dtype=np.float32)
     nbrs = np.empty((len(queries), k), dtype=np.int64)
-    for start in range(0, len(queries), params.query_block):
-        d, i = index.search(queries[start : start + params.query_block], k)
-        sims[start : start + params.query_block], nbrs[start : start + params.query_block] = d, i
+    for start in range(0, len(queries), query_block):
+        d, i = index.search(queries[start : start + query_block], k)
+        sims[start : start + query_block], nbrs[start : start + query_block] = d, i
     sims[nbrs < 0] = 0.0
     return sims, nbrs
 
 
-def _faiss_index(base: np.ndarray, params: KnnParams) -> faiss.Index:
+def build_index(base: np.ndarray, params: KnnParams) -> faiss.Index:
+    """A FAISS index over normalised base vectors (`torch` gets an exact flat index here)."""
     d = base.shape[1]
-    if params.method == "exact":
+    if params.method in ("exact", "torch"):
         index = faiss.IndexFlatIP(d)
     elif params.method == "hnsw":
         index = faiss.IndexHNSWFlat(d, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)

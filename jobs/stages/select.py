@@ -12,17 +12,19 @@ from __future__ import annotations
 import dataclasses
 import math
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import ray
 
-from actors.selector import assign_clusters, candidate_edges, merge_round, order_partition, sample_embeddings
-from dataio.rundir import read_embeddings, read_table, shard_files, write_parquet
+from actors.selector import (
+    assign_clusters, candidate_edges, candidate_index, merge_round, order_partition, sample_embeddings, scatter_shard,
+)
+from dataio.rundir import read_table, shard_files, write_parquet
 from jobs.config import PipelineConfig, SelectConfig
 from jobs.stages.base import Context, Stage
-from selection.knn import normalize_embeddings
 from selection.partition import random_partition, spherical_kmeans, split_oversized
 from selection.sampling import draw_subset, taylor_softmax
 from selection.shard import greedi_candidates
@@ -39,7 +41,9 @@ class Select(Stage):
         scfg = ctx.cfg.select
         embed_files = [str(f) for f in shard_files(ctx.stage("embed"))]
         expected = sum(read_table(f, ["sequence_id"]).num_rows for f in shard_files(ctx.stage("prepare") / "sequences"))
-        ids, parts = partition(embed_files, scfg)
+        clock = time.perf_counter()
+        ids_per_file, parts_per_file = partition(embed_files, scfg)
+        ids, parts = np.concatenate(ids_per_file), np.concatenate(parts_per_file)
         if len(ids) != expected:
             raise ValueError(f"embed/ holds {len(ids)} embeddings but prepare/ has {expected} sequences")
         n, budget = len(ids), round(scfg.fraction * len(ids))
@@ -48,14 +52,17 @@ class Select(Stage):
         task = {"num_cpus": scfg.cpus_per_task}
         if scfg.memory_per_task_gb:
             task["memory"] = int(scfg.memory_per_task_gb * 2**30)
-        refs = []
-        for p in np.unique(parts):
-            path = out / "partitions" / f"part-{p:05d}.parquet"
-            if not path.exists():
-                refs.append(order_partition.options(**task).remote(
-                    int(p), embed_files, ids[parts == p], scfg.knn_k, scfg.knn_params(), scfg.optimizer,
-                    scfg.epsilon, scfg.seed, str(path)))
-        stats = ray.get(refs)
+        todo = [int(p) for p in np.unique(parts) if not (out / "partitions" / f"part-{p:05d}.parquet").exists()]
+        scatter = out / "scatter"
+        if todo:
+            ray.get([scatter_shard.remote(f, fp, str(scatter)) for f, fp in zip(embed_files, parts_per_file)
+                     if not (scatter / f"_done-{Path(f).name}").exists()])
+        seconds = {"partition": time.perf_counter() - clock}
+        clock = time.perf_counter()
+        stats = ray.get([order_partition.options(**task).remote(
+            p, str(scatter / f"p-{p:05d}"), scfg.knn_k, scfg.knn_params(), scfg.optimizer, scfg.epsilon, scfg.seed,
+            str(out / "partitions" / f"part-{p:05d}.parquet")) for p in todo])
+        seconds["greedy"] = time.perf_counter() - clock
         ordered = pa.concat_tables([read_table(f) for f in shard_files(out / "partitions")])
         ordered = ordered.sort_by([("shard", "ascending"), ("rank", "ascending")])
 
@@ -69,28 +76,32 @@ class Select(Stage):
         write_parquet(pa.table({"sequence_id": pa.array(draw0, pa.int64()),
                                 "draw": pa.array(np.zeros(len(draw0), np.int32))}), out / "subset_ingenious.parquet")
 
+        clock = time.perf_counter()
         merged = greedi(embed_files, np.split(seq_ids, bounds), budget, n, scfg, task)
+        seconds["merge"] = time.perf_counter() - clock
         write_parquet(pa.table({"sequence_id": pa.array(merged["sequence_ids"], pa.int64()),
                                 "rank": pa.array(np.arange(len(merged["sequence_ids"])), pa.int64()),
                                 "gain": pa.array(merged["gains"], pa.float64())}), out / "subset_greedi.parquet")
         shutil.copyfile(out / f"subset_{scfg.strategy}.parquet", out / "subset.parquet")
+        shutil.rmtree(scatter, ignore_errors=True)  # a copy of the embeddings, needed only until here
         sizes = np.bincount(shard)
+        sizes = sizes[sizes > 0]
         return {
             "sequences": n, "budget": budget, "partition": scfg.partition, "partitions": int(len(sizes)),
             "largest_partition": int(sizes.max()), "smallest_partition": int(sizes.min()),
             "ingenious_subset": len(draw0), "greedi_candidates": merged["candidates"],
             "greedi_subset": len(merged["sequence_ids"]), "greedi_objective": merged["objective"],
             "partition_objective": float(gains.sum()), "strategy": scfg.strategy,
-            "partition_task_seconds": sum(s["seconds"] for s in stats), "merge_seconds": merged["seconds"],
+            "seconds_by_phase": seconds, "partition_task_seconds": sum(s["seconds"] for s in stats),
             "written": "probabilities.parquet, subset.parquet, subset_ingenious.parquet, subset_greedi.parquet",
         }
 
 
-def partition(embed_files: list[str], scfg: SelectConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(sequence ids, partition index of each). Depends on the data and seed only, not on workers."""
+def partition(embed_files: list[str], scfg: SelectConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per embedding shard: (sequence ids, partition of each), from the data and seed alone."""
     if scfg.partition == "random":
-        ids = np.concatenate([read_table(f, ["sequence_id"]).column("sequence_id").to_numpy() for f in embed_files])
-        return ids, random_partition(ids, scfg.num_partitions, scfg.seed)
+        ids = [read_table(f, ["sequence_id"]).column("sequence_id").to_numpy() for f in embed_files]
+        return ids, [random_partition(i, scfg.num_partitions, scfg.seed) for i in ids]
     total = sum(read_table(f, ["sequence_id"]).num_rows for f in embed_files)
     rate = min(1.0, scfg.kmeans_sample / total)
     samples = ray.get([sample_embeddings.remote(f, rate, scfg.seed) for f in embed_files])
@@ -98,22 +109,21 @@ def partition(embed_files: list[str], scfg: SelectConfig) -> tuple[np.ndarray, n
     sample = np.concatenate([s[1] for s in samples])[np.argsort(sample_ids, kind="stable")]  # order-free
     centroids = spherical_kmeans(sample, min(scfg.num_partitions, len(sample)), seed=scfg.seed)
     labelled = ray.get([assign_clusters.remote(f, centroids) for f in embed_files])
-    ids = np.concatenate([x[0] for x in labelled])
     clusters = np.concatenate([x[1] for x in labelled])
+    sizes = np.bincount(clusters, minlength=len(centroids))
     max_size = math.ceil(scfg.max_partition_factor * total / scfg.num_partitions)
-    return ids, split_oversized(ids, clusters, np.bincount(clusters, minlength=len(centroids)), max_size, scfg.seed)
+    return [x[0] for x in labelled], [split_oversized(i, c, sizes, max_size, scfg.seed) for i, c in labelled]
 
 
 def greedi(embed_files: list[str], partitions: list[np.ndarray], budget: int, n: int, scfg: SelectConfig, task: dict) -> dict:
     """Merge round: each partition's greedy prefix (its oversampled budget share) becomes a
-    candidate; every point's k nearest candidates (one task per embedding shard) form the merge
-    objective, so the merged subset is judged on all the data, not only on the candidates."""
+    candidate; one task builds the candidates' index, and every point's k nearest candidates
+    (one task per embedding shard) form the merge objective, so the merged subset is judged on
+    all the data, not only on the candidates."""
     candidate_ids = np.sort(np.concatenate([
         p[: greedi_candidates(len(p), budget, n, scfg.greedi_oversample)] for p in partitions]))
-    cand_ids, cand_emb = read_embeddings([Path(f) for f in embed_files], keep=candidate_ids)
-    cand_emb = normalize_embeddings(cand_emb[np.argsort(cand_ids, kind="stable")])
-    cand_ref = ray.put(cand_emb)
-    blocks = [candidate_edges.options(**task).remote(f, cand_ref, scfg.knn_k, scfg.knn_params()) for f in embed_files]
+    index = candidate_index.options(**task).remote(embed_files, candidate_ids, scfg.knn_params())
+    blocks = [candidate_edges.options(**task).remote(f, index, scfg.knn_k) for f in embed_files]
     merged = ray.get(merge_round.options(**task).remote(min(budget, len(candidate_ids)), *blocks))
     merged["sequence_ids"] = candidate_ids[merged["order"]]
     merged["candidates"] = len(candidate_ids)
