@@ -54,7 +54,7 @@ class KnnGraph:
 @dataclass(kw_only=True, frozen=True)
 class KnnParams:
     method: str = "exact"
-    nlist: int | None = None  # IVF cells; default 4 * sqrt(n)
+    nlist: int | None = None  # IVF cells; default 2 * sqrt(n)
     nprobe: int = 16  # IVF cells visited per query
     hnsw_m: int = 32
     ef_search: int = 128
@@ -103,9 +103,10 @@ def build_index(base: np.ndarray, params: KnnParams) -> faiss.Index:
         index = faiss.IndexHNSWFlat(d, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = params.ef_search
     else:
-        nlist = params.nlist or max(1, min(len(base) // 39, int(4 * math.sqrt(len(base)))))
+        nlist = params.nlist or max(1, min(len(base) // 39, int(2 * math.sqrt(len(base)))))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = 1234  # FAISS k-means is seeded: the same data gives the same cells
+        index.cp.max_points_per_centroid = 64  # train on a sample: cells need not be perfect
         index.train(base)
         index.nprobe = min(params.nprobe, nlist)
     index.add(base)

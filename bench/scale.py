@@ -1,0 +1,78 @@
+"""Scale run: 25% of N synthetic 384-d embeddings through the real Ray select stage on this machine.
+
+    python -m bench.scale --n 1000000
+
+Writes a throwaway run directory (embedding shards of 50k rows and matching sequence-id shards),
+starts a local Ray cluster, runs the select stage (cluster partitions, IVF kNN graphs, lazy greedy
+over every partition, the `ingenious` draw and the `greedi` merge over all points), and prints the
+time of each phase and the peak memory of all processes together.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from bench.common import PeakRss
+from dataio.rundir import RunDir, embedding_table, write_parquet
+from jobs.config import PipelineConfig, SelectConfig
+from jobs.stages.base import Context
+from jobs.stages.select import Select
+
+SHARD = 50_000
+
+
+def write_synthetic_run(root: Path, n: int, d: int = 384, clusters: int = 100, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, d)).astype(np.float32)
+    spread = rng.uniform(0.5, 1.5, size=clusters).astype(np.float32)
+    for s, start in enumerate(range(0, n, SHARD)):
+        m = min(SHARD, n - start)
+        r = np.random.default_rng([seed, s])
+        labels = r.integers(clusters, size=m)
+        x = centres[labels] + 1.2 * spread[labels, None] * r.standard_normal((m, d), dtype=np.float32)
+        ids = r.integers(-(2**62), 2**62, size=m)
+        write_parquet(embedding_table(ids, x), root / "embed" / f"part-{s:05d}.parquet")
+        write_parquet(pa.table({"sequence_id": pa.array(ids, pa.int64())}), root / "prepare" / "sequences" / f"part-{s:05d}.parquet")
+
+
+def scale_run(n: int, partitions: int = 64) -> dict:
+    root = Path(tempfile.mkdtemp(prefix="ingenious-scale-"))
+    try:
+        start = time.perf_counter()
+        write_synthetic_run(root, n)
+        print(f"wrote {n} synthetic embeddings in {time.perf_counter() - start:.1f}s to {root}", flush=True)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        cfg = PipelineConfig(select=SelectConfig(partition="cluster", num_partitions=partitions, knn_k=20,
+                                                 knn_method="ivf", fraction=0.25))
+        out = root / "select"
+        out.mkdir()
+        with PeakRss(interval=0.2) as mem:
+            start = time.perf_counter()
+            summary = Select().run(Context(cfg, RunDir(root)), out)
+            total = time.perf_counter() - start
+        ray.shutdown()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    phases = summary["seconds_by_phase"]
+    print(json.dumps({k: summary[k] for k in ("sequences", "budget", "partitions", "largest_partition",
+                                                "ingenious_subset", "greedi_subset", "greedi_candidates")}))
+    print(f"select stage: {total:.1f}s total = partition+scatter {phases['partition']:.1f}s, "
+          f"kNN graphs + greedy {phases['greedy']:.1f}s, merge {phases['merge']:.1f}s, "
+          f"rest {total - sum(phases.values()):.1f}s; peak memory of all processes {mem.peak / 2**30:.2f} GB above idle")
+    return summary
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--partitions", type=int, default=64)
+    args = parser.parse_args()
+    scale_run(args.n, args.partitions)
