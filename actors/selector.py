@@ -56,14 +56,17 @@ def order_partition(
 ) -> dict:
     start = time.perf_counter()
     ids, emb = read_embeddings(sorted(Path(folder).glob("*.parquet")))
-    result = order_shard(ids, emb, knn_k, params=params, optimizer=optimizer, epsilon=epsilon, seed=seed + partition)
+    try:
+        result = order_shard(ids, emb, knn_k, params=params, optimizer=optimizer, epsilon=epsilon, seed=seed + partition)
+    except ValueError as e:
+        raise ValueError(f"selection partition {partition} ({folder}): {e}") from None
     write_parquet(pa.table({
         "sequence_id": pa.array(result.sequence_ids, pa.int64()),
         "shard": pa.array(np.full(len(ids), partition), pa.int32()),
         "rank": pa.array(np.arange(len(ids)), pa.int64()),
         "gain": pa.array(result.gains, pa.float64()),
     }), out_path)
-    return {"partition": partition, "size": len(ids), "objective": result.objective,
+    return {"partition": partition, "size": len(ids), "objective": result.objective, "knn_recall": result.knn_recall,
             "seconds": time.perf_counter() - start}
 
 

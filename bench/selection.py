@@ -82,6 +82,18 @@ def merged_solution(orders: list[np.ndarray], x: np.ndarray, k: int, budget: int
     return candidates[order]
 
 
+def knn_methods(n: int, k: int) -> None:
+    x = clustered_embeddings(n, seed=3)
+    exact, exact_s, exact_mb = measure(lambda: knn_graph(x, k), repeats=1)
+    print(f"\n## kNN graph build at n={n}, d={x.shape[1]}, k={k} (2 threads; recall on 1000 sampled rows)")
+    print("| method | seconds | x exact | recall | peak MB |")
+    print("|---|---|---|---|---|")
+    print(f"| exact (FAISS flat) | {exact_s:.2f} | 1.00 | 1.000 | {exact_mb:.0f} |")
+    for method in ("torch", "ivf", "hnsw"):
+        graph, secs, mb = measure(lambda: knn_graph(x, k, KnnParams(method=method, device="cpu")), repeats=1)
+        print(f"| {method} | {secs:.2f} | {exact_s / secs:.2f} | {knn_recall(x, graph, k):.3f} | {mb:.0f} |")
+
+
 def dense_objective(x: np.ndarray, subset: np.ndarray, rows: np.ndarray) -> float:
     """f(S) with the dense cosine kernel (every pair, floored at 0), estimated on a fixed sample of
     points: each sampled point's exact best similarity to S, scaled to all n points."""
@@ -152,6 +164,7 @@ def main() -> None:
     rows = [compare_optimizers(n, k, f, submodlib_dense=n <= 10_000, slow_repeats=1 if args.quick or n > 10_000 else 3)
             for n, k, f in grid]
     print_comparison(rows)
+    knn_methods(20_000 if args.quick else 100_000, 20)
     quality = distributed_quality(100_000, 20, 0.25, [8] if args.quick else [4, 8, 16])
     first = rows[0]
     default = next(r for r in quality if r["design"].startswith("cluster shards P=8, no merge"))

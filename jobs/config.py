@@ -88,7 +88,8 @@ class SelectConfig:
     epsilon: float = 0.01  # stochastic greedy only
     greedi_oversample: float = 2.0  # each partition sends oversample x its budget share to the merge
     seed: int = 0
-    cpus_per_task: int = 1
+    cpus_per_task: float = 1.0  # Ray resources of each partition / merge task
+    gpus_per_task: float = 0.0  # with knn_method torch, partition graphs are built on the task's GPU
     memory_per_task_gb: float | None = None  # declared to Ray so big partitions are not packed together
 
     def __post_init__(self) -> None:
@@ -104,6 +105,8 @@ class SelectConfig:
             raise ValueError(f"select.fraction must be in (0, 1], got {self.fraction}")
         if not 0.0 < self.epsilon < 1.0:
             raise ValueError(f"select.epsilon must be in (0, 1), got {self.epsilon}")
+        if self.cpus_per_task <= 0 or self.gpus_per_task < 0:
+            raise ValueError("select.cpus_per_task must be > 0 and gpus_per_task >= 0")
         if self.num_partitions < 1 or self.knn_k < 1 or self.greedi_oversample < 1.0 or self.max_partition_factor < 1.0:
             raise ValueError("select.num_partitions >= 1, knn_k >= 1, greedi_oversample >= 1 and "
                              "max_partition_factor >= 1 are required")

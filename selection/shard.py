@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 from selection.facility_location import FacilityLocation
 from selection.greedy import lazy_greedy, stochastic_greedy
-from selection.knn import KnnGraph, KnnParams, knn_graph, knn_search, normalize_embeddings, to_graph
+from selection.knn import KnnGraph, KnnParams, knn_graph, knn_recall, knn_search, normalize_embeddings, to_graph
 
 OPTIMIZERS = ("lazy", "stochastic")
 
@@ -25,6 +25,7 @@ class ShardSelection:
     sequence_ids: np.ndarray  # int64, greedy order
     gains: np.ndarray  # float64, gain at insertion (non-increasing)
     objective: float  # f(whole shard) over the shard's own graph
+    knn_recall: float | None = None  # approximate graphs only: share of exact neighbours found
 
 
 def order_shard(
@@ -38,14 +39,17 @@ def order_shard(
         raise ValueError("duplicate sequence ids in a partition")
     by_id = np.argsort(sequence_ids, kind="stable")
     ids, emb = np.asarray(sequence_ids)[by_id], embeddings[by_id]
-    objective = FacilityLocation(knn_graph(emb, min(knn_k, len(ids)), params))
+    k = min(knn_k, len(ids))  # a partition smaller than k simply keeps every pair
+    graph = knn_graph(emb, k, params)
+    recall = knn_recall(emb, graph, k, sample=200) if params.method in ("ivf", "hnsw") else None
+    objective = FacilityLocation(graph)
     if optimizer == "lazy":
         order, gains = lazy_greedy(objective, len(ids))
     elif optimizer == "stochastic":
         order, gains = stochastic_greedy(objective, len(ids), epsilon=epsilon, seed=seed)
     else:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-    return ShardSelection(ids[order], gains, float(gains.sum()))
+    return ShardSelection(ids[order], gains, float(gains.sum()), recall)
 
 
 def greedi_candidates(shard_size: int, budget: int, total: int, oversample: float) -> int:

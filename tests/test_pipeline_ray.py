@@ -138,7 +138,9 @@ def test_ray_selection_equals_in_process_selection(tiny):
     assert_select_matches_in_process(run, cfg.select)
 
 
-@pytest.mark.parametrize("change", [{"partition": "random"}, {"cpus_per_task": 2}], ids=["random", "one-task-at-a-time"])
+@pytest.mark.parametrize(
+    "change", [{"partition": "random"}, {"cpus_per_task": 2.0}, {"cpus_per_task": 0.5}],
+    ids=["random", "one-worker", "four-workers"])
 def test_select_variants_on_a_copy_of_the_run(tiny, tmp_path, change):
     cfg, run, _ = tiny
     copy = tmp_path / "run"
@@ -147,7 +149,7 @@ def test_select_variants_on_a_copy_of_the_run(tiny, tmp_path, change):
     rows = run_pipeline(variant, copy, only=["select"])
     assert rows[0]["status"] == "ran"
     assert_select_matches_in_process(copy, variant.select)
-    if "cpus_per_task" in change:  # fewer concurrent workers, same bytes
+    if "cpus_per_task" in change:  # 1 or 4 concurrent workers instead of 2: the same bytes
         for f in ("probabilities.parquet", "subset.parquet", "subset_greedi.parquet"):
             assert (copy / "select" / f).read_bytes() == (run / "select" / f).read_bytes()
 

@@ -59,7 +59,7 @@ class Select(Stage):
                      if not (scatter / f"_done-{Path(f).name}").exists()])
         seconds = {"partition": time.perf_counter() - clock}
         clock = time.perf_counter()
-        stats = ray.get([order_partition.options(**task).remote(
+        stats = ray.get([order_partition.options(**task, num_gpus=scfg.gpus_per_task).remote(
             p, str(scatter / f"p-{p:05d}"), scfg.knn_k, scfg.knn_params(), scfg.optimizer, scfg.epsilon, scfg.seed,
             str(out / "partitions" / f"part-{p:05d}.parquet")) for p in todo])
         seconds["greedy"] = time.perf_counter() - clock
@@ -93,6 +93,8 @@ class Select(Stage):
             "greedi_subset": len(merged["sequence_ids"]), "greedi_objective": merged["objective"],
             "partition_objective": float(gains.sum()), "strategy": scfg.strategy,
             "seconds_by_phase": seconds, "partition_task_seconds": sum(s["seconds"] for s in stats),
+            "knn_recall": (float(np.mean([s["knn_recall"] for s in stats])) if stats and stats[0]["knn_recall"] is not None
+                           else None),
             "written": "probabilities.parquet, subset.parquet, subset_ingenious.parquet, subset_greedi.parquet",
         }
 
