@@ -88,8 +88,8 @@ def candidate_edges(embed_file: str, index_bytes: np.ndarray, knn_k: int) -> tup
 
 
 @ray.remote
-def merge_round(budget: int, *blocks: tuple[np.ndarray, sp.csr_matrix]) -> dict:
+def merge_round(budget: int, local: np.ndarray, *blocks: tuple[np.ndarray, sp.csr_matrix]) -> dict:
     start = time.perf_counter()
-    order, gains = merge_select(list(blocks), budget)
-    return {"order": order, "gains": gains, "objective": float(gains.sum()),
+    order, gains, local_won = merge_select(list(blocks), budget, local)
+    return {"order": order, "gains": gains, "objective": float(gains.sum()), "local_won": local_won,
             "points": sum(len(b[0]) for b in blocks), "seconds": time.perf_counter() - start}

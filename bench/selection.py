@@ -78,7 +78,7 @@ def merged_solution(orders: list[np.ndarray], x: np.ndarray, k: int, budget: int
     cand = x[candidates]
     blocks = [(np.arange(s, min(s + 20000, len(x))), candidate_graph(x[s : s + 20000], cand, k))
               for s in range(0, len(x), 20000)]
-    order, _ = merge_select(blocks, min(budget, len(candidates)))
+    order, _, _ = merge_select(blocks, min(budget, len(candidates)))
     return candidates[order]
 
 

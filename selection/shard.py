@@ -63,10 +63,24 @@ def candidate_graph(embeddings: np.ndarray, candidates: np.ndarray, knn_k: int, 
     return to_graph(sims, nbrs, len(candidates)).matrix
 
 
-def merge_select(blocks: list[tuple[np.ndarray, sp.csr_matrix]], budget: int) -> tuple[np.ndarray, np.ndarray]:
+def merge_select(
+    blocks: list[tuple[np.ndarray, sp.csr_matrix]], budget: int, local: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, bool]:
     """GreeDi's merge round with an objective over every point: blocks of (point ids, rows of the
-    points-to-candidates graph), from any number of shards in any order. Returns (candidate
-    indices in greedy order, their gains)."""
+    points-to-candidates graph), from any number of shards in any order.
+
+    `local` (candidate indices) is the best partition's own greedy solution; as in RandGreeDi the
+    round keeps it when it beats the merged one under the same objective. Returns (candidate
+    indices in greedy order, their gains, whether the local solution won)."""
     ids = np.concatenate([b[0] for b in blocks])
     graph = sp.vstack([b[1] for b in blocks]).tocsr()[np.argsort(ids, kind="stable")]  # rows in id order
-    return lazy_greedy(FacilityLocation(KnnGraph(graph)), budget)
+    objective = FacilityLocation(KnnGraph(graph))
+    order, gains = lazy_greedy(objective, budget)
+    if local is not None and len(local) and objective.evaluate(local) > gains.sum():
+        cover = objective.empty_cover()
+        local_gains = []
+        for j in local:
+            local_gains.append(objective.gain(cover, int(j)))
+            objective.add(cover, int(j))
+        return np.asarray(local, dtype=np.int64), np.array(local_gains), True
+    return order, gains, False

@@ -190,7 +190,8 @@ def test_merge_over_all_points_equals_central_greedy_when_every_point_is_a_candi
     by_id = np.argsort(ids)
     candidates = normalize_embeddings(x[by_id])  # candidates in id order, like the select stage
     blocks = [(ids[:120], candidate_graph(x[:120], candidates, 10)), (ids[120:], candidate_graph(x[120:], candidates, 10))]
-    order, gains = merge_select(blocks[::-1], 40)  # block order does not matter
+    order, gains, local_won = merge_select(blocks[::-1], 40)  # block order does not matter
+    assert not local_won
     central_order, central_gains = lazy_greedy(FacilityLocation(knn_graph(x[by_id], 10)), 40)
     assert order.tolist() == central_order.tolist()
     np.testing.assert_allclose(gains, central_gains, rtol=1e-9)
@@ -280,3 +281,19 @@ def test_embedding_shards_with_different_dimensions_are_rejected(tmp_path):
     write_parquet(embedding_table(np.array([3]), np.ones((1, 5), np.float32)), tmp_path / "part-00001.parquet")
     with pytest.raises(ValueError, match=r"part-00001\.parquet: embedding dimension 5 differs from 4"):
         read_embeddings(sorted(tmp_path.glob("*.parquet")))
+
+
+def test_merge_keeps_a_better_local_solution():
+    x = clustered(200, seed=5)
+    candidates = normalize_embeddings(x)
+    blocks = [(np.arange(200), candidate_graph(x, candidates, 8))]
+    merged, gains, _ = merge_select(blocks, 20)
+    worse = np.arange(20)  # an arbitrary "local" solution: greedy beats it, so it is not kept
+    assert merge_select(blocks, 20, worse)[2] is False
+    # Give the local side greedy's own answer with the merge crippled to a budget of 19 plus one:
+    order, local_gains, won = merge_select(blocks, 20, merged)
+    assert not won and order.tolist() == merged.tolist()
+    better_local = np.concatenate([merged, [int(np.setdiff1d(np.arange(200), merged)[0])]])
+    order, local_gains, won = merge_select(blocks, 20, better_local)  # 21 elements beat 20
+    assert won and order.tolist() == better_local.tolist()
+    assert local_gains.sum() == pytest.approx(FacilityLocation(KnnGraph(blocks[0][1])).evaluate(better_local))

@@ -77,7 +77,7 @@ class Select(Stage):
                                 "draw": pa.array(np.zeros(len(draw0), np.int32))}), out / "subset_ingenious.parquet")
 
         clock = time.perf_counter()
-        merged = greedi(embed_files, np.split(seq_ids, bounds), budget, n, scfg, task)
+        merged = greedi(embed_files, list(zip(np.split(seq_ids, bounds), np.split(gains, bounds))), budget, n, scfg, task)
         seconds["merge"] = time.perf_counter() - clock
         write_parquet(pa.table({"sequence_id": pa.array(merged["sequence_ids"], pa.int64()),
                                 "rank": pa.array(np.arange(len(merged["sequence_ids"])), pa.int64()),
@@ -91,6 +91,7 @@ class Select(Stage):
             "largest_partition": int(sizes.max()), "smallest_partition": int(sizes.min()),
             "ingenious_subset": len(draw0), "greedi_candidates": merged["candidates"],
             "greedi_subset": len(merged["sequence_ids"]), "greedi_objective": merged["objective"],
+            "greedi_kept_local_solution": merged["local_won"],
             "partition_objective": float(gains.sum()), "strategy": scfg.strategy,
             "seconds_by_phase": seconds, "partition_task_seconds": sum(s["seconds"] for s in stats),
             "knn_recall": (float(np.mean([s["knn_recall"] for s in stats])) if stats and stats[0]["knn_recall"] is not None
@@ -117,16 +118,23 @@ def partition(embed_files: list[str], scfg: SelectConfig) -> tuple[list[np.ndarr
     return [x[0] for x in labelled], [split_oversized(i, c, sizes, max_size, scfg.seed) for i, c in labelled]
 
 
-def greedi(embed_files: list[str], partitions: list[np.ndarray], budget: int, n: int, scfg: SelectConfig, task: dict) -> dict:
+def greedi(
+    embed_files: list[str], partitions: list[tuple[np.ndarray, np.ndarray]], budget: int, n: int,
+    scfg: SelectConfig, task: dict,
+) -> dict:
     """Merge round: each partition's greedy prefix (its oversampled budget share) becomes a
-    candidate; one task builds the candidates' index, and every point's k nearest candidates
+    candidate, and so does the best partition's own greedy solution (RandGreeDi keeps the better
+    of the two). One task builds the candidates' index, and every point's k nearest candidates
     (one task per embedding shard) form the merge objective, so the merged subset is judged on
     all the data, not only on the candidates."""
-    candidate_ids = np.sort(np.concatenate([
-        p[: greedi_candidates(len(p), budget, n, scfg.greedi_oversample)] for p in partitions]))
+    best = max(partitions, key=lambda p: p[1][:budget].sum())  # (ids in greedy order, gains)
+    local_ids = best[0][:budget]
+    candidate_ids = np.unique(np.concatenate(
+        [ids[: greedi_candidates(len(ids), budget, n, scfg.greedi_oversample)] for ids, _ in partitions] + [local_ids]))
     index = candidate_index.options(**task).remote(embed_files, candidate_ids, scfg.knn_params())
     blocks = [candidate_edges.options(**task).remote(f, index, scfg.knn_k) for f in embed_files]
-    merged = ray.get(merge_round.options(**task).remote(min(budget, len(candidate_ids)), *blocks))
+    local = np.searchsorted(candidate_ids, local_ids)
+    merged = ray.get(merge_round.options(**task).remote(min(budget, len(candidate_ids)), local, *blocks))
     merged["sequence_ids"] = candidate_ids[merged["order"]]
     merged["candidates"] = len(candidate_ids)
     return merged
