@@ -55,10 +55,14 @@ class PeakRss:
         self.peak = max(self.peak, self._rss() - self.start)
 
 
-def measure(fn: Callable[[], Any], repeats: int = 3) -> tuple[Any, float, float]:
-    """(result of the last run, median seconds, peak extra memory in MB over the runs)."""
+def measure(fn: Callable[[], Any], repeats: int = 3, budget_s: float = 60.0) -> tuple[Any, float, float]:
+    """(result of the last run, median seconds, peak extra memory in MB over the runs).
+
+    Stops repeating once `budget_s` is spent, so a baseline that takes minutes runs once."""
     times, peak, result = [], 0, None
     for _ in range(repeats):
+        if sum(times) > budget_s:
+            break
         with PeakRss() as mem:
             start = time.perf_counter()
             result = fn()

@@ -61,11 +61,6 @@ class RunDir:
         self.write_json(folder / MANIFEST, manifest)
         (folder / MARKER).write_text("")
 
-    def invalidate(self, name: str) -> None:
-        marker = self.stage(name) / MARKER
-        if marker.exists():
-            marker.unlink()
-
     @staticmethod
     def write_json(path: Path, payload: dict) -> None:
         tmp = path.with_name(path.name + ".tmp")

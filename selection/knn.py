@@ -42,10 +42,6 @@ class KnnGraph:
 
     matrix: sp.csr_matrix
 
-    @property
-    def n(self) -> int:
-        return self.matrix.shape[0]
-
     def reverse(self) -> sp.csc_matrix:
         """Column j lists the points i that have j among their neighbours: what adding j can cover."""
         return self.matrix.tocsc()
@@ -118,9 +114,10 @@ def _torch_search(queries: np.ndarray, base: np.ndarray, k: int, params: KnnPara
 
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if params.device == "auto" else params.device)
     b = torch.from_numpy(base).to(device)
+    block = max(1, min(params.query_block, 2**26 // len(base)))  # a block's similarities stay under 256 MB
     sims, nbrs = [], []
-    for start in range(0, len(queries), params.query_block):
-        q = torch.from_numpy(queries[start : start + params.query_block]).to(device)
+    for start in range(0, len(queries), block):
+        q = torch.from_numpy(queries[start : start + block]).to(device)
         top = torch.topk(q @ b.T, k, dim=1)
         sims.append(top.values.cpu().numpy())
         nbrs.append(top.indices.cpu().numpy())

@@ -54,3 +54,10 @@ def test_builtin_corpus_is_the_ovos_wiki():
     assert len(docs) == 10033
     assert sum(len(d.text) for d in docs) > 4_800_000  # the lead sections alone (titles and topics are extra)
     assert docs[0].doc_id < docs[-1].doc_id  # sorted by title: a stable order
+
+
+def test_saved_hugging_face_dataset(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_dict({"id": [1, 2], "text": ["alpha beta", "gamma"]}).save_to_disk(str(tmp_path / "ds"))
+    docs = list(read_documents(str(tmp_path / "ds")))
+    assert [(d.doc_id, d.text) for d in docs] == [("1", "alpha beta"), ("2", "gamma")]

@@ -21,6 +21,7 @@ from selection.partition import nearest_centroid, random_partition, spherical_km
 from selection.sampling import draw_subset, per_partition_budget, taylor_softmax
 from selection.shard import order_shard
 from training.packing import sequence_id
+from training.tokenizer import load_tokenizer
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +34,7 @@ warmstart: {{steps: 6, global_batch_size: 8, warmup_steps: 1, checkpoint_every: 
 embed: {{layer: -1, batch_size: 16, num_actors: 2}}
 select: {{fraction: 0.25, num_partitions: 3, knn_k: 5, seed: 11}}
 train: {{steps: 6, global_batch_size: 8, warmup_steps: 1, subset: ingenious, redraw_every: 2, checkpoint_every: 3}}
-evaluate: {{max_sequences: 40}}
+evaluate: {{max_sequences: 40, external: ["{external}"]}}
 """
 
 
@@ -44,8 +45,10 @@ def tiny(ray_cluster, tmp_path_factory):
     with corpus.open("w") as f:
         for doc in islice(read_documents(BUILTIN_WIKI), 240):
             f.write(json.dumps({"id": doc.doc_id, "text": doc.text}) + "\n")
+    external = root / "external.txt"  # stands in for WikiText-2 validation
+    external.write_text("The history of Rome begins in the eighth century BC. " * 40)
     config = root / "tiny.yaml"
-    config.write_text(TINY.format(corpus=corpus))
+    config.write_text(TINY.format(corpus=corpus, external=external))
     cfg = load_config(config)
     rows = run_pipeline(cfg, root / "run")
     return cfg, root / "run", rows
@@ -106,7 +109,7 @@ def in_process_selection(run, scfg) -> tuple[np.ndarray, np.ndarray, list]:
     """The select stage's result recomputed in one process, straight from the pure functions."""
     emb_ids, emb = read_embeddings(shard_files(run / "embed"))
     if scfg.partition == "random":
-        parts = random_partition(emb_ids, scfg.num_partitions, scfg.seed)
+        parts = random_partition(emb_ids, scfg.partitions_for(len(emb_ids)), scfg.seed)
     else:  # the tiny corpus is below kmeans_sample: every point is in the k-means sample
         xn = normalize_embeddings(emb)
         centroids = spherical_kmeans(xn[np.argsort(emb_ids, kind="stable")], scfg.num_partitions, seed=scfg.seed)
@@ -164,7 +167,7 @@ def test_training_and_evaluation_numbers(tiny):
     draws = [json.loads(x)["draw"] for x in (run / "train" / "metrics.jsonl").read_text().splitlines()]
     assert draws == [0, 0, 1, 1, 2, 2]  # a new subset every redraw_every=2 steps
     metrics = json.loads((run / "evaluate" / "metrics.json").read_text())
-    assert set(metrics) == {"warmstart/heldout", "train/heldout"}
+    assert set(metrics) == {"warmstart/heldout", "train/heldout", "warmstart/external", "train/external"}
     for result in metrics.values():
         assert result["tokens"] > 0 and 0 < result["loss"] < 20 and result["sequences"] <= cfg.evaluate.max_sequences
 
@@ -216,3 +219,27 @@ def test_cli_reports_config_errors(tmp_path):
     done = subprocess.run([sys.executable, "-m", "jobs.pipeline", "--config", str(bad)], capture_output=True, text=True)
     assert done.returncode != 0
     assert "unknown key 'train.stpes' (did you mean 'steps'?)" in done.stderr
+
+
+def test_gpt2_pipeline_end_to_end(tiny, tmp_path):
+    cfg, run, _ = tiny
+    gpt2 = dataclasses.replace(
+        cfg, name="tiny-gpt2", model=dataclasses.replace(cfg.model, kind="gpt2"),
+        select=dataclasses.replace(cfg.select, strategy="greedi"),
+        train=dataclasses.replace(cfg.train, subset="greedi", steps=3, checkpoint_every=3))
+    rows = run_pipeline(gpt2, tmp_path / "run")
+    assert all(r["status"] == "ran" for r in rows)
+    out = tmp_path / "run"
+    assert json.loads((out / "embed" / "manifest.json").read_text())["summary"]["pooling"] == "last"
+    ids, seqs = read_sequences(out / "prepare" / "sequences")
+    eos = load_tokenizer(str(out / "prepare" / "tokenizer"), kind="gpt2").eos_token_id
+    assert all(s[-1] == eos for s in seqs if len(s) < cfg.model.seq_len)  # a document's last chunk ends with EOS
+    table = pq.read_table(out / "prepare" / "sequences").to_pandas()
+    table["ends_with_eos"] = [row[-1] == eos for row in table.input_ids]
+    last_chunk = table.groupby("doc_id").chunk.transform("max") == table.chunk
+    assert table.ends_with_eos.any() and not (table.ends_with_eos & ~last_chunk).any()  # EOS only closes a document
+    subset = pq.read_table(out / "select" / "subset.parquet").to_pandas()
+    assert list(subset.columns) == ["sequence_id", "rank", "gain"]
+    assert len(subset) == round(cfg.select.fraction * len(ids))
+    metrics = json.loads((out / "evaluate" / "metrics.json").read_text())
+    assert all(1 < m["perplexity"] < 10_000 for m in metrics.values())

@@ -16,15 +16,11 @@ def load_encoder(path: str, device: torch.device) -> PreTrainedModel:
     return model.to(device).eval()
 
 
-def num_layers(model: PreTrainedModel) -> int:
-    return int(model.config.num_hidden_layers)
-
-
 @torch.inference_mode()
 def embed_batch(
     model: PreTrainedModel, input_ids: np.ndarray, attention_mask: np.ndarray, *, pooling: str, layer: int
 ) -> np.ndarray:
-    n_layers = num_layers(model)
+    n_layers = int(model.config.num_hidden_layers)
     if not -n_layers - 1 <= layer <= n_layers:
         raise ValueError(f"embedding layer {layer} out of range for a model with {n_layers} layers")
     device = next(model.parameters()).device

@@ -102,19 +102,20 @@ class Select(Stage):
 
 def partition(embed_files: list[str], scfg: SelectConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per embedding shard: (sequence ids, partition of each), from the data and seed alone."""
-    if scfg.partition == "random":
-        ids = [read_table(f, ["sequence_id"]).column("sequence_id").to_numpy() for f in embed_files]
-        return ids, [random_partition(i, scfg.num_partitions, scfg.seed) for i in ids]
-    total = sum(read_table(f, ["sequence_id"]).num_rows for f in embed_files)
+    ids = [read_table(f, ["sequence_id"]).column("sequence_id").to_numpy() for f in embed_files]
+    total = sum(len(i) for i in ids)
+    num_partitions = scfg.partitions_for(total)
+    if scfg.partition == "random" or num_partitions == 1:
+        return ids, [random_partition(i, num_partitions, scfg.seed) for i in ids]
     rate = min(1.0, scfg.kmeans_sample / total)
     samples = ray.get([sample_embeddings.remote(f, rate, scfg.seed) for f in embed_files])
     sample_ids = np.concatenate([s[0] for s in samples])
     sample = np.concatenate([s[1] for s in samples])[np.argsort(sample_ids, kind="stable")]  # order-free
-    centroids = spherical_kmeans(sample, min(scfg.num_partitions, len(sample)), seed=scfg.seed)
+    centroids = spherical_kmeans(sample, min(num_partitions, len(sample)), seed=scfg.seed)
     labelled = ray.get([assign_clusters.remote(f, centroids) for f in embed_files])
     clusters = np.concatenate([x[1] for x in labelled])
     sizes = np.bincount(clusters, minlength=len(centroids))
-    max_size = math.ceil(scfg.max_partition_factor * total / scfg.num_partitions)
+    max_size = math.ceil(scfg.max_partition_factor * total / num_partitions)
     return [x[0] for x in labelled], [split_oversized(i, c, sizes, max_size, scfg.seed) for i, c in labelled]
 
 
