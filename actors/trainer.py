@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,7 @@ def train_worker(args: dict) -> None:
         metrics = trainer.train_step(step)
         if rank == 0:
             with metrics_path.open("a") as f:
-                f.write(json.dumps(metrics) + "\n")
+                f.write(json.dumps({**metrics, "time": time.time()}) + "\n")
         done = step + 1
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             with tempfile.TemporaryDirectory() as tmp:
