@@ -1,5 +1,4 @@
 """Selection math against brute-force references and submodlib (no Ray)."""
-import itertools
 import math
 
 import numpy as np

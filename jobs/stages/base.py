@@ -1,6 +1,7 @@
 """What every stage shares: the context it runs in and how it declares its inputs."""
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,14 +25,14 @@ class Context:
         return setting == "true"
 
 
-class Stage:
+class Stage(ABC):
     name: str = ""
     needs: tuple[str, ...] = ()
 
+    @abstractmethod
     def settings(self, cfg: PipelineConfig) -> dict:
         """The config this stage's output depends on; it (with upstream hashes) makes the stage hash."""
-        raise NotImplementedError
 
+    @abstractmethod
     def run(self, ctx: Context, out: Path) -> dict:
         """Do the work, writing into `out`; return a summary (counts, what was written)."""
-        raise NotImplementedError
