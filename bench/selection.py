@@ -2,6 +2,7 @@
 
     python -m bench.selection --quick          # under 5 minutes on 2 cores
     python -m bench.selection                  # the full grid (n = 10k and 50k, k = 10 and 50)
+    python -m bench.selection --embeddings runs/default/embed   # on a run's real embeddings
     python -m bench.scale --n 1000000          # 25% of 1M embeddings through the Ray select stage
 
 Part 1 times greedy facility location on one kNN graph (built once, shared by every optimizer,
@@ -13,19 +14,23 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 import numpy as np
 
 from bench.common import clustered_embeddings, measure
 from selection.facility_location import FacilityLocation
 from selection.greedy import lazy_greedy
-from selection.knn import KnnGraph, KnnParams, knn_graph, knn_recall
+from dataio.rundir import read_embeddings, shard_files
+from selection.knn import KnnGraph, KnnParams, knn_graph, knn_recall, normalize_embeddings
 from selection.partition import nearest_centroid, random_partition, spherical_kmeans
 from selection.shard import candidate_graph, greedi_candidates, merge_select, order_shard
 
 
-def compare_optimizers(n: int, k: int, fraction: float, *, with_submodlib: bool, slow_repeats: int) -> dict:
-    x = clustered_embeddings(n, seed=n + k)
+def compare_optimizers(
+    n: int, k: int, fraction: float, *, with_submodlib: bool, slow_repeats: int, x: np.ndarray | None = None
+) -> dict:
+    x = clustered_embeddings(n, seed=n + k) if x is None else x
     graph, graph_s, _ = measure(lambda: knn_graph(x, k), repeats=1)
     sym = graph.matrix.maximum(graph.matrix.T).tocsr()
     objective = FacilityLocation(KnnGraph(sym))
@@ -110,8 +115,10 @@ def dense_objective(x: np.ndarray, subset: np.ndarray, rows: np.ndarray) -> floa
     return float(np.clip(best, 0.0, None).sum()) * len(x) / len(rows)
 
 
-def distributed_quality(n: int, k: int, fraction: float, partitions: list[int], sample: int = 20_000) -> list[dict]:
-    x = clustered_embeddings(n, seed=7)
+def distributed_quality(
+    n: int, k: int, fraction: float, partitions: list[int], sample: int = 20_000, x: np.ndarray | None = None
+) -> list[dict]:
+    x = clustered_embeddings(n, seed=7) if x is None else x
     budget = round(fraction * n)
     rows_sample = np.random.default_rng(1).choice(n, size=min(sample, n), replace=False)
     graph, graph_s, _ = measure(lambda: knn_graph(x, k), repeats=1)
@@ -160,10 +167,23 @@ def distributed_quality(n: int, k: int, fraction: float, partitions: list[int], 
     return rows
 
 
+def real_embeddings(folder: Path) -> None:
+    """Both comparisons on a run's real sequence embeddings (all of them, k = 10 and 20, 25%)."""
+    _, emb = read_embeddings(shard_files(folder))
+    x = normalize_embeddings(emb)
+    print(f"real embeddings from {folder}: n={len(x)}, d={x.shape[1]}")
+    print_comparison([compare_optimizers(len(x), 10, 0.25, with_submodlib=True, slow_repeats=3, x=x)])
+    distributed_quality(len(x), 20, 0.25, [4, 8], x=x)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the small grid, under 5 minutes on 2 cores")
+    parser.add_argument("--embeddings", help="an embed/ folder of a run: benchmark on those real embeddings")
     args = parser.parse_args()
+    if args.embeddings:
+        real_embeddings(Path(args.embeddings))
+        return
     grid = [(10_000, 10, 0.10)] if args.quick else [
         (n, k, f) for n in (10_000, 50_000) for k in (10, 50) for f in (0.10, 0.25)]
     rows = [compare_optimizers(n, k, f, with_submodlib=n <= 10_000, slow_repeats=1 if args.quick else 3)
