@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
 from training.evaluate import heldout_loss
-from training.tokenizer import load_tokenizer
+from training.tokenizer import load_tokenizer, special_ids
 
 
 @ray.remote
@@ -18,6 +18,5 @@ def evaluate_checkpoint(
     auto = AutoModelForMaskedLM if kind == "bert" else AutoModelForCausalLM
     model = auto.from_pretrained(model_dir).to(device)
     tok = load_tokenizer(model_dir, kind=kind)
-    specials = [i for i in (tok.pad_token_id, tok.cls_token_id, tok.sep_token_id) if i is not None]
     return heldout_loss(model, sequences, kind=kind, pad_id=tok.pad_token_id, mask_id=tok.mask_token_id,
-                        special_ids=specials, vocab_size=len(tok), seq_len=seq_len, batch_size=batch_size, seed=seed)
+                        special_ids=special_ids(tok), vocab_size=len(tok), seq_len=seq_len, batch_size=batch_size, seed=seed)

@@ -8,8 +8,8 @@ import pyarrow as pa
 import ray
 
 from dataio.rundir import write_parquet
-from training.packing import pack_document, sequence_id
-from training.tokenizer import load_tokenizer
+from training.packing import sequence_id
+from training.tokenizer import load_tokenizer, pack_tokens
 
 
 def is_heldout(text: str, fraction: float) -> bool:
@@ -37,8 +37,7 @@ def prepare_shard(
     encoded = tok([text for _, text in docs], add_special_tokens=False)["input_ids"]
     train, heldout = [], []
     for (doc_id, text), ids in zip(docs, encoded):
-        chunks = pack_document(ids, kind=kind, seq_len=seq_len, min_tokens=min_tokens, cls_id=tok.cls_token_id,
-                               sep_id=tok.sep_token_id, eos_id=tok.eos_token_id)
+        chunks = pack_tokens(tok, ids, kind=kind, seq_len=seq_len, min_tokens=min_tokens)
         target = heldout if is_heldout(text, heldout_fraction) else train
         target.extend((doc_id, c, t) for c, t in enumerate(chunks))
     for rows, path in ((heldout, heldout_path), (train, train_path)):  # train last: its file marks the shard done

@@ -24,7 +24,7 @@ from dataio.rundir import read_sequences
 from training.loop import LMTrainer, TrainConfig
 from training.model import ModelConfig, build_model
 from training.subsets import SubsetSchedule, draw_function
-from training.tokenizer import load_tokenizer
+from training.tokenizer import load_tokenizer, special_ids
 
 STATE_FILE = "state.pt"
 
@@ -65,10 +65,9 @@ def train_worker(args: dict) -> None:
     if args.get("init_from"):
         model_cfg = dataclasses.replace(model_cfg, init_from=args["init_from"])
     model = ray.train.torch.prepare_model(build_model(model_cfg, vocab_size=len(tok), pad_id=tok.pad_token_id))
-    specials = [i for i in (tok.pad_token_id, tok.cls_token_id, tok.sep_token_id) if i is not None]
     trainer = LMTrainer(
         model, sequences, schedule, cfg, kind=model_cfg.kind, pad_id=tok.pad_token_id, mask_id=tok.mask_token_id,
-        special_ids=specials, vocab_size=len(tok), seq_len=model_cfg.seq_len, rank=rank, world=world, device=device,
+        special_ids=special_ids(tok), vocab_size=len(tok), seq_len=model_cfg.seq_len, rank=rank, world=world, device=device,
     )
     start = 0
     checkpoint = ray.train.get_checkpoint()

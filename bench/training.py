@@ -27,9 +27,8 @@ from dataio.rundir import read_sequences, write_parquet
 from jobs.config import load_config
 from training.loop import LMTrainer
 from training.model import build_model
-from training.packing import pack_document
 from training.subsets import SubsetSchedule, draw_function
-from training.tokenizer import train_tokenizer
+from training.tokenizer import load_tokenizer, pack_tokens, special_ids, train_tokenizer
 
 WARMUP = 10
 
@@ -39,15 +38,12 @@ def write_sequences(root: Path, kind: str, seq_len: int) -> None:
     tok = train_tokenizer([d.text for d in docs], kind=kind, vocab_size=8192, out_dir=root / "tokenizer")
     rows = []
     for doc, ids in zip(docs, tok([d.text for d in docs], add_special_tokens=False)["input_ids"]):
-        chunks = pack_document(ids, kind=kind, seq_len=seq_len, min_tokens=16, cls_id=tok.cls_token_id,
-                               sep_id=tok.sep_token_id, eos_id=tok.eos_token_id)
+        chunks = pack_tokens(tok, ids, kind=kind, seq_len=seq_len, min_tokens=16)
         rows += [(doc.doc_id, c, t) for c, t in enumerate(chunks)]
     write_parquet(sequences_table(rows), root / "sequences" / "part-00000.parquet")
 
 
 def plain_loop(root: Path, cfg, steps: int) -> float:
-    from training.tokenizer import load_tokenizer
-
     tok = load_tokenizer(str(root / "tokenizer"), kind=cfg.model.kind)
     ids, seqs = read_sequences(root / "sequences")
     train = dataclasses.replace(cfg.train, subset="full", steps=steps)
@@ -56,9 +52,8 @@ def plain_loop(root: Path, cfg, steps: int) -> float:
     model = build_model(cfg.model, vocab_size=len(tok), pad_id=tok.pad_token_id)
     schedule = SubsetSchedule(draw_function("full", ids, budget=len(ids), seed=train.seed),
                               global_batch=train.global_batch_size, redraw_every=None, seed=train.seed)
-    specials = [i for i in (tok.pad_token_id, tok.cls_token_id, tok.sep_token_id) if i is not None]
     trainer = LMTrainer(model, seqs, schedule, train, kind=cfg.model.kind, pad_id=tok.pad_token_id,
-                        mask_id=tok.mask_token_id, special_ids=specials, vocab_size=len(tok), seq_len=cfg.model.seq_len)
+                        mask_id=tok.mask_token_id, special_ids=special_ids(tok), vocab_size=len(tok), seq_len=cfg.model.seq_len)
     tokens, start = 0, 0.0
     for step in range(steps):
         if step == WARMUP:

@@ -12,6 +12,8 @@ from tokenizers import BertWordPieceTokenizer, ByteLevelBPETokenizer
 from tokenizers.implementations.base_tokenizer import BaseTokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from training.packing import pack_document
+
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 GPT2_EOS = "<|endoftext|>"
 
@@ -59,3 +61,14 @@ def load_tokenizer(name_or_path: str, *, kind: str) -> PreTrainedTokenizerBase:
     if kind == "bert" and (tok.cls_token_id is None or tok.sep_token_id is None or tok.mask_token_id is None):
         raise ValueError(f"tokenizer {name_or_path!r} lacks [CLS]/[SEP]/[MASK]: not a BERT tokenizer")
     return tok
+
+
+def special_ids(tok: PreTrainedTokenizerBase) -> list[int]:
+    """Token ids that masked-LM never masks: padding and the sequence markers."""
+    return [i for i in (tok.pad_token_id, tok.cls_token_id, tok.sep_token_id) if i is not None]
+
+
+def pack_tokens(tok: PreTrainedTokenizerBase, token_ids: list[int], *, kind: str, seq_len: int, min_tokens: int) -> list:
+    """pack_document with this tokenizer's [CLS]/[SEP]/<|endoftext|> ids."""
+    return pack_document(token_ids, kind=kind, seq_len=seq_len, min_tokens=min_tokens, cls_id=tok.cls_token_id,
+                         sep_id=tok.sep_token_id, eos_id=tok.eos_token_id)

@@ -16,8 +16,7 @@ from dataio.corpus import read_documents
 from dataio.rundir import RunDir, read_sequences
 from jobs.config import PipelineConfig
 from jobs.stages.base import Context, Stage
-from training.packing import pack_document
-from training.tokenizer import load_tokenizer
+from training.tokenizer import load_tokenizer, pack_tokens
 
 
 class Evaluate(Stage):
@@ -51,6 +50,5 @@ class Evaluate(Stage):
         seqs: list[np.ndarray] = []
         for doc in read_documents(path):
             ids = tok(doc.text, add_special_tokens=False)["input_ids"]
-            seqs += pack_document(ids, kind=cfg.model.kind, seq_len=cfg.model.seq_len, min_tokens=cfg.prepare.min_tokens,
-                                  cls_id=tok.cls_token_id, sep_id=tok.sep_token_id, eos_id=tok.eos_token_id)
+            seqs += pack_tokens(tok, ids, kind=cfg.model.kind, seq_len=cfg.model.seq_len, min_tokens=cfg.prepare.min_tokens)
         return seqs[: cfg.evaluate.max_sequences]
