@@ -7,16 +7,17 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
 from training.evaluate import heldout_loss
-from training.tokenizer import load_tokenizer, special_ids
+from training.model import ModelConfig, Objective
+from training.tokenizer import load_tokenizer
 
 
 @ray.remote
 def evaluate_checkpoint(
-    model_dir: str, sequences: list[np.ndarray], *, kind: str, seq_len: int, batch_size: int, seed: int
+    model_dir: str, sequences: list[np.ndarray], *, model_cfg: ModelConfig, batch_size: int, seed: int
 ) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    auto = AutoModelForMaskedLM if kind == "bert" else AutoModelForCausalLM
+    auto = AutoModelForMaskedLM if model_cfg.kind == "bert" else AutoModelForCausalLM
     model = auto.from_pretrained(model_dir).to(device)
-    tok = load_tokenizer(model_dir, kind=kind)
-    return heldout_loss(model, sequences, kind=kind, pad_id=tok.pad_token_id, mask_id=tok.mask_token_id,
-                        special_ids=special_ids(tok), vocab_size=len(tok), seq_len=seq_len, batch_size=batch_size, seed=seed)
+    tok = load_tokenizer(model_dir, kind=model_cfg.kind)
+    objective = Objective.for_model(tok, model_cfg, training=False)
+    return heldout_loss(model, sequences, objective=objective, batch_size=batch_size, seed=seed)

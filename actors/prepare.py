@@ -9,7 +9,7 @@ import ray
 
 from dataio.rundir import write_parquet
 from training.packing import sequence_id
-from training.tokenizer import load_tokenizer, pack_tokens
+from training.tokenizer import load_tokenizer, pack_tokens, train_tokenizer
 
 
 def is_heldout(text: str, fraction: float) -> bool:
@@ -43,3 +43,13 @@ def prepare_shard(
     for rows, path in ((heldout, heldout_path), (train, train_path)):  # train last: its file marks the shard done
         write_parquet(sequences_table(rows), path)
     return {"documents": len(docs), "train": len(train), "heldout": len(heldout), "shard": Path(train_path).name}
+
+
+def write_local_sequences(texts: list[str], root: Path, *, kind: str, seq_len: int, vocab_size: int) -> None:
+    """The prepare stage's outputs (root/tokenizer, root/sequences) in one process, without held-out
+    split or Ray: for benchmarks and tests that need a small pool of real training sequences."""
+    tok = train_tokenizer(texts, kind=kind, vocab_size=vocab_size, out_dir=root / "tokenizer")
+    rows = []
+    for d, ids in enumerate(tok(texts, add_special_tokens=False)["input_ids"]):
+        rows += [(str(d), c, t) for c, t in enumerate(pack_tokens(tok, ids, kind=kind, seq_len=seq_len, min_tokens=16))]
+    write_parquet(sequences_table(rows), root / "sequences" / "part-00000.parquet")

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +18,21 @@ import pyarrow.parquet as pq
 import ray.train
 import ray.train.torch
 import torch
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import (
+    Checkpoint,
+    CheckpointConfig,
+    FailureConfig,
+    RunConfig,
+    ScalingConfig,
+)
 from ray.train.torch import TorchTrainer
+from transformers import PreTrainedTokenizerBase
 
 from dataio.rundir import read_sequences
 from training.loop import LMTrainer, TrainConfig
-from training.model import ModelConfig, build_model
+from training.model import ModelConfig, Objective, build_model
 from training.subsets import SubsetSchedule, draw_function
-from training.tokenizer import load_tokenizer, special_ids
+from training.tokenizer import load_tokenizer
 
 STATE_FILE = "state.pt"
 
@@ -47,11 +55,21 @@ def _truncate_metrics(path: Path, after_step: int) -> None:
         path.write_text("".join(line + "\n" for line in keep))
 
 
-def train_worker(args: dict) -> None:
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+def launch_args(
+    *, train: TrainConfig, model: ModelConfig, data: Path, out_dir: Path, select_dir: Path | None = None,
+    fraction: float = 1.0, init_from: str | None = None,
+) -> dict:
+    """What train_worker needs, as plain data Ray can ship: `data` holds tokenizer/ and sequences/."""
+    return {"train": dataclasses.asdict(train), "model": dataclasses.asdict(model), "tokenizer": str(data / "tokenizer"),
+            "sequences": str(data / "sequences"), "select_dir": str(select_dir) if select_dir else None,
+            "fraction": fraction, "init_from": init_from, "out_dir": str(out_dir), "model_out": str(out_dir / "model")}
+
+
+def build_trainer(args: dict, *, rank: int, world: int, device: torch.device,
+                  wrap: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m) -> tuple[LMTrainer, PreTrainedTokenizerBase]:
+    """Everything a worker trains with, from the launch arguments alone (no Ray: the test's
+    in-process reference and the GPU benchmark build the very same trainer)."""
     cfg, model_cfg = TrainConfig(**args["train"]), ModelConfig(**args["model"])
-    device = ray.train.torch.get_device()
     if device.type == "cpu":
         torch.set_num_threads(cfg.cpus_per_worker)
     tok = load_tokenizer(args["tokenizer"], kind=model_cfg.kind)
@@ -60,15 +78,21 @@ def train_worker(args: dict) -> None:
     partitions, greedi = load_selection(Path(args["select_dir"])) if args.get("select_dir") else (None, None)
     draws = draw_function(cfg.subset, pool_ids, budget=budget, seed=cfg.seed, partitions=partitions, fixed_ids=greedi)
     schedule = SubsetSchedule(draws, global_batch=cfg.global_batch_size, redraw_every=cfg.redraw_every, seed=cfg.seed)
-
     torch.manual_seed(cfg.seed)  # identical initial weights on every worker
     if args.get("init_from"):
         model_cfg = dataclasses.replace(model_cfg, init_from=args["init_from"])
-    model = ray.train.torch.prepare_model(build_model(model_cfg, vocab_size=len(tok), pad_id=tok.pad_token_id))
-    trainer = LMTrainer(
-        model, sequences, schedule, cfg, kind=model_cfg.kind, pad_id=tok.pad_token_id, mask_id=tok.mask_token_id,
-        special_ids=special_ids(tok), vocab_size=len(tok), seq_len=model_cfg.seq_len, rank=rank, world=world, device=device,
-    )
+    model = wrap(build_model(model_cfg, vocab_size=len(tok), pad_id=tok.pad_token_id))
+    trainer = LMTrainer(model, sequences, schedule, cfg, objective=Objective.for_model(tok, model_cfg),
+                        rank=rank, world=world, device=device)
+    return trainer, tok
+
+
+def train_worker(args: dict) -> None:
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    trainer, tok = build_trainer(args, rank=rank, world=ctx.get_world_size(), device=ray.train.torch.get_device(),
+                                 wrap=ray.train.torch.prepare_model)
+    cfg, model, device = trainer.cfg, trainer.model, trainer.device
     start = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:

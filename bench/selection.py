@@ -19,12 +19,23 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import clustered_embeddings, measure
+from dataio.rundir import read_embeddings, shard_files
 from selection.facility_location import FacilityLocation
 from selection.greedy import lazy_greedy
-from dataio.rundir import read_embeddings, shard_files
-from selection.knn import KnnGraph, KnnParams, knn_graph, knn_recall, normalize_embeddings
+from selection.knn import (
+    KnnGraph,
+    KnnParams,
+    knn_graph,
+    knn_recall,
+    normalize_embeddings,
+)
 from selection.partition import nearest_centroid, random_partition, spherical_kmeans
-from selection.shard import candidate_graph, greedi_candidates, merge_select, order_shard
+from selection.shard import (
+    candidate_graph,
+    greedi_candidates,
+    merge_select,
+    order_shard,
+)
 
 
 def compare_optimizers(

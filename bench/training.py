@@ -20,40 +20,18 @@ import numpy as np
 import ray
 import torch
 
-from actors.prepare import sequences_table
-from actors.trainer import launch_training
+from actors.prepare import write_local_sequences
+from actors.trainer import build_trainer, launch_args, launch_training
 from dataio.corpus import BUILTIN_WIKI, read_documents
-from dataio.rundir import read_sequences, write_parquet
 from jobs.config import load_config
-from training.loop import LMTrainer
-from training.model import build_model
-from training.subsets import SubsetSchedule, draw_function
-from training.tokenizer import load_tokenizer, pack_tokens, special_ids, train_tokenizer
 
 WARMUP = 10
 
 
-def write_sequences(root: Path, kind: str, seq_len: int) -> None:
-    docs = list(islice(read_documents(BUILTIN_WIKI), 3000))
-    tok = train_tokenizer([d.text for d in docs], kind=kind, vocab_size=8192, out_dir=root / "tokenizer")
-    rows = []
-    for doc, ids in zip(docs, tok([d.text for d in docs], add_special_tokens=False)["input_ids"]):
-        chunks = pack_tokens(tok, ids, kind=kind, seq_len=seq_len, min_tokens=16)
-        rows += [(doc.doc_id, c, t) for c, t in enumerate(chunks)]
-    write_parquet(sequences_table(rows), root / "sequences" / "part-00000.parquet")
-
-
 def plain_loop(root: Path, cfg, steps: int) -> float:
-    tok = load_tokenizer(str(root / "tokenizer"), kind=cfg.model.kind)
-    ids, seqs = read_sequences(root / "sequences")
     train = dataclasses.replace(cfg.train, subset="full", steps=steps)
-    torch.set_num_threads(train.cpus_per_worker)
-    torch.manual_seed(train.seed)
-    model = build_model(cfg.model, vocab_size=len(tok), pad_id=tok.pad_token_id)
-    schedule = SubsetSchedule(draw_function("full", ids, budget=len(ids), seed=train.seed),
-                              global_batch=train.global_batch_size, redraw_every=None, seed=train.seed)
-    trainer = LMTrainer(model, seqs, schedule, train, kind=cfg.model.kind, pad_id=tok.pad_token_id,
-                        mask_id=tok.mask_token_id, special_ids=special_ids(tok), vocab_size=len(tok), seq_len=cfg.model.seq_len)
+    args = launch_args(train=train, model=cfg.model, data=root, out_dir=root / "plain")
+    trainer, _ = build_trainer(args, rank=0, world=1, device=torch.device("cpu"))
     tokens, start = 0, 0.0
     for step in range(steps):
         if step == WARMUP:
@@ -68,9 +46,7 @@ def ray_loop(root: Path, cfg, steps: int) -> float:
     train = dataclasses.replace(cfg.train, subset="full", steps=steps, checkpoint_every=steps)
     out = root / "ray-run"
     out.mkdir()
-    args = {"train": dataclasses.asdict(train), "model": dataclasses.asdict(cfg.model),
-            "tokenizer": str(root / "tokenizer"), "sequences": str(root / "sequences"), "select_dir": None,
-            "fraction": 1.0, "init_from": None, "out_dir": str(out), "model_out": str(out / "model")}
+    args = launch_args(train=train, model=cfg.model, data=root, out_dir=out)
     launch_training(args, name="bench", storage=out / "ray", num_workers=1, use_gpu=False,
                     cpus_per_worker=train.cpus_per_worker)
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -87,7 +63,8 @@ def main() -> None:
     cfg = load_config(args.config)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        write_sequences(root, cfg.model.kind, cfg.model.seq_len)
+        texts = [d.text for d in islice(read_documents(BUILTIN_WIKI), 3000)]
+        write_local_sequences(texts, root, kind=cfg.model.kind, seq_len=cfg.model.seq_len, vocab_size=8192)
         before = plain_loop(root, cfg, args.steps)  # plain runs on both sides of the Ray run: drift shows
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         ray_tps = ray_loop(root, cfg, args.steps)

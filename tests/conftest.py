@@ -20,6 +20,9 @@ def ray_cluster():
     import ray
 
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    # Ray Train's controller polls workers every 2 s and a worker's report waits for the previous one
+    # to be collected, so tiny test runs that checkpoint every few steps would mostly wait.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

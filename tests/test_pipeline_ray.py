@@ -17,7 +17,12 @@ from jobs.config import load_config
 from jobs.pipeline import run_pipeline
 from jobs.stages import STAGE_NAMES
 from selection.knn import normalize_embeddings
-from selection.partition import nearest_centroid, random_partition, spherical_kmeans, split_oversized
+from selection.partition import (
+    nearest_centroid,
+    random_partition,
+    spherical_kmeans,
+    split_oversized,
+)
 from selection.sampling import draw_subset, per_partition_budget, taylor_softmax
 from selection.shard import order_shard
 from training.packing import sequence_id

@@ -9,7 +9,7 @@ from selection.sampling import draw_subset, taylor_softmax
 from tests.conftest import shared_file
 from training.embed import embed_batch
 from training.loop import LMTrainer, TrainConfig
-from training.model import ModelConfig, build_model, lm_inputs
+from training.model import ModelConfig, Objective, build_model, lm_inputs, nsp_pairs
 from training.packing import pack_document, pad_batch, sequence_id
 from training.subsets import SubsetSchedule, draw_function
 from training.tokenizer import load_tokenizer, train_tokenizer
@@ -98,20 +98,60 @@ def test_mlm_masking_rates():
     assert torch.equal(batch["input_ids"][~chosen], ids[~chosen])
 
 
+def test_whole_word_masking_masks_every_piece_of_a_chosen_word():
+    continues_word = torch.arange(300) >= 200  # ids 200.. are '##' pieces
+    ids = torch.randint(5, 300, (64, 128))
+    ids[:, 1] = 7  # a continuation right after [CLS] starts a word of its own
+    ids[:, 0], mask = 2, torch.ones_like(ids)
+    batch = lm_inputs("bert", ids, mask, mask_id=4, vocab_size=300, special_ids=[0, 2, 3],
+                      generator=torch.Generator().manual_seed(0), continues_word=continues_word)
+    chosen = batch["labels"] != -100
+    word = torch.cumsum(~continues_word[ids], dim=1)  # positions of one word share a number
+    for row in range(8):
+        for w in word[row].unique():
+            in_word = chosen[row][word[row] == w]
+            assert bool(in_word.all()) or not bool(in_word.any())  # a word is masked whole or not at all
+    starts = ~continues_word[ids] & (ids != 2)
+    assert 0.12 < chosen[starts].float().mean() < 0.18  # 15% of words
+    assert not chosen[:, 0].any()
+
+
+def test_nsp_pairs_keep_or_swap_the_second_segment():
+    rng = np.random.default_rng(0)
+    seqs = [np.array([2, *rng.integers(5, 64, size=rng.integers(3, 15)), 3], dtype=np.int32) for _ in range(200)]
+    ids, types, labels = nsp_pairs(seqs, cls_id=2, sep_id=3, generator=torch.Generator().manual_seed(0))
+    assert 0.4 < labels.float().mean() < 0.6
+    for i, (seq, pair, tt, label) in enumerate(zip(seqs, ids, types, labels.tolist())):
+        assert len(pair) == len(tt) <= len(seq) and pair[0] == 2 and pair[-1] == 3
+        cut = int(np.flatnonzero(pair == 3)[0])
+        first, second = pair[1:cut], pair[cut + 1 : -1]
+        assert tt.tolist() == [0] * (cut + 1) + [1] * (len(second) + 1)
+        assert first.tolist() == seq[1 : 1 + len(first)].tolist()  # A is the sequence's start
+        source = seqs[(i + 1) % len(seqs)][1:-1] if label else seq[1 + len(first) : -1]
+        assert second.tolist() == source[: len(second)].tolist()  # B continues A, or starts another sequence
+        # One body token gives way to the middle [SEP]; a random B may be shorter than the room left.
+        assert len(second) == min(len(seq) - 3 - len(first), len(source))
+
+
 def tiny_trainer(kind: str, cfg: TrainConfig, seqs: list[np.ndarray]) -> LMTrainer:
     torch.manual_seed(0)
-    model = build_model(ModelConfig(kind=kind, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-                                    seq_len=16), vocab_size=64, pad_id=0)
+    variant = kind == "bert+nsp+wwm"
+    model = build_model(ModelConfig(kind=kind.split("+")[0], hidden_size=32, num_layers=2, num_heads=2,
+                                    intermediate_size=64, seq_len=16, nsp=variant, whole_word_masking=variant),
+                        vocab_size=64, pad_id=0)
     draws = draw_function(cfg.subset, np.arange(len(seqs)), budget=len(seqs) // 2, seed=cfg.seed)
     schedule = SubsetSchedule(draws, global_batch=cfg.global_batch_size, redraw_every=cfg.redraw_every, seed=cfg.seed)
-    return LMTrainer(model, seqs, schedule, cfg, kind=kind, pad_id=0, mask_id=4, special_ids=[0, 2, 3],
-                     vocab_size=64, seq_len=16)
+    objective = Objective(kind=kind.split("+")[0], seq_len=16, vocab_size=64, pad_id=0, mask_id=4, cls_id=2, sep_id=3,
+                          nsp=variant, continues_word=torch.arange(64) >= 40 if variant else None)
+    return LMTrainer(model, seqs, schedule, cfg, objective=objective)
 
 
-@pytest.mark.parametrize("kind", ["bert", "gpt2"])
+@pytest.mark.parametrize("kind", ["bert", "gpt2", "bert+nsp+wwm"])
 def test_resume_continues_exactly(kind):
     rng = np.random.default_rng(0)
     seqs = [rng.integers(5, 64, size=rng.integers(6, 17)).astype(np.int32) for _ in range(40)]
+    if kind != "gpt2":
+        seqs = [np.array([2, *s[1:-1], 3], dtype=np.int32) for s in seqs]
     cfg = TrainConfig(steps=8, global_batch_size=4, grad_accum=2, learning_rate=1e-3, warmup_steps=2,
                       subset="random", redraw_every=3, seed=1)
     straight = tiny_trainer(kind, cfg, seqs)

@@ -11,14 +11,12 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from training.model import lm_inputs
-from training.packing import pad_batch
+from training.model import Objective
 
 
 @torch.inference_mode()
 def heldout_loss(
-    model: PreTrainedModel, sequences: list[np.ndarray], *, kind: str, pad_id: int, mask_id: int | None,
-    special_ids: list[int], vocab_size: int, seq_len: int, batch_size: int = 64, seed: int = 1234,
+    model: PreTrainedModel, sequences: list[np.ndarray], *, objective: Objective, batch_size: int = 64, seed: int = 1234,
 ) -> dict[str, float]:
     if not sequences:
         raise ValueError("held-out evaluation needs at least one sequence")
@@ -27,11 +25,9 @@ def heldout_loss(
     generator = torch.Generator().manual_seed(seed)
     total, count = 0.0, 0
     for start in range(0, len(sequences), batch_size):
-        ids, mask = pad_batch(sequences[start : start + batch_size], pad_id, seq_len)
-        batch = lm_inputs(kind, torch.from_numpy(ids), torch.from_numpy(mask), mask_id=mask_id,
-                          vocab_size=vocab_size, special_ids=special_ids, generator=generator)
+        batch = objective.batch(sequences[start : start + batch_size], generator)
         labels = batch["labels"]
-        n = int((labels[:, 1:] != -100).sum()) if kind == "gpt2" else int((labels != -100).sum())
+        n = int((labels[:, 1:] != -100).sum()) if objective.kind == "gpt2" else int((labels != -100).sum())
         if n == 0:
             continue
         loss = model(**{k: v.to(device) for k, v in batch.items()}).loss

@@ -14,8 +14,8 @@ import torch
 import torch.distributed as dist
 from transformers import get_linear_schedule_with_warmup
 
-from training.model import lm_inputs
-from training.packing import pad_batch
+from training.flops import flops_per_token, peak_flops
+from training.model import Objective
 from training.subsets import SUBSET_MODES, SubsetSchedule
 
 
@@ -61,12 +61,10 @@ def step_seed(*parts: int) -> int:
 class LMTrainer:
     def __init__(
         self, model: torch.nn.Module, sequences: list[np.ndarray], schedule: SubsetSchedule, cfg: TrainConfig, *,
-        kind: str, pad_id: int, mask_id: int | None, special_ids: list[int], vocab_size: int, seq_len: int,
-        rank: int = 0, world: int = 1, device: torch.device = torch.device("cpu"),
+        objective: Objective, rank: int = 0, world: int = 1, device: torch.device = torch.device("cpu"),
     ):
         self.model, self.sequences, self.schedule, self.cfg = model, sequences, schedule, cfg
-        self.kind, self.pad_id, self.mask_id, self.special_ids = kind, pad_id, mask_id, special_ids
-        self.vocab_size, self.seq_len, self.rank, self.world, self.device = vocab_size, seq_len, rank, world, device
+        self.objective, self.rank, self.world, self.device = objective, rank, world, device
         decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
         no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]  # biases and LayerNorm
         self.optimizer = torch.optim.AdamW(
@@ -75,6 +73,9 @@ class LMTrainer:
         )
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, cfg.warmup_steps, cfg.steps)
         self.autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        peak = peak_flops(device)
+        # MFU = achieved FLOP/s over the peak of all workers' devices; None off GPU.
+        self.mfu_per_token_s = flops_per_token(model, seq_len=objective.seq_len) / (peak * world) if peak else None
 
     def state_dict(self, step: int) -> dict:
         model = getattr(self.model, "module", self.model)
@@ -96,17 +97,13 @@ class LMTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         total_loss, tokens = 0.0, 0
         for micro in np.array_split(rows, self.cfg.grad_accum):
-            ids, mask = pad_batch([self.sequences[r] for r in micro], self.pad_id, self.seq_len)
-            batch = lm_inputs(
-                self.kind, torch.from_numpy(ids), torch.from_numpy(mask), mask_id=self.mask_id,
-                vocab_size=self.vocab_size, special_ids=self.special_ids, generator=mask_rng,
-            )
+            batch = self.objective.batch([self.sequences[r] for r in micro], mask_rng)
+            tokens += int(batch["attention_mask"].sum())
             batch = {k: v.to(self.device) for k, v in batch.items()}
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                 loss = self.model(**batch).loss / self.cfg.grad_accum
             loss.backward()
             total_loss += float(loss.detach())
-            tokens += int(mask.sum())
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
@@ -117,6 +114,11 @@ class LMTrainer:
             dist.all_reduce(stats)
             stats = stats.cpu()
             stats[0] /= self.world
-        seconds = time.perf_counter() - start
-        return {"step": step + 1, "loss": float(stats[0]), "lr": lr, "grad_norm": float(grad_norm),
-                "tokens": int(stats[1]), "tokens_per_s": float(stats[1]) / seconds, "draw": self.schedule.draw_index(step)}
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        tokens_per_s = float(stats[1]) / (time.perf_counter() - start)
+        metrics = {"step": step + 1, "loss": float(stats[0]), "lr": lr, "grad_norm": float(grad_norm),
+                   "tokens": int(stats[1]), "tokens_per_s": tokens_per_s, "draw": self.schedule.draw_index(step)}
+        if self.mfu_per_token_s:
+            metrics["mfu"] = tokens_per_s * self.mfu_per_token_s
+        return metrics

@@ -58,7 +58,9 @@ def draw_function(
     full: every row; random: `budget` rows drawn uniformly per draw; ingenious: the paper's
     Taylor-softmax draw from per-partition (ids, probabilities); greedi: the fixed merged subset.
     """
-    from selection.sampling import draw_subset  # pure NumPy; kept local so tokenizer-only users skip numba
+    from selection.sampling import (
+        draw_subset,  # pure NumPy; kept local so tokenizer-only users skip numba
+    )
 
     row_of = {int(s): r for r, s in enumerate(pool_ids)}
 

@@ -63,11 +63,6 @@ def load_tokenizer(name_or_path: str, *, kind: str) -> PreTrainedTokenizerBase:
     return tok
 
 
-def special_ids(tok: PreTrainedTokenizerBase) -> list[int]:
-    """Token ids that masked-LM never masks: padding and the sequence markers."""
-    return [i for i in (tok.pad_token_id, tok.cls_token_id, tok.sep_token_id) if i is not None]
-
-
 def pack_tokens(tok: PreTrainedTokenizerBase, token_ids: list[int], *, kind: str, seq_len: int, min_tokens: int) -> list:
     """pack_document with this tokenizer's [CLS]/[SEP]/<|endoftext|> ids."""
     return pack_document(token_ids, kind=kind, seq_len=seq_len, min_tokens=min_tokens, cls_id=tok.cls_token_id,

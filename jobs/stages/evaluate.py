@@ -32,7 +32,7 @@ class Evaluate(Stage):
         for path in cfg.evaluate.external:
             sets[Path(path).stem] = self._external(ctx, path)
         models = {"warmstart": ctx.stage("warmstart") / "model", "train": ctx.stage("train") / "model"}
-        refs = {(m, s): evaluate_checkpoint.remote(str(d), seqs, kind=cfg.model.kind, seq_len=cfg.model.seq_len,
+        refs = {(m, s): evaluate_checkpoint.remote(str(d), seqs, model_cfg=cfg.model,
                                                      batch_size=cfg.evaluate.batch_size, seed=cfg.evaluate.seed)
                 for m, d in models.items() for s, seqs in sets.items() if seqs}
         results = {f"{m}/{s}": r for (m, s), r in zip(refs, ray.get(list(refs.values())))}

@@ -4,20 +4,15 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from actors.trainer import launch_training
+from actors.trainer import launch_args, launch_training
 from jobs.config import PipelineConfig
 from jobs.stages.base import Context, Stage
 from training.loop import TrainConfig
 
 
-def _train(ctx: Context, out: Path, cfg: TrainConfig, *, name: str, init_from: str | None, select_dir: str | None) -> dict:
-    prepare = ctx.stage("prepare")
-    args = {
-        "train": dataclasses.asdict(cfg), "model": dataclasses.asdict(ctx.cfg.model),
-        "tokenizer": str(prepare / "tokenizer"), "sequences": str(prepare / "sequences"),
-        "select_dir": select_dir, "fraction": ctx.cfg.select.fraction, "init_from": init_from,
-        "out_dir": str(out), "model_out": str(out / "model"),
-    }
+def _train(ctx: Context, out: Path, cfg: TrainConfig, *, name: str, init_from: str | None, select_dir: Path | None) -> dict:
+    args = launch_args(train=cfg, model=ctx.cfg.model, data=ctx.stage("prepare"), out_dir=out, select_dir=select_dir,
+                       fraction=ctx.cfg.select.fraction, init_from=init_from)
     metrics = launch_training(args, name=f"{ctx.cfg.name}-{name}", storage=out / "ray", num_workers=cfg.num_workers,
                               use_gpu=ctx.use_gpu(cfg.use_gpu), cpus_per_worker=cfg.cpus_per_worker)
     return {"final_loss": metrics.get("loss"), "steps": cfg.steps, "subset": cfg.subset,
@@ -44,4 +39,4 @@ class Train(Stage):
 
     def run(self, ctx: Context, out: Path) -> dict:
         return _train(ctx, out, ctx.cfg.train, name="train", init_from=str(ctx.stage("warmstart") / "model"),
-                      select_dir=str(ctx.stage("select")))
+                      select_dir=ctx.stage("select"))

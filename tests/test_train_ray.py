@@ -1,0 +1,108 @@
+"""Ray Train pretraining holds up: a killed worker restarts from the last checkpoint, a killed job
+resumes when rerun, and both end with exactly the metrics of an uninterrupted in-process run."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from itertools import islice
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from actors.prepare import write_local_sequences
+from actors.trainer import build_trainer, launch_args, launch_training
+from dataio.corpus import BUILTIN_WIKI, read_documents
+from training.loop import TrainConfig
+from training.model import ModelConfig
+
+pytestmark = pytest.mark.integration
+
+MODEL = ModelConfig(kind="bert", hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, seq_len=64,
+                    whole_word_masking=True)
+TRAIN = TrainConfig(steps=40, global_batch_size=16, learning_rate=1e-3, warmup_steps=4, subset="random",
+                    redraw_every=10, checkpoint_every=4, num_workers=1, cpus_per_worker=1, seed=3)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train-data")
+    texts = [d.text for d in islice(read_documents(BUILTIN_WIKI), 150)]
+    write_local_sequences(texts, root, kind="bert", seq_len=64, vocab_size=600)
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    """The same training in this process, no Ray, no interruption: losses per step."""
+    args = launch_args(train=TRAIN, model=MODEL, data=data, out_dir=tmp_path_factory.mktemp("ref"), fraction=0.5)
+    threads = torch.get_num_threads()
+    trainer, _ = build_trainer(args, rank=0, world=1, device=torch.device("cpu"))
+    losses = [trainer.train_step(step)["loss"] for step in range(TRAIN.steps)]
+    torch.set_num_threads(threads)
+    return losses
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def kill_when(out: Path, at_step: int, find: callable) -> tuple[threading.Thread, dict]:
+    """SIGKILL the process `find()` returns once metrics.jsonl shows `at_step` steps done; the
+    returned dict gets the number of steps done when it died."""
+    state = {}
+
+    def watch() -> None:
+        path = out / "metrics.jsonl"
+        while not (path.exists() and len(path.read_text().splitlines()) >= at_step):
+            time.sleep(0.002)
+        victim = find()
+        victim.send_signal(signal.SIGSTOP)  # freeze it at once, then kill
+        state["killed_at"] = len(path.read_text().splitlines())
+        victim.kill()
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread, state
+
+
+def train_worker_process() -> psutil.Process:
+    found = [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_killed_worker_restarts_from_the_last_checkpoint(ray_cluster, data, reference, tmp_path):
+    args = launch_args(train=TRAIN, model=MODEL, data=data, out_dir=tmp_path, fraction=0.5)
+    watcher, state = kill_when(tmp_path, 6, train_worker_process)
+    launch_training(args, name="killed-worker", storage=tmp_path / "ray", num_workers=1, use_gpu=False, cpus_per_worker=1)
+    watcher.join(timeout=5)
+    assert 6 <= state["killed_at"] < TRAIN.steps  # the worker died mid-run
+    lines = metrics(tmp_path)
+    assert [m["step"] for m in lines] == list(range(1, TRAIN.steps + 1))  # each step once, none lost
+    assert [m["loss"] for m in lines] == reference
+    assert (tmp_path / "model" / "config.json").exists()
+
+
+def test_killed_job_resumes_when_run_again(ray_cluster, data, reference, tmp_path):
+    args = launch_args(train=TRAIN, model=MODEL, data=data, out_dir=tmp_path, fraction=0.5)
+    (tmp_path / "args.json").write_text(json.dumps(args))
+    script = ("import json, sys, ray; from pathlib import Path; from actors.trainer import launch_training; "
+              "ray.init(address=sys.argv[1], log_to_driver=False); "
+              "launch_training(json.loads(Path(sys.argv[2]).read_text()), name='killed-job', storage=Path(sys.argv[3]), "
+              "num_workers=1, use_gpu=False, cpus_per_worker=1)")
+    address = ray_cluster.get_runtime_context().gcs_address
+    driver = subprocess.Popen([sys.executable, "-c", script, address, str(tmp_path / "args.json"), str(tmp_path / "ray")],
+                              cwd=Path(__file__).resolve().parents[1], env={**os.environ, "PYTHONPATH": "."})
+    watcher, state = kill_when(tmp_path, 10, lambda: psutil.Process(driver.pid))
+    driver.wait(timeout=300)
+    watcher.join(timeout=5)
+    assert 10 <= state["killed_at"] < TRAIN.steps
+    time.sleep(2)  # let Ray reap the dead job's workers
+    launch_training(args, name="killed-job", storage=tmp_path / "ray", num_workers=1, use_gpu=False, cpus_per_worker=1)
+    lines = metrics(tmp_path)
+    assert [m["step"] for m in lines] == list(range(1, TRAIN.steps + 1))
+    assert [m["loss"] for m in lines] == reference
