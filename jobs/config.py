@@ -20,6 +20,7 @@ import yaml
 from dataio.corpus import BUILTIN_WIKI
 from selection.knn import METHODS, KnnParams
 from selection.shard import OPTIMIZERS
+from training.finetune import FinetuneConfig
 from training.loop import TrainConfig
 from training.model import ModelConfig
 
@@ -130,6 +131,7 @@ class EvaluateConfig:
     max_sequences: int | None = 2000
     external: list[str] = field(default_factory=list)  # extra text files, e.g. WikiText-2 validation
     seed: int = 1234
+    downstream: FinetuneConfig = field(default_factory=FinetuneConfig)  # GLUE-style fine-tuning; off without tasks
 
 
 @dataclass(kw_only=True)

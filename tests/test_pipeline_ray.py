@@ -39,7 +39,8 @@ warmstart: {{steps: 6, global_batch_size: 8, warmup_steps: 1, checkpoint_every: 
 embed: {{layer: -1, batch_size: 16, num_actors: 2}}
 select: {{fraction: 0.25, num_partitions: 3, knn_k: 5, seed: 11}}
 train: {{steps: 6, global_batch_size: 8, warmup_steps: 1, subset: ingenious, redraw_every: 2, checkpoint_every: 3}}
-evaluate: {{max_sequences: 40, external: ["{external}"]}}
+evaluate: {{max_sequences: 40, external: ["{external}"],
+           downstream: {{tasks: [sst2], data_dir: "{glue}", seeds: [0, 1], epochs: 1, max_train_examples: 48}}}}
 """
 
 
@@ -52,8 +53,13 @@ def tiny(ray_cluster, tmp_path_factory):
             f.write(json.dumps({"id": doc.doc_id, "text": doc.text}) + "\n")
     external = root / "external.txt"  # stands in for WikiText-2 validation
     external.write_text("The history of Rome begins in the eighth century BC. " * 40)
+    glue = root / "glue"  # an SST-2-format task made of the corpus' own sentences
+    glue.mkdir()
+    for name, docs in (("sst2_train_full.tsv", range(0, 60)), ("sst2_dev.tsv", range(60, 80))):
+        texts = [d.text.split(".")[0].replace("\t", " ") for d in islice(read_documents(BUILTIN_WIKI), 80)]
+        (glue / name).write_text("sentence\tlabel\n" + "".join(f"{texts[i]}\t{i % 2}\n" for i in docs))
     config = root / "tiny.yaml"
-    config.write_text(TINY.format(corpus=corpus, external=external))
+    config.write_text(TINY.format(corpus=corpus, external=external, glue=glue))
     cfg = load_config(config)
     rows = run_pipeline(cfg, root / "run")
     return cfg, root / "run", rows
@@ -175,6 +181,12 @@ def test_training_and_evaluation_numbers(tiny):
     assert set(metrics) == {"warmstart/heldout", "train/heldout", "warmstart/external", "train/external"}
     for result in metrics.values():
         assert result["tokens"] > 0 and 0 < result["loss"] < 20 and result["sequences"] <= cfg.evaluate.max_sequences
+    rows = [json.loads(x) for x in (run / "evaluate" / "downstream.jsonl").read_text().splitlines()]
+    assert [(r["model"], r["task"], r["seed"]) for r in rows] == [
+        ("warmstart", "sst2", 0), ("warmstart", "sst2", 1), ("train", "sst2", 0), ("train", "sst2", 1)]
+    assert all(r["train_examples"] == 48 and r["eval_examples"] == 20 and 0 <= r["accuracy"] <= 1 for r in rows)
+    table = (run / "evaluate" / "downstream.md").read_text().splitlines()
+    assert table[0] == "| model | sst2 | average |" and table[2].startswith("| warmstart | ")
 
 
 def test_second_run_skips_every_stage(tiny):

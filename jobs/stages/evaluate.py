@@ -1,4 +1,5 @@
-"""evaluate: held-out LM quality of the warm start and of the subset-trained model.
+"""evaluate: held-out LM quality of the warm start and of the subset-trained model, and (with
+`evaluate.downstream.tasks`) their fine-tuned scores on GLUE-style tasks.
 
 Held-out sequences come from documents that prepare set aside (never trained on); `external` text
 files (e.g. WikiText-2 validation) are tokenized with the run's tokenizer and packed the same way.
@@ -15,6 +16,7 @@ from actors.evaluator import evaluate_checkpoint
 from dataio.corpus import read_documents
 from dataio.rundir import RunDir, read_sequences
 from jobs.config import PipelineConfig
+from jobs.downstream import run_downstream, write_results
 from jobs.stages.base import Context, Stage
 from training.tokenizer import load_tokenizer, pack_tokens
 
@@ -37,7 +39,12 @@ class Evaluate(Stage):
                 for m, d in models.items() for s, seqs in sets.items() if seqs}
         results = {f"{m}/{s}": r for (m, s), r in zip(refs, ray.get(list(refs.values())))}
         RunDir.write_json(out / "metrics.json", results)
-        return {"results": results, "written": "metrics.json"}
+        summary = {"results": results, "written": "metrics.json"}
+        if cfg.evaluate.downstream.tasks:
+            rows = run_downstream({m: str(d) for m, d in models.items()}, cfg.evaluate.downstream, kind=cfg.model.kind,
+                                  gpus_per_task=1.0 if ctx.use_gpu("auto") else 0.0)
+            summary |= {"downstream": write_results(rows, out), "written": "metrics.json, downstream.jsonl, downstream.md"}
+        return summary
 
     def _heldout(self, ctx: Context) -> list[np.ndarray]:
         ids, seqs = read_sequences(ctx.stage("prepare") / "heldout")
