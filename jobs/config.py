@@ -209,9 +209,36 @@ def _coerce(hint: Any, value: Any, where: str, source: str) -> Any:
     return float(value) if hint is float else value
 
 
-def load_config(path: str | Path | None) -> PipelineConfig:
+def local_path(value: str | None, base: Path) -> str | None:
+    """`value` made absolute against `base` if it names a local path, unchanged if it is a hub name
+    (`name` or `org/name`), a `scheme:` source or a URI. Ray workers run in other folders (and a
+    submitted job in a temporary copy of the code), so relative paths are fixed where the user wrote them."""
+    if value is None or "://" in value or value.startswith(("builtin:", "hf:")):
+        return value
+    path = Path(value).expanduser()
+    looks_local = value.startswith((".", "/", "~")) or value.count("/") > 1 or (base / path).exists()
+    return str((base / path).resolve()) if looks_local else value
+
+
+def resolve_paths(cfg: PipelineConfig, base: Path) -> PipelineConfig:
+    """Every path-valued setting made absolute against `base` (the folder the command ran in)."""
+    model = dataclasses.replace(cfg.model, init_from=local_path(cfg.model.init_from, base))
+    corpus = dataclasses.replace(cfg.corpus, source=local_path(cfg.corpus.source, base))
+    prepare = dataclasses.replace(cfg.prepare, tokenizer=local_path(cfg.prepare.tokenizer, base))
+    embed = cfg.embed if cfg.embed.encoder == "warmstart" else dataclasses.replace(
+        cfg.embed, encoder=local_path(cfg.embed.encoder, base))
+    downstream = dataclasses.replace(cfg.evaluate.downstream, data_dir=local_path(cfg.evaluate.downstream.data_dir, base))
+    evaluate = dataclasses.replace(cfg.evaluate, external=[local_path(p, base) for p in cfg.evaluate.external],
+                                   downstream=downstream)
+    return dataclasses.replace(cfg, model=model, corpus=corpus, prepare=prepare, embed=embed, evaluate=evaluate)
+
+
+def load_config(path: str | Path | None, *, base: Path | None = None) -> PipelineConfig:
+    """Read and validate a YAML config; relative paths in it are taken from `base` (default: the
+    current folder)."""
+    base = Path.cwd() if base is None else base
     if path is None:
-        return PipelineConfig()
+        return resolve_paths(PipelineConfig(), base)
     path = Path(path)
     if not path.exists():
         raise ValueError(f"config file {path} does not exist")
@@ -219,4 +246,4 @@ def load_config(path: str | Path | None) -> PipelineConfig:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: invalid YAML ({e})") from None
-    return _build(PipelineConfig, data, "", str(path))
+    return resolve_paths(_build(PipelineConfig, data, "", str(path)), base)

@@ -13,7 +13,15 @@ import scipy.sparse as sp
 
 from selection.facility_location import FacilityLocation
 from selection.greedy import lazy_greedy, stochastic_greedy
-from selection.knn import KnnGraph, KnnParams, knn_graph, knn_recall, knn_search, normalize_embeddings, to_graph
+from selection.knn import (
+    KnnGraph,
+    KnnParams,
+    knn_graph,
+    knn_recall,
+    knn_search,
+    normalize_embeddings,
+    to_graph,
+)
 
 OPTIMIZERS = ("lazy", "stochastic")
 

@@ -44,3 +44,20 @@ def test_sections_keep_defaults_for_unset_keys(tmp_path):
     cfg = load_config(write(tmp_path, "warmstart: {steps: 5}\nselect: {knn_k: 7}\n"))
     assert cfg.warmstart.steps == 5 and cfg.warmstart.subset == "full"
     assert cfg.select.knn_k == 7 and cfg.select.fraction == 0.25
+
+
+def test_relative_paths_are_fixed_where_the_user_ran_the_command(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "corpus.jsonl").write_text("")
+    text = ("model: {init_from: runs/general/train/model}\ncorpus: {source: data/corpus.jsonl}\n"
+            "prepare: {tokenizer: bert-base-uncased}\nembed: {encoder: sentence-transformers/all-MiniLM-L6-v2}\n"
+            "evaluate: {external: [../wiki.tokens], downstream: {tasks: [sst2], data_dir: ./glue}}\n")
+    cfg = load_config(write(tmp_path, text), base=tmp_path)
+    assert cfg.model.init_from == str(tmp_path / "runs/general/train/model")  # a path, though not made yet
+    assert cfg.corpus.source == str(tmp_path / "data/corpus.jsonl")  # exists here
+    assert cfg.prepare.tokenizer == "bert-base-uncased"  # hub names stay as they are
+    assert cfg.embed.encoder == "sentence-transformers/all-MiniLM-L6-v2"
+    assert cfg.evaluate.external == [str(tmp_path.parent / "wiki.tokens")]
+    assert cfg.evaluate.downstream.data_dir == str(tmp_path / "glue")
+    assert load_config(write(tmp_path, "corpus: {source: s3://bucket/corpus}\n")).corpus.source == "s3://bucket/corpus"
+    assert load_config(None).corpus.source == "builtin:wiki-offline"

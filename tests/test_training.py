@@ -8,6 +8,7 @@ import torch
 from selection.sampling import draw_subset, taylor_softmax
 from tests.conftest import shared_file
 from training.embed import embed_batch
+from training.flops import flops_per_token, peak_flops
 from training.loop import LMTrainer, TrainConfig
 from training.model import ModelConfig, Objective, build_model, lm_inputs, nsp_pairs
 from training.packing import pack_document, pad_batch, sequence_id
@@ -183,3 +184,21 @@ def test_embedding_pooling_ignores_padding():
     np.testing.assert_allclose(last[0], hidden[0, 4].detach().numpy(), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="layer 5 out of range"):
         embed_batch(encoder, ids, mask, pooling="mean", layer=5)
+
+
+def test_flops_per_token_by_hand():
+    cfg = ModelConfig(kind="bert", hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seq_len=16)
+    model = build_model(cfg, vocab_size=100, pad_id=0)
+    h, f, v = 32, 64, 100
+    layer = 4 * (h * h + h) + (h * f + f) + (f * h + h) + 4 * h  # attention, MLP, two LayerNorms
+    head = (h * h + h) + 2 * h + v  # transform dense + LayerNorm + output bias
+    weights = 2 * layer + head + v * h  # + the (tied) output projection onto the vocabulary
+    assert flops_per_token(model, seq_len=16) == 6 * weights + 12 * 2 * h * 16
+    assert peak_flops(torch.device("cpu")) is None  # no MFU claimed off GPU
+
+
+def test_gpu_benchmark_runs_on_cpu():
+    from bench.gpu import measure
+
+    result = measure("tiny", steps=2, batch=4, device=torch.device("cpu"), warmup=1)
+    assert result["train_tokens_per_s"] > 0 and result["embed_sequences_per_s"] > 0 and result["mfu"] is None

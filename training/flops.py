@@ -1,8 +1,10 @@
 """Model FLOPs utilisation: the fraction of the accelerator's peak that the training step achieves.
 
-Per trained token a transformer costs 6 N FLOPs for its N non-embedding weights (forward 2N,
+Per trained token a transformer costs 6 N FLOPs for its N weights used in matmuls (forward 2N,
 backward 4N) plus 12 L H S for attention scores and values (L layers, width H, sequence length S);
-the PaLM paper's convention (Chowdhery et al. 2022, appendix B). Only real tokens count, not padding.
+the PaLM paper's convention (Chowdhery et al. 2022, appendix B). N leaves out the embedding lookups
+but keeps the output projection onto the vocabulary (tied to the input embedding in BERT and GPT-2,
+so counted once as V x H). Only real tokens count, not padding.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ def flops_per_token(model: torch.nn.Module, *, seq_len: int) -> float:
     layers = getattr(cfg, "num_hidden_layers", None) or cfg.n_layer
     hidden = getattr(cfg, "hidden_size", None) or cfg.n_embd
     embedding = sum(p.numel() for n, p in model.named_parameters() if "embeddings" in n or n.startswith("transformer.w"))
-    weights = sum(p.numel() for p in model.parameters()) - embedding
+    weights = sum(p.numel() for p in model.parameters()) - embedding + cfg.vocab_size * hidden
     return 6.0 * weights + 12.0 * layers * hidden * seq_len
 
 
