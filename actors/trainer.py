@@ -102,11 +102,15 @@ def train_worker(args: dict) -> None:
     if rank == 0:
         _truncate_metrics(metrics_path, start)
 
+    every = max(1, cfg.steps // 20)  # a progress line per 5% of the run
     for step in range(start, cfg.steps):
         metrics = trainer.train_step(step)
         if rank == 0:
             with metrics_path.open("a") as f:
                 f.write(json.dumps({**metrics, "time": time.time()}) + "\n")
+            if metrics["step"] % every == 0 or metrics["step"] == cfg.steps:
+                print(f"[ingenious] {Path(args['out_dir']).name}: step {metrics['step']}/{cfg.steps} loss {metrics['loss']:.3f} "
+                      f"lr {metrics['lr']:.2e} {metrics['tokens_per_s']:.0f} tokens/s", flush=True)
         done = step + 1
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             with tempfile.TemporaryDirectory() as tmp:

@@ -32,8 +32,11 @@ def builtin_wiki_path() -> Path:
     return Path(spec.submodule_search_locations[0]) / "data" / "summaries_en-us.json"
 
 
-def read_documents(source: str, *, text_field: str = "text", id_field: str | None = "id") -> Iterator[Document]:
-    """Yield non-empty documents in a deterministic order."""
+def read_documents(
+    source: str, *, text_field: str = "text", id_field: str | None = "id", line_documents: bool = False
+) -> Iterator[Document]:
+    """Yield non-empty documents in a deterministic order. Text files are one document each, or
+    with `line_documents` one document per non-empty line (e.g. an abstract a line), id `file:line`."""
     if source == BUILTIN_WIKI:
         yield from _builtin_wiki()
         return
@@ -51,7 +54,7 @@ def read_documents(source: str, *, text_field: str = "text", id_field: str | Non
                 yield from _parquet(file, text_field, id_field)
         elif sorted(path.glob("*.txt")):
             for file in sorted(path.glob("*.txt")):
-                yield Document(file.stem, _read_utf8(file))
+                yield from _text(file, line_documents)
         else:
             raise ValueError(f"corpus folder {source!r} holds no .parquet, .txt or saved dataset")
     elif path.name.endswith((".jsonl", ".jsonl.gz", ".json.gz", ".ndjson")):
@@ -59,7 +62,7 @@ def read_documents(source: str, *, text_field: str = "text", id_field: str | Non
     elif path.suffix == ".parquet":
         yield from _parquet(path, text_field, id_field)
     elif path.suffix in (".txt", ".tokens"):
-        yield Document(path.stem, _read_utf8(path))
+        yield from _text(path, line_documents)
     else:
         raise ValueError(f"corpus {source!r}: unknown format (expected .jsonl[.gz], .parquet, .txt, .tokens or a folder)")
 
@@ -69,6 +72,16 @@ def _read_utf8(path: Path) -> str:
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text (byte {e.start})") from None
+
+
+def _text(path: Path, line_documents: bool) -> Iterator[Document]:
+    text = _read_utf8(path)
+    if not line_documents:
+        yield Document(path.stem, text)
+        return
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            yield Document(f"{path.stem}:{number}", line.strip())
 
 
 def _builtin_wiki() -> Iterator[Document]:

@@ -33,6 +33,7 @@ class CorpusConfig:
     source: str = BUILTIN_WIKI  # builtin:wiki-offline, a local path, or hf:NAME
     text_field: str = "text"
     id_field: str | None = "id"
+    line_documents: bool = False  # text files: one document per line instead of per file
     max_documents: int | None = None
 
     def __post_init__(self) -> None:

@@ -18,6 +18,7 @@ import ray
 
 from actors.finetuner import finetune_task
 from dataio.tasks import GLUE, TASKS, load_task
+from jobs.monitor import gather
 from training.finetune import FinetuneConfig
 
 
@@ -28,7 +29,8 @@ def run_downstream(models: dict[str, str], cfg: FinetuneConfig, *, kind: str, gp
     remote = finetune_task.options(num_cpus=cfg.cpus_per_task, num_gpus=gpus_per_task)
     keys = [(name, task, seed) for name in models for task in cfg.tasks for seed in cfg.seeds]
     refs = [remote.remote(models[name], task, cfg, seed=seed, kind=kind) for name, task, seed in keys]
-    return [{"model": name, **row} for (name, _, _), row in zip(keys, ray.get(refs))]
+    rows = gather(refs, "downstream fine-tuning", "runs")
+    return [{"model": name, **row} for (name, _, _), row in zip(keys, rows)]
 
 
 def score_table(rows: list[dict]) -> str:
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kind", default="bert", choices=["bert", "gpt2"])
     parser.add_argument("--max-train-examples", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="1e-3 for small models; 2e-5 for bert-base")
     parser.add_argument("--out", default="downstream", help="folder for downstream.jsonl and downstream.md")
     args = parser.parse_args(argv)
     models = dict(m.split("=", 1) if "=" in m else (Path(m).parent.name or m, m) for m in args.model)

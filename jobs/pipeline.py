@@ -17,6 +17,7 @@ import yaml
 
 from dataio.rundir import RunDir, config_hash
 from jobs.config import PipelineConfig, load_config
+from jobs.monitor import PeakRss
 from jobs.stages import STAGE_NAMES, STAGES, Context
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
@@ -60,23 +61,27 @@ def run_pipeline(
                 raise ValueError(f"stage {stage.name!r} needs {need!r} finished with this config first "
                                  f"(run `ingenious {need}` or `ingenious run`)")
         if run.is_done(stage.name, digest) and not dirty and stage.name not in force:
-            rows.append({"stage": stage.name, "status": "skipped", "seconds": 0.0, "written": "(already done)"})
+            rows.append({"stage": stage.name, "status": "skipped", "seconds": 0.0, "peak_gb": None, "written": "(already done)"})
             continue
         dirty = True
         print(f"[ingenious] {stage.name}: running (config hash {digest})", flush=True)
         out = run.begin(stage.name, digest, stage.settings(cfg))
         start = time.perf_counter()
-        summary = stage.run(ctx, out)
-        seconds = time.perf_counter() - start
-        run.finish(stage.name, {"seconds": seconds, "summary": summary, "upstream": {n: hashes[n] for n in stage.needs}})
-        rows.append({"stage": stage.name, "status": "ran", "seconds": seconds, "written": summary.get("written", "")})
+        with PeakRss(interval=0.5) as memory:
+            summary = stage.run(ctx, out)
+        seconds, peak_gb = time.perf_counter() - start, memory.peak_total / 2**30
+        run.finish(stage.name, {"seconds": seconds, "peak_rss_gb": round(peak_gb, 3), "summary": summary,
+                                "upstream": {n: hashes[n] for n in stage.needs}})
+        rows.append({"stage": stage.name, "status": "ran", "seconds": seconds, "peak_gb": peak_gb,
+                     "written": summary.get("written", "")})
     return rows
 
 
 def print_table(rows: list[dict], run_dir: Path) -> None:
-    print(f"\n{'stage':<10} {'status':<8} {'seconds':>8}  written")
+    print(f"\n{'stage':<10} {'status':<8} {'seconds':>8} {'peak GB':>8}  written")
     for r in rows:
-        print(f"{r['stage']:<10} {r['status']:<8} {r['seconds']:>8.1f}  {r['written']}")
+        peak = f"{r['peak_gb']:.1f}" if r["peak_gb"] is not None else "-"
+        print(f"{r['stage']:<10} {r['status']:<8} {r['seconds']:>8.1f} {peak:>8}  {r['written']}")
     print(f"\nrun directory: {Path(run_dir).resolve()}")
 
 
@@ -93,12 +98,31 @@ def main(argv: list[str] | None = None, only: list[str] | None = None) -> None:
     execute(args, only)
 
 
+def base_dir() -> Path:
+    """The folder relative paths (in the config and --run-dir) are taken from: INGENIOUS_BASE_DIR if
+    set, else the current folder. A job submitted with `ray job submit --working-dir` runs in Ray's
+    temporary copy of the code, which is deleted with the job, so there a relative path is an error
+    unless INGENIOUS_BASE_DIR says where the user meant."""
+    if os.environ.get("INGENIOUS_BASE_DIR"):
+        return Path(os.environ["INGENIOUS_BASE_DIR"]).expanduser().resolve()
+    return Path.cwd()
+
+
+def in_ray_working_copy(folder: Path) -> bool:
+    return "runtime_resources" in folder.parts  # <session>/runtime_resources/working_dir_files/<pkg>
+
+
 def execute(args: argparse.Namespace, only: list[str] | None) -> None:
+    base = base_dir()
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, base=base)
+        run_dir = base / (args.run_dir or Path("runs") / cfg.name)
+        if in_ray_working_copy(base) and not Path(args.run_dir or "runs").is_absolute():
+            raise ValueError(f"this job runs in Ray's temporary copy of the code ({base}), deleted with the job: "
+                             "give an absolute --run-dir on storage every node sees, or set INGENIOUS_BASE_DIR "
+                             "in the job's runtime env to the folder relative paths are meant from")
     except ValueError as e:
         raise SystemExit(f"config error: {e}") from None
-    run_dir = Path(args.run_dir or Path("runs") / cfg.name)
     print(f"[ingenious] config {args.config}:\n{yaml.safe_dump(cfg.to_dict(), sort_keys=False)}", flush=True)
     try:
         rows = run_pipeline(cfg, run_dir, only=only, force=args.force)

@@ -21,6 +21,9 @@ def test_jsonl_gz_parquet_and_txt_folder(tmp_path):
         docs = list(read_documents(str(tmp_path / name)))
         assert [(d.doc_id, d.text) for d in docs] == [("a", "first doc"), ("c", "third")]  # empty text skipped
     assert [d.doc_id for d in read_documents(str(tmp_path / "txt"))] == ["x", "y"]
+    (tmp_path / "abstracts.txt").write_text("First abstract.\n\n  Second abstract. \n")
+    lines = list(read_documents(str(tmp_path / "abstracts.txt"), line_documents=True))
+    assert [(d.doc_id, d.text) for d in lines] == [("abstracts:1", "First abstract."), ("abstracts:3", "Second abstract.")]
 
 
 def test_bad_input_names_file_and_line(tmp_path):

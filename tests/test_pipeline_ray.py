@@ -71,7 +71,9 @@ def test_every_stage_ran_and_left_a_marker(tiny):
     assert all(r["status"] == "ran" for r in rows)
     for name in STAGE_NAMES:
         assert (run / name / "_SUCCESS").exists()
-        assert len(json.loads((run / name / "manifest.json").read_text())["config_hash"]) == 16
+        manifest = json.loads((run / name / "manifest.json").read_text())
+        assert len(manifest["config_hash"]) == 16
+        assert manifest["seconds"] > 0 and 0.1 < manifest["peak_rss_gb"] < 20  # driver + local Ray processes
     assert "name: tiny" in (run / "config.yaml").read_text()
 
 
@@ -260,3 +262,13 @@ def test_gpt2_pipeline_end_to_end(tiny, tmp_path):
     assert len(subset) == round(cfg.select.fraction * len(ids))
     metrics = json.loads((out / "evaluate" / "metrics.json").read_text())
     assert all(1 < m["perplexity"] < 10_000 for m in metrics.values())
+
+
+def test_progress_lines_and_gather_order(ray_cluster, capsys):
+    from jobs.monitor import gather, track
+
+    assert gather([ray_cluster.put(i * i) for i in range(5)], "squares", "tasks") == [0, 1, 4, 9, 16]
+    assert list(track(iter("abc"), 3, "letters", "items")) == ["a", "b", "c"]
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("[ingenious] squares: 5/5 tasks (100%)") for line in lines)
+    assert lines[-1].startswith("[ingenious] letters: 3/3 items (100%)")

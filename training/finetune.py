@@ -29,7 +29,7 @@ class FinetuneConfig:
     data_dir: str | None = None  # a folder holding the task files (searched by file name)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     epochs: int = 3
-    learning_rate: float = 1e-4
+    learning_rate: float = 1e-3  # for the small models trained here; BERT-base's recipe is 2e-5 (configs/bert-base.yaml)
     batch_size: int = 32
     max_len: int = 128
     warmup_fraction: float = 0.1

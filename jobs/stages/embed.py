@@ -13,6 +13,7 @@ from ray.util import ActorPool
 from actors.embedder import Embedder
 from dataio.rundir import shard_files
 from jobs.config import PipelineConfig
+from jobs.monitor import track
 from jobs.stages.base import Context, Stage
 
 
@@ -43,7 +44,8 @@ class Embed(Stage):
                 for _ in range(min(cfg.embed.num_actors, len(todo)))
             ]
             pool = ActorPool(actors)
-            results = list(pool.map_unordered(lambda a, f: a.embed_shard.remote(str(f), str(out / f.name)), todo))
+            results = list(track(pool.map_unordered(lambda a, f: a.embed_shard.remote(str(f), str(out / f.name)), todo),
+                                 len(todo), "embed", "shards"))
         dims = {r["dim"] for r in results}
         return {"shards": len(inputs), "embedded_now": len(todo), "sequences_embedded_now": sum(r["sequences"] for r in results),
                 "dim": dims.pop() if len(dims) == 1 else None, "encoder": encoder, "pooling": pooling,

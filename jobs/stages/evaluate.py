@@ -40,6 +40,10 @@ class Evaluate(Stage):
         results = {f"{m}/{s}": r for (m, s), r in zip(refs, ray.get(list(refs.values())))}
         RunDir.write_json(out / "metrics.json", results)
         summary = {"results": results, "written": "metrics.json"}
+        empty = [s for s, seqs in sets.items() if not seqs]
+        if empty:  # e.g. a corpus too small for prepare.heldout_fraction to set a document aside
+            print(f"[ingenious] evaluate: no sequences in {', '.join(empty)}; skipped", flush=True)
+            summary["empty_sets"] = empty
         if cfg.evaluate.downstream.tasks:
             rows = run_downstream({m: str(d) for m, d in models.items()}, cfg.evaluate.downstream, kind=cfg.model.kind,
                                   gpus_per_task=1.0 if ctx.use_gpu("auto") else 0.0)

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import ray
 
 from actors.prepare import prepare_shard
 from dataio.corpus import read_documents
 from dataio.rundir import read_table, shard_files, write_parquet
 from jobs.config import PipelineConfig
+from jobs.monitor import gather
 from jobs.stages.base import Context, Stage
 from training.tokenizer import load_tokenizer, train_tokenizer
 
@@ -34,7 +34,8 @@ class Prepare(Stage):
     def run(self, ctx: Context, out: Path) -> dict:
         cfg, pcfg = ctx.cfg, ctx.cfg.prepare
         docs = list(islice(read_documents(cfg.corpus.source, text_field=cfg.corpus.text_field,
-                                          id_field=cfg.corpus.id_field), cfg.corpus.max_documents))
+                                          id_field=cfg.corpus.id_field, line_documents=cfg.corpus.line_documents),
+                            cfg.corpus.max_documents))
         if not docs:
             raise ValueError(f"corpus {cfg.corpus.source!r} has no non-empty documents")
         tokenizer_dir = self._tokenizer(cfg, [d.text for d in docs], out / "tokenizer")
@@ -49,7 +50,7 @@ class Prepare(Stage):
                 shard, tokenizer_path=str(tokenizer_dir), kind=cfg.model.kind, seq_len=cfg.model.seq_len,
                 min_tokens=pcfg.min_tokens, heldout_fraction=pcfg.heldout_fraction,
                 train_path=str(train_path), heldout_path=str(heldout_path)))
-        ray.get(refs)
+        gather(refs, "prepare", "shards")
         dropped = drop_duplicates(shard_files(out / "sequences") + shard_files(out / "heldout"))
         train_n = sum(read_table(f, ["sequence_id"]).num_rows for f in shard_files(out / "sequences"))
         heldout_n = sum(read_table(f, ["sequence_id"]).num_rows for f in shard_files(out / "heldout"))

@@ -30,6 +30,7 @@ from actors.selector import (
 )
 from dataio.rundir import read_table, shard_files, write_parquet
 from jobs.config import PipelineConfig, SelectConfig
+from jobs.monitor import gather
 from jobs.stages.base import Context, Stage
 from selection.partition import random_partition, spherical_kmeans, split_oversized
 from selection.sampling import draw_subset, taylor_softmax
@@ -65,9 +66,9 @@ class Select(Stage):
                      if not (scatter / f"_done-{Path(f).name}").exists()])
         seconds = {"partition": time.perf_counter() - clock}
         clock = time.perf_counter()
-        stats = ray.get([order_partition.options(**task, num_gpus=scfg.gpus_per_task).remote(
+        stats = gather([order_partition.options(**task, num_gpus=scfg.gpus_per_task).remote(
             p, str(scatter / f"p-{p:05d}"), scfg.knn_k, scfg.knn_params(), scfg.optimizer, scfg.epsilon, scfg.seed,
-            str(out / "partitions" / f"part-{p:05d}.parquet")) for p in todo])
+            str(out / "partitions" / f"part-{p:05d}.parquet")) for p in todo], "select: kNN graph + greedy", "partitions")
         seconds["greedy"] = time.perf_counter() - clock
         ordered = pa.concat_tables([read_table(f) for f in shard_files(out / "partitions")])
         ordered = ordered.sort_by([("shard", "ascending"), ("rank", "ascending")])

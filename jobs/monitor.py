@@ -1,0 +1,90 @@
+"""What a running job tells its user: progress lines for long stages and the peak memory of a stage.
+
+Progress goes to stdout as plain lines (a job's log is a file, not a terminal): one at every tenth
+of the work or every 30 s, whichever comes first, with an estimate of the time left.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+import psutil
+import ray
+
+T = TypeVar("T")
+
+
+class Progress:
+    def __init__(self, what: str, total: int, unit: str, every_s: float = 30.0):
+        self.what, self.total, self.unit, self.every_s = what, total, unit, every_s
+        self.done, self.start, self.last_line, self.last_tenth = 0, time.perf_counter(), time.perf_counter(), 0
+
+    def advance(self, n: int = 1, note: str = "") -> None:
+        self.done += n
+        now, tenth = time.perf_counter(), 10 * self.done // max(self.total, 1)
+        if tenth > self.last_tenth or now - self.last_line >= self.every_s or self.done == self.total:
+            elapsed = now - self.start
+            left = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
+            print(f"[ingenious] {self.what}: {self.done}/{self.total} {self.unit} ({100 * self.done / max(self.total, 1):.0f}%), "
+                  f"{elapsed:.0f} s elapsed, ~{left:.0f} s left{note}", flush=True)
+            self.last_line, self.last_tenth = now, tenth
+
+
+def track(items: Iterable[T], total: int, what: str, unit: str) -> Iterator[T]:
+    """Yield `items` unchanged, reporting progress as they come."""
+    progress = Progress(what, total, unit)
+    for item in items:
+        yield item
+        progress.advance()
+
+
+def gather(refs: list[ray.ObjectRef], what: str, unit: str) -> list[Any]:
+    """ray.get(refs) in order, reporting progress as tasks finish."""
+    progress, pending = Progress(what, len(refs), unit), list(refs)
+    while pending:
+        finished, pending = ray.wait(pending, num_returns=1)
+        ray.get(finished)  # raise a task's error as soon as it happens
+        progress.advance(len(finished))
+    return ray.get(refs)
+
+
+class PeakRss:
+    """Peak resident memory of this process and its children (a local Ray cluster's processes are
+    the driver's children), sampled; `peak` is above the level at start, `peak_total` absolute."""
+
+    def __init__(self, interval: float = 0.01):
+        self.interval, self.peak, self.peak_total, self._stop = interval, 0, 0, threading.Event()
+
+    @staticmethod
+    def _rss() -> int:
+        proc = psutil.Process()
+        total = proc.memory_info().rss
+        for child in proc.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def __enter__(self) -> PeakRss:
+        self.start = self._rss()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        now = self._rss()
+        self.peak_total = max(self.peak_total, now)
+        self.peak = max(self.peak, now - self.start)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()

@@ -1,0 +1,94 @@
+"""`ray job submit` against a real local head with the job server: the pipeline runs as a job, and
+its relative paths land in the user's folder, not in Ray's temporary copy of the code."""
+import json
+import secrets
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from itertools import islice
+from pathlib import Path
+
+import pytest
+
+from dataio.corpus import BUILTIN_WIKI, read_documents
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).with_name("ray"))
+JOB = """
+name: job
+model: {kind: bert, hidden_size: 32, num_layers: 2, num_heads: 2, intermediate_size: 64, seq_len: 64}
+corpus: {source: corpus.jsonl}
+prepare: {vocab_size: 600, documents_per_shard: 60, heldout_fraction: 0.1}
+warmstart: {steps: 3, global_batch_size: 8, warmup_steps: 1, checkpoint_every: 3}
+embed: {layer: -1, batch_size: 32, num_actors: 1}
+select: {fraction: 0.25, knn_k: 5}
+train: {steps: 3, global_batch_size: 8, warmup_steps: 1, redraw_every: 2, checkpoint_every: 3}
+evaluate: {max_sequences: 20}
+"""
+EXCLUDES = [".venv", ".git", "runs", "**/__pycache__", "*.egg-info", ".pytest_cache"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    """A second, separate Ray head with the dashboard's job server, stopped with its process group."""
+    temp = Path("/tmp") / f"ray-jobs-{os.getpid()}"  # Ray's socket paths must stay short
+    gcs, dashboard = free_port(), free_port()
+    # Ray 2.60 heads require a token: the head, the job CLI and the job all get this one.
+    env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    proc = subprocess.Popen([RAY, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard}",
+                             "--dashboard-host=127.0.0.1", "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    address = f"http://127.0.0.1:{dashboard}"
+    for _ in range(60):  # ready once the job server and the node's agent take a job
+        probe = [RAY, "job", "submit", "--address", address, "--", "python", "-c", "print('ready')"]
+        if subprocess.run(probe, capture_output=True, env=env, timeout=60).returncode == 0:
+            break
+        time.sleep(2)
+    else:
+        os.killpg(proc.pid, signal.SIGTERM)
+        pytest.fail("the Ray head's job server did not take a job within 2 minutes")
+    yield address, env
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=60)
+
+
+def test_pipeline_as_a_submitted_job(head, tmp_path):
+    address, env = head
+    user = tmp_path / "user"  # the folder the user submits from; relative paths mean this folder
+    user.mkdir()
+    with (user / "corpus.jsonl").open("w") as f:
+        for doc in islice(read_documents(BUILTIN_WIKI), 120):
+            f.write(json.dumps({"id": doc.doc_id, "text": doc.text}) + "\n")
+    config = user / "job.yaml"
+    config.write_text(JOB)
+    runtime_env = {"env_vars": {"INGENIOUS_BASE_DIR": str(user), "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}}
+    command = [RAY, "job", "submit", "--address", address, "--working-dir", str(ROOT),
+               "--runtime-env-json", json.dumps({**runtime_env, "excludes": EXCLUDES}),
+               "--", "python", "-m", "jobs.pipeline", "--config", str(config), "--run-dir", "runs/job"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "evaluate   ran" in done.stdout
+    run = user / "runs" / "job"  # in the user's folder, not in Ray's working copy
+    for stage in ("prepare", "warmstart", "embed", "select", "train", "evaluate"):
+        assert (run / stage / "_SUCCESS").exists()
+    assert json.loads((run / "evaluate" / "metrics.json").read_text())["train/heldout"]["loss"] > 0
+
+
+def test_relative_run_dir_without_a_base_is_refused(head):
+    address, env = head
+    command = [RAY, "job", "submit", "--address", address, "--working-dir", str(ROOT),
+               "--runtime-env-json", json.dumps({"excludes": EXCLUDES}),
+               "--", "python", "-m", "jobs.pipeline", "--run-dir", "runs/lost"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode != 0
+    assert "temporary copy of the code" in done.stdout + done.stderr
