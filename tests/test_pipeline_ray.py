@@ -219,7 +219,7 @@ def test_interrupted_select_resumes_only_missing_partitions(tiny):
     parts[0].unlink()
     (select / "subset.parquet").unlink()
     rows = run_pipeline(cfg, run, only=["select"])
-    assert rows == [{"stage": "select", "status": "ran", "seconds": rows[0]["seconds"], "written": rows[0]["written"]}]
+    assert rows == [{"stage": "select", "status": "ran", "seconds": rows[0]["seconds"], "peak_gb": rows[0]["peak_gb"], "written": rows[0]["written"]}]
     assert {p: p.stat().st_mtime_ns for p in parts[1:]} == kept
     assert parts[0].exists() and (select / "subset.parquet").read_bytes() == subset
 
