@@ -272,3 +272,40 @@ def test_progress_lines_and_gather_order(ray_cluster, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("[ingenious] squares: 5/5 tasks (100%)") for line in lines)
     assert lines[-1].startswith("[ingenious] letters: 3/3 items (100%)")
+
+
+def test_refresh_embeds_exactly_the_new_sequences(tiny, tmp_path):
+    from jobs.refresh import refresh
+
+    cfg, run, _ = tiny
+    docs = list(islice(read_documents(BUILTIN_WIKI), 264))
+    old, extra = docs[:240], docs[240:]  # the tiny corpus, then 24 documents it never had (10%)
+    rng = np.random.default_rng(0)
+    deleted = set(rng.choice(len(old), 12, replace=False).tolist())  # 5% of the documents go away
+    snapshot = tmp_path / "snapshot.jsonl"
+    with snapshot.open("w") as f:
+        for doc in [d for i, d in enumerate(old) if i not in deleted] + extra:
+            f.write(json.dumps({"id": doc.doc_id, "text": doc.text}) + "\n")
+    diff = refresh(run, str(snapshot), out=tmp_path / "versions")
+    version = tmp_path / "versions" / diff["snapshot"]
+
+    old_ids, _ = read_sequences(run / "prepare" / "sequences")
+    new_ids, _ = read_sequences(version / "prepare" / "sequences")
+    added = np.setdiff1d(new_ids, old_ids)
+    assert len(added) > 0 and len(np.setdiff1d(old_ids, new_ids)) > 0
+    assert diff["embedding"] == {"reused": len(new_ids) - len(added), "embedded_now": len(added),
+                                 "written": "part-*.parquet (sequence_id, embedding)"}
+    assert diff["pool"] == {"before": len(old_ids), "after": len(new_ids), "kept": len(new_ids) - len(added),
+                            "added": len(added), "dropped": len(old_ids) - (len(new_ids) - len(added))}
+    old_vec = dict(zip(*read_embeddings(shard_files(run / "embed"))))
+    new_emb_ids, new_emb = read_embeddings(shard_files(version / "embed"))
+    assert sorted(new_emb_ids.tolist()) == sorted(new_ids.tolist())  # deleted ones dropped, every new one there
+    for sid, vec in zip(new_emb_ids, new_emb):
+        if sid in old_vec:
+            assert np.array_equal(vec, old_vec[sid])  # reused byte for byte
+    assert (version / "select" / "_SUCCESS").exists() and (version / "diff.md").exists()
+    assert 0 < diff["coverage"]["new_subset_on_new_pool"] <= 1.0001
+
+    files = {p: p.stat().st_mtime_ns for p in version.rglob("*") if p.is_file()}
+    assert refresh(run, str(snapshot), out=tmp_path / "versions") == json.loads((version / "diff.json").read_text())
+    assert {p: p.stat().st_mtime_ns for p in version.rglob("*") if p.is_file()} == files  # idempotent

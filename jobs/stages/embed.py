@@ -17,6 +17,25 @@ from jobs.monitor import track
 from jobs.stages.base import Context, Stage
 
 
+def embed_files(cfg: PipelineConfig, *, encoder: str, from_warmstart: bool, tokenizer: Path, todo: list[Path],
+                out: Path, gpu: bool) -> list[dict]:
+    """Embed each sequences shard in `todo` into out/<same name>, with a pool of Embedder actors."""
+    pooling = cfg.embed.pooling
+    if pooling == "auto":
+        pooling = "last" if (from_warmstart and cfg.model.kind == "gpt2") else "mean"
+    if not todo:
+        return []
+    actors = [
+        Embedder.options(num_cpus=1, num_gpus=1 if gpu else 0).remote(
+            encoder, pooling=pooling, layer=cfg.embed.layer, batch_size=cfg.embed.batch_size,
+            run_tokenizer=str(tokenizer), kind=cfg.model.kind, retokenize=not from_warmstart)
+        for _ in range(min(cfg.embed.num_actors, len(todo)))
+    ]
+    pool = ActorPool(actors)
+    results = pool.map_unordered(lambda a, f: a.embed_shard.remote(str(f), str(out / f.name)), todo)
+    return [{**r, "pooling": pooling} for r in track(results, len(todo), "embed", "shards")]
+
+
 class Embed(Stage):
     name = "embed"
     needs = ("warmstart",)
@@ -28,24 +47,12 @@ class Embed(Stage):
         cfg = ctx.cfg
         from_warmstart = cfg.embed.encoder == "warmstart"
         encoder = str(ctx.stage("warmstart") / "model") if from_warmstart else cfg.embed.encoder
-        pooling = cfg.embed.pooling
-        if pooling == "auto":
-            pooling = "last" if (from_warmstart and cfg.model.kind == "gpt2") else "mean"
         inputs = shard_files(ctx.stage("prepare") / "sequences")
         todo = [f for f in inputs if not (out / f.name).exists()]
         gpu = ctx.use_gpu(cfg.embed.use_gpu)
-        results = []
-        if todo:
-            actors = [
-                Embedder.options(num_cpus=1, num_gpus=1 if gpu else 0).remote(
-                    encoder, pooling=pooling, layer=cfg.embed.layer, batch_size=cfg.embed.batch_size,
-                    run_tokenizer=str(ctx.stage("prepare") / "tokenizer"), kind=cfg.model.kind,
-                    retokenize=not from_warmstart)
-                for _ in range(min(cfg.embed.num_actors, len(todo)))
-            ]
-            pool = ActorPool(actors)
-            results = list(track(pool.map_unordered(lambda a, f: a.embed_shard.remote(str(f), str(out / f.name)), todo),
-                                 len(todo), "embed", "shards"))
+        results = embed_files(cfg, encoder=encoder, from_warmstart=from_warmstart, tokenizer=ctx.stage("prepare") / "tokenizer",
+                              todo=todo, out=out, gpu=gpu)
+        pooling = results[0]["pooling"] if results else cfg.embed.pooling
         dims = {r["dim"] for r in results}
         return {"shards": len(inputs), "embedded_now": len(todo), "sequences_embedded_now": sum(r["sequences"] for r in results),
                 "dim": dims.pop() if len(dims) == 1 else None, "encoder": encoder, "pooling": pooling,

@@ -1,0 +1,188 @@
+"""Scheduled corpus refresh: reselect on a new corpus snapshot, embedding only what changed.
+
+    python -m jobs.refresh --previous runs/default --corpus /data/corpus-2026-12.jsonl [--out DIR]
+
+The previous run's tokenizer and warm-started encoder are kept, so an unchanged document gives the
+same sequences with the same ids, and their embeddings are copied instead of recomputed; new
+sequences are embedded, deleted ones drop out, selection runs again. Each snapshot gets its own
+folder, named by a hash of its content (`<out>/<snapshot>/`, default out: `<previous>/refresh`),
+holding prepare/, embed/, select/ and diff.json / diff.md: pool and subset kept/added/dropped, and
+the coverage (mean cosine similarity of each pool sequence to its nearest selected one: the
+facility-location objective per sequence) before and after. Running it again on the same snapshot
+changes nothing. The embedding settings are checked against the previous run's manifest; if they
+differ (another encoder, layer or pooling), every sequence is re-embedded, with a message saying so.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+
+from dataio.corpus import read_documents
+from dataio.rundir import (
+    RunDir,
+    embedding_table,
+    read_embeddings,
+    read_table,
+    shard_files,
+    write_parquet,
+)
+from jobs.config import PipelineConfig, load_config, local_path
+from jobs.pipeline import base_dir, connect_ray, run_pipeline, stage_hashes
+from jobs.stages import Context
+from jobs.stages.embed import embed_files
+from selection.knn import KnnParams, knn_search, normalize_embeddings
+
+
+def snapshot_id(cfg: PipelineConfig) -> str:
+    """A hash of the corpus content as the pipeline reads it (a new file at the same path is a new snapshot)."""
+    digest = hashlib.sha256()
+    for doc in read_documents(cfg.corpus.source, text_field=cfg.corpus.text_field, id_field=cfg.corpus.id_field,
+                              line_documents=cfg.corpus.line_documents):
+        digest.update(f"{len(doc.doc_id)}:{doc.doc_id}{len(doc.text)}:{doc.text}".encode())
+    return digest.hexdigest()[:16]
+
+
+def coverage(pool: np.ndarray, subset: np.ndarray) -> float:
+    """Mean over the pool of the cosine similarity to the nearest subset member."""
+    if len(subset) == 0:
+        return 0.0
+    sims, _ = knn_search(pool, np.ascontiguousarray(subset), 1, KnnParams(method="exact"))
+    return float(sims[:, 0].mean())
+
+
+def greedi_ids(select_dir: Path) -> np.ndarray:
+    return read_table(select_dir / "subset_greedi.parquet", ["sequence_id"]).column("sequence_id").to_numpy()
+
+
+def reuse_embeddings(ctx: Context, previous: RunDir, *, reuse: bool) -> dict:
+    """version/embed/part-i for each new sequences shard: previous vectors by id, new ones computed."""
+    cfg, out = ctx.cfg, ctx.stage("embed")
+    old_ids, old_emb = read_embeddings(shard_files(previous.stage("embed"))) if reuse else (np.empty(0, np.int64), None)
+    row_of = {int(s): r for r, s in enumerate(old_ids)}
+    todo_dir, fresh_dir = out / "todo", out / "fresh"
+    todo = []
+    for shard in shard_files(ctx.stage("prepare") / "sequences"):
+        table = read_table(shard)
+        missing = ~np.isin(table.column("sequence_id").to_numpy(), old_ids)
+        if missing.any() and not (fresh_dir / shard.name).exists():
+            write_parquet(table.filter(missing), todo_dir / shard.name)
+            todo.append(todo_dir / shard.name)
+    embed_files(cfg, encoder=str(previous.stage("warmstart") / "model"), from_warmstart=True,
+                tokenizer=ctx.stage("prepare") / "tokenizer", todo=todo, out=fresh_dir, gpu=ctx.use_gpu(cfg.embed.use_gpu))
+    reused = embedded = 0
+    for shard in shard_files(ctx.stage("prepare") / "sequences"):
+        ids = read_table(shard, ["sequence_id"]).column("sequence_id").to_numpy()
+        fresh = (fresh_dir / shard.name).exists()
+        new_ids, new_emb = read_embeddings([fresh_dir / shard.name]) if fresh else (np.empty(0, np.int64), None)
+        new_row = {int(s): r for r, s in enumerate(new_ids)}
+        vectors = np.stack([old_emb[row_of[s]] if s in row_of else new_emb[new_row[s]] for s in ids.tolist()])
+        reused += sum(s in row_of for s in ids.tolist())
+        embedded += len(new_ids)
+        write_parquet(embedding_table(ids, vectors), out / shard.name)
+    return {"reused": reused, "embedded_now": embedded, "written": "part-*.parquet (sequence_id, embedding)"}
+
+
+def refresh(previous_dir: str | Path, corpus: str, *, out: str | Path | None = None) -> dict:
+    previous = RunDir(previous_dir)
+    for stage in ("prepare", "warmstart", "embed", "select"):
+        if not (previous.stage(stage) / "_SUCCESS").exists():
+            raise ValueError(f"previous run {previous.root}: stage {stage!r} is not finished")
+    old_cfg = load_config(previous.root / "config.yaml")
+    cfg = dataclasses.replace(
+        old_cfg, corpus=dataclasses.replace(old_cfg.corpus, source=local_path(corpus, base_dir())),
+        prepare=dataclasses.replace(old_cfg.prepare, tokenizer=str(previous.stage("prepare") / "tokenizer")),
+    )
+    version = RunDir(Path(out or previous.root / "refresh") / snapshot_id(cfg))
+    diff_path = version.root / "diff.json"
+    if diff_path.exists():
+        print(f"[ingenious] refresh: snapshot already selected in {version.root}; nothing to do", flush=True)
+        return json.loads(diff_path.read_text())
+    connect_ray(cfg)
+    run_pipeline(cfg, version.root, only=["prepare"])
+
+    # The embed step, with the pipeline's marker so `select` accepts it and a rerun skips it.
+    embed_settings = previous.read_manifest("embed")["config"]["embed"]
+    reuse = embed_settings == dataclasses.asdict(cfg.embed) and cfg.embed.encoder == "warmstart"
+    if not reuse:
+        print(f"[ingenious] refresh: embedding settings differ from {previous.stage('embed')} "
+              f"({embed_settings} vs {dataclasses.asdict(cfg.embed)}): re-embedding every sequence", flush=True)
+    digest = stage_hashes(cfg)["embed"]
+    if not version.is_done("embed", digest):
+        version.begin("embed", digest, {"embed": dataclasses.asdict(cfg.embed), "reused_from": str(previous.root)})
+        summary = reuse_embeddings(Context(cfg, version), previous, reuse=reuse)
+        version.finish("embed", {"summary": summary})
+    run_pipeline(cfg, version.root, only=["select"])
+
+    diff = diff_report(previous, version)
+    RunDir.write_json(version.root / "diff.json", diff)  # written last: it marks the refresh done
+    (version.root / "diff.md").write_text(diff_markdown(diff))
+    print(diff_markdown(diff), flush=True)
+    return diff
+
+
+def diff_report(previous: RunDir, version: RunDir) -> dict:
+    old_ids, old_emb = read_embeddings(shard_files(previous.stage("embed")))
+    new_ids, new_emb = read_embeddings(shard_files(version.stage("embed")))
+    old_emb, new_emb = normalize_embeddings(old_emb), normalize_embeddings(new_emb)
+    old_subset, new_subset = greedi_ids(previous.stage("select")), greedi_ids(version.stage("select"))
+    surviving = old_subset[np.isin(old_subset, new_ids)]
+    row_old = {int(s): r for r, s in enumerate(old_ids)}
+    row_new = {int(s): r for r, s in enumerate(new_ids)}
+
+    def counts(before: np.ndarray, after: np.ndarray) -> dict:
+        kept = int(np.isin(after, before).sum())
+        return {"before": len(before), "after": len(after), "kept": kept, "added": len(after) - kept,
+                "dropped": len(before) - kept}
+
+    draw0 = read_table(version.stage("select") / "subset_ingenious.parquet")
+    draw0 = draw0.filter(pc.equal(draw0.column("draw"), 0)).column("sequence_id").to_numpy()
+    return {
+        "previous": str(previous.root), "snapshot": version.root.name,
+        "embedding": version.read_manifest("embed")["summary"],
+        "pool": counts(old_ids, new_ids),
+        "subset_greedi": counts(old_subset, new_subset),
+        "subset_ingenious_draw0": {"size": len(draw0)},
+        "coverage": {
+            "previous_subset_on_previous_pool": coverage(old_emb, old_emb[[row_old[int(s)] for s in old_subset]]),
+            "previous_subset_on_new_pool": coverage(new_emb, new_emb[[row_new[int(s)] for s in surviving]]),
+            "new_subset_on_new_pool": coverage(new_emb, new_emb[[row_new[int(s)] for s in new_subset]]),
+        },
+    }
+
+
+def diff_markdown(diff: dict) -> str:
+    lines = [f"# Refresh {diff['snapshot']} (from {diff['previous']})", "",
+             f"Embeddings: {diff['embedding']['reused']} reused, {diff['embedding']['embedded_now']} computed.", "",
+             "| | before | after | kept | added | dropped |", "|---|---|---|---|---|---|"]
+    for name in ("pool", "subset_greedi"):
+        c = diff[name]
+        lines.append(f"| {name} | {c['before']} | {c['after']} | {c['kept']} | {c['added']} | {c['dropped']} |")
+    cov = diff["coverage"]
+    lines += ["", "Coverage (mean cosine similarity to the nearest selected sequence):",
+              f"previous subset on the previous pool {cov['previous_subset_on_previous_pool']:.4f}; "
+              f"what survives of it on the new pool {cov['previous_subset_on_new_pool']:.4f}; "
+              f"the new subset on the new pool {cov['new_subset_on_new_pool']:.4f}."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m jobs.refresh", description=__doc__.splitlines()[0])
+    parser.add_argument("--previous", required=True, help="the run directory of the previous selection")
+    parser.add_argument("--corpus", required=True, help="the new corpus snapshot (any corpus.source form)")
+    parser.add_argument("--out", default=None, help="folder for snapshot versions (default: <previous>/refresh)")
+    args = parser.parse_args(argv)
+    base = base_dir()
+    try:
+        refresh(base / args.previous, args.corpus, out=base / args.out if args.out else None)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()
