@@ -36,7 +36,8 @@ from jobs.config import PipelineConfig, load_config, local_path
 from jobs.pipeline import base_dir, connect_ray, run_pipeline, stage_hashes
 from jobs.stages import Context
 from jobs.stages.embed import embed_files
-from selection.knn import KnnParams, knn_search, normalize_embeddings
+from selection.facility_location import coverage
+from selection.knn import normalize_embeddings
 
 
 def snapshot_id(cfg: PipelineConfig) -> str:
@@ -46,14 +47,6 @@ def snapshot_id(cfg: PipelineConfig) -> str:
                               line_documents=cfg.corpus.line_documents):
         digest.update(f"{len(doc.doc_id)}:{doc.doc_id}{len(doc.text)}:{doc.text}".encode())
     return digest.hexdigest()[:16]
-
-
-def coverage(pool: np.ndarray, subset: np.ndarray) -> float:
-    """Mean over the pool of the cosine similarity to the nearest subset member."""
-    if len(subset) == 0:
-        return 0.0
-    sims, _ = knn_search(pool, np.ascontiguousarray(subset), 1, KnnParams(method="exact"))
-    return float(sims[:, 0].mean())
 
 
 def greedi_ids(select_dir: Path) -> np.ndarray:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from selection.knn import KnnGraph
+from selection.knn import KnnGraph, KnnParams, knn_search
 
 
 @numba.njit(cache=True)
@@ -60,3 +60,12 @@ class FacilityLocation:
         for j in np.asarray(subset, dtype=np.int64):
             self.add(cover, int(j))
         return float(cover.sum())
+
+
+def coverage(pool: np.ndarray, subset: np.ndarray) -> float:
+    """The dense objective per point, f(A) / n with s = cosine similarity: the mean over `pool` of the
+    similarity to its nearest member of `subset` (both unit-normalised rows). Exact search."""
+    if len(subset) == 0:
+        return 0.0
+    sims, _ = knn_search(pool, np.ascontiguousarray(subset), 1, KnnParams(method="exact"))
+    return float(sims[:, 0].mean())

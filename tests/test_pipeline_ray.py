@@ -309,3 +309,29 @@ def test_refresh_embeds_exactly_the_new_sequences(tiny, tmp_path):
     files = {p: p.stat().st_mtime_ns for p in version.rglob("*") if p.is_file()}
     assert refresh(run, str(snapshot), out=tmp_path / "versions") == json.loads((version / "diff.json").read_text())
     assert {p: p.stat().st_mtime_ns for p in version.rglob("*") if p.is_file()} == files  # idempotent
+
+
+def test_report_renders_in_headless_chromium(tiny, tmp_path):
+    from PIL import Image
+
+    from jobs.report import build_report
+
+    _, run, _ = tiny
+    page = build_report(run, tmp_path / "report")
+    text = page.read_text()
+    for png in ("gains.png", "projection.png", "partition_seconds.png", "training.png"):
+        assert f'src="{png}"' in text and (tmp_path / "report" / png).stat().st_size > 5000
+    for heading in ("Subset", "Coverage against random subsets", "Time and memory", "Evaluation", "Config"):
+        assert f"<h2>{heading}" in text
+    assert "| model | sst2 | average |" in text  # the downstream table
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if chromium is None:
+        pytest.skip("no Chromium on this machine: the report was built but not rendered")
+    shot = tmp_path / "shot.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1100,2600",
+                    f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120, check=True)
+    image = np.asarray(Image.open(shot).convert("RGB")).astype(float)
+    assert image.shape[:2] == (2600, 1100)
+    assert image.std() > 20  # text, tables and plots, not a blank or error page
+    reds = (image[..., 0] > 180) & (image[..., 1] < 80) & (image[..., 2] < 80)
+    assert reds.sum() > 50  # the selected points of the projection plot were drawn

@@ -100,7 +100,7 @@ class Select(Stage):
             "greedi_subset": len(merged["sequence_ids"]), "greedi_objective": merged["objective"],
             "greedi_kept_local_solution": merged["local_won"],
             "partition_objective": float(gains.sum()), "strategy": scfg.strategy,
-            "seconds_by_phase": seconds, "partition_task_seconds": sum(s["seconds"] for s in stats),
+            "seconds_by_phase": seconds, "partition_task_seconds": sum(s["seconds"] for s in stats), "per_partition": stats,
             "knn_recall": (float(np.mean([s["knn_recall"] for s in stats])) if stats and stats[0]["knn_recall"] is not None
                            else None),
             "written": "probabilities.parquet, subset.parquet, subset_ingenious.parquet, subset_greedi.parquet",
