@@ -16,6 +16,7 @@ import ray
 import yaml
 
 from dataio.rundir import RunDir, config_hash
+from dataio.storage import Mirror, is_uri
 from jobs.config import PipelineConfig, load_config
 from jobs.monitor import PeakRss
 from jobs.stages import STAGE_NAMES, STAGES, Context
@@ -47,9 +48,12 @@ def run_pipeline(
     for name in list(force) + list(only or []):
         if name not in STAGE_NAMES:
             raise ValueError(f"unknown stage {name!r}; stages are {', '.join(STAGE_NAMES)}")
-    run = RunDir(run_dir)
+    mirror = Mirror(str(run_dir)) if is_uri(run_dir) else None  # s3://, gs://...: work in a local cache
+    run = RunDir(mirror.pull() if mirror else run_dir)
     run.root.mkdir(parents=True, exist_ok=True)
     (run.root / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if mirror:
+        mirror.push("config.yaml")
     connect_ray(cfg)
     ctx, hashes, rows, dirty = Context(cfg, run), stage_hashes(cfg), [], False
     for stage in STAGES:
@@ -67,22 +71,29 @@ def run_pipeline(
         print(f"[ingenious] {stage.name}: running (config hash {digest})", flush=True)
         out = run.begin(stage.name, digest, stage.settings(cfg))
         start = time.perf_counter()
-        with PeakRss(interval=0.5) as memory:
-            summary = stage.run(ctx, out)
+        try:
+            with PeakRss(interval=0.5) as memory:
+                summary = stage.run(ctx, out)
+        except BaseException:
+            if mirror:
+                mirror.push(stage.name, complete=False)  # keep its finished shards for the rerun
+            raise
         seconds, peak_gb = time.perf_counter() - start, memory.peak_total / 2**30
         run.finish(stage.name, {"seconds": seconds, "peak_rss_gb": round(peak_gb, 3), "summary": summary,
                                 "upstream": {n: hashes[n] for n in stage.needs}})
+        if mirror:
+            mirror.push(stage.name)
         rows.append({"stage": stage.name, "status": "ran", "seconds": seconds, "peak_gb": peak_gb,
                      "written": summary.get("written", "")})
     return rows
 
 
-def print_table(rows: list[dict], run_dir: Path) -> None:
+def print_table(rows: list[dict], run_dir: str | Path) -> None:
     print(f"\n{'stage':<10} {'status':<8} {'seconds':>8} {'peak GB':>8}  written")
     for r in rows:
         peak = f"{r['peak_gb']:.1f}" if r["peak_gb"] is not None else "-"
         print(f"{r['stage']:<10} {r['status']:<8} {r['seconds']:>8.1f} {peak:>8}  {r['written']}")
-    print(f"\nrun directory: {Path(run_dir).resolve()}")
+    print(f"\nrun directory: {run_dir if is_uri(run_dir) else Path(run_dir).resolve()}")
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -116,8 +127,8 @@ def execute(args: argparse.Namespace, only: list[str] | None) -> None:
     base = base_dir()
     try:
         cfg = load_config(args.config, base=base)
-        run_dir = base / (args.run_dir or Path("runs") / cfg.name)
-        if in_ray_working_copy(base) and not Path(args.run_dir or "runs").is_absolute():
+        run_dir = args.run_dir if is_uri(args.run_dir or "") else base / (args.run_dir or Path("runs") / cfg.name)
+        if in_ray_working_copy(base) and not (is_uri(run_dir) or Path(args.run_dir or "runs").is_absolute()):
             raise ValueError(f"this job runs in Ray's temporary copy of the code ({base}), deleted with the job: "
                              "give an absolute --run-dir on storage every node sees, or set INGENIOUS_BASE_DIR "
                              "in the job's runtime env to the folder relative paths are meant from")

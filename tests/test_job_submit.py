@@ -1,8 +1,8 @@
 """`ray job submit` against a real local head with the job server: the pipeline runs as a job, and
 its relative paths land in the user's folder, not in Ray's temporary copy of the code."""
 import json
-import secrets
 import os
+import secrets
 import signal
 import socket
 import subprocess

@@ -56,7 +56,7 @@ class Prepare(Stage):
         heldout_n = sum(read_table(f, ["sequence_id"]).num_rows for f in shard_files(out / "heldout"))
         if train_n == 0:
             raise ValueError(f"corpus {cfg.corpus.source!r} gave no training sequences (min_tokens={pcfg.min_tokens})")
-        return {"documents": len(docs), "shards": len(shards), "sequences": train_n, "heldout_sequences": heldout_n,
+        return {"documents": len(docs), "shards": len(shards), "shards_prepared_now": len(refs), "sequences": train_n, "heldout_sequences": heldout_n,
                 "duplicates_dropped": dropped, "vocab_size": len(load_tokenizer(str(tokenizer_dir), kind=cfg.model.kind)),
                 "written": "tokenizer/, sequences/, heldout/"}
 
