@@ -5,12 +5,19 @@ vocabulary, so its sequences are decoded with the run's tokenizer and re-encoded
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import ray
 import torch
 from transformers import AutoTokenizer
 
-from dataio.rundir import embedding_table, read_sequence_file, write_parquet
+from dataio.rundir import (
+    embedding_table,
+    read_sequence_file,
+    write_parquet,
+    write_shard_log,
+)
 from training.embed import embed_batch, load_encoder
 from training.packing import pad_batch
 from training.tokenizer import load_tokenizer
@@ -37,6 +44,7 @@ class Embedder:
         return [np.asarray(s) for s in self.enc_tok(texts, truncation=True, max_length=limit)["input_ids"]]
 
     def embed_shard(self, sequences_path: str, out_path: str) -> dict:
+        start = time.perf_counter()
         ids, seqs = read_sequence_file(sequences_path)
         seqs = self._encoder_ids(seqs)
         # Length-sorted batches pad little; the output is keyed by sequence_id, so order is free.
@@ -50,4 +58,7 @@ class Embedder:
         restored = np.empty_like(emb)
         restored[order] = emb
         write_parquet(embedding_table(ids, restored), out_path)
-        return {"sequences": len(ids), "dim": int(emb.shape[1]), "device": self.device.type}
+        result = {"sequences": len(ids), "dim": int(emb.shape[1]), "device": self.device.type}
+        write_shard_log(out_path, {**result, "seconds": time.perf_counter() - start,
+                                   "sequences_per_s": len(ids) / (time.perf_counter() - start)})
+        return result

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import pyarrow as pa
 import ray
 
-from dataio.rundir import write_parquet
+from dataio.rundir import write_parquet, write_shard_log
 from training.packing import sequence_id
 from training.tokenizer import load_tokenizer, pack_tokens, train_tokenizer
 
@@ -33,6 +34,7 @@ def prepare_shard(
     docs: list[tuple[str, str]], *, tokenizer_path: str, kind: str, seq_len: int, min_tokens: int,
     heldout_fraction: float, train_path: str, heldout_path: str,
 ) -> dict:
+    start = time.perf_counter()
     tok = load_tokenizer(tokenizer_path, kind=kind)
     encoded = tok([text for _, text in docs], add_special_tokens=False)["input_ids"]
     train, heldout = [], []
@@ -42,7 +44,9 @@ def prepare_shard(
         target.extend((doc_id, c, t) for c, t in enumerate(chunks))
     for rows, path in ((heldout, heldout_path), (train, train_path)):  # train last: its file marks the shard done
         write_parquet(sequences_table(rows), path)
-    return {"documents": len(docs), "train": len(train), "heldout": len(heldout), "shard": Path(train_path).name}
+    result = {"documents": len(docs), "train": len(train), "heldout": len(heldout), "shard": Path(train_path).name}
+    write_shard_log(train_path, {**result, "seconds": time.perf_counter() - start})
+    return result
 
 
 def write_local_sequences(texts: list[str], root: Path, *, kind: str, seq_len: int, vocab_size: int) -> None:

@@ -14,7 +14,12 @@ import pyarrow as pa
 import ray
 import scipy.sparse as sp
 
-from dataio.rundir import embedding_table, read_embeddings, write_parquet
+from dataio.rundir import (
+    embedding_table,
+    read_embeddings,
+    write_parquet,
+    write_shard_log,
+)
 from selection.knn import (
     KnnParams,
     build_index,
@@ -72,8 +77,10 @@ def order_partition(
         "rank": pa.array(np.arange(len(ids)), pa.int64()),
         "gain": pa.array(result.gains, pa.float64()),
     }), out_path)
-    return {"partition": partition, "size": len(ids), "objective": result.objective, "knn_recall": result.knn_recall,
-            "seconds": time.perf_counter() - start}
+    stats = {"partition": partition, "size": len(ids), "objective": result.objective, "knn_recall": result.knn_recall,
+             "seconds": time.perf_counter() - start}
+    write_shard_log(out_path, stats)
+    return stats
 
 
 @ray.remote

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,16 @@ def write_parquet(table: pa.Table, path: str | Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     pq.write_table(table, tmp)
     os.replace(tmp, path)
+
+
+def write_shard_log(output: str | Path, record: dict) -> None:
+    """One log per shard: _logs/<shard>.json beside the shard's output, with where and how it ran (the
+    leading underscore keeps Parquet dataset readers of the folder from taking it for data)."""
+    output = Path(output)
+    record = {"shard": output.name, "host": socket.gethostname(), "pid": os.getpid(),
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **record}
+    (output.parent / "_logs").mkdir(parents=True, exist_ok=True)
+    RunDir.write_json(output.parent / "_logs" / f"{output.stem}.json", record)
 
 
 def shard_files(folder: str | Path) -> list[Path]:

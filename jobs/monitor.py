@@ -50,12 +50,28 @@ def gather(refs: list[ray.ObjectRef], what: str, unit: str) -> list[Any]:
     return ray.get(refs)
 
 
+def gpu_memory_used() -> int | None:
+    """Bytes in use on this node's GPUs (NVML, from the `gpu` extra's nvidia-ml-py); None without them."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        return sum(pynvml.nvmlDeviceGetMemoryInfo(h).used for h in handles) or None
+    except pynvml.NVMLError:  # no driver or no GPU on this node
+        return None
+
+
 class PeakRss:
     """Peak resident memory of this process and its children (a local Ray cluster's processes are
-    the driver's children), sampled; `peak` is above the level at start, `peak_total` absolute."""
+    the driver's children), sampled; `peak` is above the level at start, `peak_total` absolute;
+    `peak_gpu` the most GPU memory in use on this node (None without GPUs or nvidia-ml-py)."""
 
-    def __init__(self, interval: float = 0.01):
+    def __init__(self, interval: float = 0.01, *, gpu: bool = False):
         self.interval, self.peak, self.peak_total, self._stop = interval, 0, 0, threading.Event()
+        self.gpu, self.peak_gpu = gpu, None
 
     @staticmethod
     def _rss() -> int:
@@ -78,6 +94,9 @@ class PeakRss:
         now = self._rss()
         self.peak_total = max(self.peak_total, now)
         self.peak = max(self.peak, now - self.start)
+        used = gpu_memory_used() if self.gpu else None
+        if used is not None:
+            self.peak_gpu = max(self.peak_gpu or 0, used)
 
     def _watch(self) -> None:
         while not self._stop.is_set():

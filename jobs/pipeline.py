@@ -72,14 +72,15 @@ def run_pipeline(
         out = run.begin(stage.name, digest, stage.settings(cfg))
         start = time.perf_counter()
         try:
-            with PeakRss(interval=0.5) as memory:
+            with PeakRss(interval=0.5, gpu=True) as memory:
                 summary = stage.run(ctx, out)
         except BaseException:
             if mirror:
                 mirror.push(stage.name, complete=False)  # keep its finished shards for the rerun
             raise
         seconds, peak_gb = time.perf_counter() - start, memory.peak_total / 2**30
-        run.finish(stage.name, {"seconds": seconds, "peak_rss_gb": round(peak_gb, 3), "summary": summary,
+        peak_gpu_gb = round(memory.peak_gpu / 2**30, 3) if memory.peak_gpu is not None else None
+        run.finish(stage.name, {"seconds": seconds, "peak_rss_gb": round(peak_gb, 3), "peak_gpu_gb": peak_gpu_gb, "summary": summary,
                                 "upstream": {n: hashes[n] for n in stage.needs}})
         if mirror:
             mirror.push(stage.name)

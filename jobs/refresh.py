@@ -5,7 +5,8 @@
 The previous run's tokenizer and warm-started encoder are kept, so an unchanged document gives the
 same sequences with the same ids, and their embeddings are copied instead of recomputed; new
 sequences are embedded, deleted ones drop out, selection runs again. Each snapshot gets its own
-folder, named by a hash of its content (`<out>/<snapshot>/`, default out: `<previous>/refresh`),
+folder, named by hashes of its content and of the settings (`<out>/<snapshot>-<config>/`, default
+out: `<previous>/refresh`),
 holding prepare/, embed/, select/ and diff.json / diff.md: pool and subset kept/added/dropped, and
 the coverage (mean cosine similarity of each pool sequence to its nearest selected one: the
 facility-location objective per sequence) before and after. Running it again on the same snapshot
@@ -18,6 +19,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +68,9 @@ def reuse_embeddings(ctx: Context, previous: RunDir, *, reuse: bool) -> dict:
         if missing.any() and not (fresh_dir / shard.name).exists():
             write_parquet(table.filter(missing), todo_dir / shard.name)
             todo.append(todo_dir / shard.name)
-    embed_files(cfg, encoder=str(previous.stage("warmstart") / "model"), from_warmstart=True,
+    from_warmstart = cfg.embed.encoder == "warmstart"
+    encoder = str(previous.stage("warmstart") / "model") if from_warmstart else cfg.embed.encoder
+    embed_files(cfg, encoder=encoder, from_warmstart=from_warmstart,
                 tokenizer=ctx.stage("prepare") / "tokenizer", todo=todo, out=fresh_dir, gpu=ctx.use_gpu(cfg.embed.use_gpu))
     reused = embedded = 0
     for shard in shard_files(ctx.stage("prepare") / "sequences"):
@@ -78,20 +82,25 @@ def reuse_embeddings(ctx: Context, previous: RunDir, *, reuse: bool) -> dict:
         reused += sum(s in row_of for s in ids.tolist())
         embedded += len(new_ids)
         write_parquet(embedding_table(ids, vectors), out / shard.name)
+    shutil.rmtree(todo_dir, ignore_errors=True)  # scratch: the composed shards hold every vector now
+    shutil.rmtree(fresh_dir, ignore_errors=True)
     return {"reused": reused, "embedded_now": embedded, "written": "part-*.parquet (sequence_id, embedding)"}
 
 
-def refresh(previous_dir: str | Path, corpus: str, *, out: str | Path | None = None) -> dict:
+def refresh(previous_dir: str | Path, corpus: str, *, out: str | Path | None = None,
+            config: str | Path | None = None) -> dict:
+    """`config` (default: the previous run's config.yaml) sets how to embed and select this time."""
     previous = RunDir(previous_dir)
     for stage in ("prepare", "warmstart", "embed", "select"):
         if not (previous.stage(stage) / "_SUCCESS").exists():
             raise ValueError(f"previous run {previous.root}: stage {stage!r} is not finished")
-    old_cfg = load_config(previous.root / "config.yaml")
+    old_cfg = load_config(config or previous.root / "config.yaml")
     cfg = dataclasses.replace(
         old_cfg, corpus=dataclasses.replace(old_cfg.corpus, source=local_path(corpus, base_dir())),
         prepare=dataclasses.replace(old_cfg.prepare, tokenizer=str(previous.stage("prepare") / "tokenizer")),
     )
-    version = RunDir(Path(out or previous.root / "refresh") / snapshot_id(cfg))
+    # One folder per (snapshot content, settings): the same pair again finds its diff and stops.
+    version = RunDir(Path(out or previous.root / "refresh") / f"{snapshot_id(cfg)}-{stage_hashes(cfg)['select'][:8]}")
     diff_path = version.root / "diff.json"
     if diff_path.exists():
         print(f"[ingenious] refresh: snapshot already selected in {version.root}; nothing to do", flush=True)
@@ -169,10 +178,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--previous", required=True, help="the run directory of the previous selection")
     parser.add_argument("--corpus", required=True, help="the new corpus snapshot (any corpus.source form)")
     parser.add_argument("--out", default=None, help="folder for snapshot versions (default: <previous>/refresh)")
+    parser.add_argument("--config", default=None, help="embed/select settings (default: the previous run's config.yaml)")
     args = parser.parse_args(argv)
     base = base_dir()
     try:
-        refresh(base / args.previous, args.corpus, out=base / args.out if args.out else None)
+        refresh(base / args.previous, args.corpus, out=base / args.out if args.out else None,
+                config=base / args.config if args.config else None)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
 

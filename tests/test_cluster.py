@@ -15,7 +15,7 @@ def test_cluster_yaml_validates_like_ray_up():
     nodes = config["available_node_types"]
     assert config["head_node_type"] == "head" and nodes["head"]["max_workers"] == 0
     assert "g5" in nodes["gpu_worker"]["node_config"]["InstanceType"] and nodes["gpu_worker"]["max_workers"] >= 1
-    assert any("ingenious-ray" in c for c in config["setup_commands"])  # the project is installed on every node
+    assert any("ingenious-ray[gpu]" in c for c in config["setup_commands"])  # the project, GPU extra, on every node
 
 
 def test_a_typo_in_cluster_yaml_fails_validation():

@@ -74,7 +74,14 @@ def test_every_stage_ran_and_left_a_marker(tiny):
         manifest = json.loads((run / name / "manifest.json").read_text())
         assert len(manifest["config_hash"]) == 16
         assert manifest["seconds"] > 0 and 0.1 < manifest["peak_rss_gb"] < 20  # driver + local Ray processes
+        assert manifest["peak_gpu_gb"] is None  # no GPU here
     assert "name: tiny" in (run / "config.yaml").read_text()
+    for shards, logs in (("prepare/sequences", "prepare/sequences/_logs"), ("embed", "embed/_logs"),
+                         ("select/partitions", "select/partitions/_logs")):  # one log per shard
+        names = sorted(p.stem for p in shard_files(run / shards))
+        assert names and sorted(p.stem for p in (run / logs).glob("*.json")) == names
+        record = json.loads((run / logs / f"{names[0]}.json").read_text())
+        assert record["seconds"] > 0 and record["host"] and record["pid"] > 0
 
 
 def test_prepare_writes_sequences_with_content_ids(tiny):
@@ -309,6 +316,12 @@ def test_refresh_embeds_exactly_the_new_sequences(tiny, tmp_path):
     files = {p: p.stat().st_mtime_ns for p in version.rglob("*") if p.is_file()}
     assert refresh(run, str(snapshot), out=tmp_path / "versions") == json.loads((version / "diff.json").read_text())
     assert {p: p.stat().st_mtime_ns for p in version.rglob("*") if p.is_file()} == files  # idempotent
+
+    # Other embedding settings (the first layer instead of the last): nothing can be reused.
+    other = tmp_path / "other.yaml"
+    other.write_text((run / "config.yaml").read_text().replace("layer: -1", "layer: 1"))
+    diff = refresh(run, str(snapshot), out=tmp_path / "versions", config=other)
+    assert diff["embedding"]["reused"] == 0 and diff["embedding"]["embedded_now"] == len(new_ids)
 
 
 def test_report_renders_in_headless_chromium(tiny, tmp_path):
