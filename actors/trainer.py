@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -109,8 +110,10 @@ def train_worker(args: dict) -> None:
             with metrics_path.open("a") as f:
                 f.write(json.dumps({**metrics, "time": time.time()}) + "\n")
             if metrics["step"] % every == 0 or metrics["step"] == cfg.steps:
-                print(f"[ingenious] {Path(args['out_dir']).name}: step {metrics['step']}/{cfg.steps} loss {metrics['loss']:.3f} "
-                      f"lr {metrics['lr']:.2e} {metrics['tokens_per_s']:.0f} tokens/s", flush=True)
+                # Not print(): Ray Train patches it to tee into its logger too, so every line came out twice.
+                sys.stdout.write(f"[ingenious] {Path(args['out_dir']).name}: step {metrics['step']}/{cfg.steps} "
+                                 f"loss {metrics['loss']:.3f} lr {metrics['lr']:.2e} {metrics['tokens_per_s']:.0f} tokens/s\n")
+                sys.stdout.flush()
         done = step + 1
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             with tempfile.TemporaryDirectory() as tmp:
