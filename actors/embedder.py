@@ -12,12 +12,7 @@ import ray
 import torch
 from transformers import AutoTokenizer
 
-from dataio.rundir import (
-    embedding_table,
-    read_sequence_file,
-    write_parquet,
-    write_shard_log,
-)
+from dataio.rundir import embedding_table, read_sequence_file, write_parquet, write_shard_log
 from training.embed import embed_batch, load_encoder
 from training.packing import pad_batch
 from training.tokenizer import load_tokenizer
@@ -59,6 +54,6 @@ class Embedder:
         restored[order] = emb
         write_parquet(embedding_table(ids, restored), out_path)
         result = {"sequences": len(ids), "dim": int(emb.shape[1]), "device": self.device.type}
-        write_shard_log(out_path, {**result, "seconds": time.perf_counter() - start,
-                                   "sequences_per_s": len(ids) / (time.perf_counter() - start)})
+        seconds = time.perf_counter() - start
+        write_shard_log(out_path, {**result, "seconds": seconds, "sequences_per_s": len(ids) / seconds})
         return result

@@ -14,19 +14,8 @@ import pyarrow as pa
 import ray
 import scipy.sparse as sp
 
-from dataio.rundir import (
-    embedding_table,
-    read_embeddings,
-    write_parquet,
-    write_shard_log,
-)
-from selection.knn import (
-    KnnParams,
-    build_index,
-    normalize_embeddings,
-    search_index,
-    to_graph,
-)
+from dataio.rundir import embedding_table, read_embeddings, write_parquet, write_shard_log
+from selection.knn import KnnParams, build_index, normalize_embeddings, search_index, to_graph
 from selection.partition import nearest_centroid, splitmix64
 from selection.shard import merge_select, order_shard
 

@@ -19,13 +19,7 @@ import pyarrow.parquet as pq
 import ray.train
 import ray.train.torch
 import torch
-from ray.train import (
-    Checkpoint,
-    CheckpointConfig,
-    FailureConfig,
-    RunConfig,
-    ScalingConfig,
-)
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from transformers import PreTrainedTokenizerBase
 

@@ -21,14 +21,14 @@ class Progress:
         self.what, self.total, self.unit, self.every_s = what, total, unit, every_s
         self.done, self.start, self.last_line, self.last_tenth = 0, time.perf_counter(), time.perf_counter(), 0
 
-    def advance(self, n: int = 1, note: str = "") -> None:
+    def advance(self, n: int = 1) -> None:
         self.done += n
         now, tenth = time.perf_counter(), 10 * self.done // max(self.total, 1)
         if tenth > self.last_tenth or now - self.last_line >= self.every_s or self.done == self.total:
             elapsed = now - self.start
             left = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
             print(f"[ingenious] {self.what}: {self.done}/{self.total} {self.unit} ({100 * self.done / max(self.total, 1):.0f}%), "
-                  f"{elapsed:.0f} s elapsed, ~{left:.0f} s left{note}", flush=True)
+                  f"{elapsed:.0f} s elapsed, ~{left:.0f} s left", flush=True)
             self.last_line, self.last_tenth = now, tenth
 
 

@@ -6,8 +6,8 @@ The previous run's tokenizer and warm-started encoder are kept, so an unchanged 
 same sequences with the same ids, and their embeddings are copied instead of recomputed; new
 sequences are embedded, deleted ones drop out, selection runs again. Each snapshot gets its own
 folder, named by hashes of its content and of the settings (`<out>/<snapshot>-<config>/`, default
-out: `<previous>/refresh`),
-holding prepare/, embed/, select/ and diff.json / diff.md: pool and subset kept/added/dropped, and
+out: `<previous>/refresh`), holding prepare/, embed/, select/ and diff.json / diff.md: pool and
+subset kept/added/dropped, and
 the coverage (mean cosine similarity of each pool sequence to its nearest selected one: the
 facility-location objective per sequence) before and after. Running it again on the same snapshot
 changes nothing. The embedding settings are checked against the previous run's manifest; if they
@@ -26,14 +26,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from dataio.corpus import read_documents
-from dataio.rundir import (
-    RunDir,
-    embedding_table,
-    read_embeddings,
-    read_table,
-    shard_files,
-    write_parquet,
-)
+from dataio.rundir import RunDir, embedding_table, read_embeddings, read_table, shard_files, write_parquet
 from jobs.config import PipelineConfig, load_config, local_path
 from jobs.pipeline import base_dir, connect_ray, run_pipeline, stage_hashes
 from jobs.stages import Context
@@ -55,16 +48,24 @@ def greedi_ids(select_dir: Path) -> np.ndarray:
     return read_table(select_dir / "subset_greedi.parquet", ["sequence_id"]).column("sequence_id").to_numpy()
 
 
+def rows_of(ids: np.ndarray, among: np.ndarray) -> np.ndarray:
+    """For each id, its row in `among`, or -1 where it is not there."""
+    if len(among) == 0:
+        return np.full(len(ids), -1)
+    order = np.argsort(among, kind="stable")
+    pos = np.minimum(np.searchsorted(among, ids, sorter=order), len(among) - 1)
+    return np.where(among[order[pos]] == ids, order[pos], -1)
+
+
 def reuse_embeddings(ctx: Context, previous: RunDir, *, reuse: bool) -> dict:
     """version/embed/part-i for each new sequences shard: previous vectors by id, new ones computed."""
     cfg, out = ctx.cfg, ctx.stage("embed")
     old_ids, old_emb = read_embeddings(shard_files(previous.stage("embed"))) if reuse else (np.empty(0, np.int64), None)
-    row_of = {int(s): r for r, s in enumerate(old_ids)}
     todo_dir, fresh_dir = out / "todo", out / "fresh"
     todo = []
     for shard in shard_files(ctx.stage("prepare") / "sequences"):
         table = read_table(shard)
-        missing = ~np.isin(table.column("sequence_id").to_numpy(), old_ids)
+        missing = rows_of(table.column("sequence_id").to_numpy(), old_ids) < 0
         if missing.any() and not (fresh_dir / shard.name).exists():
             write_parquet(table.filter(missing), todo_dir / shard.name)
             todo.append(todo_dir / shard.name)
@@ -75,12 +76,18 @@ def reuse_embeddings(ctx: Context, previous: RunDir, *, reuse: bool) -> dict:
     reused = embedded = 0
     for shard in shard_files(ctx.stage("prepare") / "sequences"):
         ids = read_table(shard, ["sequence_id"]).column("sequence_id").to_numpy()
-        fresh = (fresh_dir / shard.name).exists()
-        new_ids, new_emb = read_embeddings([fresh_dir / shard.name]) if fresh else (np.empty(0, np.int64), None)
-        new_row = {int(s): r for r, s in enumerate(new_ids)}
-        vectors = np.stack([old_emb[row_of[s]] if s in row_of else new_emb[new_row[s]] for s in ids.tolist()])
-        reused += sum(s in row_of for s in ids.tolist())
-        embedded += len(new_ids)
+        old_rows = rows_of(ids, old_ids)
+        known = old_rows >= 0
+        new_ids, new_emb = read_embeddings([fresh_dir / shard.name]) if not known.all() else (ids[:0], None)
+        like = old_emb if old_emb is not None else new_emb
+        if like is None:
+            continue  # an empty shard, and nothing to reuse: no vectors to write
+        vectors = np.empty((len(ids), like.shape[1]), np.float32)
+        if known.any():
+            vectors[known] = old_emb[old_rows[known]]
+        if not known.all():
+            vectors[~known] = new_emb[rows_of(ids[~known], new_ids)]
+        reused, embedded = reused + int(known.sum()), embedded + len(new_ids)
         write_parquet(embedding_table(ids, vectors), out / shard.name)
     shutil.rmtree(todo_dir, ignore_errors=True)  # scratch: the composed shards hold every vector now
     shutil.rmtree(fresh_dir, ignore_errors=True)
@@ -110,7 +117,7 @@ def refresh(previous_dir: str | Path, corpus: str, *, out: str | Path | None = N
 
     # The embed step, with the pipeline's marker so `select` accepts it and a rerun skips it.
     embed_settings = previous.read_manifest("embed")["config"]["embed"]
-    reuse = embed_settings == dataclasses.asdict(cfg.embed) and cfg.embed.encoder == "warmstart"
+    reuse = embed_settings == dataclasses.asdict(cfg.embed)
     if not reuse:
         print(f"[ingenious] refresh: embedding settings differ from {previous.stage('embed')} "
               f"({embed_settings} vs {dataclasses.asdict(cfg.embed)}): re-embedding every sequence", flush=True)

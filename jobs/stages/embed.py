@@ -17,12 +17,17 @@ from jobs.monitor import track
 from jobs.stages.base import Context, Stage
 
 
+def pooling_for(cfg: PipelineConfig, *, from_warmstart: bool) -> str:
+    """auto: the last token of GPT-2 (a causal model's summary of the sequence), else the mean."""
+    if cfg.embed.pooling != "auto":
+        return cfg.embed.pooling
+    return "last" if (from_warmstart and cfg.model.kind == "gpt2") else "mean"
+
+
 def embed_files(cfg: PipelineConfig, *, encoder: str, from_warmstart: bool, tokenizer: Path, todo: list[Path],
                 out: Path, gpu: bool) -> list[dict]:
     """Embed each sequences shard in `todo` into out/<same name>, with a pool of Embedder actors."""
-    pooling = cfg.embed.pooling
-    if pooling == "auto":
-        pooling = "last" if (from_warmstart and cfg.model.kind == "gpt2") else "mean"
+    pooling = pooling_for(cfg, from_warmstart=from_warmstart)
     if not todo:
         return []
     actors = [
@@ -33,7 +38,7 @@ def embed_files(cfg: PipelineConfig, *, encoder: str, from_warmstart: bool, toke
     ]
     pool = ActorPool(actors)
     results = pool.map_unordered(lambda a, f: a.embed_shard.remote(str(f), str(out / f.name)), todo)
-    return [{**r, "pooling": pooling} for r in track(results, len(todo), "embed", "shards")]
+    return list(track(results, len(todo), "embed", "shards"))
 
 
 class Embed(Stage):
@@ -52,7 +57,7 @@ class Embed(Stage):
         gpu = ctx.use_gpu(cfg.embed.use_gpu)
         results = embed_files(cfg, encoder=encoder, from_warmstart=from_warmstart, tokenizer=ctx.stage("prepare") / "tokenizer",
                               todo=todo, out=out, gpu=gpu)
-        pooling = results[0]["pooling"] if results else cfg.embed.pooling
+        pooling = pooling_for(cfg, from_warmstart=from_warmstart)
         dims = {r["dim"] for r in results}
         return {"shards": len(inputs), "embedded_now": len(todo), "sequences_embedded_now": sum(r["sequences"] for r in results),
                 "dim": dims.pop() if len(dims) == 1 else None, "encoder": encoder, "pooling": pooling,

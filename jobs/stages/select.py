@@ -20,13 +20,7 @@ import pyarrow as pa
 import ray
 
 from actors.selector import (
-    assign_clusters,
-    candidate_edges,
-    candidate_index,
-    merge_round,
-    order_partition,
-    sample_embeddings,
-    scatter_shard,
+    assign_clusters, candidate_edges, candidate_index, merge_round, order_partition, sample_embeddings, scatter_shard,
 )
 from dataio.rundir import read_table, shard_files, write_parquet
 from jobs.config import PipelineConfig, SelectConfig
