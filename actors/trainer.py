@@ -82,6 +82,22 @@ def build_trainer(args: dict, *, rank: int, world: int, device: torch.device,
     return trainer, tok
 
 
+def _log_step(metrics: dict, metrics_path: Path, *, name: str, steps: int) -> None:
+    """One metrics.jsonl line per step and a progress line per 5% of the run."""
+    with metrics_path.open("a") as f:
+        f.write(json.dumps({**metrics, "time": time.time()}) + "\n")
+    if metrics["step"] % max(1, steps // 20) == 0 or metrics["step"] == steps:
+        # Not print(): Ray Train patches it to tee into its logger too, so every line came out twice.
+        sys.stdout.write(f"[ingenious] {name}: step {metrics['step']}/{steps} loss {metrics['loss']:.3f} "
+                         f"lr {metrics['lr']:.2e} {metrics['tokens_per_s']:.0f} tokens/s\n")
+        sys.stdout.flush()
+
+
+def _save_model(model: torch.nn.Module, tok: PreTrainedTokenizerBase, folder: str | Path) -> None:
+    getattr(model, "module", model).save_pretrained(folder)
+    tok.save_pretrained(folder)
+
+
 def train_worker(args: dict) -> None:
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
@@ -97,17 +113,10 @@ def train_worker(args: dict) -> None:
     if rank == 0:
         _truncate_metrics(metrics_path, start)
 
-    every = max(1, cfg.steps // 20)  # a progress line per 5% of the run
     for step in range(start, cfg.steps):
         metrics = trainer.train_step(step)
         if rank == 0:
-            with metrics_path.open("a") as f:
-                f.write(json.dumps({**metrics, "time": time.time()}) + "\n")
-            if metrics["step"] % every == 0 or metrics["step"] == cfg.steps:
-                # Not print(): Ray Train patches it to tee into its logger too, so every line came out twice.
-                sys.stdout.write(f"[ingenious] {Path(args['out_dir']).name}: step {metrics['step']}/{cfg.steps} "
-                                 f"loss {metrics['loss']:.3f} lr {metrics['lr']:.2e} {metrics['tokens_per_s']:.0f} tokens/s\n")
-                sys.stdout.flush()
+            _log_step(metrics, metrics_path, name=Path(args["out_dir"]).name, steps=cfg.steps)
         done = step + 1
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             with tempfile.TemporaryDirectory() as tmp:
@@ -115,8 +124,29 @@ def train_worker(args: dict) -> None:
                     torch.save(trainer.state_dict(done), Path(tmp) / STATE_FILE)
                 ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp) if rank == 0 else None)
     if rank == 0:
-        getattr(model, "module", model).save_pretrained(args["model_out"])
-        tok.save_pretrained(args["model_out"])
+        _save_model(model, tok, args["model_out"])
+
+
+@ray.remote
+def train_in_task(args: dict, *, snapshots: tuple[int, ...] = ()) -> dict:
+    """One small run as a single Ray task: the very trainer a one-worker Ray Train run builds, without
+    Ray Train's controller, so an experiment's many short arms run side by side, one per CPU. No
+    checkpoints: an interrupted arm reruns whole. `snapshots` are steps whose model is also saved
+    (out_dir/model-step<N>), for held-out curves. Returns the seconds the loop took."""
+    trainer, tok = build_trainer(args, rank=0, world=1, device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    out, steps = Path(args["out_dir"]), trainer.cfg.steps
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_path = out / "metrics.jsonl"
+    metrics_path.unlink(missing_ok=True)
+    start = time.perf_counter()
+    for step in range(steps):
+        metrics = trainer.train_step(step)
+        _log_step(metrics, metrics_path, name=f"{out.parent.name}/{out.name}", steps=steps)
+        if metrics["step"] in snapshots and metrics["step"] != steps:
+            _save_model(trainer.model, tok, out / f"model-step{metrics['step']}")
+    seconds = time.perf_counter() - start
+    _save_model(trainer.model, tok, args["model_out"])
+    return {"seconds": seconds, "final_loss": metrics["loss"], "steps": steps}
 
 
 def launch_training(args: dict, *, name: str, storage: Path, num_workers: int, use_gpu: bool, cpus_per_worker: int) -> dict:

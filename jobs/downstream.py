@@ -22,15 +22,21 @@ from jobs.monitor import gather
 from training.finetune import FinetuneConfig
 
 
-def run_downstream(models: dict[str, str], cfg: FinetuneConfig, *, kind: str, gpus_per_task: float = 0.0) -> list[dict]:
-    """One row per (model, task, seed) with every metric of the task and its `score`."""
+def submit_downstream(models: dict[str, str], cfg: FinetuneConfig, *, kind: str,
+                      gpus_per_task: float = 0.0) -> tuple[list[str], list[ray.ObjectRef]]:
+    """Launch one Ray task per (model, task, seed); returns each task's model name and its ref."""
     for task in cfg.tasks:
         load_task(task, cfg.data_dir)  # fail here, naming the missing file, before any task is launched
     remote = finetune_task.options(num_cpus=cfg.cpus_per_task, num_gpus=gpus_per_task)
     keys = [(name, task, seed) for name in models for task in cfg.tasks for seed in cfg.seeds]
-    refs = [remote.remote(models[name], task, cfg, seed=seed, kind=kind) for name, task, seed in keys]
+    return [name for name, _, _ in keys], [remote.remote(models[name], task, cfg, seed=seed, kind=kind) for name, task, seed in keys]
+
+
+def run_downstream(models: dict[str, str], cfg: FinetuneConfig, *, kind: str, gpus_per_task: float = 0.0) -> list[dict]:
+    """One row per (model, task, seed) with every metric of the task and its `score`."""
+    names, refs = submit_downstream(models, cfg, kind=kind, gpus_per_task=gpus_per_task)
     rows = gather(refs, "downstream fine-tuning", "runs")
-    return [{"model": name, **row} for (name, _, _), row in zip(keys, rows)]
+    return [{"model": name, **row} for name, row in zip(names, rows)]
 
 
 def score_table(rows: list[dict]) -> str:

@@ -30,9 +30,7 @@ class Evaluate(Stage):
 
     def run(self, ctx: Context, out: Path) -> dict:
         cfg = ctx.cfg
-        sets = {"heldout": self._heldout(ctx)}
-        for path in cfg.evaluate.external:
-            sets[Path(path).stem] = self._external(ctx, path)
+        sets = evaluation_sets(ctx)
         models = {"warmstart": ctx.stage("warmstart") / "model", "train": ctx.stage("train") / "model"}
         refs = {(m, s): evaluate_checkpoint.remote(str(d), seqs, model_cfg=cfg.model,
                                                      batch_size=cfg.evaluate.batch_size, seed=cfg.evaluate.seed)
@@ -50,16 +48,20 @@ class Evaluate(Stage):
             summary |= {"downstream": write_results(rows, out), "written": "metrics.json, downstream.jsonl, downstream.md"}
         return summary
 
-    def _heldout(self, ctx: Context) -> list[np.ndarray]:
-        ids, seqs = read_sequences(ctx.stage("prepare") / "heldout")
-        order = np.argsort(ids, kind="stable")[: ctx.cfg.evaluate.max_sequences]  # a fixed, id-ordered sample
-        return [seqs[i] for i in order]
 
-    def _external(self, ctx: Context, path: str) -> list[np.ndarray]:
-        cfg = ctx.cfg
+def evaluation_sets(ctx: Context) -> dict[str, list[np.ndarray]]:
+    """`heldout` (a fixed, id-ordered sample of prepare's held-out sequences) and one set per
+    `evaluate.external` file (named by its stem), each at most `evaluate.max_sequences` long."""
+    cfg = ctx.cfg
+    ids, seqs = read_sequences(ctx.stage("prepare") / "heldout")
+    order = np.argsort(ids, kind="stable")[: cfg.evaluate.max_sequences]
+    sets = {"heldout": [seqs[i] for i in order]}
+    if cfg.evaluate.external:
         tok = load_tokenizer(str(ctx.stage("prepare") / "tokenizer"), kind=cfg.model.kind)
-        seqs: list[np.ndarray] = []
+    for path in cfg.evaluate.external:
+        packed: list[np.ndarray] = []
         for doc in read_documents(path):
-            ids = tok(doc.text, add_special_tokens=False)["input_ids"]
-            seqs += pack_tokens(tok, ids, kind=cfg.model.kind, seq_len=cfg.model.seq_len, min_tokens=cfg.prepare.min_tokens)
-        return seqs[: cfg.evaluate.max_sequences]
+            ids_ = tok(doc.text, add_special_tokens=False)["input_ids"]
+            packed += pack_tokens(tok, ids_, kind=cfg.model.kind, seq_len=cfg.model.seq_len, min_tokens=cfg.prepare.min_tokens)
+        sets[Path(path).stem] = packed[: cfg.evaluate.max_sequences]
+    return sets

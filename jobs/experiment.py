@@ -1,0 +1,224 @@
+"""The paper's comparison at small scale: arms x seeds trained from one warm start, then scored.
+
+    python -m jobs.experiment [--config configs/experiment-bert.yaml ...] [--out runs]
+
+An experiment config holds a whole pipeline config (`pipeline:`), the `seeds`, the `arms` (train
+settings laid over `pipeline.train`, e.g. `{subset: random, redraw_every: null}`; `steps_factor: 4`
+trains that many times longer and saves the model at every multiple of the base steps) and the
+`ablations` (pipeline and train overrides, one seed each). Every variant shares what its settings
+share: the warm start is trained once, and an ablation that changes only `select` reuses the embeddings.
+Each arm is one Ray task (one CPU); each model is scored by held-out LM loss on every evaluation set
+and by `evaluate.downstream` fine-tuning. A finished arm, score or stage is never redone, so the
+command resumes after an interruption. jobs/experiment_report.py writes results.md and the plots.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+import yaml
+
+from actors.evaluator import evaluate_checkpoint
+from actors.trainer import launch_args, train_in_task
+from dataio.rundir import RunDir
+from jobs.config import PipelineConfig, build_section, resolve_paths
+from jobs.downstream import submit_downstream
+from jobs.experiment_report import write_report
+from jobs.pipeline import connect_ray, run_pipeline, stage_hashes
+from jobs.stages import Context
+from jobs.stages.evaluate import evaluation_sets
+from training.loop import TrainConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIGS = [CONFIG_DIR / "experiment-bert.yaml", CONFIG_DIR / "experiment-gpt2.yaml"]
+SELECTION_STAGES = ("prepare", "warmstart", "embed", "select")
+MAIN = "main"
+
+
+@dataclass(kw_only=True)
+class Run:
+    """One trained model: an arm (or ablation) of a pipeline variant with one seed."""
+    variant: str  # the pipeline it trains from: "main" or an ablation's name
+    arm: str
+    seed: int
+    train: TrainConfig
+    snapshots: tuple[int, ...] = ()
+    group: str = ""  # "main" (the arms x seeds table) or "ablation"
+
+    @property
+    def key(self) -> str:
+        return f"{self.arm}/seed{self.seed}"
+
+
+@dataclass(kw_only=True)
+class Experiment:
+    name: str
+    pipelines: dict[str, PipelineConfig]  # variant -> its pipeline config
+    runs: list[Run]
+    notes: dict[str, str]  # ablation -> what it changes, for the report
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        out[key] = _merge(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
+
+
+def _check_keys(data: Any, allowed: tuple[str, ...], where: str) -> dict:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be a mapping, got {type(data).__name__}")
+    unknown = [k for k in data if k not in allowed]
+    if unknown:
+        raise ValueError(f"{where}: unknown key {unknown[0]!r} (expected one of {', '.join(allowed)})")
+    return data
+
+
+def _train_config(base: TrainConfig, overrides: dict, where: str, source: Path) -> TrainConfig:
+    return build_section(TrainConfig, _merge(dataclasses.asdict(base), overrides), where, str(source))
+
+
+def load_experiment(path: str | Path, *, base: Path | None = None) -> Experiment:
+    """Read and validate an experiment config; every arm's and ablation's settings are checked here,
+    before anything runs, with errors that name the file and the key."""
+    path, base = Path(path), base or Path.cwd()
+    if not path.exists():
+        raise ValueError(f"experiment config {path} does not exist")
+    raw = _check_keys(yaml.safe_load(path.read_text(encoding="utf-8")) or {},
+                      ("name", "pipeline", "seeds", "arms", "ablations", "ablation_seed"), str(path))
+    for key in ("name", "pipeline", "seeds", "arms"):
+        if key not in raw:
+            raise ValueError(f"{path}: '{key}' is required")
+    seeds = raw["seeds"]
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"{path}: 'seeds' must be a non-empty list of distinct integers, got {seeds!r}")
+
+    def pipeline(overrides: dict, where: str) -> PipelineConfig:
+        return resolve_paths(build_section(PipelineConfig, _merge(raw["pipeline"], overrides), where, str(path)), base)
+
+    main = pipeline({}, "pipeline")
+    pipelines, runs, notes = {MAIN: main}, [], {}
+    for arm, spec in _check_keys(raw["arms"], tuple(raw["arms"]), f"{path}: arms").items():
+        spec = dict(spec or {})
+        factor = spec.pop("steps_factor", 1)
+        if not isinstance(factor, int) or factor < 1:
+            raise ValueError(f"{path}: arms.{arm}.steps_factor must be an integer >= 1, got {factor!r}")
+        train = _train_config(main.train, spec, f"arms.{arm}", path)
+        train = dataclasses.replace(train, steps=train.steps * factor)
+        snapshots = tuple(main.train.steps * i for i in range(1, factor))
+        runs += [Run(variant=MAIN, arm=arm, seed=s, train=dataclasses.replace(train, seed=s), snapshots=snapshots,
+                     group=MAIN) for s in seeds]
+    ablation_seed = raw.get("ablation_seed", seeds[0])
+    for name, spec in (raw.get("ablations") or {}).items():
+        spec = _check_keys(spec or {}, ("pipeline", "train", "note"), f"{path}: ablations.{name}")
+        cfg = pipeline(spec.get("pipeline") or {}, f"ablations.{name}.pipeline")
+        train = _train_config(main.train, spec.get("train") or {}, f"ablations.{name}.train", path)
+        variant = name if spec.get("pipeline") else MAIN
+        if variant != MAIN:
+            pipelines[variant] = cfg
+        runs.append(Run(variant=variant, arm=name, seed=ablation_seed, train=dataclasses.replace(train, seed=ablation_seed),
+                        group="ablation"))
+        notes[name] = spec.get("note") or json.dumps({k: spec[k] for k in ("pipeline", "train") if k in spec})
+    return Experiment(name=str(raw["name"]), pipelines=pipelines, runs=runs, notes=notes)
+
+
+def share_stages(root: Path, variant: Path, base_cfg: PipelineConfig, cfg: PipelineConfig) -> None:
+    """Link the base pipeline's finished stages whose hash this variant shares (same settings and
+    inputs), so an ablation trains from the same warm start and recomputes only what it changes."""
+    base_run, mine, theirs = RunDir(root), stage_hashes(cfg), stage_hashes(base_cfg)
+    variant.mkdir(parents=True, exist_ok=True)
+    for stage in SELECTION_STAGES:
+        link = variant / stage
+        if mine[stage] == theirs[stage] and base_run.is_done(stage, theirs[stage]) and not link.exists():
+            link.symlink_to((root / stage).resolve(), target_is_directory=True)
+
+
+def _pending_scores(run: Run, folder: Path, cfg: PipelineConfig, sets: dict[str, list]) -> dict[str, Any]:
+    """Launch what is missing of this run's scores (held-out loss per set and snapshot, fine-tuning)."""
+    refs: dict[str, Any] = {}
+    if not (folder / "eval.json").exists():
+        models = {"final": folder / "model"} | {f"step{s}": folder / f"model-step{s}" for s in run.snapshots}
+        refs["eval"] = {f"{m}/{name}": evaluate_checkpoint.remote(str(d), seqs, model_cfg=cfg.model,
+                                                                   batch_size=cfg.evaluate.batch_size, seed=cfg.evaluate.seed)
+                        for m, d in models.items() for name, seqs in sets.items() if seqs}
+    if cfg.evaluate.downstream.tasks and not (folder / "downstream.json").exists():
+        refs["downstream"] = submit_downstream({run.key: str(folder / "model")}, cfg.evaluate.downstream, kind=cfg.model.kind)[1]
+    return refs
+
+
+def _write_scores(folder: Path, refs: dict[str, Any]) -> None:
+    if "eval" in refs:
+        RunDir.write_json(folder / "eval.json", dict(zip(refs["eval"], ray.get(list(refs["eval"].values())))))
+    if "downstream" in refs:
+        RunDir.write_json(folder / "downstream.json", {"rows": ray.get(refs["downstream"])})
+
+
+def run_experiment(exp: Experiment, out: Path) -> Path:
+    """Train and score every run (skipping finished ones); returns the experiment folder."""
+    root = out / exp.name
+    pipes = {v: root / "pipelines" / v for v in exp.pipelines}
+    connect_ray(exp.pipelines[MAIN])
+    run_pipeline(exp.pipelines[MAIN], pipes[MAIN], only=list(SELECTION_STAGES))
+    sets = evaluation_sets(Context(exp.pipelines[MAIN], RunDir(pipes[MAIN])))
+    groups = [[r for r in exp.runs if r.group == MAIN and r.seed == s] for s in dict.fromkeys(r.seed for r in exp.runs if r.group == MAIN)]
+    groups.append([r for r in exp.runs if r.group != MAIN])
+    scoring: list[tuple[Path, dict]] = []  # the previous group's scores, computed while this group trains
+    for group in groups:
+        for variant in dict.fromkeys(r.variant for r in group if r.variant != MAIN):
+            share_stages(pipes[MAIN], pipes[variant], exp.pipelines[MAIN], exp.pipelines[variant])
+            run_pipeline(exp.pipelines[variant], pipes[variant], only=list(SELECTION_STAGES))
+        training = {}
+        for run in group:
+            folder = root / "runs" / run.variant / run.key
+            if not (folder / "train.json").exists():
+                pipe = exp.pipelines[run.variant]
+                args = launch_args(train=run.train, model=pipe.model, data=pipes[run.variant] / "prepare", out_dir=folder,
+                                   select_dir=pipes[run.variant] / "select", fraction=pipe.select.fraction,
+                                   init_from=str(pipes[run.variant] / "warmstart" / "model"))
+                gpus = 1 if Context(pipe, RunDir(pipes[run.variant])).use_gpu(run.train.use_gpu) else 0
+                task = train_in_task.options(num_cpus=run.train.cpus_per_worker, num_gpus=gpus)
+                training[folder] = (run, task.remote(args, snapshots=run.snapshots))
+        for folder, refs in scoring:
+            _write_scores(folder, refs)
+        scoring = []
+        for folder, (run, ref) in training.items():
+            RunDir.write_json(folder / "train.json", {**ray.get(ref), "variant": run.variant, "arm": run.arm, "seed": run.seed,
+                                                      "train": dataclasses.asdict(run.train)})
+            print(f"[ingenious] experiment {exp.name}: trained {run.variant}/{run.key}", flush=True)
+        for run in group:
+            folder = root / "runs" / run.variant / run.key
+            scoring.append((folder, _pending_scores(run, folder, exp.pipelines[run.variant], sets)))
+    for folder, refs in scoring:
+        _write_scores(folder, refs)
+    write_report(root, exp)
+    return root
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m jobs.experiment", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", action="append", default=None, metavar="PATH",
+                        help="experiment YAML (repeatable; default: configs/experiment-bert.yaml and experiment-gpt2.yaml)")
+    parser.add_argument("--out", default="runs", help="parent folder of the experiment folders (default: ./runs)")
+    args = parser.parse_args(argv)
+    base = Path(os.environ.get("INGENIOUS_BASE_DIR") or Path.cwd())
+    try:
+        experiments = [load_experiment(p, base=base) for p in (args.config or DEFAULT_CONFIGS)]
+    except ValueError as e:
+        raise SystemExit(f"config error: {e}") from None
+    for exp in experiments:
+        print(f"[ingenious] experiment {exp.name}: {len(exp.runs)} runs, variants {', '.join(exp.pipelines)}\n"
+              f"{yaml.safe_dump(exp.pipelines[MAIN].to_dict(), sort_keys=False)}", flush=True)
+        root = run_experiment(exp, base / args.out)
+        print((root / "results.md").read_text(), flush=True)
+        print(f"results: {root / 'results.md'}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""results.md and plots of an experiment folder (what jobs/experiment.py wrote).
+
+Every number is a mean +- standard deviation over seeds (population std, n shown); differences
+against the full-data arm are paired by seed (same seed = same masks, dropout and data order rules).
+Selection cost is the embed + select wall-clock of the pipeline an arm's subsets come from.
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+if TYPE_CHECKING:
+    from jobs.experiment import Experiment, Run
+
+SUBSET_ARMS = ("ingenious", "greedi")  # subset modes whose cost includes embedding and selection
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _stage_seconds(pipeline: Path, stage: str) -> float:
+    manifest = _read(pipeline / stage / "manifest.json") or {}
+    return float(manifest.get("seconds") or 0.0)
+
+
+def _cell(values: list[float], digits: int = 3) -> str:
+    if not values:
+        return "-"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}" + (f" (n={len(values)})" if len(values) > 1 else "")
+
+
+def collect(root: Path, exp: Experiment) -> list[dict]:
+    """One record per finished run: its settings, train seconds, held-out losses, downstream scores."""
+    records = []
+    for run in exp.runs:
+        folder = root / "runs" / run.variant / run.key
+        trained = _read(folder / "train.json")
+        if trained is None:
+            continue
+        scores = _read(folder / "eval.json") or {}
+        rows = (_read(folder / "downstream.json") or {}).get("rows", [])
+        pipe = root / "pipelines" / run.variant
+        selection_s = sum(_stage_seconds(pipe, s) for s in ("embed", "select")) if run.train.subset in SUBSET_ARMS else 0.0
+        records.append({"run": run, "train_s": trained["seconds"], "selection_s": selection_s,
+                        "loss": {k: v["loss"] for k, v in scores.items()},
+                        "tasks": {r["task"]: 100 * r["score"] for r in rows},
+                        "glue": float(np.mean([100 * r["score"] for r in rows])) if rows else None,
+                        "curve": _curve(folder / "metrics.jsonl")})
+    return records
+
+
+def _curve(path: Path) -> np.ndarray:
+    if not path.exists():
+        return np.zeros((0, 2))
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+    return np.array([[r["step"], r["loss"]] for r in rows], dtype=np.float64)
+
+
+def _sets(records: list[dict]) -> list[str]:
+    names = {k.split("/", 1)[1] for r in records for k in r["loss"] if k.startswith("final/")}
+    return sorted(names, key=lambda n: (n != "heldout", n))
+
+
+def _main_table(records: list[dict], sets: list[str]) -> list[str]:
+    by_arm: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        if r["run"].group == "main":
+            by_arm[r["run"].arm].append(r)
+    head = ["arm", "subset", "redraw every", "steps"] + [f"{s} MLM/LM loss" for s in sets] + ["GLUE avg", "train s", "selection s"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for arm, rs in by_arm.items():
+        t = rs[0]["run"].train
+        losses = [_cell([r["loss"][f"final/{s}"] for r in rs if f"final/{s}" in r["loss"]]) for s in sets]
+        glue = _cell([r["glue"] for r in rs if r["glue"] is not None], 1)
+        lines.append(f"| {arm} | {t.subset} | {t.redraw_every or '-'} | {t.steps} | " + " | ".join(losses)
+                     + f" | {glue} | {np.mean([r['train_s'] for r in rs]):.0f} | {rs[0]['selection_s']:.0f} |")
+        for step in rs[0]["run"].snapshots:  # the long arm stopped early, as the paper's early-stopping baseline
+            losses = [_cell([r["loss"][f"step{step}/{s}"] for r in rs if f"step{step}/{s}" in r["loss"]]) for s in sets]
+            lines.append(f"| {arm} @ step {step} | {t.subset} | - | {step} | " + " | ".join(losses) + " | - | - | - |")
+    return lines
+
+
+def _paired_table(records: list[dict], sets: list[str], reference: str) -> list[str]:
+    runs = {(r["run"].arm, r["run"].seed): r for r in records if r["run"].group == "main"}
+    arms = list(dict.fromkeys(a for a, _ in runs))
+    if reference not in arms:
+        return []
+    head = ["arm"] + [f"Δ {s} loss" for s in sets] + ["Δ GLUE avg"]
+    lines = [f"Paired by seed against `{reference}` (negative loss and positive GLUE = better than {reference}):", "",
+             "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for arm in arms:
+        if arm == reference:
+            continue
+        pairs = [(runs[(arm, s)], runs[(reference, s)]) for a, s in runs if a == arm and (reference, s) in runs]
+        cells = [_cell([a["loss"][f"final/{s}"] - b["loss"][f"final/{s}"] for a, b in pairs
+                        if f"final/{s}" in a["loss"] and f"final/{s}" in b["loss"]]) for s in sets]
+        glue = _cell([a["glue"] - b["glue"] for a, b in pairs if a["glue"] is not None and b["glue"] is not None], 1)
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {glue} |")
+    return lines
+
+
+def _task_table(records: list[dict], group: str) -> list[str]:
+    rs = [r for r in records if r["run"].group == group and r["tasks"]]
+    if not rs:
+        return []
+    tasks = list(rs[0]["tasks"])
+    lines = ["| arm | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    for arm in dict.fromkeys(r["run"].arm for r in rs):
+        mine = [r for r in rs if r["run"].arm == arm]
+        lines.append(f"| {arm} | " + " | ".join(_cell([r["tasks"][t] for r in mine if t in r["tasks"]], 1) for t in tasks) + " |")
+    return lines
+
+
+def _ablation_table(records: list[dict], sets: list[str], exp: Experiment) -> list[str]:
+    rs = [r for r in records if r["run"].group == "ablation"]
+    if not rs:
+        return []
+    seed = rs[0]["run"].seed
+    refs = [r for r in records if r["run"].group == "main" and r["run"].seed == seed and r["run"].train.subset in SUBSET_ARMS]
+    head = ["run", "what changes"] + [f"{s} loss" for s in sets] + ["GLUE avg", "embed + select s"]
+    lines = [f"One seed ({seed}); the main arms with that seed for reference.", "",
+             "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for r in refs + rs:
+        note = exp.notes.get(r["run"].arm, "main pipeline (reference)")
+        losses = [f"{r['loss'][f'final/{s}']:.3f}" if f"final/{s}" in r["loss"] else "-" for s in sets]
+        glue = f"{r['glue']:.1f}" if r["glue"] is not None else "-"
+        lines.append(f"| {r['run'].arm} | {note} | " + " | ".join(losses) + f" | {glue} | {r['selection_s']:.0f} |")
+    return lines
+
+
+def _stage_table(root: Path, records: list[dict]) -> list[str]:
+    main = root / "pipelines" / "main"
+    lines = ["| stage | seconds |", "|---|---|"]
+    for stage in ("prepare", "warmstart", "embed", "select"):
+        lines.append(f"| {stage} (once, shared by every main arm) | {_stage_seconds(main, stage):.0f} |")
+    by_arm: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        by_arm[r["run"].arm].append(r["train_s"])
+    for arm, secs in by_arm.items():
+        lines.append(f"| train {arm} (per run, {len(secs)} runs) | {np.mean(secs):.0f} |")
+    return lines
+
+
+def plot_curves(records: list[dict], out: Path, smooth: int = 10) -> None:
+    """Training loss per main arm (mean over seeds, moving average), and held-out loss against steps."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    by_arm: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        if r["run"].group == "main":
+            by_arm[r["run"].arm].append(r)
+    for arm, rs in by_arm.items():
+        n = min(len(r["curve"]) for r in rs)
+        if n == 0:
+            continue
+        steps, loss = rs[0]["curve"][:n, 0], np.mean([r["curve"][:n, 1] for r in rs], axis=0)
+        kernel = np.ones(min(smooth, n)) / min(smooth, n)
+        left.plot(steps[len(kernel) - 1:], np.convolve(loss, kernel, mode="valid"), label=f"{arm} (n={len(rs)})")
+        points = sorted({int(k.split("/")[0].removeprefix("step")) for r in rs for k in r["loss"] if k.startswith("step")})
+        xs = points + [int(steps[-1])]
+        ys = [np.mean([r["loss"][f"{'final' if x == xs[-1] else f'step{x}'}/heldout"] for r in rs]) for x in xs]
+        right.plot(xs, ys, marker="o", label=arm)
+    left.set(title="training loss (on each arm's own batches)", xlabel="step", ylabel="loss")
+    right.set(title="held-out Wikipedia loss", xlabel="optimizer steps after the warm start", ylabel="loss")
+    for ax in (left, right):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def write_report(root: Path, exp: Experiment) -> str:
+    records = collect(root, exp)
+    sets = _sets(records)
+    plot_curves(records, root / "loss_curves.png")
+    main = exp.pipelines["main"]
+    parts = [f"# Experiment {exp.name}", "",
+             f"Model: {main.model.kind}, {main.model.num_layers} layers, hidden {main.model.hidden_size}, "
+             f"seq {main.model.seq_len}; warm start {main.warmstart.steps} steps; arms trained "
+             f"{main.train.steps} steps at batch {main.train.global_batch_size}; subset fraction {main.select.fraction}. "
+             "Losses are masked-LM (BERT) or causal-LM (GPT-2) cross-entropy on sequences never trained on.", "",
+             "## Arms", "", *_main_table(records, sets), "", *_paired_table(records, sets, "full"), "",
+             "## Downstream scores per task (dev sets, ×100)", "", *_task_table(records, "main"), "",
+             "## Ablations", "", *_ablation_table(records, sets, exp), "", *_task_table(records, "ablation"), "",
+             "## Wall-clock", "", *_stage_table(root, records), "", "![loss curves](loss_curves.png)", ""]
+    text = "\n".join(parts)
+    (root / "results.md").write_text(text)
+    return text
