@@ -40,6 +40,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIGS = [CONFIG_DIR / "experiment-bert.yaml", CONFIG_DIR / "experiment-gpt2.yaml"]
 SELECTION_STAGES = ("prepare", "warmstart", "embed", "select")
 MAIN = "main"
+WARMSTART = "warmstart"  # runs/main/warmstart: the warm start's own scores
 
 
 @dataclass(kw_only=True)
@@ -140,16 +141,16 @@ def share_stages(root: Path, variant: Path, base_cfg: PipelineConfig, cfg: Pipel
             link.symlink_to((root / stage).resolve(), target_is_directory=True)
 
 
-def _pending_scores(run: Run, folder: Path, cfg: PipelineConfig, sets: dict[str, list]) -> dict[str, Any]:
-    """Launch what is missing of this run's scores (held-out loss per set and snapshot, fine-tuning)."""
+def _pending_scores(folder: Path, models: dict[str, Path], cfg: PipelineConfig, sets: dict[str, list]) -> dict[str, Any]:
+    """Launch what is missing of a run's scores: held-out loss of each model (the final one and any
+    snapshots) on each set, and fine-tuning of the final model. Results land in `folder`."""
     refs: dict[str, Any] = {}
     if not (folder / "eval.json").exists():
-        models = {"final": folder / "model"} | {f"step{s}": folder / f"model-step{s}" for s in run.snapshots}
         refs["eval"] = {f"{m}/{name}": evaluate_checkpoint.remote(str(d), seqs, model_cfg=cfg.model,
                                                                    batch_size=cfg.evaluate.batch_size, seed=cfg.evaluate.seed)
                         for m, d in models.items() for name, seqs in sets.items() if seqs}
     if cfg.evaluate.downstream.tasks and not (folder / "downstream.json").exists():
-        refs["downstream"] = submit_downstream({run.key: str(folder / "model")}, cfg.evaluate.downstream, kind=cfg.model.kind)[1]
+        refs["downstream"] = submit_downstream({folder.name: str(models["final"])}, cfg.evaluate.downstream, kind=cfg.model.kind)[1]
     return refs
 
 
@@ -169,7 +170,10 @@ def run_experiment(exp: Experiment, out: Path) -> Path:
     sets = evaluation_sets(Context(exp.pipelines[MAIN], RunDir(pipes[MAIN])))
     groups = [[r for r in exp.runs if r.group == MAIN and r.seed == s] for s in dict.fromkeys(r.seed for r in exp.runs if r.group == MAIN)]
     groups.append([r for r in exp.runs if r.group != MAIN])
-    scoring: list[tuple[Path, dict]] = []  # the previous group's scores, computed while this group trains
+    warm = root / "runs" / MAIN / WARMSTART  # the common starting point, scored like an arm
+    warm.mkdir(parents=True, exist_ok=True)
+    # the previous group's scores, computed while this group trains
+    scoring = [(warm, _pending_scores(warm, {"final": pipes[MAIN] / "warmstart" / "model"}, exp.pipelines[MAIN], sets))]
     for group in groups:
         for variant in dict.fromkeys(r.variant for r in group if r.variant != MAIN):
             share_stages(pipes[MAIN], pipes[variant], exp.pipelines[MAIN], exp.pipelines[variant])
@@ -194,7 +198,8 @@ def run_experiment(exp: Experiment, out: Path) -> Path:
             print(f"[ingenious] experiment {exp.name}: trained {run.variant}/{run.key}", flush=True)
         for run in group:
             folder = root / "runs" / run.variant / run.key
-            scoring.append((folder, _pending_scores(run, folder, exp.pipelines[run.variant], sets)))
+            models = {"final": folder / "model"} | {f"step{s}": folder / f"model-step{s}" for s in run.snapshots}
+            scoring.append((folder, _pending_scores(folder, models, exp.pipelines[run.variant], sets)))
     for folder, refs in scoring:
         _write_scores(folder, refs)
     write_report(root, exp)

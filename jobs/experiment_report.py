@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 if TYPE_CHECKING:
-    from jobs.experiment import Experiment, Run
+    from jobs.experiment import Experiment
 
 SUBSET_ARMS = ("ingenious", "greedi")  # subset modes whose cost includes embedding and selection
 
@@ -38,6 +38,13 @@ def _cell(values: list[float], digits: int = 3) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}" + (f" (n={len(values)})" if len(values) > 1 else "")
 
 
+def _scores(folder: Path) -> dict:
+    scores = _read(folder / "eval.json") or {}
+    rows = (_read(folder / "downstream.json") or {}).get("rows", [])
+    return {"loss": {k: v["loss"] for k, v in scores.items()}, "tasks": {r["task"]: 100 * r["score"] for r in rows},
+            "glue": float(np.mean([100 * r["score"] for r in rows])) if rows else None}
+
+
 def collect(root: Path, exp: Experiment) -> list[dict]:
     """One record per finished run: its settings, train seconds, held-out losses, downstream scores."""
     records = []
@@ -46,14 +53,9 @@ def collect(root: Path, exp: Experiment) -> list[dict]:
         trained = _read(folder / "train.json")
         if trained is None:
             continue
-        scores = _read(folder / "eval.json") or {}
-        rows = (_read(folder / "downstream.json") or {}).get("rows", [])
         pipe = root / "pipelines" / run.variant
         selection_s = sum(_stage_seconds(pipe, s) for s in ("embed", "select")) if run.train.subset in SUBSET_ARMS else 0.0
-        records.append({"run": run, "train_s": trained["seconds"], "selection_s": selection_s,
-                        "loss": {k: v["loss"] for k, v in scores.items()},
-                        "tasks": {r["task"]: 100 * r["score"] for r in rows},
-                        "glue": float(np.mean([100 * r["score"] for r in rows])) if rows else None,
+        records.append({"run": run, "train_s": trained["seconds"], "selection_s": selection_s, **_scores(folder),
                         "curve": _curve(folder / "metrics.jsonl")})
     return records
 
@@ -70,13 +72,17 @@ def _sets(records: list[dict]) -> list[str]:
     return sorted(names, key=lambda n: (n != "heldout", n))
 
 
-def _main_table(records: list[dict], sets: list[str]) -> list[str]:
+def _main_table(records: list[dict], sets: list[str], warm: dict) -> list[str]:
     by_arm: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         if r["run"].group == "main":
             by_arm[r["run"].arm].append(r)
     head = ["arm", "subset", "redraw every", "steps"] + [f"{s} MLM/LM loss" for s in sets] + ["GLUE avg", "train s", "selection s"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    if warm["loss"]:
+        losses = [f"{warm['loss'][f'final/{s}']:.3f}" if f"final/{s}" in warm["loss"] else "-" for s in sets]
+        glue = f"{warm['glue']:.1f}" if warm["glue"] is not None else "-"
+        lines.append("| warm start (every arm's step 0) | full | - | 0 | " + " | ".join(losses) + f" | {glue} | - | - |")
     for arm, rs in by_arm.items():
         t = rs[0]["run"].train
         losses = [_cell([r["loss"][f"final/{s}"] for r in rs if f"final/{s}" in r["loss"]]) for s in sets]
@@ -108,12 +114,14 @@ def _paired_table(records: list[dict], sets: list[str], reference: str) -> list[
     return lines
 
 
-def _task_table(records: list[dict], group: str) -> list[str]:
+def _task_table(records: list[dict], group: str, warm: dict | None = None) -> list[str]:
     rs = [r for r in records if r["run"].group == group and r["tasks"]]
     if not rs:
         return []
     tasks = list(rs[0]["tasks"])
     lines = ["| arm | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    if warm and warm["tasks"]:
+        lines.append("| warm start | " + " | ".join(f"{warm['tasks'].get(t, float('nan')):.1f}" for t in tasks) + " |")
     for arm in dict.fromkeys(r["run"].arm for r in rs):
         mine = [r for r in rs if r["run"].arm == arm]
         lines.append(f"| {arm} | " + " | ".join(_cell([r["tasks"][t] for r in mine if t in r["tasks"]], 1) for t in tasks) + " |")
@@ -150,7 +158,7 @@ def _stage_table(root: Path, records: list[dict]) -> list[str]:
     return lines
 
 
-def plot_curves(records: list[dict], out: Path, smooth: int = 10) -> None:
+def plot_curves(records: list[dict], warm: dict, out: Path, smooth: int = 10) -> None:
     """Training loss per main arm (mean over seeds, moving average), and held-out loss against steps."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     by_arm: dict[str, list[dict]] = defaultdict(list)
@@ -167,6 +175,8 @@ def plot_curves(records: list[dict], out: Path, smooth: int = 10) -> None:
         points = sorted({int(k.split("/")[0].removeprefix("step")) for r in rs for k in r["loss"] if k.startswith("step")})
         xs = points + [int(steps[-1])]
         ys = [np.mean([r["loss"][f"{'final' if x == xs[-1] else f'step{x}'}/heldout"] for r in rs]) for x in xs]
+        if "final/heldout" in warm["loss"]:
+            xs, ys = [0] + xs, [warm["loss"]["final/heldout"]] + ys
         right.plot(xs, ys, marker="o", label=arm)
     left.set(title="training loss (on each arm's own batches)", xlabel="step", ylabel="loss")
     right.set(title="held-out Wikipedia loss", xlabel="optimizer steps after the warm start", ylabel="loss")
@@ -179,17 +189,17 @@ def plot_curves(records: list[dict], out: Path, smooth: int = 10) -> None:
 
 
 def write_report(root: Path, exp: Experiment) -> str:
-    records = collect(root, exp)
+    records, warm = collect(root, exp), _scores(root / "runs" / "main" / "warmstart")
     sets = _sets(records)
-    plot_curves(records, root / "loss_curves.png")
+    plot_curves(records, warm, root / "loss_curves.png")
     main = exp.pipelines["main"]
     parts = [f"# Experiment {exp.name}", "",
              f"Model: {main.model.kind}, {main.model.num_layers} layers, hidden {main.model.hidden_size}, "
              f"seq {main.model.seq_len}; warm start {main.warmstart.steps} steps; arms trained "
              f"{main.train.steps} steps at batch {main.train.global_batch_size}; subset fraction {main.select.fraction}. "
              "Losses are masked-LM (BERT) or causal-LM (GPT-2) cross-entropy on sequences never trained on.", "",
-             "## Arms", "", *_main_table(records, sets), "", *_paired_table(records, sets, "full"), "",
-             "## Downstream scores per task (dev sets, ×100)", "", *_task_table(records, "main"), "",
+             "## Arms", "", *_main_table(records, sets, warm), "", *_paired_table(records, sets, "full"), "",
+             "## Downstream scores per task (dev sets, ×100)", "", *_task_table(records, "main", warm), "",
              "## Ablations", "", *_ablation_table(records, sets, exp), "", *_task_table(records, "ablation"), "",
              "## Wall-clock", "", *_stage_table(root, records), "", "![loss curves](loss_curves.png)", ""]
     text = "\n".join(parts)

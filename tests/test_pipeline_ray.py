@@ -25,6 +25,7 @@ from selection.partition import (
 )
 from selection.sampling import draw_subset, per_partition_budget, taylor_softmax
 from selection.shard import order_shard
+from tests.conftest import write_corpus, write_sst2
 from training.packing import sequence_id
 from training.tokenizer import load_tokenizer
 
@@ -47,17 +48,10 @@ evaluate: {{max_sequences: 40, external: ["{external}"],
 @pytest.fixture(scope="module")
 def tiny(ray_cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
-    corpus = root / "corpus.jsonl"
-    with corpus.open("w") as f:
-        for doc in islice(read_documents(BUILTIN_WIKI), 240):
-            f.write(json.dumps({"id": doc.doc_id, "text": doc.text}) + "\n")
+    corpus = write_corpus(root / "corpus.jsonl", 240)
     external = root / "external.txt"  # stands in for WikiText-2 validation
     external.write_text("The history of Rome begins in the eighth century BC. " * 40)
-    glue = root / "glue"  # an SST-2-format task made of the corpus' own sentences
-    glue.mkdir()
-    for name, docs in (("sst2_train_full.tsv", range(0, 60)), ("sst2_dev.tsv", range(60, 80))):
-        texts = [d.text.split(".")[0].replace("\t", " ") for d in islice(read_documents(BUILTIN_WIKI), 80)]
-        (glue / name).write_text("sentence\tlabel\n" + "".join(f"{texts[i]}\t{i % 2}\n" for i in docs))
+    glue = write_sst2(root / "glue")
     config = root / "tiny.yaml"
     config.write_text(TINY.format(corpus=corpus, external=external, glue=glue))
     cfg = load_config(config)

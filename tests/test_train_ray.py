@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from actors.prepare import write_local_sequences
-from actors.trainer import build_trainer, launch_args, launch_training
+from actors.trainer import build_trainer, launch_args, launch_training, train_in_task
 from dataio.corpus import BUILTIN_WIKI, read_documents
 from training.loop import TrainConfig
 from training.model import ModelConfig
@@ -106,3 +106,12 @@ def test_killed_job_resumes_when_run_again(ray_cluster, data, reference, tmp_pat
     lines = metrics(tmp_path)
     assert [m["step"] for m in lines] == list(range(1, TRAIN.steps + 1))
     assert [m["loss"] for m in lines] == reference
+
+
+def test_single_task_run_equals_in_process(ray_cluster, data, reference, tmp_path):
+    """The experiment's one-task runs (no Ray Train controller) train exactly what a worker would."""
+    args = launch_args(train=TRAIN, model=MODEL, data=data, out_dir=tmp_path / "task", fraction=0.5)
+    result = ray_cluster.get(train_in_task.remote(args, snapshots=(20,)))
+    assert [m["loss"] for m in metrics(tmp_path / "task")] == reference
+    assert result["steps"] == TRAIN.steps and result["seconds"] > 0
+    assert (tmp_path / "task" / "model-step20" / "config.json").exists() and (tmp_path / "task" / "model" / "config.json").exists()
