@@ -155,6 +155,15 @@ def _stage_table(root: Path, records: list[dict]) -> list[str]:
         by_arm[r["run"].arm].append(r["train_s"])
     for arm, secs in by_arm.items():
         lines.append(f"| train {arm} (per run, {len(secs)} runs) | {np.mean(secs):.0f} |")
+    selection = _stage_seconds(main, "embed") + _stage_seconds(main, "select")
+    short = [r["train_s"] for r in records if r["run"].group == "main" and not r["run"].snapshots]
+    long = [(r["train_s"], r["run"].train.steps) for r in records if r["run"].group == "main" and r["run"].snapshots]
+    if short and long:
+        steps = min(r["run"].train.steps for r in records if r["run"].group == "main")
+        lines += ["", f"Selection (embed + select) took {selection:.0f} s, {100 * selection / np.mean(short):.0f}% of one "
+                  f"{steps}-step arm's training ({np.mean(short):.0f} s); the {long[0][1]}-step full-data run took "
+                  f"{np.mean([s for s, _ in long]) - np.mean(short):.0f} s longer than a {steps}-step arm. Arms ran two at a "
+                  "time, one CPU each, so their seconds are per-CPU wall-clock."]
     return lines
 
 
