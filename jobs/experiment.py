@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,10 +74,14 @@ def _merge(base: dict, overrides: dict) -> dict:
     return out
 
 
-def _check_keys(data: Any, allowed: tuple[str, ...], where: str) -> dict:
+def _mapping(data: Any, where: str) -> dict:
     if not isinstance(data, dict):
         raise ValueError(f"{where} must be a mapping, got {type(data).__name__}")
-    unknown = [k for k in data if k not in allowed]
+    return data
+
+
+def _check_keys(data: Any, allowed: tuple[str, ...], where: str) -> dict:
+    unknown = [k for k in _mapping(data, where) if k not in allowed]
     if unknown:
         raise ValueError(f"{where}: unknown key {unknown[0]!r} (expected one of {', '.join(allowed)})")
     return data
@@ -106,8 +111,14 @@ def load_experiment(path: str | Path, *, base: Path | None = None) -> Experiment
 
     main = pipeline({}, "pipeline")
     pipelines, runs, notes = {MAIN: main}, [], {}
-    for arm, spec in _check_keys(raw["arms"], tuple(raw["arms"]), f"{path}: arms").items():
-        spec = dict(spec or {})
+    arms, ablations = _mapping(raw["arms"], f"{path}: arms"), _mapping(raw.get("ablations") or {}, f"{path}: ablations")
+    for name in [*arms, *ablations]:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(name)) or name == WARMSTART:
+            raise ValueError(f"{path}: {name!r} cannot name an arm or ablation (letters, digits, _ . - only; not {WARMSTART!r})")
+    if set(arms) & set(ablations):
+        raise ValueError(f"{path}: {sorted(set(arms) & set(ablations))[0]!r} names both an arm and an ablation")
+    for arm, spec in arms.items():
+        spec = dict(_mapping(spec or {}, f"{path}: arms.{arm}"))
         factor = spec.pop("steps_factor", 1)
         if not isinstance(factor, int) or factor < 1:
             raise ValueError(f"{path}: arms.{arm}.steps_factor must be an integer >= 1, got {factor!r}")
@@ -117,7 +128,9 @@ def load_experiment(path: str | Path, *, base: Path | None = None) -> Experiment
         runs += [Run(variant=MAIN, arm=arm, seed=s, train=dataclasses.replace(train, seed=s), snapshots=snapshots,
                      group=MAIN) for s in seeds]
     ablation_seed = raw.get("ablation_seed", seeds[0])
-    for name, spec in (raw.get("ablations") or {}).items():
+    if not isinstance(ablation_seed, int):
+        raise ValueError(f"{path}: 'ablation_seed' must be an integer, got {ablation_seed!r}")
+    for name, spec in ablations.items():
         spec = _check_keys(spec or {}, ("pipeline", "train", "note"), f"{path}: ablations.{name}")
         cfg = pipeline(spec.get("pipeline") or {}, f"ablations.{name}.pipeline")
         train = _train_config(main.train, spec.get("train") or {}, f"ablations.{name}.train", path)

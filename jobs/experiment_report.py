@@ -3,6 +3,7 @@
 Every number is a mean +- standard deviation over seeds (population std, n shown); differences
 against the full-data arm are paired by seed (same seed = same masks, dropout and data order rules).
 Selection cost is the embed + select wall-clock of the pipeline an arm's subsets come from.
+Coverage is the dense facility-location objective per point of a run's first draw (see Coverage).
 """
 from __future__ import annotations
 
@@ -17,8 +18,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from actors.trainer import load_selection  # noqa: E402
+from dataio.rundir import read_embeddings, read_table, shard_files  # noqa: E402
+from selection.facility_location import coverage  # noqa: E402
+from selection.knn import normalize_embeddings  # noqa: E402
+from training.subsets import draw_function  # noqa: E402
+
 if TYPE_CHECKING:
-    from jobs.experiment import Experiment
+    from jobs.experiment import Experiment, Run
 
 SUBSET_ARMS = ("ingenious", "greedi")  # subset modes whose cost includes embedding and selection
 
@@ -45,17 +52,50 @@ def _scores(folder: Path) -> dict:
             "glue": float(np.mean([100 * r["score"] for r in rows])) if rows else None}
 
 
+class Coverage:
+    """How well a run's first subset draw covers the pool: the mean over the pool of the cosine
+    similarity to the nearest selected sequence, always in the main pipeline's embedding space, so
+    subsets chosen from other embeddings (ablations) are judged on the same scale as random ones."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        main = root / "pipelines" / "main"
+        ids = np.concatenate([read_table(f, ["sequence_id"]).column("sequence_id").to_numpy()
+                              for f in shard_files(main / "prepare" / "sequences")])
+        emb_ids, emb = read_embeddings(shard_files(main / "embed"))
+        order = np.argsort(emb_ids)
+        self.pool_ids, self.emb = ids, normalize_embeddings(emb[order[np.searchsorted(emb_ids, ids, sorter=order)]])
+
+    def __call__(self, variant: str, subset: str, seed: int, fraction: float) -> float | None:
+        if subset == "full":
+            return None
+        partitions, greedi = load_selection(self.root / "pipelines" / variant / "select")
+        budget = max(1, round(fraction * len(self.pool_ids)))
+        rows = draw_function(subset, self.pool_ids, budget=budget, seed=seed, partitions=partitions, fixed_ids=greedi)(0)
+        return coverage(self.emb, self.emb[rows])
+
+    def advantage(self, value: float | None, fraction: float) -> float | None:
+        """The share of the main greedy subset's coverage gain over random subsets that `value` keeps
+        (DESIGN.md: judge a selection by this, since a random subset already covers most of the pool)."""
+        if value is None:
+            return None
+        randoms = np.mean([self("main", "random", s, fraction) for s in range(3)])
+        return (value - randoms) / (self("main", "greedi", 0, fraction) - randoms)
+
+
 def collect(root: Path, exp: Experiment) -> list[dict]:
     """One record per finished run: its settings, train seconds, held-out losses, downstream scores."""
-    records = []
+    records, cover = [], Coverage(root)
     for run in exp.runs:
         folder = root / "runs" / run.variant / run.key
         trained = _read(folder / "train.json")
         if trained is None:
             continue
-        pipe = root / "pipelines" / run.variant
+        pipe, fraction = root / "pipelines" / run.variant, exp.pipelines[run.variant].select.fraction
         selection_s = sum(_stage_seconds(pipe, s) for s in ("embed", "select")) if run.train.subset in SUBSET_ARMS else 0.0
         records.append({"run": run, "train_s": trained["seconds"], "selection_s": selection_s, **_scores(folder),
+                        "coverage": cover(run.variant, run.train.subset, run.train.seed, fraction),
+                        "advantage": cover.advantage(cover(run.variant, run.train.subset, run.train.seed, fraction), fraction),
                         "curve": _curve(folder / "metrics.jsonl")})
     return records
 
@@ -77,21 +117,23 @@ def _main_table(records: list[dict], sets: list[str], warm: dict) -> list[str]:
     for r in records:
         if r["run"].group == "main":
             by_arm[r["run"].arm].append(r)
-    head = ["arm", "subset", "redraw every", "steps"] + [f"{s} MLM/LM loss" for s in sets] + ["GLUE avg", "train s", "selection s"]
+    head = ["arm", "subset", "redraw every", "steps"] + [f"{s} loss" for s in sets] + ["GLUE avg", "coverage", "train s",
+                                                                                      "selection s"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     if warm["loss"]:
         losses = [f"{warm['loss'][f'final/{s}']:.3f}" if f"final/{s}" in warm["loss"] else "-" for s in sets]
         glue = f"{warm['glue']:.1f}" if warm["glue"] is not None else "-"
-        lines.append("| warm start (every arm's step 0) | full | - | 0 | " + " | ".join(losses) + f" | {glue} | - | - |")
+        lines.append("| warm start (every arm's step 0) | full | - | 0 | " + " | ".join(losses) + f" | {glue} | - | - | - |")
     for arm, rs in by_arm.items():
         t = rs[0]["run"].train
         losses = [_cell([r["loss"][f"final/{s}"] for r in rs if f"final/{s}" in r["loss"]]) for s in sets]
         glue = _cell([r["glue"] for r in rs if r["glue"] is not None], 1)
+        cover = _cell([r["coverage"] for r in rs if r["coverage"] is not None], 4)
         lines.append(f"| {arm} | {t.subset} | {t.redraw_every or '-'} | {t.steps} | " + " | ".join(losses)
-                     + f" | {glue} | {np.mean([r['train_s'] for r in rs]):.0f} | {rs[0]['selection_s']:.0f} |")
+                     + f" | {glue} | {cover} | {np.mean([r['train_s'] for r in rs]):.0f} | {rs[0]['selection_s']:.0f} |")
         for step in rs[0]["run"].snapshots:  # the long arm stopped early, as the paper's early-stopping baseline
             losses = [_cell([r["loss"][f"step{step}/{s}"] for r in rs if f"step{step}/{s}" in r["loss"]]) for s in sets]
-            lines.append(f"| {arm} @ step {step} | {t.subset} | - | {step} | " + " | ".join(losses) + " | - | - | - |")
+            lines.append(f"| {arm} @ step {step} | {t.subset} | - | {step} | " + " | ".join(losses) + " | - | - | - | - |")
     return lines
 
 
@@ -133,15 +175,19 @@ def _ablation_table(records: list[dict], sets: list[str], exp: Experiment) -> li
     if not rs:
         return []
     seed = rs[0]["run"].seed
-    refs = [r for r in records if r["run"].group == "main" and r["run"].seed == seed and r["run"].train.subset in SUBSET_ARMS]
-    head = ["run", "what changes"] + [f"{s} loss" for s in sets] + ["GLUE avg", "embed + select s"]
-    lines = [f"One seed ({seed}); the main arms with that seed for reference.", "",
+    refs = [r for r in records if r["run"].group == "main" and r["run"].seed == seed and r["run"].train.subset != "full"]
+    head = ["run", "what changes"] + [f"{s} loss" for s in sets] + ["GLUE avg", "coverage", "greedy gain kept",
+                                                                     "embed + select s"]
+    lines = [f"One seed ({seed}); the main arms with that seed for reference. Coverage: mean cosine similarity of each "
+             "pool sequence to its nearest sequence in the run's first draw, in the main embedding space; greedy gain "
+             "kept: (coverage - random's) / (the main greedy top-k's - random's).", "",
              "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in refs + rs:
         note = exp.notes.get(r["run"].arm, "main pipeline (reference)")
         losses = [f"{r['loss'][f'final/{s}']:.3f}" if f"final/{s}" in r["loss"] else "-" for s in sets]
         glue = f"{r['glue']:.1f}" if r["glue"] is not None else "-"
-        lines.append(f"| {r['run'].arm} | {note} | " + " | ".join(losses) + f" | {glue} | {r['selection_s']:.0f} |")
+        cover = f"{r['coverage']:.4f} | {r['advantage']:.2f}" if r["coverage"] is not None else "- | -"
+        lines.append(f"| {r['run'].arm} | {note} | " + " | ".join(losses) + f" | {glue} | {cover} | {r['selection_s']:.0f} |")
     return lines
 
 

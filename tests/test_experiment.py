@@ -58,6 +58,10 @@ def test_config_builds_every_run(tmp_path):
     (("steps_factor: 2", "steps_factor: 0"), "arms.long.steps_factor must be an integer >= 1"),
     (("partition: random", "partitoin: random"), "ablations.random-2.pipeline.select.partitoin"),
     (("note: one draw", "notes: one draw"), "ablations.one-draw: unknown key 'notes'"),
+    (("one-draw:", "full:"), "'full' names both an arm and an ablation"),
+    (("long:", "warmstart:"), "'warmstart' cannot name an arm"),
+    (("seeds: [0, 1]", "seeds: [0, 1]\nablation_seed: one"), "'ablation_seed' must be an integer"),
+    (("arms:", "arms: [full]\nablations:"), "arms must be a mapping"),
 ])
 def test_config_errors_name_the_key(tmp_path, edit, message):
     path = write(tmp_path, EXPERIMENT.replace(*edit))
