@@ -65,6 +65,7 @@ class Experiment:
     pipelines: dict[str, PipelineConfig]  # variant -> its pipeline config
     runs: list[Run]
     notes: dict[str, str]  # ablation -> what it changes, for the report
+    compare_to: list[str]  # arms every other arm is compared with, paired by seed
 
 
 def _merge(base: dict, overrides: dict) -> dict:
@@ -98,7 +99,7 @@ def load_experiment(path: str | Path, *, base: Path | None = None) -> Experiment
     if not path.exists():
         raise ValueError(f"experiment config {path} does not exist")
     raw = _check_keys(yaml.safe_load(path.read_text(encoding="utf-8")) or {},
-                      ("name", "pipeline", "seeds", "arms", "ablations", "ablation_seed"), str(path))
+                      ("name", "pipeline", "seeds", "arms", "ablations", "ablation_seed", "compare_to"), str(path))
     for key in ("name", "pipeline", "seeds", "arms"):
         if key not in raw:
             raise ValueError(f"{path}: '{key}' is required")
@@ -140,7 +141,10 @@ def load_experiment(path: str | Path, *, base: Path | None = None) -> Experiment
         runs.append(Run(variant=variant, arm=name, seed=ablation_seed, train=dataclasses.replace(train, seed=ablation_seed),
                         group="ablation"))
         notes[name] = spec.get("note") or json.dumps({k: spec[k] for k in ("pipeline", "train") if k in spec})
-    return Experiment(name=str(raw["name"]), pipelines=pipelines, runs=runs, notes=notes)
+    compare_to = raw.get("compare_to") or [next(iter(arms))]
+    if not isinstance(compare_to, list) or any(a not in arms for a in compare_to):
+        raise ValueError(f"{path}: 'compare_to' must list arms (of {', '.join(arms)}), got {compare_to!r}")
+    return Experiment(name=str(raw["name"]), pipelines=pipelines, runs=runs, notes=notes, compare_to=compare_to)
 
 
 def share_stages(root: Path, variant: Path, base_cfg: PipelineConfig, cfg: PipelineConfig) -> None:

@@ -253,7 +253,8 @@ def write_report(root: Path, exp: Experiment) -> str:
              f"seq {main.model.seq_len}; warm start {main.warmstart.steps} steps; arms trained "
              f"{main.train.steps} steps at batch {main.train.global_batch_size}; subset fraction {main.select.fraction}. "
              "Losses are masked-LM (BERT) or causal-LM (GPT-2) cross-entropy on sequences never trained on.", "",
-             "## Arms", "", *_main_table(records, sets, warm), "", *_paired_table(records, sets, "full"), "",
+             "## Arms", "", *_main_table(records, sets, warm), "",
+             *[line for arm in exp.compare_to for line in [*_paired_table(records, sets, arm), ""]],
              "## Downstream scores per task (dev sets, ×100)", "", *_task_table(records, "main", warm), "",
              "## Ablations", "", *_ablation_table(records, sets, exp), "", *_task_table(records, "ablation"), "",
              "## Wall-clock", "", *_stage_table(root, records), "", "![loss curves](loss_curves.png)", ""]

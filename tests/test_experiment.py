@@ -21,6 +21,7 @@ pipeline:
 """
 EXPERIMENT = "name: tiny-exp\n" + PIPELINE + """
 seeds: [0, 1]
+compare_to: [full, ingenious]
 arms:
   full: {{subset: full, redraw_every: null}}
   ingenious: {{subset: ingenious}}
@@ -62,6 +63,7 @@ def test_config_builds_every_run(tmp_path):
     (("long:", "warmstart:"), "'warmstart' cannot name an arm"),
     (("seeds: [0, 1]", "seeds: [0, 1]\nablation_seed: one"), "'ablation_seed' must be an integer"),
     (("arms:", "arms: [full]\nablations:"), "arms must be a mapping"),
+    (("compare_to: [full, ingenious]", "compare_to: [fulll]"), "'compare_to' must list arms"),
 ])
 def test_config_errors_name_the_key(tmp_path, edit, message):
     path = write(tmp_path, EXPERIMENT.replace(*edit))
@@ -104,6 +106,7 @@ def test_tiny_experiment_runs_scores_and_resumes(ray_cluster, tmp_path):
     for row in ("| full | full | - | 4 |", "| ingenious | ingenious | 2 | 4 |", "| long | full | - | 8 |",
                 "| long @ step 4 |", "| one-draw | one draw |", "| random-2 |"):
         assert row in results, row
+    assert "Paired by seed against `full`" in results and "Paired by seed against `ingenious`" in results
     assert "(n=2)" in results and (root / "loss_curves.png").stat().st_size > 10_000
 
     # Resume: a finished run is never retrained; a run whose outputs were lost is redone identically.
