@@ -6,9 +6,9 @@ An experiment config holds a whole pipeline config (`pipeline:`), the `seeds`, t
 settings laid over `pipeline.train`, e.g. `{subset: random, redraw_every: null}`; `steps_factor: 4`
 trains that many times longer and saves the model at every multiple of the base steps) and the
 `ablations` (pipeline and train overrides, one seed each). Every variant shares what its settings
-share: the warm start is trained once, and an ablation that changes only `select` reuses the embeddings.
-Each arm is one Ray task (one CPU); each model is scored by held-out LM loss on every evaluation set
-and by `evaluate.downstream` fine-tuning. A finished arm, score or stage is never redone, so the
+share: the warm start is trained once, and an ablation that changes only `select` reuses the
+embeddings. Each arm is one Ray task (one CPU), all submitted at once; each model is scored by
+held-out LM loss on every evaluation set and by `evaluate.downstream` fine-tuning. A finished arm, score or stage is never redone, so the
 command resumes after an interruption. jobs/experiment_report.py writes results.md and the plots.
 """
 from __future__ import annotations
@@ -178,47 +178,57 @@ def _write_scores(folder: Path, refs: dict[str, Any]) -> None:
         RunDir.write_json(folder / "downstream.json", {"rows": ray.get(refs["downstream"])})
 
 
+def _flush_ready(scoring: dict[Path, dict], *, wait: bool = False) -> None:
+    """Write the scores of every run whose score tasks have all finished (all of them if `wait`)."""
+    for folder, refs in list(scoring.items()):
+        flat = list(refs.get("eval", {}).values()) + list(refs.get("downstream", []))
+        if wait or len(ray.wait(flat, num_returns=len(flat), timeout=0)[0]) == len(flat):
+            _write_scores(folder, refs)
+            del scoring[folder]
+
+
 def run_experiment(exp: Experiment, out: Path) -> Path:
     """Train and score every run (skipping finished ones); returns the experiment folder."""
     root = out / exp.name
     pipes = {v: root / "pipelines" / v for v in exp.pipelines}
     connect_ray(exp.pipelines[MAIN])
-    run_pipeline(exp.pipelines[MAIN], pipes[MAIN], only=list(SELECTION_STAGES))
+    for variant, cfg in exp.pipelines.items():  # the main pipeline first: the others link its stages
+        if variant != MAIN:
+            share_stages(pipes[MAIN], pipes[variant], exp.pipelines[MAIN], cfg)
+        run_pipeline(cfg, pipes[variant], only=list(SELECTION_STAGES))
     sets = evaluation_sets(Context(exp.pipelines[MAIN], RunDir(pipes[MAIN])))
-    groups = [[r for r in exp.runs if r.group == MAIN and r.seed == s] for s in dict.fromkeys(r.seed for r in exp.runs if r.group == MAIN)]
-    groups.append([r for r in exp.runs if r.group != MAIN])
     warm = root / "runs" / MAIN / WARMSTART  # the common starting point, scored like an arm
     warm.mkdir(parents=True, exist_ok=True)
-    # the previous group's scores, computed while this group trains
-    scoring = [(warm, _pending_scores(warm, {"final": pipes[MAIN] / "warmstart" / "model"}, exp.pipelines[MAIN], sets))]
-    for group in groups:
-        for variant in dict.fromkeys(r.variant for r in group if r.variant != MAIN):
-            share_stages(pipes[MAIN], pipes[variant], exp.pipelines[MAIN], exp.pipelines[variant])
-            run_pipeline(exp.pipelines[variant], pipes[variant], only=list(SELECTION_STAGES))
-        training = {}
-        for run in group:
-            folder = root / "runs" / run.variant / run.key
-            if not (folder / "train.json").exists():
-                pipe = exp.pipelines[run.variant]
-                args = launch_args(train=run.train, model=pipe.model, data=pipes[run.variant] / "prepare", out_dir=folder,
-                                   select_dir=pipes[run.variant] / "select", fraction=pipe.select.fraction,
-                                   init_from=str(pipes[run.variant] / "warmstart" / "model"))
-                gpus = 1 if Context(pipe, RunDir(pipes[run.variant])).use_gpu(run.train.use_gpu) else 0
-                task = train_in_task.options(num_cpus=run.train.cpus_per_worker, num_gpus=gpus)
-                training[folder] = (run, task.remote(args, snapshots=run.snapshots))
-        for folder, refs in scoring:
-            _write_scores(folder, refs)
-        scoring = []
-        for folder, (run, ref) in training.items():
-            RunDir.write_json(folder / "train.json", {**ray.get(ref), "variant": run.variant, "arm": run.arm, "seed": run.seed,
-                                                      "train": dataclasses.asdict(run.train)})
-            print(f"[ingenious] experiment {exp.name}: trained {run.variant}/{run.key}", flush=True)
-        for run in group:
-            folder = root / "runs" / run.variant / run.key
-            models = {"final": folder / "model"} | {f"step{s}": folder / f"model-step{s}" for s in run.snapshots}
-            scoring.append((folder, _pending_scores(folder, models, exp.pipelines[run.variant], sets)))
-    for folder, refs in scoring:
-        _write_scores(folder, refs)
+    scoring = {warm: _pending_scores(warm, {"final": pipes[MAIN] / "warmstart" / "model"}, exp.pipelines[MAIN], sets)}
+
+    def score(run: Run, folder: Path) -> None:
+        models = {"final": folder / "model"} | {f"step{s}": folder / f"model-step{s}" for s in run.snapshots}
+        scoring[folder] = _pending_scores(folder, models, exp.pipelines[run.variant], sets)
+
+    # Every run is submitted at once, main arms seed by seed and then the ablations, the longest first
+    # within a seed, so no CPU waits behind a barrier; each run is scored as soon as it is trained.
+    order = sorted(exp.runs, key=lambda r: (r.group != MAIN, r.seed if r.group == MAIN else 0, -r.train.steps))
+    training: dict[ray.ObjectRef, tuple[Run, Path]] = {}
+    for run in order:
+        folder, pipe = root / "runs" / run.variant / run.key, exp.pipelines[run.variant]
+        if (folder / "train.json").exists():
+            score(run, folder)
+            continue
+        args = launch_args(train=run.train, model=pipe.model, data=pipes[run.variant] / "prepare", out_dir=folder,
+                           select_dir=pipes[run.variant] / "select", fraction=pipe.select.fraction,
+                           init_from=str(pipes[run.variant] / "warmstart" / "model"))
+        gpus = 1 if Context(pipe, RunDir(pipes[run.variant])).use_gpu(run.train.use_gpu) else 0
+        task = train_in_task.options(num_cpus=run.train.cpus_per_worker, num_gpus=gpus)
+        training[task.remote(args, snapshots=run.snapshots)] = (run, folder)
+    while training:
+        [done], _ = ray.wait(list(training), num_returns=1)
+        run, folder = training.pop(done)
+        RunDir.write_json(folder / "train.json", {**ray.get(done), "variant": run.variant, "arm": run.arm, "seed": run.seed,
+                                                  "train": dataclasses.asdict(run.train)})
+        print(f"[ingenious] experiment {exp.name}: trained {run.variant}/{run.key} ({len(training)} runs left)", flush=True)
+        score(run, folder)
+        _flush_ready(scoring)
+    _flush_ready(scoring, wait=True)
     write_report(root, exp)
     return root
 
