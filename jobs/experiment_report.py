@@ -227,6 +227,9 @@ def plot_curves(records: list[dict], warm: dict, out: Path, smooth: int = 10) ->
         steps, loss = rs[0]["curve"][:n, 0], np.mean([r["curve"][:n, 1] for r in rs], axis=0)
         kernel = np.ones(min(smooth, n)) / min(smooth, n)
         left.plot(steps[len(kernel) - 1:], np.convolve(loss, kernel, mode="valid"), label=f"{arm} (n={len(rs)})")
+        rs = [r for r in rs if "final/heldout" in r["loss"]]  # scored runs only (a report can be written mid-run)
+        if not rs:
+            continue
         points = sorted({int(k.split("/")[0].removeprefix("step")) for r in rs for k in r["loss"] if k.startswith("step")})
         xs = points + [int(steps[-1])]
         ys = [np.mean([r["loss"][f"{'final' if x == xs[-1] else f'step{x}'}/heldout"] for r in rs]) for x in xs]
@@ -248,11 +251,19 @@ def write_report(root: Path, exp: Experiment) -> str:
     sets = _sets(records)
     plot_curves(records, warm, root / "loss_curves.png")
     main = exp.pipelines["main"]
+    pool = ((_read(root / "pipelines" / "main" / "prepare" / "manifest.json") or {}).get("summary") or {}).get("sequences") or 0
+    seen = main.train.steps * main.train.global_batch_size
+    regime = (f"The pool holds {pool:,} training sequences, so in {main.train.steps} steps the full-data arm sees it "
+              f"{seen / pool:.1f} times and a {main.select.fraction:.0%} subset {seen / (pool * main.select.fraction):.1f} "
+              f"times; the warm start saw it {main.warmstart.steps * main.warmstart.global_batch_size / pool:.1f} times. "
+              if pool else "")
     parts = [f"# Experiment {exp.name}", "",
              f"Model: {main.model.kind}, {main.model.num_layers} layers, hidden {main.model.hidden_size}, "
              f"seq {main.model.seq_len}; warm start {main.warmstart.steps} steps; arms trained "
              f"{main.train.steps} steps at batch {main.train.global_batch_size}; subset fraction {main.select.fraction}. "
-             "Losses are masked-LM (BERT) or causal-LM (GPT-2) cross-entropy on sequences never trained on.", "",
+             f"{regime}Losses are masked-LM (BERT) or causal-LM (GPT-2) cross-entropy on sequences never trained on "
+             "(held-out documents of the corpus, and WikiText-2 validation); GLUE avg is the mean dev score over the "
+             "downstream tasks (x100).", "",
              "## Arms", "", *_main_table(records, sets, warm), "",
              *[line for arm in exp.compare_to for line in [*_paired_table(records, sets, arm), ""]],
              "## Downstream scores per task (dev sets, ×100)", "", *_task_table(records, "main", warm), "",
