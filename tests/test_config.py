@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from jobs.config import PipelineConfig, load_config
+from jobs.experiment import load_experiment
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -13,10 +14,18 @@ def write(tmp_path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(set(CONFIGS.glob("*.yaml")) - set(CONFIGS.glob("experiment-*.yaml"))),
+                         ids=lambda p: p.name)
 def test_shipped_configs_load(path):
     cfg = load_config(path)
     assert isinstance(cfg, PipelineConfig)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("experiment-*.yaml")), ids=lambda p: p.name)
+def test_shipped_experiment_configs_load(path):
+    exp = load_experiment(path)  # the MiniLM ablation's encoder comes with the test (and experiment) extra
+    assert exp.runs and all(isinstance(cfg, PipelineConfig) for cfg in exp.pipelines.values())
+    assert {r.seed for r in exp.runs if r.group == "main"} >= {0}
 
 
 def test_unknown_key_names_key_and_file(tmp_path):
