@@ -1,6 +1,6 @@
 """results.md and plots of an experiment folder (what jobs/experiment.py wrote).
 
-Every number is a mean +- standard deviation over seeds (population std, n shown); differences
+Every number is a mean +- sample standard deviation over seeds (n shown); differences
 against the full-data arm are paired by seed (same seed = same masks, dropout and data order rules).
 Selection cost is the embed + select wall-clock of the pipeline an arm's subsets come from.
 Coverage is the dense facility-location objective per point of a run's first draw (see Coverage).
@@ -42,7 +42,9 @@ def _stage_seconds(pipeline: Path, stage: str) -> float:
 def _cell(values: list[float], digits: int = 3) -> str:
     if not values:
         return "-"
-    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}" + (f" (n={len(values)})" if len(values) > 1 else "")
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f} (n={len(values)})"
 
 
 def _scores(folder: Path) -> dict:
@@ -264,7 +266,7 @@ def write_report(root: Path, exp: Experiment) -> str:
              f"{regime}Losses are masked-LM (BERT) or causal-LM (GPT-2) cross-entropy on sequences never trained on "
              "(held-out documents of the corpus, and WikiText-2 validation); GLUE avg is the mean dev score over the "
              "downstream tasks (x100).", "",
-             "## Arms", "", *_main_table(records, sets, warm), "",
+             "## Arms", "", "Mean ± sample standard deviation over seeds (n shown).", "", *_main_table(records, sets, warm), "",
              *[line for arm in exp.compare_to for line in [*_paired_table(records, sets, arm), ""]],
              "## Downstream scores per task (dev sets, ×100)", "", *_task_table(records, "main", warm), "",
              "## Ablations", "", *_ablation_table(records, sets, exp), "", *_task_table(records, "ablation"), "",
