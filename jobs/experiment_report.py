@@ -98,6 +98,8 @@ def collect(root: Path, exp: Experiment) -> list[dict]:
         records.append({"run": run, "train_s": trained["seconds"], "selection_s": selection_s, **_scores(folder),
                         "coverage": cover(run.variant, run.train.subset, run.train.seed, fraction),
                         "advantage": cover.advantage(cover(run.variant, run.train.subset, run.train.seed, fraction), fraction),
+                        # the variant's greedy (GreeDi) subset: what its embeddings and partitions make of selection
+                        "topk_advantage": cover.advantage(cover(run.variant, "greedi", 0, fraction), fraction),
                         "curve": _curve(folder / "metrics.jsonl")})
     return records
 
@@ -179,16 +181,17 @@ def _ablation_table(records: list[dict], sets: list[str], exp: Experiment) -> li
     seed = rs[0]["run"].seed
     refs = [r for r in records if r["run"].group == "main" and r["run"].seed == seed and r["run"].train.subset != "full"]
     head = ["run", "what changes"] + [f"{s} loss" for s in sets] + ["GLUE avg", "coverage", "greedy gain kept",
-                                                                     "embed + select s"]
+                                                                     "its greedy top-k's gain kept", "embed + select s"]
     lines = [f"One seed ({seed}); the main arms with that seed for reference. Coverage: mean cosine similarity of each "
              "pool sequence to its nearest sequence in the run's first draw, in the main embedding space; greedy gain "
-             "kept: (coverage - random's) / (the main greedy top-k's - random's).", "",
+             "kept: (coverage - random's) / (the main greedy top-k's - random's); its greedy top-k's: the same for the GreeDi "
+             "subset of the run's own pipeline (what its embeddings and partitions make of greedy selection).", "",
              "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in refs + rs:
         note = exp.notes.get(r["run"].arm, "main pipeline (reference)")
         losses = [f"{r['loss'][f'final/{s}']:.3f}" if f"final/{s}" in r["loss"] else "-" for s in sets]
         glue = f"{r['glue']:.1f}" if r["glue"] is not None else "-"
-        cover = f"{r['coverage']:.4f} | {r['advantage']:.2f}" if r["coverage"] is not None else "- | -"
+        cover = f"{r['coverage']:.4f} | {r['advantage']:.2f} | {r['topk_advantage']:.2f}" if r["coverage"] is not None else "- | - | -"
         lines.append(f"| {r['run'].arm} | {note} | " + " | ".join(losses) + f" | {glue} | {cover} | {r['selection_s']:.0f} |")
     return lines
 
@@ -215,9 +218,11 @@ def _stage_table(root: Path, records: list[dict]) -> list[str]:
     return lines
 
 
-def plot_curves(records: list[dict], warm: dict, out: Path, smooth: int = 10) -> None:
-    """Training loss per main arm (mean over seeds, moving average), and held-out loss against steps."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+def plot_curves(records: list[dict], warm: dict, sets: list[str], out: Path, smooth: int = 10) -> None:
+    """Training loss per main arm (mean over seeds, moving average), then each evaluation set's loss
+    against steps (the warm start at 0, the long arm's snapshots, every arm's final model)."""
+    fig, axes = plt.subplots(1, 1 + len(sets), figsize=(6 * (1 + len(sets)), 4.5), squeeze=False)
+    left, panels = axes[0][0], axes[0][1:]
     by_arm: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         if r["run"].group == "main":
@@ -229,29 +234,31 @@ def plot_curves(records: list[dict], warm: dict, out: Path, smooth: int = 10) ->
         steps, loss = rs[0]["curve"][:n, 0], np.mean([r["curve"][:n, 1] for r in rs], axis=0)
         kernel = np.ones(min(smooth, n)) / min(smooth, n)
         left.plot(steps[len(kernel) - 1:], np.convolve(loss, kernel, mode="valid"), label=f"{arm} (n={len(rs)})")
-        rs = [r for r in rs if "final/heldout" in r["loss"]]  # scored runs only (a report can be written mid-run)
-        if not rs:
-            continue
-        points = sorted({int(k.split("/")[0].removeprefix("step")) for r in rs for k in r["loss"] if k.startswith("step")})
-        xs = points + [int(steps[-1])]
-        ys = [np.mean([r["loss"][f"{'final' if x == xs[-1] else f'step{x}'}/heldout"] for r in rs]) for x in xs]
-        if "final/heldout" in warm["loss"]:
-            xs, ys = [0] + xs, [warm["loss"]["final/heldout"]] + ys
-        right.plot(xs, ys, marker="o", label=arm)
+        for name, ax in zip(sets, panels):
+            scored = [r for r in rs if f"final/{name}" in r["loss"]]  # a report can be written mid-run
+            if not scored:
+                continue
+            xs = sorted({int(k.split("/")[0].removeprefix("step")) for r in scored for k in r["loss"] if k.startswith("step")})
+            ys = [np.mean([r["loss"][f"step{x}/{name}"] for r in scored]) for x in xs]
+            xs, ys = xs + [int(steps[-1])], ys + [np.mean([r["loss"][f"final/{name}"] for r in scored])]
+            if f"final/{name}" in warm["loss"]:
+                xs, ys = [0] + xs, [warm["loss"][f"final/{name}"]] + ys
+            ax.plot(xs, ys, marker="o", label=arm)
     left.set(title="training loss (on each arm's own batches)", xlabel="step", ylabel="loss")
-    right.set(title="held-out Wikipedia loss", xlabel="optimizer steps after the warm start", ylabel="loss")
-    for ax in (left, right):
+    for name, ax in zip(sets, panels):
+        ax.set(title=f"{name} loss (mean over seeds)", xlabel="optimizer steps after the warm start", ylabel="loss")
+    for ax in axes[0]:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=100)
     plt.close(fig)
 
 
 def write_report(root: Path, exp: Experiment) -> str:
     records, warm = collect(root, exp), _scores(root / "runs" / "main" / "warmstart")
     sets = _sets(records)
-    plot_curves(records, warm, root / "loss_curves.png")
+    plot_curves(records, warm, sets, root / "loss_curves.png")
     main = exp.pipelines["main"]
     pool = ((_read(root / "pipelines" / "main" / "prepare" / "manifest.json") or {}).get("summary") or {}).get("sequences") or 0
     seen = main.train.steps * main.train.global_batch_size
