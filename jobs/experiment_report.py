@@ -25,7 +25,7 @@ from selection.knn import normalize_embeddings  # noqa: E402
 from training.subsets import draw_function  # noqa: E402
 
 if TYPE_CHECKING:
-    from jobs.experiment import Experiment, Run
+    from jobs.experiment import Experiment
 
 SUBSET_ARMS = ("ingenious", "greedi")  # subset modes whose cost includes embedding and selection
 
