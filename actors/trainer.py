@@ -132,7 +132,7 @@ def train_in_task(args: dict, *, snapshots: tuple[int, ...] = ()) -> dict:
     """One small run as a single Ray task: the very trainer a one-worker Ray Train run builds, without
     Ray Train's controller, so an experiment's many short arms run side by side, one per CPU. No
     checkpoints: an interrupted arm reruns whole. `snapshots` are steps whose model is also saved
-    (out_dir/model-step<N>), for held-out curves. Returns the seconds the loop took."""
+    (out_dir/model-step<N>), for held-out curves. Returns the loop's seconds, final loss and steps."""
     trainer, tok = build_trainer(args, rank=0, world=1, device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     out, steps = Path(args["out_dir"]), trainer.cfg.steps
     out.mkdir(parents=True, exist_ok=True)

@@ -60,7 +60,7 @@ class Coverage:
     subsets chosen from other embeddings (ablations) are judged on the same scale as random ones."""
 
     def __init__(self, root: Path):
-        self.root = root
+        self.root, self._memo = root, {}
         main = root / "pipelines" / "main"
         ids = np.concatenate([read_table(f, ["sequence_id"]).column("sequence_id").to_numpy()
                               for f in shard_files(main / "prepare" / "sequences")])
@@ -71,10 +71,13 @@ class Coverage:
     def __call__(self, variant: str, subset: str, seed: int, fraction: float) -> float | None:
         if subset == "full":
             return None
-        partitions, greedi = load_selection(self.root / "pipelines" / variant / "select")
-        budget = max(1, round(fraction * len(self.pool_ids)))
-        rows = draw_function(subset, self.pool_ids, budget=budget, seed=seed, partitions=partitions, fixed_ids=greedi)(0)
-        return coverage(self.emb, self.emb[rows])
+        key = (variant, subset, seed, fraction)  # the random and greedy references recur for every run
+        if key not in self._memo:
+            partitions, greedi = load_selection(self.root / "pipelines" / variant / "select")
+            budget = max(1, round(fraction * len(self.pool_ids)))
+            rows = draw_function(subset, self.pool_ids, budget=budget, seed=seed, partitions=partitions, fixed_ids=greedi)(0)
+            self._memo[key] = coverage(self.emb, self.emb[rows])
+        return self._memo[key]
 
     def advantage(self, value: float | None, fraction: float) -> float | None:
         """The share of the main greedy subset's coverage gain over random subsets that `value` keeps
@@ -95,9 +98,9 @@ def collect(root: Path, exp: Experiment) -> list[dict]:
             continue
         pipe, fraction = root / "pipelines" / run.variant, exp.pipelines[run.variant].select.fraction
         selection_s = sum(_stage_seconds(pipe, s) for s in ("embed", "select")) if run.train.subset in SUBSET_ARMS else 0.0
+        covered = cover(run.variant, run.train.subset, run.train.seed, fraction)
         records.append({"run": run, "train_s": trained["seconds"], "selection_s": selection_s, **_scores(folder),
-                        "coverage": cover(run.variant, run.train.subset, run.train.seed, fraction),
-                        "advantage": cover.advantage(cover(run.variant, run.train.subset, run.train.seed, fraction), fraction),
+                        "coverage": covered, "advantage": cover.advantage(covered, fraction),
                         # the variant's greedy (GreeDi) subset: what its embeddings and partitions make of selection
                         "topk_advantage": cover.advantage(cover(run.variant, "greedi", 0, fraction), fraction),
                         "curve": _curve(folder / "metrics.jsonl")})

@@ -61,7 +61,7 @@ def evaluation_sets(ctx: Context) -> dict[str, list[np.ndarray]]:
     for path in cfg.evaluate.external:
         packed: list[np.ndarray] = []
         for doc in read_documents(path):
-            ids_ = tok(doc.text, add_special_tokens=False)["input_ids"]
-            packed += pack_tokens(tok, ids_, kind=cfg.model.kind, seq_len=cfg.model.seq_len, min_tokens=cfg.prepare.min_tokens)
+            tokens = tok(doc.text, add_special_tokens=False)["input_ids"]
+            packed += pack_tokens(tok, tokens, kind=cfg.model.kind, seq_len=cfg.model.seq_len, min_tokens=cfg.prepare.min_tokens)
         sets[Path(path).stem] = packed[: cfg.evaluate.max_sequences]
     return sets
