@@ -42,24 +42,35 @@ def free_port() -> int:
 def head(tmp_path_factory):
     """A second, separate Ray head with the dashboard's job server, stopped with its process group."""
     temp = Path("/tmp") / f"ray-jobs-{os.getpid()}"  # Ray's socket paths must stay short
-    gcs, dashboard = free_port(), free_port()
+    # Every listener gets its own free port: the session's Ray (conftest) already holds the fixed defaults,
+    # the dashboard agent's 52365 and the client server's 10001 (the others are random unless set), and a head
+    # whose agent cannot bind answers "No available agent to submit job" forever.
+    gcs, dashboard, agent, ray_client = (free_port() for _ in range(4))
     # Ray 2.60 heads require a token: the head, the job CLI and the job all get this one.
     env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     proc = subprocess.Popen([RAY, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard}",
+                             f"--dashboard-agent-listen-port={agent}", f"--ray-client-server-port={ray_client}",
                              "--dashboard-host=127.0.0.1", "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
-    for _ in range(60):  # ready once the job server and the node's agent take a job
-        probe = [RAY, "job", "submit", "--address", address, "--", "python", "-c", "print('ready')"]
-        if subprocess.run(probe, capture_output=True, env=env, timeout=60).returncode == 0:
+    probe = [RAY, "job", "submit", "--address", address, "--", "python", "-c", "print('ready')"]
+    deadline = time.monotonic() + 120
+    while True:  # ready once the job server and the node's agent take a job
+        answer = subprocess.run(probe, capture_output=True, text=True, env=env, timeout=60)
+        if answer.returncode == 0:
             break
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGTERM)
+            pytest.fail(f"the Ray head's job server did not take a job within 2 minutes; last answer: "
+                        f"{answer.stderr[-500:]} (logs in {temp}/session_latest/logs)")
         time.sleep(2)
-    else:
-        os.killpg(proc.pid, signal.SIGTERM)
-        pytest.fail("the Ray head's job server did not take a job within 2 minutes")
     yield address, env
     os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=60)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:  # a clean stop of every Ray process can take half a minute; not needed here
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=15)
 
 
 def test_pipeline_as_a_submitted_job(head, tmp_path):
