@@ -76,7 +76,7 @@ def build_trainer(args: dict, *, rank: int, world: int, device: torch.device,
     torch.manual_seed(cfg.seed)  # identical initial weights on every worker
     if args.get("init_from"):
         model_cfg = dataclasses.replace(model_cfg, init_from=args["init_from"])
-    model = wrap(build_model(model_cfg, vocab_size=len(tok), pad_id=tok.pad_token_id))
+    model = wrap(build_model(model_cfg, vocab_size=len(tok), pad_id=tok.pad_token_id, eos_id=tok.eos_token_id))
     trainer = LMTrainer(model, sequences, schedule, cfg, objective=Objective.for_model(tok, model_cfg),
                         rank=rank, world=world, device=device)
     return trainer, tok

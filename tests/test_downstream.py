@@ -109,7 +109,7 @@ def test_finetuning_learns_a_learnable_task(tmp_path, kind):
     tok = train_tokenizer(words + ["great awful"] * 5, kind=kind, vocab_size=120, out_dir=model_dir)
     torch.manual_seed(0)
     build_model(ModelConfig(kind=kind, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seq_len=32),
-                vocab_size=len(tok), pad_id=tok.pad_token_id).save_pretrained(model_dir)
+                vocab_size=len(tok), pad_id=tok.pad_token_id, eos_id=tok.eos_token_id).save_pretrained(model_dir)
     cfg = FinetuneConfig(tasks=["sst2"], data_dir=str(glue), epochs=8, learning_rate=1e-3, batch_size=16)
     task = load_task("sst2", glue)
     first = finetune(str(model_dir), task, cfg, seed=1, kind=kind)

@@ -258,6 +258,10 @@ def test_gpt2_pipeline_end_to_end(tiny, tmp_path):
     table["ends_with_eos"] = [row[-1] == eos for row in table.input_ids]
     last_chunk = table.groupby("doc_id").chunk.transform("max") == table.chunk
     assert table.ends_with_eos.any() and not (table.ends_with_eos & ~last_chunk).any()  # EOS only closes a document
+    for stage in ("warmstart", "train"):  # the saved models name this vocabulary's <|endoftext|>, not GPT-2's 50256
+        for name in ("config.json", "generation_config.json"):
+            saved = json.loads((out / stage / "model" / name).read_text())
+            assert saved["bos_token_id"] == saved["eos_token_id"] == eos, (stage, name)
     subset = pq.read_table(out / "select" / "subset.parquet").to_pandas()
     assert list(subset.columns) == ["sequence_id", "rank", "gain"]
     assert len(subset) == round(cfg.select.fraction * len(ids))

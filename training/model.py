@@ -55,7 +55,9 @@ class ModelConfig:
             raise ValueError("model.nsp and model.whole_word_masking are BERT options; model.kind is gpt2")
 
 
-def build_model(cfg: ModelConfig, *, vocab_size: int, pad_id: int) -> PreTrainedModel:
+def build_model(cfg: ModelConfig, *, vocab_size: int, pad_id: int, eos_id: int | None = None) -> PreTrainedModel:
+    """A randomly initialised model (or `cfg.init_from`). `eos_id` is GPT-2's <|endoftext|>, its bos and eos
+    alike; left unset, GPT2Config would keep id 50256, outside any vocabulary trained here."""
     if cfg.init_from:
         auto = AutoModelForCausalLM if cfg.kind == "gpt2" else AutoModelForPreTraining if cfg.nsp else AutoModelForMaskedLM
         return auto.from_pretrained(cfg.init_from)
@@ -70,7 +72,8 @@ def build_model(cfg: ModelConfig, *, vocab_size: int, pad_id: int) -> PreTrained
     config = GPT2Config(
         vocab_size=vocab_size, n_embd=cfg.hidden_size, n_layer=cfg.num_layers, n_head=cfg.num_heads,
         n_inner=cfg.intermediate_size, n_positions=max(1024, cfg.seq_len), resid_pdrop=cfg.dropout,
-        embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, pad_token_id=pad_id,
+        embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, pad_token_id=pad_id, bos_token_id=eos_id,
+        eos_token_id=eos_id,
     )
     return GPT2LMHeadModel(config)
 
