@@ -60,17 +60,23 @@ def head(tmp_path_factory):
         if answer.returncode == 0:
             break
         if time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGTERM)
+            stop(proc)
             pytest.fail(f"the Ray head's job server did not take a job within 2 minutes; last answer: "
                         f"{answer.stderr[-500:]} (logs in {temp}/session_latest/logs)")
         time.sleep(2)
     yield address, env
-    os.killpg(proc.pid, signal.SIGTERM)
+    stop(proc)
+
+
+def stop(head: subprocess.Popen) -> None:
+    """Stops the head's whole process group; a clean stop of every Ray process can take half a minute,
+    which a throwaway test head does not need."""
+    os.killpg(head.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:  # a clean stop of every Ray process can take half a minute; not needed here
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=15)
+        head.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait(timeout=15)
 
 
 def test_pipeline_as_a_submitted_job(head, tmp_path):
