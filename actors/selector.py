@@ -14,10 +14,12 @@ import pyarrow as pa
 import ray
 import scipy.sparse as sp
 
-from dataio.rundir import embedding_table, read_embeddings, write_parquet, write_shard_log
+from dataio.rundir import embedding_table, read_embeddings, read_table, write_parquet, write_shard_log
 from selection.knn import KnnParams, build_index, normalize_embeddings, search_index, to_graph
 from selection.partition import nearest_centroid, splitmix64
-from selection.shard import merge_select, order_shard
+from selection.merge import candidate_edges as threshold_edges
+from selection.merge import merge_group, merge_select
+from selection.shard import order_shard
 
 
 @ray.remote
@@ -65,6 +67,7 @@ def order_partition(
         "shard": pa.array(np.full(len(ids), partition), pa.int32()),
         "rank": pa.array(np.arange(len(ids)), pa.int64()),
         "gain": pa.array(result.gains, pa.float64()),
+        "kth_similarity": pa.array(result.kth_similarity, pa.float32()),
     }), out_path)
     stats = {"partition": partition, "size": len(ids), "objective": result.objective, "knn_recall": result.knn_recall,
              "seconds": time.perf_counter() - start}
@@ -81,12 +84,48 @@ def candidate_index(embed_files: list[str], candidate_ids: np.ndarray, params: K
 
 
 @ray.remote
-def candidate_edges(embed_file: str, index_bytes: np.ndarray, knn_k: int) -> tuple[np.ndarray, sp.csr_matrix]:
-    """For every point of one shard, its k most similar merge candidates: (point ids, CSR rows)."""
+def candidate_edges(
+    embed_file: str, index_bytes: np.ndarray, knn_k: int, thresholds: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, sp.csr_matrix]:
+    """For every point of one shard, its k most similar merge candidates above its own k-th
+    neighbour's similarity: (point ids, CSR rows). `thresholds` is (every sequence id, sorted;
+    its threshold)."""
     index = faiss.deserialize_index(index_bytes)
     ids, emb = read_embeddings([Path(embed_file)])
     sims, nbrs = search_index(index, normalize_embeddings(emb, embed_file), min(knn_k, index.ntotal))
-    return ids, to_graph(sims, nbrs, index.ntotal).matrix
+    return ids, threshold_edges(sims, nbrs, index.ntotal, thresholds[1][rows_of(thresholds[0], ids, embed_file)])
+
+
+@ray.remote
+def group_merge(
+    partitions: list[int], scatter_dir: str, partitions_dir: str, candidates: list[int], keep: int, knn_k: int,
+    params: KnnParams,
+) -> np.ndarray:
+    """A round before the last: merge a group of partitions' candidates (each partition's greedy
+    prefix of the given length) into `keep`, judged on the group's own points."""
+    ids, emb, thresholds, candidate_ids = [], [], [], []
+    for p, c in zip(partitions, candidates):
+        part_ids, part_emb = read_embeddings(sorted(Path(scatter_dir, f"p-{p:05d}").glob("*.parquet")))
+        ordered = read_table(Path(partitions_dir, f"part-{p:05d}.parquet"), ["sequence_id", "kth_similarity"])
+        ordered_ids = ordered.column("sequence_id").to_numpy()
+        by_id = np.argsort(ordered_ids, kind="stable")
+        ids.append(part_ids)
+        emb.append(part_emb)
+        thresholds.append(ordered.column("kth_similarity").to_numpy()[by_id][rows_of(ordered_ids[by_id], part_ids,
+                                                                                      f"partition {p}")])
+        candidate_ids.append(ordered_ids[:c])
+    return merge_group(np.concatenate(ids), np.concatenate(emb), np.concatenate(thresholds),
+                       np.concatenate(candidate_ids), keep, knn_k, params)
+
+
+def rows_of(sorted_ids: np.ndarray, ids: np.ndarray, where: str) -> np.ndarray:
+    """Row of each id in a sorted id array; every id must be there."""
+    rows = np.searchsorted(sorted_ids, ids)
+    found = rows < len(sorted_ids)
+    found[found] = sorted_ids[rows[found]] == ids[found]
+    if not found.all():
+        raise ValueError(f"{where}: {int((~found).sum())} sequence ids have no selection result")
+    return rows
 
 
 @ray.remote

@@ -32,14 +32,16 @@ from training.tokenizer import load_tokenizer
 STATE_FILE = "state.pt"
 
 
-def load_selection(select_dir: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
-    """(per-partition (ids, probabilities) in partition then rank order, greedi subset ids)."""
+def load_selection(select_dir: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray | None]:
+    """(per-partition (ids, probabilities) in partition then rank order, greedi subset ids or None
+    where the select stage ran no merge)."""
     probs = pq.read_table(select_dir / "probabilities.parquet").sort_by([("shard", "ascending"), ("rank", "ascending")])
     shard = probs.column("shard").to_numpy()
     ids, p = probs.column("sequence_id").to_numpy(), probs.column("probability").to_numpy()
     bounds = np.flatnonzero(np.diff(shard)) + 1
     partitions = list(zip(np.split(ids, bounds), np.split(p, bounds)))
-    greedi = pq.read_table(select_dir / "subset_greedi.parquet").column("sequence_id").to_numpy()
+    greedi_file = select_dir / "subset_greedi.parquet"
+    greedi = pq.read_table(greedi_file).column("sequence_id").to_numpy() if greedi_file.exists() else None
     return partitions, greedi
 
 

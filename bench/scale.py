@@ -1,11 +1,14 @@
 """Scale run: 25% of N synthetic 384-d embeddings through the real Ray select stage on this machine.
 
-    python -m bench.scale --n 1000000
+    python -m bench.scale --n 1000000                     # the ingenious strategy (no merge)
+    python -m bench.scale --n 1000000 --strategy greedi   # with the GreeDi merge round
+    python -m bench.scale --n 250000 500000 1000000       # growth of each cost, for the README's projection
 
 Writes a throwaway run directory (embedding shards of 50k rows and matching sequence-id shards),
-starts a local Ray cluster, runs the select stage (cluster partitions, IVF kNN graphs, lazy greedy
-over every partition, the `ingenious` draw and the `greedi` merge over all points), and prints the
-time of each phase and the peak memory of all processes together.
+starts a local Ray cluster, runs the select stage (cluster partitions of ~n/64 points, IVF kNN
+graphs, lazy greedy over every partition, the `ingenious` draw, and with `--strategy greedi` the
+merge over all points), and prints the time of each phase and the peak memory of all processes
+together above idle Ray, ending with one line per run.
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ def write_synthetic_run(root: Path, n: int, d: int = 384, clusters: int = 100, s
         write_parquet(pa.table({"sequence_id": pa.array(ids, pa.int64())}), root / "prepare" / "sequences" / f"part-{s:05d}.parquet")
 
 
-def scale_run(n: int, partitions: int = 64) -> dict:
+def scale_run(n: int, partitions: int, strategy: str, merge_max_candidates: int) -> dict:
     root = Path(tempfile.mkdtemp(prefix="ingenious-scale-"))
     try:
         start = time.perf_counter()
@@ -51,7 +54,8 @@ def scale_run(n: int, partitions: int = 64) -> dict:
         print(f"wrote {n} synthetic embeddings in {time.perf_counter() - start:.1f}s to {root}", flush=True)
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         cfg = PipelineConfig(select=SelectConfig(partition="cluster", num_partitions=partitions, knn_k=20,
-                                                 knn_method="ivf", fraction=0.25))
+                                                 knn_method="ivf", fraction=0.25, strategy=strategy,
+                                                 merge_max_candidates=merge_max_candidates))
         out = root / "select"
         out.mkdir()
         with PeakRss(interval=0.2) as mem:
@@ -62,17 +66,28 @@ def scale_run(n: int, partitions: int = 64) -> dict:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     phases = summary["seconds_by_phase"]
-    print(json.dumps({k: summary[k] for k in ("sequences", "budget", "partitions", "largest_partition",
-                                                "ingenious_subset", "greedi_subset", "greedi_candidates")}))
-    print(f"select stage: {total:.1f}s total = partition+scatter {phases['partition']:.1f}s, "
-          f"kNN graphs + greedy {phases['greedy']:.1f}s, merge {phases['merge']:.1f}s, "
-          f"rest {total - sum(phases.values()):.1f}s; peak memory of all processes {mem.peak / 2**30:.2f} GB above idle")
-    return summary
+    print(json.dumps({k: summary.get(k) for k in ("sequences", "budget", "partitions", "largest_partition",
+                                                    "ingenious_subset", "greedi_subset", "greedi_candidates",
+                                                    "greedi_rounds", "phases_run")}))
+    per_partition = np.mean([s["seconds"] for s in summary["per_partition"]])
+    print(f"select stage: {total:.1f}s total = " + ", ".join(f"{k} {v:.1f}s" for k, v in phases.items())
+          + f", rest {total - sum(phases.values()):.1f}s; {per_partition:.2f}s per partition task "
+          f"({n // partitions} points); peak memory of all processes {mem.peak / 2**30:.2f} GB above idle")
+    return {"n": n, "strategy": strategy, "total_s": total, "peak_gb": mem.peak / 2**30, **phases,
+            "partition_task_s": per_partition, "candidates": summary.get("greedi_candidates"),
+            "rounds": summary.get("greedi_rounds")}
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1_000_000)
-    parser.add_argument("--partitions", type=int, default=64)
+    parser.add_argument("--n", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument("--partitions", type=int, default=None, help="default: n / 15,625 (64 at 1M)")
+    parser.add_argument("--strategy", choices=("ingenious", "greedi"), default="ingenious")
+    parser.add_argument("--merge-max-candidates", type=int, default=SelectConfig().merge_max_candidates)
     args = parser.parse_args()
-    scale_run(args.n, args.partitions)
+    results = [scale_run(n, args.partitions or max(1, n // 15_625), args.strategy, args.merge_max_candidates)
+               for n in args.n]
+    for r in results:
+        print(f"bench.scale n={r['n']} strategy={r['strategy']} total={r['total_s']:.1f}s "
+              f"peak={r['peak_gb']:.2f}GB partition={r['partition']:.1f}s greedy={r['greedy']:.1f}s "
+              f"merge={r.get('merge', 0.0):.1f}s candidates={r['candidates']} rounds={r['rounds']}")

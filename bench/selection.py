@@ -30,12 +30,8 @@ from selection.knn import (
     normalize_embeddings,
 )
 from selection.partition import nearest_centroid, random_partition, spherical_kmeans
-from selection.shard import (
-    candidate_graph,
-    greedi_candidates,
-    merge_select,
-    order_shard,
-)
+from selection.merge import candidate_count, candidate_graph, merge_select
+from selection.shard import order_shard
 
 
 def compare_optimizers(
@@ -87,18 +83,29 @@ def print_comparison(rows: list[dict]) -> None:
               f"{ratio('apricot')} |")
 
 
-def local_solution(parts: np.ndarray, x: np.ndarray, k: int, budget: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """Per-partition greedy orders, and the union of each partition's budget-share prefix."""
-    orders = [order_shard(np.flatnonzero(parts == p), x[parts == p], k).sequence_ids for p in np.unique(parts)]
+def local_solution(
+    parts: np.ndarray, x: np.ndarray, k: int, budget: int
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Per-partition greedy orders, the union of each partition's budget-share prefix, and every
+    point's k-th neighbour similarity in its partition's graph (the merge's edge floor)."""
+    orders, thresholds = [], np.zeros(len(x), dtype=np.float32)
+    for p in np.unique(parts):
+        result = order_shard(np.flatnonzero(parts == p), x[parts == p], k)
+        orders.append(result.sequence_ids)
+        thresholds[result.sequence_ids] = result.kth_similarity
     share = [o[: math.ceil(len(o) * budget / len(x))] for o in orders]
-    return orders, np.concatenate(share)[:budget]
+    return orders, np.concatenate(share)[:budget], thresholds
 
 
-def merged_solution(orders: list[np.ndarray], x: np.ndarray, k: int, budget: int, oversample: float) -> np.ndarray:
-    candidates = np.sort(np.concatenate([o[: greedi_candidates(len(o), budget, len(x), oversample)] for o in orders]))
+def merged_solution(
+    orders: list[np.ndarray], x: np.ndarray, k: int, budget: int, oversample: float, thresholds: np.ndarray | None
+) -> np.ndarray:
+    """The merge round over every point; `thresholds` None is the merge before it had edge floors."""
+    candidates = np.sort(np.concatenate([o[: candidate_count(len(o), budget, len(x), oversample)] for o in orders]))
     cand = x[candidates]
-    blocks = [(np.arange(s, min(s + 20000, len(x))), candidate_graph(x[s : s + 20000], cand, k))
-              for s in range(0, len(x), 20000)]
+    blocks = [(np.arange(s, min(s + 20000, len(x))), candidate_graph(
+        x[s : s + 20000], cand, k, thresholds=None if thresholds is None else thresholds[s : s + 20000]))
+        for s in range(0, len(x), 20000)]
     order, _, _ = merge_select(blocks, min(budget, len(candidates)))
     return candidates[order]
 
@@ -158,9 +165,11 @@ def distributed_quality(
                 fit = x[np.random.default_rng(0).choice(n, min(n, 100_000), replace=False)]
                 return nearest_centroid(x, spherical_kmeans(fit, p, seed=0))
             parts, part_s, _ = measure(shards, repeats=1)
-            (orders, local), local_s, _ = measure(lambda: local_solution(parts, x, k, budget), repeats=1)
+            (orders, local, floors), local_s, _ = measure(lambda: local_solution(parts, x, k, budget), repeats=1)
             add(f"{kind} shards P={p}, no merge", local, part_s + local_s)
-            merged, merge_s, _ = measure(lambda: merged_solution(orders, x, k, budget, 2.0), repeats=1)
+            merged, merge_s, _ = measure(lambda: merged_solution(orders, x, k, budget, 2.0, None), repeats=1)
+            add(f"{kind} shards P={p} + merge, no edge floor (before issue 15)", merged, part_s + local_s + merge_s)
+            merged, merge_s, _ = measure(lambda: merged_solution(orders, x, k, budget, 2.0, floors), repeats=1)
             add(f"{kind} shards P={p} + merge over all points", merged, part_s + local_s + merge_s)
     params = KnnParams(method="ivf", nprobe=16)
     approx, approx_s, _ = measure(lambda: knn_graph(x, k, params), repeats=1)
@@ -191,9 +200,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the small grid, under 5 minutes on 2 cores")
     parser.add_argument("--embeddings", help="an embed/ folder of a run: benchmark on those real embeddings")
+    parser.add_argument("--merge-quality", type=int, nargs="*", metavar="P",
+                        help="only the distributed-selection table at n = 100k, for these partition counts")
     args = parser.parse_args()
     if args.embeddings:
         real_embeddings(Path(args.embeddings))
+        return
+    if args.merge_quality:
+        distributed_quality(100_000, 20, 0.25, args.merge_quality)
         return
     grid = [(10_000, 10, 0.10)] if args.quick else [
         (n, k, f) for n in (10_000, 50_000) for k in (10, 50) for f in (0.10, 0.25)]

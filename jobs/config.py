@@ -94,7 +94,13 @@ class SelectConfig:
     knn_nprobe: int = 16
     optimizer: str = "lazy"  # lazy (exact greedy) or stochastic
     epsilon: float = 0.01  # stochastic greedy only
+    # The GreeDi merge round runs only when something uses its subset: strategy greedi, train.subset
+    # greedi, or greedi_merge: true (e.g. an experiment's GreeDi arm over an ingenious pipeline).
+    greedi_merge: bool = False
     greedi_oversample: float = 2.0  # each partition sends oversample x its budget share to the merge
+    # The most candidates one merge task holds (its index: candidates x dim x 4 bytes). Above it,
+    # groups of partitions are merged first, each keeping its part of this many, then the last round.
+    merge_max_candidates: int = 600_000
     seed: int = 0
     cpus_per_task: float = 1.0  # Ray resources of each partition / merge task
     gpus_per_task: float = 0.0  # with knn_method torch, partition graphs are built on the task's GPU
@@ -116,9 +122,9 @@ class SelectConfig:
         if self.cpus_per_task <= 0 or self.gpus_per_task < 0:
             raise ValueError("select.cpus_per_task must be > 0 and gpus_per_task >= 0")
         if (self.num_partitions is not None and self.num_partitions < 1) or self.partition_size < 1 or self.knn_k < 1 \
-                or self.greedi_oversample < 1.0 or self.max_partition_factor < 1.0:
+                or self.greedi_oversample < 1.0 or self.max_partition_factor < 1.0 or self.merge_max_candidates < 1:
             raise ValueError("select.num_partitions (or null) >= 1, partition_size >= 1, knn_k >= 1, "
-                             "greedi_oversample >= 1 and max_partition_factor >= 1 are required")
+                             "greedi_oversample >= 1, max_partition_factor >= 1 and merge_max_candidates >= 1 are required")
 
     def partitions_for(self, n: int) -> int:
         return self.num_partitions or max(1, math.ceil(n / self.partition_size))
@@ -167,6 +173,10 @@ class PipelineConfig:
             -self.model.num_layers - 1 <= self.embed.layer <= self.model.num_layers
         ):
             raise ValueError(f"embed.layer {self.embed.layer} is out of range for model.num_layers={self.model.num_layers}")
+
+    def runs_greedi_merge(self) -> bool:
+        """Whether anything uses the GreeDi subset, so the select stage must compute it."""
+        return self.select.strategy == "greedi" or self.select.greedi_merge or self.train.subset == "greedi"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

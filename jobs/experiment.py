@@ -108,7 +108,10 @@ def load_experiment(path: str | Path, *, base: Path | None = None) -> Experiment
         raise ValueError(f"{path}: 'seeds' must be a non-empty list of distinct integers, got {seeds!r}")
 
     def pipeline(overrides: dict, where: str) -> PipelineConfig:
-        return resolve_paths(build_section(PipelineConfig, _merge(raw["pipeline"], overrides), where, str(path)), base)
+        cfg = resolve_paths(build_section(PipelineConfig, _merge(raw["pipeline"], overrides), where, str(path)), base)
+        # Every variant computes its GreeDi subset: the greedi arm trains on it, and the report
+        # measures each variant's coverage against its greedy top-k.
+        return dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, greedi_merge=True))
 
     main = pipeline({}, "pipeline")
     pipelines, runs, notes = {MAIN: main}, [], {}

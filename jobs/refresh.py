@@ -44,8 +44,9 @@ def snapshot_id(cfg: PipelineConfig) -> str:
     return digest.hexdigest()[:16]
 
 
-def greedi_ids(select_dir: Path) -> np.ndarray:
-    return read_table(select_dir / "subset_greedi.parquet", ["sequence_id"]).column("sequence_id").to_numpy()
+def subset_ids(select_dir: Path) -> np.ndarray:
+    """The subset the train stage uses (the configured strategy's, subset.parquet)."""
+    return read_table(select_dir / "subset.parquet", ["sequence_id"]).column("sequence_id").to_numpy()
 
 
 def rows_of(ids: np.ndarray, among: np.ndarray) -> np.ndarray:
@@ -139,7 +140,7 @@ def diff_report(previous: RunDir, version: RunDir) -> dict:
     old_ids, old_emb = read_embeddings(shard_files(previous.stage("embed")))
     new_ids, new_emb = read_embeddings(shard_files(version.stage("embed")))
     old_emb, new_emb = normalize_embeddings(old_emb), normalize_embeddings(new_emb)
-    old_subset, new_subset = greedi_ids(previous.stage("select")), greedi_ids(version.stage("select"))
+    old_subset, new_subset = subset_ids(previous.stage("select")), subset_ids(version.stage("select"))
     surviving = old_subset[np.isin(old_subset, new_ids)]
     row_old = {int(s): r for r, s in enumerate(old_ids)}
     row_new = {int(s): r for r, s in enumerate(new_ids)}
@@ -155,7 +156,7 @@ def diff_report(previous: RunDir, version: RunDir) -> dict:
         "previous": str(previous.root), "snapshot": version.root.name,
         "embedding": version.read_manifest("embed")["summary"],
         "pool": counts(old_ids, new_ids),
-        "subset_greedi": counts(old_subset, new_subset),
+        "subset": counts(old_subset, new_subset),
         "subset_ingenious_draw0": {"size": len(draw0)},
         "coverage": {
             "previous_subset_on_previous_pool": coverage(old_emb, old_emb[[row_old[int(s)] for s in old_subset]]),
@@ -169,7 +170,7 @@ def diff_markdown(diff: dict) -> str:
     lines = [f"# Refresh {diff['snapshot']} (from {diff['previous']})", "",
              f"Embeddings: {diff['embedding']['reused']} reused, {diff['embedding']['embedded_now']} computed.", "",
              "| | before | after | kept | added | dropped |", "|---|---|---|---|---|---|"]
-    for name in ("pool", "subset_greedi"):
+    for name in ("pool", "subset"):
         c = diff[name]
         lines.append(f"| {name} | {c['before']} | {c['after']} | {c['kept']} | {c['added']} | {c['dropped']} |")
     cov = diff["coverage"]

@@ -49,16 +49,19 @@ def gain_curves(select: Path, out: Path) -> str:
 
 
 def subset_quality(run: RunDir, out: Path, seed: int = 0) -> tuple[str, dict]:
-    """Coverage of greedi and ingenious draw 0 against random subsets of the same size, and a PCA map."""
+    """Coverage of ingenious draw 0 (and greedi, when the run computed it) against random subsets of
+    the same size, and a PCA map of the configured strategy's subset."""
     ids, emb = read_embeddings(shard_files(run.stage("embed")))
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(len(ids), min(len(ids), MAX_POINTS), replace=False))
     emb = normalize_embeddings(emb)
     row = {int(s): r for r, s in enumerate(ids)}
-    subsets = {
-        "greedi": read_table(run.stage("select") / "subset_greedi.parquet").column("sequence_id").to_numpy(),
-        "ingenious (draw 0)": read_table(run.stage("select") / "subset.parquet").column("sequence_id").to_numpy(),
-    }
+    select = run.stage("select")
+    subsets = {"ingenious (draw 0)": read_table(select / "subset_ingenious.parquet").column("sequence_id").to_numpy()}
+    if (select / "subset_greedi.parquet").exists():
+        subsets["greedi"] = read_table(select / "subset_greedi.parquet").column("sequence_id").to_numpy()
+    strategy = run.read_manifest("select")["summary"]["strategy"]
+    shown = read_table(select / "subset.parquet").column("sequence_id").to_numpy()
     scores = {}
     for name, subset in subsets.items():
         rows = np.array([row[int(s)] for s in subset])
@@ -67,10 +70,10 @@ def subset_quality(run: RunDir, out: Path, seed: int = 0) -> tuple[str, dict]:
                         "random_mean": float(np.mean(randoms)), "random_std": float(np.std(randoms))}
     centred = emb[sample] - emb[sample].mean(0)
     xy = centred @ np.linalg.svd(centred, full_matrices=False)[2][:2].T
-    chosen = np.isin(ids[sample], subsets["greedi"])
+    chosen = np.isin(ids[sample], shown)
     fig, ax = plt.subplots(figsize=(6, 5))
     ax.scatter(xy[~chosen, 0], xy[~chosen, 1], s=3, c="#bbbbbb", label="not selected")
-    ax.scatter(xy[chosen, 0], xy[chosen, 1], s=4, c="#d62728", label="selected (greedi)")
+    ax.scatter(xy[chosen, 0], xy[chosen, 1], s=4, c="#d62728", label=f"selected ({strategy})")
     ax.set(title="Embeddings, first two principal components", xticks=[], yticks=[])
     ax.legend(markerscale=3)
     return _save(fig, out / "projection.png"), scores

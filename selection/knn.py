@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import faiss
 import numpy as np
 import scipy.sparse as sp
+
+if TYPE_CHECKING:  # FAISS is imported where an index is built: a GPU box may have torch but no FAISS
+    import faiss
 
 METHODS = ("exact", "ivf", "hnsw", "torch")
 
@@ -92,6 +95,8 @@ def search_index(index: faiss.Index, queries: np.ndarray, k: int, query_block: i
 
 def build_index(base: np.ndarray, params: KnnParams) -> faiss.Index:
     """A FAISS index over normalised base vectors (`torch` gets an exact flat index here)."""
+    import faiss
+
     d = base.shape[1]
     if params.method in ("exact", "torch"):
         index = faiss.IndexFlatIP(d)
@@ -102,7 +107,7 @@ def build_index(base: np.ndarray, params: KnnParams) -> faiss.Index:
         nlist = params.nlist or max(1, min(len(base) // 39, int(2 * math.sqrt(len(base)))))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = 1234  # FAISS k-means is seeded: the same data gives the same cells
-        index.cp.max_points_per_centroid = 64  # train on a sample: cells need not be perfect
+        index.cp.max_points_per_centroid = 39  # train on a sample (FAISS warns below 39): cells need not be perfect
         index.train(base)
         index.nprobe = min(params.nprobe, nlist)
     index.add(base)

@@ -7,6 +7,7 @@ sequences exist, so a corpus refresh keeps every surviving sequence in its parti
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -44,10 +45,12 @@ def spherical_kmeans(sample: np.ndarray, num_clusters: int, *, seed: int, iterat
         centroids.append(sample[pick])
         closest = np.maximum(closest, sample @ sample[pick])
     c = np.stack(centroids).astype(np.float32)
+    rows = np.arange(len(sample))
     for _ in range(iterations):
         labels = np.argmax(sample @ c.T, axis=1)
-        sums = np.zeros_like(c)
-        np.add.at(sums, labels, sample)
+        # Cluster sums as a one-hot sparse product: np.add.at took 95% of the time (11 s at 100k x 384).
+        one_hot = sp.csr_matrix((np.ones(len(sample), np.float32), (labels, rows)), shape=(len(c), len(sample)))
+        sums = np.asarray(one_hot @ sample, dtype=np.float32)
         norms = np.linalg.norm(sums, axis=1)
         empty = norms == 0
         c = np.where(empty[:, None], c, sums / np.where(empty, 1.0, norms)[:, None]).astype(np.float32)

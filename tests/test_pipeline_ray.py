@@ -24,6 +24,7 @@ from selection.partition import (
     split_oversized,
 )
 from selection.sampling import draw_subset, per_partition_budget, taylor_softmax
+from selection.merge import candidate_count, candidate_graph, merge_select
 from selection.shard import order_shard
 from tests.conftest import write_corpus, write_sst2
 from training.packing import sequence_id
@@ -115,8 +116,10 @@ def test_selection_files_and_sizes(tiny):
     assert list(subset.columns) == ["sequence_id", "draw"]
     assert len(subset) == expected_size and subset.sequence_id.is_unique
     assert set(subset.sequence_id) <= set(ids.tolist()) and (subset.draw == 0).all()
-    greedi = pq.read_table(run / "select" / "subset_greedi.parquet").to_pandas()
-    assert len(greedi) == budget and greedi.sequence_id.is_unique and set(greedi.sequence_id) <= set(ids.tolist())
+    # Nothing here uses the GreeDi subset (strategy and train.subset are ingenious): no merge ran.
+    assert not (run / "select" / "subset_greedi.parquet").exists()
+    summary = json.loads((run / "select" / "manifest.json").read_text())["summary"]
+    assert summary["phases_run"] == ["partition", "greedy"] and "greedi_candidates" not in summary
 
 
 def in_process_selection(run, scfg) -> tuple[np.ndarray, np.ndarray, list]:
@@ -135,8 +138,27 @@ def in_process_selection(run, scfg) -> tuple[np.ndarray, np.ndarray, list]:
         result = order_shard(emb_ids[parts == p], emb[parts == p], scfg.knn_k)
         ids.append(result.sequence_ids)
         gains.append(result.gains)
-        partitions.append((result.sequence_ids, taylor_softmax(result.gains)))
+        partitions.append((result.sequence_ids, taylor_softmax(result.gains), result.gains, result.kth_similarity))
     return np.concatenate(ids), np.concatenate(gains), partitions
+
+
+def in_process_merge(run, scfg) -> np.ndarray:
+    """The one-round GreeDi merge recomputed in one process: candidates, floors, the local solution."""
+    emb_ids, emb = read_embeddings(shard_files(run / "embed"))
+    _, _, partitions = in_process_selection(run, scfg)
+    n = len(emb_ids)
+    budget = round(scfg.fraction * n)
+    local = max(partitions, key=lambda p: p[2][:budget].sum())[0][:budget]
+    candidates = np.unique(np.concatenate(
+        [ids[: candidate_count(len(ids), budget, n, scfg.greedi_oversample)] for ids, *_ in partitions] + [local]))
+    floor_ids = np.concatenate([p[0] for p in partitions])
+    floors = np.concatenate([p[3] for p in partitions])[np.argsort(floor_ids)]
+    by_id = np.argsort(emb_ids)
+    xn = normalize_embeddings(emb[by_id])
+    graph = candidate_graph(xn, xn[np.searchsorted(emb_ids[by_id], candidates)], scfg.knn_k, scfg.knn_params(),
+                            thresholds=floors)
+    order, _, _ = merge_select([(emb_ids[by_id], graph)], budget, np.searchsorted(candidates, local))
+    return candidates[order]
 
 
 def assert_select_matches_in_process(run, scfg):
@@ -146,7 +168,7 @@ def assert_select_matches_in_process(run, scfg):
     assert probs.column("gain").to_numpy().tobytes() == gains.tobytes()
     budget = round(scfg.fraction * len(ids))
     subset = pq.read_table(run / "select" / "subset_ingenious.parquet").column("sequence_id").to_numpy()
-    assert subset.tolist() == draw_subset(partitions, budget, seed=scfg.seed, draw=0).tolist()
+    assert subset.tolist() == draw_subset([p[:2] for p in partitions], budget, seed=scfg.seed, draw=0).tolist()
 
 
 def test_ray_selection_equals_in_process_selection(tiny):
@@ -167,8 +189,48 @@ def test_select_variants_on_a_copy_of_the_run(tiny, tmp_path, change):
     assert rows[0]["status"] == "ran"
     assert_select_matches_in_process(copy, variant.select)
     if "cpus_per_task" in change:  # 1 or 4 concurrent workers instead of 2: the same bytes
-        for f in ("probabilities.parquet", "subset.parquet", "subset_greedi.parquet"):
+        for f in ("probabilities.parquet", "subset.parquet"):
             assert (copy / "select" / f).read_bytes() == (run / "select" / f).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def greedi_runs(tiny, tmp_path_factory):
+    """The tiny run's selection again with the GreeDi merge: one round, and two rounds (groups of
+    partitions first) with 2 and with 4 concurrent workers."""
+    cfg, run, _ = tiny
+    budget = round(cfg.select.fraction * len(read_sequences(run / "prepare" / "sequences")[0]))
+    cap = budget + budget // 4  # below the ~2 x budget candidates, above any two partitions' share
+    runs = {}
+    for name, change in (("one-round", {}), ("two-rounds", {"merge_max_candidates": cap}),
+                         ("two-rounds-four-workers", {"merge_max_candidates": cap, "cpus_per_task": 0.5})):
+        copy = tmp_path_factory.mktemp("greedi") / "run"
+        shutil.copytree(run, copy)
+        variant = dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, greedi_merge=True, **change))
+        assert run_pipeline(variant, copy, only=["select"])[0]["status"] == "ran"
+        runs[name] = (variant, copy, json.loads((copy / "select" / "manifest.json").read_text())["summary"])
+    return runs
+
+
+def test_greedi_merge_equals_the_in_process_merge(greedi_runs):
+    variant, copy, summary = greedi_runs["one-round"]
+    assert summary["phases_run"] == ["partition", "greedy", "merge"] and summary["greedi_rounds"] == 1
+    merged = pq.read_table(copy / "select" / "subset_greedi.parquet").column("sequence_id").to_numpy()
+    assert merged.tolist() == in_process_merge(copy, variant.select).tolist()
+    assert summary["greedi_subset"] == len(merged) == summary["budget"]
+    # The ingenious files do not change with the merge.
+    assert_select_matches_in_process(copy, variant.select)
+
+
+def test_greedi_tree_merge_has_the_budget_and_does_not_depend_on_workers(greedi_runs):
+    _, one, one_summary = greedi_runs["one-round"]
+    _, two, summary = greedi_runs["two-rounds"]
+    _, four, _ = greedi_runs["two-rounds-four-workers"]
+    assert summary["greedi_rounds"] == 2 and summary["greedi_candidates"] < one_summary["greedi_candidates"]
+    merged = pq.read_table(two / "select" / "subset_greedi.parquet").to_pandas()
+    ids, _ = read_sequences(two / "prepare" / "sequences")
+    assert len(merged) == summary["budget"] and merged.sequence_id.is_unique
+    assert set(merged.sequence_id) <= set(ids.tolist())
+    assert (four / "select" / "subset_greedi.parquet").read_bytes() == (two / "select" / "subset_greedi.parquet").read_bytes()
 
 
 def test_training_and_evaluation_numbers(tiny):
@@ -202,7 +264,7 @@ def test_second_run_skips_every_stage(tiny):
 
 def test_forced_select_reproduces_the_subset_byte_for_byte_and_reruns_downstream(tiny):
     cfg, run, _ = tiny
-    files = ["subset.parquet", "subset_greedi.parquet", "probabilities.parquet"]
+    files = ["subset.parquet", "subset_ingenious.parquet", "probabilities.parquet"]
     before = {f: (run / "select" / f).read_bytes() for f in files}
     rows = run_pipeline(cfg, run, force=["select"])
     assert {r["stage"]: r["status"] for r in rows} == {

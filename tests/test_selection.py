@@ -10,7 +10,8 @@ from selection.greedy import lazy_greedy, naive_greedy
 from selection.knn import KnnGraph, dense_graph, knn_graph, normalize_embeddings
 from selection.partition import random_partition
 from selection.sampling import draw_subset, per_partition_budget, taylor_softmax
-from selection.shard import candidate_graph, merge_select, order_shard
+from selection.merge import candidate_graph, merge_select
+from selection.shard import order_shard
 
 
 def clustered(n: int, d: int = 16, clusters: int = 5, seed: int = 0) -> np.ndarray:

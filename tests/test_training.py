@@ -202,3 +202,11 @@ def test_gpu_benchmark_runs_on_cpu():
 
     result = measure("tiny", steps=2, batch=4, device=torch.device("cpu"), warmup=1)
     assert result["train_tokens_per_s"] > 0 and result["embed_sequences_per_s"] > 0 and result["mfu"] is None
+
+
+def test_gpu_knn_benchmark_runs_on_cpu_without_faiss_gpu():
+    from bench.gpu import knn_graph_seconds
+
+    result = knn_graph_seconds(500, device=torch.device("cpu"), d=16, k=5)
+    assert result["torch_s"] > 0 and result["n"] == 500
+    assert result["faiss_gpu"] in ("faiss not installed", "this faiss has no GPU support")

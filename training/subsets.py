@@ -80,7 +80,8 @@ def draw_function(
         return lambda d: rows_for(draw_subset(partitions, budget, seed=seed, draw=d))
     if mode == "greedi":
         if fixed_ids is None:
-            raise ValueError("subset 'greedi' needs the merged subset")
+            raise ValueError("subset 'greedi' needs the merged subset (select/subset_greedi.parquet): the select stage "
+                             "computes it when select.strategy or train.subset is greedi, or select.greedi_merge is true")
         fixed_rows = rows_for(fixed_ids)
         return lambda d: fixed_rows
     raise ValueError(f"unknown subset mode {mode!r}")

@@ -1,11 +1,12 @@
 """select: partitions -> per-partition greedy order with gains (one Ray task each) ->
-`ingenious` probabilities and draw 0, and the `greedi` merge round.
+`ingenious` probabilities and draw 0, and, when something uses it, the `greedi` merge round.
 
 Partitions are `cluster` (spherical k-means cells fitted on a sample, oversized cells split) or
 `random` (the paper's). Files: probabilities.parquet (sequence_id, shard, rank, gain, probability),
-subset_ingenious.parquet (sequence_id, draw), subset_greedi.parquet (sequence_id, rank, gain), and
-subset.parquet, a copy of the configured strategy's subset. partitions/part-p.parquet hold each
-task's result, so a resumed run orders only the partitions that have none.
+subset_ingenious.parquet (sequence_id, draw), subset_greedi.parquet (sequence_id, rank, gain; only
+when the merge runs), and subset.parquet, a copy of the configured strategy's subset.
+partitions/part-p.parquet hold each task's result, so a resumed run orders only the partitions
+that have none.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ import pyarrow as pa
 import ray
 
 from actors.selector import (
-    assign_clusters, candidate_edges, candidate_index, merge_round, order_partition, sample_embeddings, scatter_shard,
+    assign_clusters, candidate_edges, candidate_index, group_merge, merge_round, order_partition, sample_embeddings,
+    scatter_shard,
 )
 from dataio.rundir import read_table, shard_files, write_parquet
 from jobs.config import PipelineConfig, SelectConfig
@@ -28,7 +30,7 @@ from jobs.monitor import gather
 from jobs.stages.base import Context, Stage
 from selection.partition import random_partition, spherical_kmeans, split_oversized
 from selection.sampling import draw_subset, taylor_softmax
-from selection.shard import greedi_candidates
+from selection.merge import candidate_count, group_keep, merge_groups
 
 
 class Select(Stage):
@@ -36,7 +38,7 @@ class Select(Stage):
     needs = ("embed",)
 
     def settings(self, cfg: PipelineConfig) -> dict:
-        return {"select": dataclasses.asdict(cfg.select)}
+        return {"select": dataclasses.asdict(cfg.select), "greedi_merge": cfg.runs_greedi_merge()}
 
     def run(self, ctx: Context, out: Path) -> dict:
         scfg = ctx.cfg.select
@@ -54,8 +56,8 @@ class Select(Stage):
         if scfg.memory_per_task_gb:
             task["memory"] = int(scfg.memory_per_task_gb * 2**30)
         todo = [int(p) for p in np.unique(parts) if not (out / "partitions" / f"part-{p:05d}.parquet").exists()]
-        scatter = out / "scatter"
-        if todo:
+        scatter = out / "scatter"  # the merge's group rounds read it too
+        if todo or ctx.cfg.runs_greedi_merge():
             ray.get([scatter_shard.remote(f, fp, str(scatter)) for f, fp in zip(embed_files, parts_per_file)
                      if not (scatter / f"_done-{Path(f).name}").exists()])
         seconds = {"partition": time.perf_counter() - clock}
@@ -72,32 +74,40 @@ class Select(Stage):
         bounds = np.flatnonzero(np.diff(shard)) + 1
         seq_ids, gains = ordered.column("sequence_id").to_numpy(), ordered.column("gain").to_numpy()
         probs = np.concatenate([taylor_softmax(g) for g in np.split(gains, bounds)])
-        write_parquet(ordered.append_column("probability", pa.array(probs, pa.float64())), out / "probabilities.parquet")
+        write_parquet(ordered.select(["sequence_id", "shard", "rank", "gain"]).append_column(
+            "probability", pa.array(probs, pa.float64())), out / "probabilities.parquet")
         draw0 = draw_subset(list(zip(np.split(seq_ids, bounds), np.split(probs, bounds))), budget, seed=scfg.seed, draw=0)
         write_parquet(pa.table({"sequence_id": pa.array(draw0, pa.int64()),
                                 "draw": pa.array(np.zeros(len(draw0), np.int32))}), out / "subset_ingenious.parquet")
 
-        clock = time.perf_counter()
-        merged = greedi(embed_files, list(zip(np.split(seq_ids, bounds), np.split(gains, bounds))), budget, n, scfg, task)
-        seconds["merge"] = time.perf_counter() - clock
-        write_parquet(pa.table({"sequence_id": pa.array(merged["sequence_ids"], pa.int64()),
-                                "rank": pa.array(np.arange(len(merged["sequence_ids"])), pa.int64()),
-                                "gain": pa.array(merged["gains"], pa.float64())}), out / "subset_greedi.parquet")
+        written = ["probabilities.parquet", "subset.parquet", "subset_ingenious.parquet"]
+        merged = None
+        if ctx.cfg.runs_greedi_merge():
+            clock = time.perf_counter()
+            merged = greedi(embed_files, scatter, out / "partitions", ordered, budget, scfg, task)
+            seconds["merge"] = time.perf_counter() - clock
+            write_parquet(pa.table({"sequence_id": pa.array(merged["sequence_ids"], pa.int64()),
+                                    "rank": pa.array(np.arange(len(merged["sequence_ids"])), pa.int64()),
+                                    "gain": pa.array(merged["gains"], pa.float64())}), out / "subset_greedi.parquet")
+            written.append("subset_greedi.parquet")
         shutil.copyfile(out / f"subset_{scfg.strategy}.parquet", out / "subset.parquet")
         shutil.rmtree(scatter, ignore_errors=True)  # a copy of the embeddings, needed only until here
         sizes = np.bincount(shard)
         sizes = sizes[sizes > 0]
+        merge_summary = {} if merged is None else {
+            "greedi_candidates": merged["candidates"], "greedi_rounds": merged["rounds"],
+            "greedi_subset": len(merged["sequence_ids"]), "greedi_objective": merged["objective"],
+            "greedi_kept_local_solution": merged["local_won"]}
         return {
             "sequences": n, "budget": budget, "partition": scfg.partition, "partitions": int(len(sizes)),
             "largest_partition": int(sizes.max()), "smallest_partition": int(sizes.min()),
-            "ingenious_subset": len(draw0), "greedi_candidates": merged["candidates"],
-            "greedi_subset": len(merged["sequence_ids"]), "greedi_objective": merged["objective"],
-            "greedi_kept_local_solution": merged["local_won"],
+            "ingenious_subset": len(draw0), **merge_summary,
             "partition_objective": float(gains.sum()), "strategy": scfg.strategy,
-            "seconds_by_phase": seconds, "partition_task_seconds": sum(s["seconds"] for s in stats), "per_partition": stats,
+            "phases_run": list(seconds), "seconds_by_phase": seconds,
+            "partition_task_seconds": sum(s["seconds"] for s in stats), "per_partition": stats,
             "knn_recall": (float(np.mean([s["knn_recall"] for s in stats])) if stats and stats[0]["knn_recall"] is not None
                            else None),
-            "written": "probabilities.parquet, subset.parquet, subset_ingenious.parquet, subset_greedi.parquet",
+            "written": ", ".join(written),
         }
 
 
@@ -106,10 +116,19 @@ def partition(embed_files: list[str], scfg: SelectConfig) -> tuple[list[np.ndarr
     ids = [read_table(f, ["sequence_id"]).column("sequence_id").to_numpy() for f in embed_files]
     total = sum(len(i) for i in ids)
     num_partitions = scfg.partitions_for(total)
+    if num_partitions > total:
+        raise ValueError(f"select.num_partitions={num_partitions} is larger than the pool ({total} sequences in "
+                         f"{len(embed_files)} embedding shards): use at most {total}, or null for automatic")
     if scfg.partition == "random" or num_partitions == 1:
         return ids, [random_partition(i, num_partitions, scfg.seed) for i in ids]
     rate = min(1.0, scfg.kmeans_sample / total)
     samples = ray.get([sample_embeddings.remote(f, rate, scfg.seed) for f in embed_files])
+    dims = {f: s[1].shape[1] for f, s in zip(embed_files, samples)}
+    if len(set(dims.values())) > 1:
+        first = next(iter(dims))
+        odd = next(f for f, d in dims.items() if d != dims[first])
+        raise ValueError(f"{odd}: embedding dimension {dims[odd]} differs from {dims[first]} in {first}; "
+                         "every shard of embed/ must come from the same encoder (rerun embed with --force)")
     sample_ids = np.concatenate([s[0] for s in samples])
     sample = np.concatenate([s[1] for s in samples])[np.argsort(sample_ids, kind="stable")]  # order-free
     centroids = spherical_kmeans(sample, min(num_partitions, len(sample)), seed=scfg.seed)
@@ -121,22 +140,47 @@ def partition(embed_files: list[str], scfg: SelectConfig) -> tuple[list[np.ndarr
 
 
 def greedi(
-    embed_files: list[str], partitions: list[tuple[np.ndarray, np.ndarray]], budget: int, n: int,
-    scfg: SelectConfig, task: dict,
+    embed_files: list[str], scatter: Path, partitions_dir: Path, ordered: pa.Table, budget: int, scfg: SelectConfig,
+    task: dict,
 ) -> dict:
     """Merge round: each partition's greedy prefix (its oversampled budget share) becomes a
     candidate, and so does the best partition's own greedy solution (RandGreeDi keeps the better
-    of the two). One task builds the candidates' index, and every point's k nearest candidates
-    (one task per embedding shard) form the merge objective, so the merged subset is judged on
+    of the two). When the candidates exceed `merge_max_candidates`, groups of partitions are merged
+    first (one task each, on the group's own points). The last round: one task builds the
+    candidates' index, and every point's nearest candidates above its own k-th neighbour's
+    similarity (one task per embedding shard) form the objective, so the merged subset is judged on
     all the data, not only on the candidates."""
-    best = max(partitions, key=lambda p: p[1][:budget].sum())  # (ids in greedy order, gains)
+    if budget > scfg.merge_max_candidates:
+        raise ValueError(f"select.merge_max_candidates={scfg.merge_max_candidates} is below the budget ({budget} "
+                         "sequences): the last merge round must hold at least the budget; raise it")
+    shard = ordered.column("shard").to_numpy()
+    bounds = np.flatnonzero(np.diff(shard)) + 1
+    partition_ids = [int(p[0]) for p in np.split(shard, bounds)]
+    orders = np.split(ordered.column("sequence_id").to_numpy(), bounds)
+    n = len(shard)
+    best = max(zip(orders, np.split(ordered.column("gain").to_numpy(), bounds)), key=lambda p: p[1][:budget].sum())
     local_ids = best[0][:budget]
-    candidate_ids = np.unique(np.concatenate(
-        [ids[: greedi_candidates(len(ids), budget, n, scfg.greedi_oversample)] for ids, _ in partitions] + [local_ids]))
+    counts = [candidate_count(len(ids), budget, n, scfg.greedi_oversample) for ids in orders]
+    rounds = 1
+    if sum(counts) > scfg.merge_max_candidates:
+        groups = merge_groups(counts, scfg.merge_max_candidates)
+        keep = [group_keep(sum(counts[i] for i in g), sum(len(orders[i]) for i in g), sum(counts),
+                           scfg.merge_max_candidates, budget, n) for g in groups]
+        chosen = gather([group_merge.options(**task).remote(
+            [partition_ids[i] for i in g], str(scatter), str(partitions_dir), [counts[i] for i in g], k, scfg.knn_k,
+            scfg.knn_params()) for g, k in zip(groups, keep)], "select: merge groups", "groups")
+        candidate_ids = np.unique(np.concatenate(chosen + [local_ids]))
+        rounds = 2
+    else:
+        candidate_ids = np.unique(np.concatenate([ids[:c] for ids, c in zip(orders, counts)] + [local_ids]))
+    ids = ordered.column("sequence_id").to_numpy()
+    by_id = np.argsort(ids, kind="stable")
+    thresholds = ray.put((ids[by_id], ordered.column("kth_similarity").to_numpy()[by_id]))
     index = candidate_index.options(**task).remote(embed_files, candidate_ids, scfg.knn_params())
-    blocks = [candidate_edges.options(**task).remote(f, index, scfg.knn_k) for f in embed_files]
+    blocks = [candidate_edges.options(**task).remote(f, index, scfg.knn_k, thresholds) for f in embed_files]
     local = np.searchsorted(candidate_ids, local_ids)
     merged = ray.get(merge_round.options(**task).remote(min(budget, len(candidate_ids)), local, *blocks))
     merged["sequence_ids"] = candidate_ids[merged["order"]]
     merged["candidates"] = len(candidate_ids)
+    merged["rounds"] = rounds
     return merged
