@@ -23,7 +23,7 @@ from selection.partition import (
     spherical_kmeans,
     split_oversized,
 )
-from selection.sampling import draw_subset, per_partition_budget, taylor_softmax
+from selection.sampling import draw_subset, taylor_softmax
 from selection.shard import order_shard
 from tests.conftest import write_corpus, write_sst2
 from training.packing import sequence_id
@@ -104,16 +104,14 @@ def test_selection_files_and_sizes(tiny):
     assert set(probs.columns) >= {"sequence_id", "shard", "gain", "probability", "rank"}
     assert sorted(probs.sequence_id) == sorted(ids.tolist())
     budget = round(cfg.select.fraction * len(ids))
-    expected_size = 0
     for _, part in probs.groupby("shard"):
         part = part.sort_values("rank")
         assert part.probability.sum() == pytest.approx(1.0)
         assert np.all(np.diff(part.gain.to_numpy()) <= 1e-12)  # greedy gains never increase
         np.testing.assert_allclose(part.probability, taylor_softmax(part.gain.to_numpy()))
-        expected_size += per_partition_budget(len(part), budget, len(ids))
     subset = pq.read_table(run / "select" / "subset.parquet").to_pandas()
     assert list(subset.columns) == ["sequence_id", "draw"]
-    assert len(subset) == expected_size and subset.sequence_id.is_unique
+    assert len(subset) == budget and subset.sequence_id.is_unique
     assert set(subset.sequence_id) <= set(ids.tolist()) and (subset.draw == 0).all()
     greedi = pq.read_table(run / "select" / "subset_greedi.parquet").to_pandas()
     assert len(greedi) == budget and greedi.sequence_id.is_unique and set(greedi.sequence_id) <= set(ids.tolist())

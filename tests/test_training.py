@@ -88,6 +88,18 @@ def test_ingenious_draw_function_matches_the_sampler():
         draw_function("greedi", pool, budget=1, seed=0, fixed_ids=np.array([7]))
 
 
+def test_random_and_ingenious_subsets_have_the_same_size():
+    # 837 sequences in 60 partitions at 25%: compared arms must train on equally many sequences.
+    rng = np.random.default_rng(2)
+    pool = rng.permutation(np.arange(5000, 5837, dtype=np.int64))
+    bounds = np.cumsum([14] * 57 + [13, 13])
+    partitions = [(ids, taylor_softmax(rng.random(len(ids)))) for ids in np.split(pool, bounds)]
+    budget = round(0.25 * len(pool))
+    for mode in ("random", "ingenious"):
+        draws = draw_function(mode, pool, budget=budget, seed=1, partitions=partitions)
+        assert [len(set(draws(d).tolist())) for d in range(3)] == [budget] * 3 == [209] * 3
+
+
 def test_mlm_masking_rates():
     ids = torch.randint(5, 300, (64, 128))
     mask = torch.ones_like(ids)
