@@ -28,6 +28,7 @@ import yaml
 
 from actors.evaluator import evaluate_checkpoint
 from actors.trainer import launch_args, train_in_task
+from dataio.redact import redact, redact_tree
 from dataio.rundir import RunDir
 from jobs.config import PipelineConfig, build_section, check_name, read_yaml, resolve_paths
 from jobs.downstream import submit_downstream
@@ -249,10 +250,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         experiments = [load_experiment(p, base=base) for p in (args.config or DEFAULT_CONFIGS)]
     except ValueError as e:
-        raise SystemExit(f"config error: {e}") from None
+        raise SystemExit(f"config error: {redact(str(e))}") from None
     for exp in experiments:
         print(f"[ingenious] experiment {exp.name}: {len(exp.runs)} runs, variants {', '.join(exp.pipelines)}\n"
-              f"{yaml.safe_dump(exp.pipelines[MAIN].to_dict(), sort_keys=False)}", flush=True)
+              f"{yaml.safe_dump(redact_tree(exp.pipelines[MAIN].to_dict()), sort_keys=False)}", flush=True)
         root = run_experiment(exp, base / args.out)
         print((root / "results.md").read_text(), flush=True)
         print(f"results: {root / 'results.md'}", flush=True)
