@@ -7,8 +7,10 @@ step number, and a resumed run reproduces the uninterrupted one exactly.
 from __future__ import annotations
 
 import math
+import pickle
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -65,6 +67,21 @@ class TrainConfig:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.cpus_per_worker < 1:
             raise ValueError(f"cpus_per_worker must be >= 1, got {self.cpus_per_worker}")
+
+
+def save_state(state: dict, path: Path) -> None:
+    torch.save(state, path)
+
+
+def load_state(path: Path, device: torch.device | str = "cpu") -> dict:
+    """A checkpoint written by save_state: tensors, numbers, strings and containers only. Loading a
+    full pickle would run whatever code the file names, and whoever can write the checkpoint
+    bucket is not thereby allowed to run code in the job."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"checkpoint {path} holds more than weights and training state; refused to load it "
+                         f"({str(e).splitlines()[0]})") from None
 
 
 def step_seed(*parts: int) -> int:
