@@ -253,10 +253,10 @@ def build_section(cls: type, data: Any, where: str, source: str) -> Any:
     try:
         return cls(**kwargs)
     except ValueError as e:
-        message = str(e)
+        message, first = str(e), re.match(r"\w+", str(e))
         # A section shared by several keys (TrainConfig is `train` and `warmstart`) names its fields
         # bare; the key it was read under is prefixed here.
-        if where and re.match(r"\w+", message) and re.match(r"\w+", message)[0] in names:
+        if where and first and first[0] in names:
             message = f"{where}.{message}"
         raise ValueError(f"{source}: {message}") from None
 
