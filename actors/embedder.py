@@ -18,7 +18,15 @@ from training.packing import pad_batch
 from training.tokenizer import load_tokenizer
 
 
-@ray.remote
+# An actor whose process dies (OOM killer, a lost node, a preempted spot instance) is restarted and
+# its unfinished shard retried, instead of failing the whole stage. A retry is safe: a shard is a
+# pure function of its input, and write_parquet renames a finished file into place, so a half-written
+# shard is never taken for done. Exceptions raised by the code itself are not retried: they would
+# fail again.
+RESTARTS = 3
+
+
+@ray.remote(max_restarts=RESTARTS, max_task_retries=RESTARTS)
 class Embedder:
     def __init__(self, encoder_path: str, *, pooling: str, layer: int, batch_size: int, run_tokenizer: str,
                  kind: str, retokenize: bool):
@@ -45,8 +53,8 @@ class Embedder:
         # Length-sorted batches pad little; the output is keyed by sequence_id, so order is free.
         order = np.argsort([len(s) for s in seqs], kind="stable")
         out = []
-        for start in range(0, len(order), self.batch_size):
-            batch = [seqs[r] for r in order[start : start + self.batch_size]]
+        for first in range(0, len(order), self.batch_size):
+            batch = [seqs[r] for r in order[first : first + self.batch_size]]
             input_ids, mask = pad_batch(batch, self.pad_id, max(len(s) for s in batch))
             out.append(embed_batch(self.model, input_ids, mask, pooling=self.pooling, layer=self.layer))
         emb = np.concatenate(out)

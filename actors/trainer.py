@@ -24,7 +24,7 @@ from ray.train.torch import TorchTrainer
 from transformers import PreTrainedTokenizerBase
 
 from dataio.rundir import read_sequences
-from training.loop import LMTrainer, TrainConfig
+from training.loop import LMTrainer, TrainConfig, load_state, save_state
 from training.model import ModelConfig, Objective, build_model
 from training.subsets import SubsetSchedule, draw_function
 from training.tokenizer import load_tokenizer
@@ -110,7 +110,7 @@ def train_worker(args: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
-            start = trainer.load_state_dict(torch.load(Path(folder) / STATE_FILE, map_location=device, weights_only=False))
+            start = trainer.load_state_dict(load_state(Path(folder) / STATE_FILE, device))
     metrics_path = Path(args["out_dir"]) / "metrics.jsonl"
     if rank == 0:
         _truncate_metrics(metrics_path, start)
@@ -123,7 +123,7 @@ def train_worker(args: dict) -> None:
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             with tempfile.TemporaryDirectory() as tmp:
                 if rank == 0:
-                    torch.save(trainer.state_dict(done), Path(tmp) / STATE_FILE)
+                    save_state(trainer.state_dict(done), Path(tmp) / STATE_FILE)
                 ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp) if rank == 0 else None)
     if rank == 0:
         _save_model(model, tok, args["model_out"])

@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import importlib.util
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -57,6 +58,9 @@ class PrepareConfig:
             raise ValueError(f"prepare.heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
         if self.vocab_size < 100 or self.documents_per_shard < 1 or self.min_tokens < 1:
             raise ValueError("prepare.vocab_size >= 100, documents_per_shard >= 1 and min_tokens >= 1 are required")
+        if self.tokenizer_train_documents < 1 or self.num_cpus_per_task < 1:
+            raise ValueError("prepare.tokenizer_train_documents and prepare.num_cpus_per_task must be >= 1, got "
+                             f"{self.tokenizer_train_documents} and {self.num_cpus_per_task}")
 
 
 @dataclass(kw_only=True)
@@ -119,12 +123,21 @@ class SelectConfig:
             raise ValueError(f"select.fraction must be in (0, 1], got {self.fraction}")
         if not 0.0 < self.epsilon < 1.0:
             raise ValueError(f"select.epsilon must be in (0, 1), got {self.epsilon}")
-        if self.cpus_per_task <= 0 or self.gpus_per_task < 0:
+        if not (0.0 < self.cpus_per_task < math.inf) or not (0.0 <= self.gpus_per_task < math.inf):
             raise ValueError("select.cpus_per_task must be > 0 and gpus_per_task >= 0")
         if (self.num_partitions is not None and self.num_partitions < 1) or self.partition_size < 1 or self.knn_k < 1 \
-                or self.greedi_oversample < 1.0 or self.max_partition_factor < 1.0 or self.merge_max_candidates < 1:
+                or not (1.0 <= self.greedi_oversample < math.inf) or not (1.0 <= self.max_partition_factor < math.inf) \
+                or self.merge_max_candidates < 1:
             raise ValueError("select.num_partitions (or null) >= 1, partition_size >= 1, knn_k >= 1, "
                              "greedi_oversample >= 1, max_partition_factor >= 1 and merge_max_candidates >= 1 are required")
+        if self.knn_nprobe < 1:  # FAISS would search no cell and find no neighbours
+            raise ValueError(f"select.knn_nprobe must be >= 1, got {self.knn_nprobe}")
+        if self.kmeans_sample < 1:
+            raise ValueError(f"select.kmeans_sample must be >= 1, got {self.kmeans_sample}")
+        if self.seed < 0:  # NumPy seeds are unsigned
+            raise ValueError(f"select.seed must be >= 0, got {self.seed}")
+        if self.memory_per_task_gb is not None and not (0.0 < self.memory_per_task_gb < math.inf):
+            raise ValueError(f"select.memory_per_task_gb must be > 0 or null, got {self.memory_per_task_gb}")
 
     def partitions_for(self, n: int) -> int:
         return self.num_partitions or max(1, math.ceil(n / self.partition_size))
@@ -141,6 +154,12 @@ class EvaluateConfig:
     seed: int = 1234
     downstream: FinetuneConfig = field(default_factory=FinetuneConfig)  # GLUE-style fine-tuning; off without tasks
 
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or (self.max_sequences is not None and self.max_sequences < 1):
+            raise ValueError("evaluate.batch_size and evaluate.max_sequences (or null) must be >= 1")
+        if self.seed < 0:
+            raise ValueError(f"evaluate.seed must be >= 0, got {self.seed}")
+
 
 @dataclass(kw_only=True)
 class WarmStartConfig(TrainConfig):
@@ -151,6 +170,10 @@ class WarmStartConfig(TrainConfig):
 class RayConfig:
     address: str | None = None  # None: join a running cluster if RAY_ADDRESS is set, else start one
     num_cpus: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise ValueError(f"ray.num_cpus must be >= 1 or null, got {self.num_cpus}")
 
 
 @dataclass(kw_only=True)
@@ -167,6 +190,7 @@ class PipelineConfig:
     ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:
+        check_name(self.name, "name")
         if self.warmstart.subset != "full":
             raise ValueError("warmstart.subset must be 'full': the warm start trains on every sequence")
         if self.embed.encoder == "warmstart" and not (
@@ -180,6 +204,48 @@ class PipelineConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_name(value: Any, key: str) -> None:
+    """A run or experiment name becomes a folder name (Ray Train's storage, experiment outputs): one
+    plain path component, so `../../x` or `a/b` cannot write outside the folder meant for it."""
+    if not isinstance(value, str) or not NAME.fullmatch(value):
+        raise ValueError(f"{key} {value!r} is not a plain name (letters, digits, _ . - only, starting with a "
+                         "letter or digit; no path separators)")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys without a word; a duplicate is almost always an edit
+    gone wrong, so it is an error naming the key and both lines."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:  # before merges (`<<`) are flattened: overriding a merged key is fine
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(f"line {line}: duplicate key '{key}' (first on line {seen[key]})")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document in `path`; errors (syntax, duplicate keys) name the file."""
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except _DuplicateKey as e:
+        raise ValueError(f"{path}, {e}") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: invalid YAML ({e})") from None
 
 
 def build_section(cls: type, data: Any, where: str, source: str) -> Any:
@@ -198,7 +264,12 @@ def build_section(cls: type, data: Any, where: str, source: str) -> Any:
     try:
         return cls(**kwargs)
     except ValueError as e:
-        raise ValueError(f"{source}: {e}") from None
+        message, first = str(e), re.match(r"\w+", str(e))
+        # A section shared by several keys (TrainConfig is `train` and `warmstart`) names its fields
+        # bare; the key it was read under is prefixed here.
+        if where and first and first[0] in names:
+            message = f"{where}.{message}"
+        raise ValueError(f"{source}: {message}") from None
 
 
 def _coerce(hint: Any, value: Any, where: str, source: str) -> Any:
@@ -269,8 +340,5 @@ def load_config(path: str | Path | None, *, base: Path | None = None) -> Pipelin
     path = Path(path)
     if not path.exists():
         raise ValueError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: invalid YAML ({e})") from None
+    data = read_yaml(path) or {}
     return resolve_paths(build_section(PipelineConfig, data, "", str(path)), base)

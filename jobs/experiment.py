@@ -28,8 +28,9 @@ import yaml
 
 from actors.evaluator import evaluate_checkpoint
 from actors.trainer import launch_args, train_in_task
+from dataio.redact import redact, redact_tree
 from dataio.rundir import RunDir
-from jobs.config import PipelineConfig, build_section, resolve_paths
+from jobs.config import PipelineConfig, build_section, check_name, read_yaml, resolve_paths
 from jobs.downstream import submit_downstream
 from jobs.experiment_report import write_report
 from jobs.pipeline import connect_ray, run_pipeline, stage_hashes
@@ -98,7 +99,7 @@ def load_experiment(path: str | Path, *, base: Path | None = None) -> Experiment
     path, base = Path(path), base or Path.cwd()
     if not path.exists():
         raise ValueError(f"experiment config {path} does not exist")
-    raw = _check_keys(yaml.safe_load(path.read_text(encoding="utf-8")) or {},
+    raw = _check_keys(read_yaml(path) or {},
                       ("name", "pipeline", "seeds", "arms", "ablations", "ablation_seed", "compare_to"), str(path))
     for key in ("name", "pipeline", "seeds", "arms"):
         if key not in raw:
@@ -106,6 +107,12 @@ def load_experiment(path: str | Path, *, base: Path | None = None) -> Experiment
     seeds = raw["seeds"]
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds) or len(set(seeds)) != len(seeds):
         raise ValueError(f"{path}: 'seeds' must be a non-empty list of distinct integers, got {seeds!r}")
+    if min(seeds) < 0:
+        raise ValueError(f"{path}: 'seeds' must be >= 0 (NumPy seeds are unsigned), got {seeds!r}")
+    try:
+        check_name(raw["name"], "'name'")
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
 
     def pipeline(overrides: dict, where: str) -> PipelineConfig:
         cfg = resolve_paths(build_section(PipelineConfig, _merge(raw["pipeline"], overrides), where, str(path)), base)
@@ -132,8 +139,8 @@ def load_experiment(path: str | Path, *, base: Path | None = None) -> Experiment
         runs += [Run(variant=MAIN, arm=arm, seed=s, train=dataclasses.replace(train, seed=s), snapshots=snapshots,
                      group=MAIN) for s in seeds]
     ablation_seed = raw.get("ablation_seed", seeds[0])
-    if not isinstance(ablation_seed, int):
-        raise ValueError(f"{path}: 'ablation_seed' must be an integer, got {ablation_seed!r}")
+    if not isinstance(ablation_seed, int) or ablation_seed < 0:
+        raise ValueError(f"{path}: 'ablation_seed' must be an integer >= 0, got {ablation_seed!r}")
     for name, spec in ablations.items():
         spec = _check_keys(spec or {}, ("pipeline", "train", "note"), f"{path}: ablations.{name}")
         cfg = pipeline(spec.get("pipeline") or {}, f"ablations.{name}.pipeline")
@@ -246,10 +253,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         experiments = [load_experiment(p, base=base) for p in (args.config or DEFAULT_CONFIGS)]
     except ValueError as e:
-        raise SystemExit(f"config error: {e}") from None
+        raise SystemExit(f"config error: {redact(str(e))}") from None
     for exp in experiments:
         print(f"[ingenious] experiment {exp.name}: {len(exp.runs)} runs, variants {', '.join(exp.pipelines)}\n"
-              f"{yaml.safe_dump(exp.pipelines[MAIN].to_dict(), sort_keys=False)}", flush=True)
+              f"{yaml.safe_dump(redact_tree(exp.pipelines[MAIN].to_dict()), sort_keys=False)}", flush=True)
         root = run_experiment(exp, base / args.out)
         print((root / "results.md").read_text(), flush=True)
         print(f"results: {root / 'results.md'}", flush=True)

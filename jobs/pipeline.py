@@ -15,6 +15,7 @@ from pathlib import Path
 import ray
 import yaml
 
+from dataio.redact import redact, redact_tree
 from dataio.rundir import RunDir, config_hash
 from dataio.storage import Mirror, is_uri
 from jobs.config import PipelineConfig, load_config
@@ -51,7 +52,7 @@ def run_pipeline(
     mirror = Mirror(str(run_dir)) if is_uri(run_dir) else None  # s3://, gs://...: work in a local cache
     run = RunDir(mirror.pull() if mirror else run_dir)
     run.root.mkdir(parents=True, exist_ok=True)
-    (run.root / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    (run.root / "config.yaml").write_text(yaml.safe_dump(redact_tree(cfg.to_dict()), sort_keys=False))
     if mirror:
         mirror.push("config.yaml")
     connect_ray(cfg)
@@ -69,7 +70,7 @@ def run_pipeline(
             continue
         dirty = True
         print(f"[ingenious] {stage.name}: running (config hash {digest})", flush=True)
-        out = run.begin(stage.name, digest, stage.settings(cfg))
+        out = run.begin(stage.name, digest, redact_tree(stage.settings(cfg)))
         start = time.perf_counter()
         try:
             with PeakRss(interval=0.5, gpu=True) as memory:
@@ -80,12 +81,12 @@ def run_pipeline(
             raise
         seconds, peak_gb = time.perf_counter() - start, memory.peak_total / 2**30
         peak_gpu_gb = round(memory.peak_gpu / 2**30, 3) if memory.peak_gpu is not None else None
-        run.finish(stage.name, {"seconds": seconds, "peak_rss_gb": round(peak_gb, 3), "peak_gpu_gb": peak_gpu_gb, "summary": summary,
-                                "upstream": {n: hashes[n] for n in stage.needs}})
+        run.finish(stage.name, {"seconds": seconds, "peak_rss_gb": round(peak_gb, 3), "peak_gpu_gb": peak_gpu_gb,
+                                "summary": redact_tree(summary), "upstream": {n: hashes[n] for n in stage.needs}})
         if mirror:
             mirror.push(stage.name)
         rows.append({"stage": stage.name, "status": "ran", "seconds": seconds, "peak_gb": peak_gb,
-                     "written": summary.get("written", "")})
+                     "written": redact(str(summary.get("written", "")))})
     return rows
 
 
@@ -94,7 +95,7 @@ def print_table(rows: list[dict], run_dir: str | Path) -> None:
     for r in rows:
         peak = f"{r['peak_gb']:.1f}" if r["peak_gb"] is not None else "-"
         print(f"{r['stage']:<10} {r['status']:<8} {r['seconds']:>8.1f} {peak:>8}  {r['written']}")
-    print(f"\nrun directory: {run_dir if is_uri(run_dir) else Path(run_dir).resolve()}")
+    print(f"\nrun directory: {redact(str(run_dir)) if is_uri(run_dir) else Path(run_dir).resolve()}")
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -134,12 +135,12 @@ def execute(args: argparse.Namespace, only: list[str] | None) -> None:
                              "give an absolute --run-dir on storage every node sees, or set INGENIOUS_BASE_DIR "
                              "in the job's runtime env to the folder relative paths are meant from")
     except ValueError as e:
-        raise SystemExit(f"config error: {e}") from None
-    print(f"[ingenious] config {args.config}:\n{yaml.safe_dump(cfg.to_dict(), sort_keys=False)}", flush=True)
+        raise SystemExit(f"config error: {redact(str(e))}") from None
+    print(f"[ingenious] config {args.config}:\n{yaml.safe_dump(redact_tree(cfg.to_dict()), sort_keys=False)}", flush=True)
     try:
         rows = run_pipeline(cfg, run_dir, only=only, force=args.force)
     except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+        raise SystemExit(f"error: {redact(str(e))}") from None
     print_table(rows, run_dir)
 
 

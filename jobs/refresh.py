@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from dataio.corpus import read_documents
+from dataio.redact import redact
 from dataio.rundir import RunDir, embedding_table, read_embeddings, read_table, shard_files, write_parquet
 from jobs.config import PipelineConfig, load_config, local_path
 from jobs.pipeline import base_dir, connect_ray, run_pipeline, stage_hashes
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
         refresh(base / args.previous, args.corpus, out=base / args.out if args.out else None,
                 config=base / args.config if args.config else None)
     except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+        raise SystemExit(f"error: {redact(str(e))}") from None
 
 
 if __name__ == "__main__":

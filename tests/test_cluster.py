@@ -18,6 +18,16 @@ def test_cluster_yaml_validates_like_ray_up():
     assert any("ingenious-ray[gpu]" in c for c in config["setup_commands"])  # the project, GPU extra, on every node
 
 
+def test_cluster_requires_a_token_and_keeps_the_job_api_off_public_addresses():
+    config = prepare_config(yaml.safe_load(CLUSTER.read_text()))
+    starts = [c for c in config["head_start_ray_commands"] + config["worker_start_ray_commands"] if "ray start" in c]
+    assert len(starts) == 2 and all(c.startswith("RAY_AUTH_MODE=token ray start") for c in starts)
+    head = next(c for c in starts if "--head" in c)
+    assert "--dashboard-host=127.0.0.1" in head.split() and "0.0.0.0" not in CLUSTER.read_text()
+    assert config["file_mounts"] == {"~/.ray/auth_token": "~/.ray/auth_token"}  # the same token on every node
+    assert "echo 'export RAY_AUTH_MODE=token' >> ~/.bashrc" in " ".join(config["setup_commands"])
+
+
 def test_a_typo_in_cluster_yaml_fails_validation():
     config = yaml.safe_load(CLUSTER.read_text())
     config["available_node_types"]["gpu_worker"]["min_worker"] = 1  # typo of min_workers

@@ -70,3 +70,50 @@ def test_relative_paths_are_fixed_where_the_user_ran_the_command(tmp_path):
     assert cfg.evaluate.downstream.data_dir == str(tmp_path / "glue")
     assert load_config(write(tmp_path, "corpus: {source: s3://bucket/corpus}\n")).corpus.source == "s3://bucket/corpus"
     assert load_config(None).corpus.source == "builtin:wiki-offline"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("train: {seed: -1}\n", r"train\.seed must be >= 0, got -1"),  # was an OverflowError deep in NumPy
+    ("warmstart: {seed: -3}\n", r"warmstart\.seed must be >= 0"),
+    ("select: {seed: -1}\n", r"select\.seed must be >= 0"),
+    ("evaluate: {seed: -1}\n", r"evaluate\.seed must be >= 0"),
+    ("evaluate: {downstream: {seeds: [0, -1]}}\n", r"downstream\.seeds must be >= 0"),
+    ("train: {learning_rate: -0.001}\n", r"train\.learning_rate must be a finite number > 0, got -0\.001"),
+    ("train: {learning_rate: 0}\n", r"train\.learning_rate must be a finite number > 0"),
+    ("warmstart: {learning_rate: .nan}\n", r"warmstart\.learning_rate must be a finite number > 0, got nan"),
+    ("train: {max_grad_norm: 0}\n", r"train\.weight_decay must be finite and >= 0 .* max_grad_norm finite and > 0"),
+    ("train: {warmup_steps: -1}\n", r"train\.warmup_steps must be >= 0"),
+    ("train: {cpus_per_worker: 0}\n", r"train\.cpus_per_worker must be >= 1"),
+    ("select: {knn_nprobe: 0}\n", r"select\.knn_nprobe must be >= 1, got 0"),
+    ("select: {kmeans_sample: 0}\n", r"select\.kmeans_sample must be >= 1"),
+    ("select: {max_partition_factor: .nan}\n", r"max_partition_factor >= 1"),
+    ("select: {memory_per_task_gb: 0}\n", r"select\.memory_per_task_gb must be > 0 or null"),
+    ("prepare: {num_cpus_per_task: 0}\n", r"prepare\.tokenizer_train_documents and prepare\.num_cpus_per_task"),
+    ("evaluate: {batch_size: 0}\n", r"evaluate\.batch_size"),
+    ("evaluate: {downstream: {learning_rate: -1.0}}\n", r"downstream\.learning_rate must be finite and > 0"),
+    ("model: {num_heads: 0}\n", r"model\.hidden_size, num_layers, num_heads and intermediate_size must be >= 1"),
+    ("model: {dropout: 1.0}\n", r"model\.dropout must be in \[0, 1\)"),
+    ("ray: {num_cpus: 0}\n", r"ray\.num_cpus must be >= 1"),
+])
+def test_bad_values_name_the_key(tmp_path, text, message):
+    with pytest.raises(ValueError, match=message) as err:
+        load_config(write(tmp_path, text))
+    assert "c.yaml" in str(err.value)
+
+
+def test_duplicate_keys_name_key_file_and_line(tmp_path):
+    # PyYAML keeps the last of two equal keys without a word.
+    with pytest.raises(ValueError, match=r"c\.yaml, line 3: duplicate key 'fraction' \(first on line 2\)"):
+        load_config(write(tmp_path, "select:\n  fraction: 0.1\n  fraction: 0.5\n"))
+    with pytest.raises(ValueError, match=r"c\.yaml, line 2: duplicate key 'train' \(first on line 1\)"):
+        load_config(write(tmp_path, "train: {steps: 5}\ntrain: {steps: 6}\n"))
+    # A merge key's values may be overridden: that is what merges are for.
+    cfg = load_config(write(tmp_path, "train: {<<: {steps: 5, seed: 1}, steps: 6}\n"))
+    assert (cfg.train.steps, cfg.train.seed) == (6, 1)
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "/abs", "..", ".hidden", "", "a\\b", "run name"])
+def test_run_names_that_are_not_one_plain_folder_name_are_rejected(tmp_path, name):
+    with pytest.raises(ValueError, match=r"c\.yaml: name .* is not a plain name"):
+        load_config(write(tmp_path, f"name: {name!r}\n"))
+    assert load_config(write(tmp_path, "name: bert-base_v1.2\n")).name == "bert-base_v1.2"

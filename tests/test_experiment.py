@@ -62,7 +62,12 @@ def test_config_builds_every_run(tmp_path):
     (("one-draw:", "full:"), "'full' names both an arm and an ablation"),
     (("long:", "warmstart:"), "'warmstart' cannot name an arm"),
     (("seeds: [0, 1]", "seeds: [0, 1]\nablation_seed: one"), "'ablation_seed' must be an integer"),
-    (("arms:", "arms: [full]\nablations:"), "arms must be a mapping"),
+    (("arms:\n  full: {{subset: full, redraw_every: null}}\n  ingenious: {{subset: ingenious}}\n"
+      "  long: {{subset: full, redraw_every: null, steps_factor: 2}}\n", "arms: [full]\n"), "arms must be a mapping"),
+    (("arms:", "arms: [full]\nablations:"), r"exp\.yaml, line 21: duplicate key 'ablations' \(first on line 17\)"),
+    (("seeds: [0, 1]", "seeds: [0, -1]"), "'seeds' must be >= 0"),
+    (("name: tiny-exp\n\n", "name: ../../x\n\n"), "'name' '../../x' is not a plain name"),
+    (("seeds: [0, 1]", "seeds: [0, 1]\nablation_seed: -2"), "'ablation_seed' must be an integer >= 0"),
     (("compare_to: [full, ingenious]", "compare_to: [fulll]"), "'compare_to' must list arms"),
 ])
 def test_config_errors_name_the_key(tmp_path, edit, message):

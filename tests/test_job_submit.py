@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from itertools import islice
 from pathlib import Path
 
@@ -109,3 +111,19 @@ def test_relative_run_dir_without_a_base_is_refused(head):
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode != 0
     assert "temporary copy of the code" in done.stdout + done.stderr
+
+
+def test_the_job_api_refuses_a_request_without_the_token(head):
+    """The head as cluster.yaml starts it (RAY_AUTH_MODE=token): a POST to /api/jobs/ from someone
+    without the token runs nothing; with it, the API answers."""
+    address, env = head
+    body = json.dumps({"entrypoint": "touch /tmp/ingenious-unauthenticated-job"}).encode()
+    for headers in ({}, {"Authorization": "Bearer wrong-token"}):
+        request = urllib.request.Request(f"{address}/api/jobs/", data=body, method="POST",
+                                         headers={"Content-Type": "application/json", **headers})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code in (401, 403)
+    listing = urllib.request.Request(f"{address}/api/jobs/", headers={"Authorization": f"Bearer {env['RAY_AUTH_TOKEN']}"})
+    with urllib.request.urlopen(listing, timeout=30) as answer:
+        assert answer.status == 200

@@ -3,11 +3,15 @@ import dataclasses
 import json
 import math
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from itertools import islice
 
 import numpy as np
+import psutil
 import pyarrow.parquet as pq
 import pytest
 
@@ -15,6 +19,7 @@ from dataio.corpus import BUILTIN_WIKI, read_documents
 from dataio.rundir import read_embeddings, read_sequences, shard_files
 from jobs.config import load_config
 from jobs.pipeline import run_pipeline
+from jobs.stages.embed import embed_files
 from jobs.stages import STAGE_NAMES
 from selection.knn import normalize_embeddings
 from selection.partition import (
@@ -23,8 +28,8 @@ from selection.partition import (
     spherical_kmeans,
     split_oversized,
 )
-from selection.sampling import draw_subset, per_partition_budget, taylor_softmax
 from selection.merge import candidate_count, candidate_graph, merge_select
+from selection.sampling import draw_subset, taylor_softmax
 from selection.shard import order_shard
 from tests.conftest import write_corpus, write_sst2
 from training.packing import sequence_id
@@ -98,6 +103,52 @@ def test_embeddings_cover_every_sequence(tiny):
     assert emb.shape == (len(ids), cfg.model.hidden_size) and np.isfinite(emb).all()
 
 
+def kill_an_embedder_mid_shard(out) -> tuple[threading.Thread, dict]:
+    """SIGKILL the first of this session's Embedder processes seen inside embed_shard (Ray titles a
+    worker process `ray::Class.method` while the method runs); the dict gets what it saw."""
+    state: dict = {}
+
+    def watch() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for proc in psutil.Process().children(recursive=True):  # this session's Ray only
+                try:
+                    if proc.cmdline()[:1] == ["ray::Embedder.embed_shard"]:
+                        proc.send_signal(signal.SIGSTOP)  # freeze it, then make sure it is still mid-shard
+                        state["title"] = proc.cmdline()[0]
+                        state["written"] = len(shard_files(out))
+                        proc.kill()
+                        return
+                except (psutil.NoSuchProcess, psutil.AccessDenied, IndexError):
+                    continue
+            time.sleep(0.02)
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread, state
+
+
+def test_killed_embedder_restarts_and_retries_its_shard(tiny, tmp_path):
+    cfg, run, _ = tiny
+    # Batches of one make a shard last long enough to be caught mid-way; both runs use them. One actor
+    # and two shards keep the test short.
+    slow = dataclasses.replace(cfg, embed=dataclasses.replace(cfg.embed, batch_size=1, num_actors=1))
+    todo = shard_files(run / "prepare" / "sequences")[:2]
+    inputs = {"encoder": str(run / "warmstart" / "model"), "from_warmstart": True, "tokenizer": run / "prepare" / "tokenizer",
+              "todo": todo, "gpu": False}
+    began = time.perf_counter()
+    embed_files(slow, out=tmp_path / "straight", **inputs)
+    took = time.perf_counter() - began
+    for shard in todo:  # each shard's log times the shard alone
+        assert 0 < json.loads((tmp_path / "straight" / "_logs" / f"{shard.stem}.json").read_text())["seconds"] < took
+    watcher, state = kill_an_embedder_mid_shard(tmp_path / "killed")
+    results = embed_files(slow, out=tmp_path / "killed", **inputs)
+    watcher.join(timeout=5)
+    assert state["title"] == "ray::Embedder.embed_shard" and state["written"] < len(todo)  # killed mid-stage
+    assert len(results) == len(todo)
+    for shard in todo:  # the same bytes as the uninterrupted run
+        assert (tmp_path / "killed" / shard.name).read_bytes() == (tmp_path / "straight" / shard.name).read_bytes()
+
+
 def test_selection_files_and_sizes(tiny):
     cfg, run, _ = tiny
     ids, _ = read_sequences(run / "prepare" / "sequences")
@@ -105,16 +156,14 @@ def test_selection_files_and_sizes(tiny):
     assert set(probs.columns) >= {"sequence_id", "shard", "gain", "probability", "rank"}
     assert sorted(probs.sequence_id) == sorted(ids.tolist())
     budget = round(cfg.select.fraction * len(ids))
-    expected_size = 0
     for _, part in probs.groupby("shard"):
         part = part.sort_values("rank")
         assert part.probability.sum() == pytest.approx(1.0)
         assert np.all(np.diff(part.gain.to_numpy()) <= 1e-12)  # greedy gains never increase
         np.testing.assert_allclose(part.probability, taylor_softmax(part.gain.to_numpy()))
-        expected_size += per_partition_budget(len(part), budget, len(ids))
     subset = pq.read_table(run / "select" / "subset.parquet").to_pandas()
     assert list(subset.columns) == ["sequence_id", "draw"]
-    assert len(subset) == expected_size and subset.sequence_id.is_unique
+    assert len(subset) == budget and subset.sequence_id.is_unique
     assert set(subset.sequence_id) <= set(ids.tolist()) and (subset.draw == 0).all()
     # Nothing here uses the GreeDi subset (strategy and train.subset are ingenious): no merge ran.
     assert not (run / "select" / "subset_greedi.parquet").exists()

@@ -9,8 +9,8 @@ from selection.facility_location import FacilityLocation
 from selection.greedy import lazy_greedy, naive_greedy
 from selection.knn import KnnGraph, dense_graph, knn_graph, normalize_embeddings
 from selection.partition import random_partition
-from selection.sampling import draw_subset, per_partition_budget, taylor_softmax
 from selection.merge import candidate_graph, merge_select
+from selection.sampling import draw_subset, partition_budgets, taylor_softmax
 from selection.shard import order_shard
 
 
@@ -146,12 +146,47 @@ def test_draw_is_reproducible_and_sized_per_partition():
     assert a.tobytes() == b.tobytes()
     assert a.tolist() != c.tolist()
     assert len(set(a.tolist())) == len(a)
-    expected = [math.ceil(s * budget / 100) for s in sizes]
-    assert [per_partition_budget(s, budget, 100) for s in sizes] == expected
+    expected = [9, 13, 3]  # quotas 9.25, 12.5, 3.25: the one left over goes to the largest remainder
+    assert partition_budgets(sizes, budget) == expected and len(a) == budget
     for (ids, _), k in zip(partitions, expected):
         assert np.isin(a, ids).sum() == k
     with pytest.raises(ValueError, match="budget"):
         draw_subset(partitions, 101, seed=0, draw=0)
+
+
+def test_every_draw_has_exactly_the_budget_with_many_partitions():
+    # The case: 837 sequences in 60 partitions at 25%; a per-partition round-up drew 238.
+    sizes = [14] * 57 + [13, 13, 13]
+    assert sum(sizes) == 837
+    budget = round(0.25 * 837)
+    shares = partition_budgets(sizes, budget)
+    assert sum(shares) == budget == 209 and all(0 <= k <= s for k, s in zip(shares, sizes))
+    assert shares == partition_budgets(sizes, budget)  # deterministic
+    # Equal remainders: the lower partition index wins.
+    assert partition_budgets([3, 3, 3], 2) == [1, 1, 0]
+    assert partition_budgets([1, 5, 1], 6) == [1, 4, 1] and partition_budgets([2, 2], 4) == [2, 2]
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        sizes = rng.integers(0, 40, size=rng.integers(1, 70)).tolist()
+        if sum(sizes) == 0:
+            continue
+        budget = int(rng.integers(0, sum(sizes) + 1))
+        shares = partition_budgets(sizes, budget)
+        assert sum(shares) == budget and all(0 <= k <= s for k, s in zip(shares, sizes))
+        assert all(abs(k - s * budget / sum(sizes)) < 1 for k, s in zip(shares, sizes))
+    partitions, start = [], 0
+    for s in [14] * 57 + [13, 13, 13]:
+        partitions.append((np.arange(start, start + s, dtype=np.int64), np.full(s, 1 / s)))
+        start += s
+    for d in range(3):
+        drawn = draw_subset(partitions, 209, seed=4, draw=d)
+        assert len(drawn) == 209 and len(set(drawn.tolist())) == 209
+
+
+def test_nan_or_infinite_gains_are_rejected():
+    for bad in (np.nan, np.inf, -np.inf):
+        with pytest.raises(ValueError, match="1 of 3 gains are NaN or infinite"):
+            taylor_softmax(np.array([0.1, bad, 0.2]))
 
 
 def test_draw_prefers_high_gain_elements():

@@ -9,7 +9,7 @@ import pytest
 from dataio.corpus import BUILTIN_WIKI, read_documents
 from dataio.storage import Mirror
 from jobs.config import load_config
-from jobs.pipeline import run_pipeline
+from jobs.pipeline import main, run_pipeline
 
 pytestmark = pytest.mark.integration
 CONFIG = """
@@ -73,6 +73,30 @@ def test_stages_write_to_s3_and_resume_after_an_interrupted_write(ray_cluster, s
     for name in ("_SUCCESS", "subset.parquet", "subset_greedi.parquet", "probabilities.parquet",
                  "partitions/part-00000.parquet", "partitions/part-00001.parquet"):
         assert again[name] == first[f"select/{name}"]  # the same bytes as the uninterrupted run
+
+
+KEY, SECRET = "AKIAREDACTMEKEY", "wJalrXUtnREDACTME+bPxRfiCY"
+
+
+def test_credentials_in_uris_are_never_printed_or_stored(ray_cluster, s3, tmp_path, capsys):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": d.doc_id, "text": d.text}) + "\n"
+                              for d in islice(read_documents(BUILTIN_WIKI), 60)))
+    text = CONFIG.format(corpus=corpus) + f"evaluate: {{external: ['https://reader:{SECRET}@example.org/wiki.txt']}}\n"
+    uri = f"s3://{KEY}:{SECRET}@runs/secret?region=us-east-1"
+    main(["--config", str(_write(tmp_path, text)), "--run-dir", uri], only=["prepare"])
+    printed = capsys.readouterr().out
+    assert "run directory: s3://***@runs/secret?region=us-east-1" in printed  # the run summary
+    assert "https://***@example.org/wiki.txt" in printed  # the config echoed at the start
+    stored = remote_files(s3, "secret/")
+    assert "prepare/_SUCCESS" in stored and "config.yaml" in stored
+    cached = [p.read_bytes() for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    for content in [printed.encode(), *stored.values(), *cached]:
+        assert KEY.encode() not in content and SECRET.encode() not in content
+    # An error that names the URI names it without its credentials.
+    with pytest.raises(SystemExit) as failed:
+        main(["--config", str(_write(tmp_path, text)), "--run-dir", f"nope://{KEY}:{SECRET}@x/run"])
+    assert "'nope://***@x/run'" in str(failed.value) and SECRET not in str(failed.value)
 
 
 def test_bad_uri_is_named(tmp_path):

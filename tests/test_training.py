@@ -1,5 +1,5 @@
 """Tokenizers, packing, subset schedules, the train loop's exact resume, embeddings (no Ray)."""
-import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +9,7 @@ from selection.sampling import draw_subset, taylor_softmax
 from tests.conftest import shared_file
 from training.embed import embed_batch
 from training.flops import flops_per_token, peak_flops
-from training.loop import LMTrainer, TrainConfig
+from training.loop import LMTrainer, TrainConfig, load_state, save_state
 from training.model import ModelConfig, Objective, build_model, lm_inputs, nsp_pairs
 from training.packing import pack_document, pad_batch, sequence_id
 from training.subsets import SubsetSchedule, draw_function
@@ -88,6 +88,18 @@ def test_ingenious_draw_function_matches_the_sampler():
         draw_function("greedi", pool, budget=1, seed=0, fixed_ids=np.array([7]))
 
 
+def test_random_and_ingenious_subsets_have_the_same_size():
+    # 837 sequences in 60 partitions at 25%: compared arms must train on equally many sequences.
+    rng = np.random.default_rng(2)
+    pool = rng.permutation(np.arange(5000, 5837, dtype=np.int64))
+    bounds = np.cumsum([14] * 57 + [13, 13])
+    partitions = [(ids, taylor_softmax(rng.random(len(ids)))) for ids in np.split(pool, bounds)]
+    budget = round(0.25 * len(pool))
+    for mode in ("random", "ingenious"):
+        draws = draw_function(mode, pool, budget=budget, seed=1, partitions=partitions)
+        assert [len(set(draws(d).tolist())) for d in range(3)] == [budget] * 3 == [209] * 3
+
+
 def test_mlm_masking_rates():
     ids = torch.randint(5, 300, (64, 128))
     mask = torch.ones_like(ids)
@@ -148,7 +160,7 @@ def tiny_trainer(kind: str, cfg: TrainConfig, seqs: list[np.ndarray]) -> LMTrain
 
 
 @pytest.mark.parametrize("kind", ["bert", "gpt2", "bert+nsp+wwm"])
-def test_resume_continues_exactly(kind):
+def test_resume_continues_exactly(kind, tmp_path):
     rng = np.random.default_rng(0)
     seqs = [rng.integers(5, 64, size=rng.integers(6, 17)).astype(np.int32) for _ in range(40)]
     if kind != "gpt2":
@@ -160,11 +172,31 @@ def test_resume_continues_exactly(kind):
     first = tiny_trainer(kind, cfg, seqs)
     for s in range(4):
         first.train_step(s)
-    state = copy.deepcopy(first.state_dict(4))
+    save_state(first.state_dict(4), tmp_path / "state.pt")  # through the file, loaded weights-only, as Ray Train's workers do
     resumed = tiny_trainer(kind, cfg, seqs)
-    start = resumed.load_state_dict(state)
+    start = resumed.load_state_dict(load_state(tmp_path / "state.pt"))
     assert start == 4
     assert [resumed.train_step(s)["loss"] for s in range(start, 8)] == losses[4:]
+
+
+class _Payload:
+    """What a hostile checkpoint holds: unpickling it runs code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "ran"
+    save_state({"model": {}, "step": 3, "extra": _Payload(marker)}, tmp_path / "state.pt")
+    with pytest.raises(ValueError, match=r"checkpoint .*state\.pt holds more than weights and training state"):
+        load_state(tmp_path / "state.pt")
+    assert not marker.exists()
+    torch.load(tmp_path / "state.pt", weights_only=False)  # what the trainer used to do: the payload runs
+    assert marker.exists()
 
 
 def test_embedding_pooling_ignores_padding():

@@ -7,6 +7,7 @@ like) and several seeds for the classifier head and data order.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -45,6 +46,13 @@ class FinetuneConfig:
             raise ValueError("downstream.seeds must be non-empty, epochs >= 1, batch_size >= 1, max_len >= 8")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ValueError(f"downstream.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if not (0.0 < self.learning_rate < math.inf) or not (0.0 <= self.weight_decay < math.inf):
+            raise ValueError(f"downstream.learning_rate must be finite and > 0 (got {self.learning_rate}), "
+                             f"weight_decay finite and >= 0 (got {self.weight_decay})")
+        if min(self.seeds) < 0:
+            raise ValueError(f"downstream.seeds must be >= 0, got {self.seeds}")
+        if any(n is not None and n < 1 for n in (self.max_train_examples, self.max_eval_examples)) or self.cpus_per_task < 1:
+            raise ValueError("downstream.max_train_examples and max_eval_examples (or null) and cpus_per_task must be >= 1")
 
 
 def subsample(examples: list[Example], limit: int | None) -> list[Example]:

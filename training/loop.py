@@ -6,8 +6,11 @@ step number, and a resumed run reproduces the uninterrupted one exactly.
 """
 from __future__ import annotations
 
+import math
+import pickle
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -52,6 +55,33 @@ class TrainConfig:
             raise ValueError(f"use_gpu must be auto, true or false, got {self.use_gpu!r}")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        # Written as `not (x > 0)` so NaN fails too; infinities would make every step NaN.
+        if not (0.0 < self.learning_rate < math.inf):
+            raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate}")
+        if not (0.0 <= self.weight_decay < math.inf) or not (0.0 < self.max_grad_norm < math.inf):
+            raise ValueError(f"weight_decay must be finite and >= 0 (got {self.weight_decay}), "
+                             f"max_grad_norm finite and > 0 (got {self.max_grad_norm})")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.seed < 0:  # NumPy seeds are unsigned: a negative one fails deep inside a worker
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.cpus_per_worker < 1:
+            raise ValueError(f"cpus_per_worker must be >= 1, got {self.cpus_per_worker}")
+
+
+def save_state(state: dict, path: Path) -> None:
+    torch.save(state, path)
+
+
+def load_state(path: Path, device: torch.device | str = "cpu") -> dict:
+    """A checkpoint written by save_state: tensors, numbers, strings and containers only. Loading a
+    full pickle would run whatever code the file names, and whoever can write the checkpoint
+    bucket is not thereby allowed to run code in the job."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"checkpoint {path} holds more than weights and training state; refused to load it "
+                         f"({str(e).splitlines()[0]})") from None
 
 
 def step_seed(*parts: int) -> int:

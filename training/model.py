@@ -45,6 +45,11 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"model.kind must be one of {KINDS}, got {self.kind!r}")
+        if min(self.hidden_size, self.num_layers, self.num_heads, self.intermediate_size) < 1:
+            raise ValueError("model.hidden_size, num_layers, num_heads and intermediate_size must be >= 1, got "
+                             f"{self.hidden_size}, {self.num_layers}, {self.num_heads}, {self.intermediate_size}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"model.hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if self.seq_len < 8:

@@ -1,7 +1,8 @@
 """embed: every training sequence -> one vector, by a pool of Embedder actors, one shard per call.
 
 Output shards mirror prepare's (embed/part-i.parquet for sequences/part-i.parquet), so a resumed
-run embeds only the shards that have no output yet.
+run embeds only the shards that have no output yet. An Embedder whose process dies mid-shard is
+restarted and the shard retried (actors/embedder.py), so one lost actor does not fail the stage.
 """
 from __future__ import annotations
 

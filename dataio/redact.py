@@ -1,0 +1,37 @@
+"""Credentials out of everything the project prints or stores.
+
+A URI may carry them (`s3://KEY:SECRET@bucket/run`, `...?access_key=K&secret_key=S`, as PyArrow's
+filesystems accept). Run summaries, manifests, config.yaml, reports and error messages are read by
+people and systems the credentials were not meant for, so every URI goes through `redact` (or
+`redact_tree` for a whole config) before it is printed or written.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+MASK = "***"
+# scheme://user[:password]@ -> scheme://***@. An AWS secret often holds '/' or '+', pasted without
+# percent-encoding: after `user:` everything up to the '@' is the password.
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?:[^/?#@\s'\"]+|[^/?#@:\s'\"]*:[^@\s'\"]*)@")
+# ?access_key=...&secret_key=...&session_token=... (and the usual other names for a secret)
+_SECRET_PARAM = re.compile(
+    r"(?P<key>[?&;](?:access_key|secret_key|session_token|access_key_id|secret_access_key|password|token|sig|"
+    r"signature|credentials?|X-Amz-Credential|X-Amz-Signature|X-Amz-Security-Token)=)[^&;#\s'\"]*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`text` with every URI's user-info and secret query parameters replaced by ***."""
+    return _SECRET_PARAM.sub(rf"\g<key>{MASK}", _USERINFO.sub(rf"\g<scheme>{MASK}@", text))
+
+
+def redact_tree(value: Any) -> Any:
+    """A copy of a config, manifest or summary (nested dicts, lists, tuples, strings) with every
+    string redacted; other values are returned as they are."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact_tree(k): redact_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact_tree(v) for v in value)
+    return value
