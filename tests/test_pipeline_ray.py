@@ -204,7 +204,7 @@ def in_process_merge(run, scfg) -> np.ndarray:
     floors = np.concatenate([p[3] for p in partitions])[np.argsort(floor_ids)]
     by_id = np.argsort(emb_ids)
     xn = normalize_embeddings(emb[by_id])
-    graph = candidate_graph(xn, xn[np.searchsorted(emb_ids[by_id], candidates)], scfg.knn_k, scfg.knn_params(),
+    graph = candidate_graph(xn, xn[np.searchsorted(emb_ids[by_id], candidates)], scfg.knn_k, scfg.merge_knn_params(),
                             thresholds=floors)
     order, _, _ = merge_select([(emb_ids[by_id], graph)], budget, np.searchsorted(candidates, local))
     return candidates[order]
@@ -457,3 +457,21 @@ def test_report_renders_in_headless_chromium(tiny, tmp_path):
     assert image.std() > 20  # text, tables and plots, not a blank or error page
     reds = (image[..., 0] > 180) & (image[..., 1] < 80) & (image[..., 2] < 80)
     assert reds.sum() > 50  # the selected points of the projection plot were drawn
+
+
+def test_select_refuses_more_partitions_than_sequences_and_mixed_dimensions(tiny, tmp_path):
+    from dataio.rundir import embedding_table, write_parquet
+
+    cfg, run, _ = tiny
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    too_many = dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, num_partitions=100_000))
+    with pytest.raises(ValueError, match=r"select.num_partitions=100000 is larger than the pool \(\d+ sequences"):
+        run_pipeline(too_many, copy, only=["select"])
+    files = shard_files(copy / "embed")
+    ids, emb = read_embeddings(files[-1:])
+    write_parquet(embedding_table(ids, np.ones((len(ids), emb.shape[1] + 3), np.float32)), files[-1])
+    with pytest.raises(ValueError, match=rf"{files[-1].name}: embedding dimension {emb.shape[1] + 3} differs from "
+                                         rf"{emb.shape[1]}"):
+        run_pipeline(cfg, copy, only=["select"], force=["select"])
+    assert (copy / "embed" / "_SUCCESS").exists()  # nothing upstream was touched

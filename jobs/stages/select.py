@@ -168,7 +168,7 @@ def greedi(
                            scfg.merge_max_candidates, budget, n) for g in groups]
         chosen = gather([group_merge.options(**task).remote(
             [partition_ids[i] for i in g], str(scatter), str(partitions_dir), [counts[i] for i in g], k, scfg.knn_k,
-            scfg.knn_params()) for g, k in zip(groups, keep)], "select: merge groups", "groups")
+            scfg.merge_knn_params()) for g, k in zip(groups, keep)], "select: merge groups", "groups")
         candidate_ids = np.unique(np.concatenate(chosen + [local_ids]))
         rounds = 2
     else:
@@ -176,7 +176,7 @@ def greedi(
     ids = ordered.column("sequence_id").to_numpy()
     by_id = np.argsort(ids, kind="stable")
     thresholds = ray.put((ids[by_id], ordered.column("kth_similarity").to_numpy()[by_id]))
-    index = candidate_index.options(**task).remote(embed_files, candidate_ids, scfg.knn_params())
+    index = candidate_index.options(**task).remote(embed_files, candidate_ids, scfg.merge_knn_params())
     blocks = [candidate_edges.options(**task).remote(f, index, scfg.knn_k, thresholds) for f in embed_files]
     local = np.searchsorted(candidate_ids, local_ids)
     merged = ray.get(merge_round.options(**task).remote(min(budget, len(candidate_ids)), local, *blocks))
