@@ -28,6 +28,8 @@ RENEW_S = 60.0
 
 
 def pid_alive(pid: int) -> bool:
+    if pid <= 0:  # not a process (and kill(-1, 0) would ask about every process)
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
