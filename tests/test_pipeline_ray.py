@@ -2,13 +2,16 @@
 import dataclasses
 import json
 import math
+import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from itertools import islice
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -468,10 +471,111 @@ def test_select_refuses_more_partitions_than_sequences_and_mixed_dimensions(tiny
     too_many = dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, num_partitions=100_000))
     with pytest.raises(ValueError, match=r"select.num_partitions=100000 is larger than the pool \(\d+ sequences"):
         run_pipeline(too_many, copy, only=["select"])
+    assert (copy / "embed" / "_SUCCESS").exists()  # nothing upstream was touched
+    # Embedding shards from two encoders (one shard rewritten wider): the partition step names the file.
+    from jobs.stages.select import partition
+
     files = shard_files(copy / "embed")
     ids, emb = read_embeddings(files[-1:])
     write_parquet(embedding_table(ids, np.ones((len(ids), emb.shape[1] + 3), np.float32)), files[-1])
     with pytest.raises(ValueError, match=rf"{files[-1].name}: embedding dimension {emb.shape[1] + 3} differs from "
                                          rf"{emb.shape[1]}"):
-        run_pipeline(cfg, copy, only=["select"], force=["select"])
-    assert (copy / "embed" / "_SUCCESS").exists()  # nothing upstream was touched
+        partition([str(f) for f in files], cfg.select)
+
+
+# The run directory keeps its promises: reproducible from scratch, nothing stale counts as done,
+# torn files do not block resume, one run per run directory, nothing the run did not write is deleted.
+
+def _copy(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    return copy
+
+
+def test_from_scratch_twice_gives_the_same_bytes(tiny, tmp_path):
+    """A second run of the same config and seed in an empty run directory (another tokenizer
+    training, warm start, embedding and selection): the same tokenizer, pool and subsets."""
+    cfg, run, _ = tiny
+    rows = run_pipeline(cfg, tmp_path / "again", only=["prepare", "warmstart", "embed", "select"])
+    assert [r["status"] for r in rows] == ["ran"] * 4
+    again = tmp_path / "again"
+    same = ["prepare/tokenizer/tokenizer.json", *(f"select/{f}" for f in (
+        "subset.parquet", "subset_ingenious.parquet", "subset_greedi.parquet", "probabilities.parquet"))]
+    same += [str(p.relative_to(run)) for p in shard_files(run / "prepare" / "sequences")]
+    for name in same:
+        assert (again / name).read_bytes() == (run / name).read_bytes(), name
+
+
+def test_a_corpus_rewritten_in_place_reruns_prepare(tiny, tmp_path):
+    cfg, _, _ = tiny
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 60)
+    small = dataclasses.replace(cfg, corpus=dataclasses.replace(cfg.corpus, source=str(corpus)))
+    run_pipeline(small, tmp_path / "run", only=["prepare"])
+    before = read_sequences(tmp_path / "run" / "prepare" / "sequences")[0]
+    text = corpus.read_text()
+    corpus.write_text(text.replace("a", "e", 1))  # the same name and size, one letter changed
+    assert [r["status"] for r in run_pipeline(small, tmp_path / "run", only=["prepare"])] == ["ran"]
+    assert not np.array_equal(read_sequences(tmp_path / "run" / "prepare" / "sequences")[0], before)
+
+
+def test_a_forced_prepare_makes_everything_after_it_stale(tiny, tmp_path):
+    """`ingenious prepare --force` alone: the next invocation does not take warmstart, embed or
+    select as done over a pool they were not made from."""
+    cfg, run, _ = tiny
+    copy = _copy(run, tmp_path)
+    assert [r["status"] for r in run_pipeline(cfg, copy, only=["prepare"], force=["prepare"])] == ["ran"]
+    with pytest.raises(ValueError, match="needs 'warmstart' finished .*its input 'prepare' changed since it ran"):
+        run_pipeline(cfg, copy, only=["embed"])
+
+
+def test_a_truncated_output_makes_its_stage_run_again(tiny, tmp_path, capsys):
+    cfg, run, _ = tiny
+    copy = _copy(run, tmp_path)
+    subset = copy / "select" / "subset.parquet"
+    subset.write_bytes(subset.read_bytes()[:-100])
+    rows = run_pipeline(cfg, copy, only=["select"])
+    assert rows[0]["status"] == "ran"
+    assert f"{subset} changed since the stage finished" in capsys.readouterr().out
+    assert subset.read_bytes() == (run / "select" / "subset.parquet").read_bytes()
+
+
+@pytest.mark.parametrize("torn", ["", '{"stage": "sel'], ids=["empty", "torn"])
+def test_an_empty_or_torn_manifest_is_unfinished_work(tiny, tmp_path, torn):
+    cfg, run, _ = tiny
+    copy = _copy(run, tmp_path)
+    (copy / "select" / "manifest.json").write_text(torn)
+    force = ["select"] if torn else []
+    assert [r["status"] for r in run_pipeline(cfg, copy, only=["select"], force=force)] == ["ran"]
+    assert (copy / "select" / "subset.parquet").read_bytes() == (run / "select" / "subset.parquet").read_bytes()
+
+
+def test_a_folder_the_run_did_not_write_is_never_deleted(tiny, tmp_path):
+    cfg, run, _ = tiny
+    copy = _copy(run, tmp_path)
+    shutil.rmtree(copy / "train")
+    (copy / "train").mkdir()
+    (copy / "train" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=f"{copy / 'train'} was not written by a pipeline run"):
+        run_pipeline(cfg, copy, only=["train"])
+    assert (copy / "train" / "notes.txt").read_text() == "mine"
+
+
+HOLD_LEASE = "import sys, time; from dataio.lease import Lease; Lease.for_path(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)"
+
+
+def test_one_run_per_run_directory(tiny, tmp_path):
+    """A second run on a run directory in use stops at once, naming the holder; the lease of a
+    holder that died is taken over."""
+    cfg, run, _ = tiny
+    copy = _copy(run, tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LEASE, str(copy)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ValueError, match=f"in use by another run: host {socket.gethostname()}, pid {holder.pid}"):
+            run_pipeline(cfg, copy)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [r["status"] for r in run_pipeline(cfg, copy, only=["prepare"])] == ["skipped"]  # a dead holder's lease
+    assert not (copy / "lease.json").exists()

@@ -1,15 +1,19 @@
 """A run directory on S3 (a local S3-compatible server on loopback): stages read and write it, and a
 rerun after an interrupted write resumes from the shards that made it."""
+import dataclasses
 import json
 import os
+import socket
+import time
 from itertools import islice
 
 import pytest
 
 from dataio.corpus import BUILTIN_WIKI, read_documents
+from dataio.rundir import RunDir
 from dataio.storage import Mirror
 from jobs.config import load_config
-from jobs.pipeline import main, run_pipeline
+from jobs.pipeline import main, run_pipeline, stage_hashes
 
 pytestmark = pytest.mark.integration
 CONFIG = """
@@ -73,6 +77,47 @@ def test_stages_write_to_s3_and_resume_after_an_interrupted_write(ray_cluster, s
     for name in ("_SUCCESS", "subset.parquet", "subset_greedi.parquet", "probabilities.parquet",
                  "partitions/part-00000.parquet", "partitions/part-00001.parquet"):
         assert again[name] == first[f"select/{name}"]  # the same bytes as the uninterrupted run
+
+    # A config change: select starts afresh under a new hash and dies after one partition, pushing
+    # what it has (as the pipeline does on a failure). None of the old config's files stay beside
+    # the new manifest, and the old config's run takes nothing of it: it selects again, same bytes.
+    changed = dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, seed=cfg.select.seed + 1))
+    mirror = Mirror("s3://runs/exp")
+    run = RunDir(mirror.pull())
+    out = run.begin("select", stage_hashes(changed)["select"], {}, {"embed": run.output_digest("embed")})
+    mirror.open_stage("select", resumed=False)
+    (out / "partitions").mkdir()
+    (out / "partitions" / "part-00000.parquet").write_bytes(b"the new config's first partition")
+    mirror.push("select", complete=False)
+    partial = remote_files(s3, "exp/select/")
+    assert sorted(k for k in partial if k and not k.endswith("/")) == ["manifest.json", "partitions/part-00000.parquet"]
+    assert json.loads(partial["manifest.json"])["config_hash"] == stage_hashes(changed)["select"]
+    assert [r["status"] for r in run_pipeline(cfg, "s3://runs/exp", only=["select"])] == ["ran"]
+    final = remote_files(s3, "exp/select/")
+    for name in ("_SUCCESS", "subset.parquet", "partitions/part-00000.parquet", "partitions/part-00001.parquet"):
+        assert final[name] == first[f"select/{name}"]
+
+
+def test_one_run_per_uri(s3, tmp_path):
+    """A second run on a URI in use stops at once, naming the holder, before it touches the shared
+    cache; an expired lease (a holder that stopped renewing) is taken over."""
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(json.dumps({"id": "a", "text": "one document"}) + "\n")
+    cfg = load_config(_write(tmp_path, CONFIG.format(corpus=corpus)))
+    holder = Mirror("s3://runs/held").lease().acquire()
+    try:
+        with pytest.raises(ValueError, match=f"s3://runs/held is in use by another run: host {socket.gethostname()}, "
+                                             f"pid {os.getpid()}"):
+            run_pipeline(cfg, "s3://runs/held")
+        assert not Mirror("s3://runs/held").cache.exists()
+    finally:
+        holder.release()
+    expired = {"host": "elsewhere", "pid": 1, "token": "x", "started": "2020-01-01T00:00:00", "expires": time.time() - 1}
+    s3.put_object(Bucket="runs", Key="held/lease.json", Body=json.dumps(expired).encode())
+    lease = Mirror("s3://runs/held").lease().acquire()
+    assert json.loads(remote_files(s3, "held/")["lease.json"])["pid"] == os.getpid()
+    lease.release()
+    assert [k for k in remote_files(s3, "held/") if k and not k.endswith("/")] == []  # (folder placeholders aside)
 
 
 KEY, SECRET = "AKIAREDACTMEKEY", "wJalrXUtnREDACTME+bPxRfiCY"

@@ -87,7 +87,7 @@ def test_killed_worker_restarts_from_the_last_checkpoint(ray_cluster, data, refe
     assert (tmp_path / "model" / "config.json").exists()
 
 
-def test_killed_job_resumes_when_run_again(ray_cluster, data, reference, tmp_path):
+def test_killed_job_resumes_when_run_again_despite_a_torn_metrics_line(ray_cluster, data, reference, tmp_path):
     args = launch_args(train=TRAIN, model=MODEL, data=data, out_dir=tmp_path, fraction=0.5)
     (tmp_path / "args.json").write_text(json.dumps(args))
     script = ("import json, sys, ray; from pathlib import Path; from actors.trainer import launch_training; "
@@ -102,6 +102,8 @@ def test_killed_job_resumes_when_run_again(ray_cluster, data, reference, tmp_pat
     watcher.join(timeout=5)
     assert 10 <= state["killed_at"] < TRAIN.steps
     time.sleep(2)  # let Ray reap the dead job's workers
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 99, "lo')  # and a torn last line, as a disk filling up mid-write leaves
     launch_training(args, name="killed-job", storage=tmp_path / "ray", num_workers=1, use_gpu=False, cpus_per_worker=1)
     lines = metrics(tmp_path)
     assert [m["step"] for m in lines] == list(range(1, TRAIN.steps + 1))

@@ -5,10 +5,12 @@ GPT-2 `vocab.json` + `merges.txt`, or a hub name (for users with network access)
 """
 from __future__ import annotations
 
+import json
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from tokenizers import BertWordPieceTokenizer, ByteLevelBPETokenizer
+from tokenizers import BertWordPieceTokenizer, ByteLevelBPETokenizer, Tokenizer
 from tokenizers.implementations.base_tokenizer import BaseTokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
@@ -16,6 +18,7 @@ from training.packing import pack_document
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 GPT2_EOS = "<|endoftext|>"
+WORDPIECE_ALPHABET = 1000  # the most frequent characters kept as the base alphabet (the trainer's default)
 
 
 def train_tokenizer(
@@ -23,8 +26,7 @@ def train_tokenizer(
 ) -> PreTrainedTokenizerBase:
     """Train a tokenizer of the model's family on `texts` and save it (save_pretrained) to out_dir."""
     if kind == "bert":
-        raw = BertWordPieceTokenizer(lowercase=True)
-        raw.train_from_iterator(texts, vocab_size=vocab_size, special_tokens=BERT_SPECIALS, show_progress=False)
+        raw = _train_wordpiece(list(texts), vocab_size)
     elif kind == "gpt2":
         raw = ByteLevelBPETokenizer()
         raw.train_from_iterator(texts, vocab_size=vocab_size, special_tokens=[GPT2_EOS], show_progress=False)
@@ -32,6 +34,34 @@ def train_tokenizer(
         raise ValueError(f"unknown model kind {kind!r} (expected 'bert' or 'gpt2')")
     _wrap(raw, kind).save_pretrained(str(out_dir))
     return load_tokenizer(str(out_dir), kind=kind)
+
+
+def _train_wordpiece(texts: list[str], vocab_size: int) -> BertWordPieceTokenizer:
+    """WordPiece training that gives the same vocabulary and ids in every process.
+
+    The trainer numbers each '##' continuation character when it first meets it while walking a hash
+    map of the corpus' words, so those ids, and with them the order of merges of equal count (ties
+    go to the smaller ids), differed from process to process: different vocabularies, sequence ids
+    and subsets for the same corpus. Here the continuation alphabet is registered up front, in
+    code-point order, as special tokens (the trainer numbers those first, in the order given) and
+    demoted to ordinary vocabulary afterwards; the kept alphabet is chosen here too, by count and
+    then code point, because the trainer's own cut at `limit_alphabet` breaks ties in hash order."""
+    raw = BertWordPieceTokenizer(lowercase=True)
+    normalizer, pre_tokenizer = raw._tokenizer.normalizer, raw._tokenizer.pre_tokenizer
+    counts: Counter[str] = Counter()
+    continuing: set[str] = set()
+    for text in texts:
+        words = [w for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))]
+        counts.update("".join(words))
+        continuing.update("".join(w[1:] for w in words))
+    alphabet = sorted(sorted(counts), key=lambda c: -counts[c])[:WORDPIECE_ALPHABET]
+    pinned = [f"##{c}" for c in sorted(continuing & set(alphabet))]
+    raw.train_from_iterator(texts, vocab_size=vocab_size, special_tokens=BERT_SPECIALS + pinned,
+                            initial_alphabet=alphabet, limit_alphabet=len(alphabet), show_progress=False)
+    state = json.loads(raw._tokenizer.to_str())
+    state["added_tokens"] = [t for t in state["added_tokens"] if t["content"] in BERT_SPECIALS]
+    raw._tokenizer = Tokenizer.from_str(json.dumps(state))
+    return raw
 
 
 def _wrap(raw: BaseTokenizer, kind: str) -> PreTrainedTokenizerFast:

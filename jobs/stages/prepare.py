@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from actors.prepare import prepare_shard
-from dataio.corpus import read_documents
+from dataio.corpus import corpus_snapshot, read_documents
 from dataio.rundir import read_table, shard_files, write_parquet
 from jobs.config import PipelineConfig
 from jobs.monitor import gather
@@ -28,8 +28,11 @@ class Prepare(Stage):
     name = "prepare"
 
     def settings(self, cfg: PipelineConfig) -> dict:
+        # The content, not only the names: a corpus or tokenizer rewritten in place must rerun prepare.
+        tokenizer = cfg.prepare.tokenizer
         return {"corpus": dataclasses.asdict(cfg.corpus), "prepare": dataclasses.asdict(cfg.prepare),
-                "kind": cfg.model.kind, "seq_len": cfg.model.seq_len}
+                "kind": cfg.model.kind, "seq_len": cfg.model.seq_len, "corpus_content": corpus_snapshot(cfg.corpus.source),
+                "tokenizer_content": corpus_snapshot(tokenizer) if tokenizer and Path(tokenizer).expanduser().exists() else None}
 
     def run(self, ctx: Context, out: Path) -> dict:
         cfg, pcfg = ctx.cfg, ctx.cfg.prepare
