@@ -30,7 +30,7 @@ from selection.knn import (
     normalize_embeddings,
 )
 from selection.partition import nearest_centroid, random_partition, spherical_kmeans
-from selection.merge import candidate_count, candidate_graph, merge_select
+from selection.merge import candidate_count, candidate_graph, merge_by_gain, merge_select
 from selection.shard import order_shard
 
 
@@ -85,16 +85,19 @@ def print_comparison(rows: list[dict]) -> None:
 
 def local_solution(
     parts: np.ndarray, x: np.ndarray, k: int, budget: int
-) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Per-partition greedy orders, the union of each partition's budget-share prefix, and every
-    point's k-th neighbour similarity in its partition's graph (the merge's edge floor)."""
-    orders, thresholds = [], np.zeros(len(x), dtype=np.float32)
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Per-partition greedy orders, the union of each partition's budget-share prefix, every point's
+    k-th neighbour similarity in its partition's graph (the merge's edge floor), and the subset of
+    the merge by gain (greedy on the union of the partitions' objectives)."""
+    orders, gains, thresholds = [], [], np.zeros(len(x), dtype=np.float32)
     for p in np.unique(parts):
         result = order_shard(np.flatnonzero(parts == p), x[parts == p], k)
         orders.append(result.sequence_ids)
+        gains.append(result.gains)
         thresholds[result.sequence_ids] = result.kth_similarity
     share = [o[: math.ceil(len(o) * budget / len(x))] for o in orders]
-    return orders, np.concatenate(share)[:budget], thresholds
+    by_gain = np.concatenate(orders)[merge_by_gain(np.concatenate(orders), np.concatenate(gains), budget)]
+    return orders, np.concatenate(share)[:budget], thresholds, by_gain
 
 
 def merged_solution(
@@ -165,12 +168,13 @@ def distributed_quality(
                 fit = x[np.random.default_rng(0).choice(n, min(n, 100_000), replace=False)]
                 return nearest_centroid(x, spherical_kmeans(fit, p, seed=0))
             parts, part_s, _ = measure(shards, repeats=1)
-            (orders, local, floors), local_s, _ = measure(lambda: local_solution(parts, x, k, budget), repeats=1)
+            (orders, local, floors, by_gain), local_s, _ = measure(lambda: local_solution(parts, x, k, budget), repeats=1)
             add(f"{kind} shards P={p}, no merge", local, part_s + local_s)
+            add(f"{kind} shards P={p} + merge by gain (partitions' objectives)", by_gain, part_s + local_s)
             merged, merge_s, _ = measure(lambda: merged_solution(orders, x, k, budget, 2.0, None), repeats=1)
             add(f"{kind} shards P={p} + merge, no edge floor (before issue 15)", merged, part_s + local_s + merge_s)
             merged, merge_s, _ = measure(lambda: merged_solution(orders, x, k, budget, 2.0, floors), repeats=1)
-            add(f"{kind} shards P={p} + merge over all points", merged, part_s + local_s + merge_s)
+            add(f"{kind} shards P={p} + merge over all points, edges floored", merged, part_s + local_s + merge_s)
     params = KnnParams(method="ivf", nprobe=16)
     approx, approx_s, _ = measure(lambda: knn_graph(x, k, params), repeats=1)
     (order, _), greedy_s, _ = measure(lambda: lazy_greedy(FacilityLocation(approx), budget), repeats=1)

@@ -1,6 +1,12 @@
 """The GreeDi merge round (Mirzasoleiman et al. 2013; RandGreeDi, Barbosa et al. 2015), made to
 judge candidates on every point and to scale past what one task can hold.
 
+Two objectives. `merge_by_gain`: the sum of the partitions' own kNN objectives. Greedy on a sum of
+functions over disjoint ground sets takes, at every step, the best next element of some partition,
+and each partition's sequence is its own greedy order with its own gains: so the exact greedy is a
+merge of the partitions' orders by gain, and needs nothing but the gains the partition tasks wrote.
+The other, below, covers every point through candidates from any partition.
+
 Candidates: each partition sends the prefix of its greedy order, its budget share times an
 oversampling factor. The merge objective covers every point, through each point's nearest
 candidates, but only through those at least as similar as the point's own k-th nearest neighbour
@@ -28,6 +34,15 @@ from selection.knn import KnnGraph, KnnParams, knn_search, normalize_embeddings,
 # Similarities of one pair computed by two different searches (the partition's graph, the
 # candidates' index) can differ in the last float32 bits; an edge within this of the threshold stays.
 THRESHOLD_SLACK = 1e-6
+
+
+def merge_by_gain(ids: np.ndarray, gains: np.ndarray, budget: int) -> np.ndarray:
+    """Rows of the `budget` elements greedy on the union of the partitions' objectives picks, in
+    pick order. `ids`/`gains` are the partitions' greedy orders concatenated (partition by partition,
+    each in rank order, gains non-increasing); ties go to the earlier row."""
+    if not 1 <= budget <= len(ids):
+        raise ValueError(f"merge budget must be in [1, {len(ids)}], got {budget}")
+    return np.argsort(-np.asarray(gains), kind="stable")[:budget]
 
 
 def candidate_count(partition_size: int, budget: int, total: int, oversample: float) -> int:

@@ -2,15 +2,17 @@
 import math
 
 import numpy as np
+import scipy.sparse as sp
 
 from selection.facility_location import FacilityLocation
 from selection.greedy import lazy_greedy
-from selection.knn import knn_graph, normalize_embeddings
+from selection.knn import KnnGraph, knn_graph, normalize_embeddings
 from selection.merge import (
     candidate_count,
     candidate_graph,
     group_keep,
     kth_similarity,
+    merge_by_gain,
     merge_group,
     merge_groups,
     merge_select,
@@ -109,3 +111,24 @@ def test_floored_merge_keeps_central_greedys_advantage_on_the_knn_objective():
     assert floored > 0.95
     assert floored > unfloored + 0.05
     assert math.isfinite(unfloored)
+
+
+def test_merge_by_gain_is_greedy_on_the_union_of_the_partitions_objectives():
+    """The fast path against the reference: lazy greedy on the block-diagonal union of the
+    partitions' own graphs picks, in order, what the merge of their greedy orders by gain picks."""
+    x = clustered(600, seed=5)
+    parts = nearest_centroid(x, spherical_kmeans(x, 4, seed=0))
+    graphs, ids, gains = [], [], []
+    for p in np.unique(parts):
+        members = np.flatnonzero(parts == p)
+        graph = knn_graph(x[members], 8)
+        order, g = lazy_greedy(FacilityLocation(graph), len(members))
+        graphs.append(graph.matrix)
+        ids.append(members[order])
+        gains.append(g)
+    members = np.concatenate([np.flatnonzero(parts == p) for p in np.unique(parts)])  # block order
+    union = FacilityLocation(KnnGraph(sp.block_diag(graphs, format="csr")))
+    reference, reference_gains = lazy_greedy(union, 150)
+    rows = merge_by_gain(np.concatenate(ids), np.concatenate(gains), 150)
+    assert np.concatenate(ids)[rows].tolist() == members[reference].tolist()
+    np.testing.assert_array_equal(np.concatenate(gains)[rows], reference_gains)

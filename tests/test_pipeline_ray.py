@@ -31,7 +31,7 @@ from selection.partition import (
     spherical_kmeans,
     split_oversized,
 )
-from selection.merge import candidate_count, candidate_graph, merge_select
+from selection.merge import candidate_count, candidate_graph, merge_by_gain, merge_select
 from selection.sampling import draw_subset, taylor_softmax
 from selection.shard import order_shard
 from tests.conftest import write_corpus, write_sst2
@@ -247,14 +247,16 @@ def test_select_variants_on_a_copy_of_the_run(tiny, tmp_path, change):
 
 @pytest.fixture(scope="module")
 def greedi_runs(tiny, tmp_path_factory):
-    """The tiny run's selection again with the GreeDi merge: one round, and two rounds (groups of
-    partitions first) with 2 and with 4 concurrent workers."""
+    """The tiny run's selection again with the GreeDi merge: by gain (the partitions' objectives), and
+    over all points in one round, and in two rounds (groups of partitions first) with 2 and with 4
+    concurrent workers."""
     cfg, run, _ = tiny
     budget = round(cfg.select.fraction * len(read_sequences(run / "prepare" / "sequences")[0]))
     cap = budget + budget // 4  # below the ~2 x budget candidates, above any two partitions' share
     runs = {}
-    for name, change in (("one-round", {}), ("two-rounds", {"merge_max_candidates": cap}),
-                         ("two-rounds-four-workers", {"merge_max_candidates": cap, "cpus_per_task": 0.5})):
+    every = {"merge_objective": "all_points"}
+    for name, change in (("by-gain", {}), ("one-round", every), ("two-rounds", {**every, "merge_max_candidates": cap}),
+                         ("two-rounds-four-workers", {**every, "merge_max_candidates": cap, "cpus_per_task": 0.5})):
         copy = tmp_path_factory.mktemp("greedi") / "run"
         shutil.copytree(run, copy)
         variant = dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, greedi_merge=True, **change))
@@ -263,7 +265,17 @@ def greedi_runs(tiny, tmp_path_factory):
     return runs
 
 
-def test_greedi_merge_equals_the_in_process_merge(greedi_runs):
+def test_greedi_merge_by_gain_equals_the_in_process_merge(greedi_runs):
+    variant, copy, summary = greedi_runs["by-gain"]
+    ids, gains, _ = in_process_selection(copy, variant.select)
+    merged = pq.read_table(copy / "select" / "subset_greedi.parquet")
+    rows = merge_by_gain(ids, gains, summary["budget"])
+    assert merged.column("sequence_id").to_numpy().tolist() == ids[rows].tolist()
+    assert merged.column("gain").to_numpy().tobytes() == gains[rows].tobytes()
+    assert summary["phases_run"] == ["partition", "greedy", "merge"]
+
+
+def test_greedi_merge_over_all_points_equals_the_in_process_merge(greedi_runs):
     variant, copy, summary = greedi_runs["one-round"]
     assert summary["phases_run"] == ["partition", "greedy", "merge"] and summary["greedi_rounds"] == 1
     merged = pq.read_table(copy / "select" / "subset_greedi.parquet").column("sequence_id").to_numpy()

@@ -30,7 +30,7 @@ from jobs.monitor import gather
 from jobs.stages.base import Context, Stage
 from selection.partition import random_partition, spherical_kmeans, split_oversized
 from selection.sampling import draw_subset, taylor_softmax
-from selection.merge import candidate_count, group_keep, merge_groups
+from selection.merge import candidate_count, group_keep, merge_by_gain, merge_groups
 
 
 class Select(Stage):
@@ -56,8 +56,8 @@ class Select(Stage):
         if scfg.memory_per_task_gb:
             task["memory"] = int(scfg.memory_per_task_gb * 2**30)
         todo = [int(p) for p in np.unique(parts) if not (out / "partitions" / f"part-{p:05d}.parquet").exists()]
-        scatter = out / "scatter"  # the merge's group rounds read it too
-        if todo or ctx.cfg.runs_greedi_merge():
+        scatter = out / "scatter"  # the all_points merge's group rounds read it too
+        if todo or (ctx.cfg.runs_greedi_merge() and scfg.merge_objective == "all_points"):
             ray.get([scatter_shard.remote(f, fp, str(scatter)) for f, fp in zip(embed_files, parts_per_file)
                      if not (scatter / f"_done-{Path(f).name}").exists()])
         seconds = {"partition": time.perf_counter() - clock}
@@ -143,24 +143,30 @@ def greedi(
     embed_files: list[str], scatter: Path, partitions_dir: Path, ordered: pa.Table, budget: int, scfg: SelectConfig,
     task: dict,
 ) -> dict:
-    """Merge round: each partition's greedy prefix (its oversampled budget share) becomes a
+    """Merge round. `partitions`: greedy on the union of the partitions' objectives (their orders
+    merged by gain). `all_points`: each partition's greedy prefix (its oversampled budget share) becomes a
     candidate, and so does the best partition's own greedy solution (RandGreeDi keeps the better
     of the two). When the candidates exceed `merge_max_candidates`, groups of partitions are merged
     first (one task each, on the group's own points). The last round: one task builds the
     candidates' index, and every point's nearest candidates above its own k-th neighbour's
     similarity (one task per embedding shard) form the objective, so the merged subset is judged on
     all the data, not only on the candidates."""
+    ids, gains = ordered.column("sequence_id").to_numpy(), ordered.column("gain").to_numpy()
+    if scfg.merge_objective == "partitions":  # exact greedy on the union: no local solution can beat it
+        rows = merge_by_gain(ids, gains, budget)
+        return {"sequence_ids": ids[rows], "gains": gains[rows], "objective": float(gains[rows].sum()),
+                "local_won": False, "candidates": len(ids), "rounds": 1}
     if budget > scfg.merge_max_candidates:
         raise ValueError(f"select.merge_max_candidates={scfg.merge_max_candidates} is below the budget ({budget} "
                          "sequences): the last merge round must hold at least the budget; raise it")
     shard = ordered.column("shard").to_numpy()
     bounds = np.flatnonzero(np.diff(shard)) + 1
     partition_ids = [int(p[0]) for p in np.split(shard, bounds)]
-    orders = np.split(ordered.column("sequence_id").to_numpy(), bounds)
+    orders = np.split(ids, bounds)
     n = len(shard)
-    best = max(zip(orders, np.split(ordered.column("gain").to_numpy(), bounds)), key=lambda p: p[1][:budget].sum())
+    best = max(zip(orders, np.split(gains, bounds)), key=lambda p: p[1][:budget].sum())
     local_ids = best[0][:budget]
-    counts = [candidate_count(len(ids), budget, n, scfg.greedi_oversample) for ids in orders]
+    counts = [candidate_count(len(o), budget, n, scfg.greedi_oversample) for o in orders]
     rounds = 1
     if sum(counts) > scfg.merge_max_candidates:
         groups = merge_groups(counts, scfg.merge_max_candidates)
@@ -172,8 +178,7 @@ def greedi(
         candidate_ids = np.unique(np.concatenate(chosen + [local_ids]))
         rounds = 2
     else:
-        candidate_ids = np.unique(np.concatenate([ids[:c] for ids, c in zip(orders, counts)] + [local_ids]))
-    ids = ordered.column("sequence_id").to_numpy()
+        candidate_ids = np.unique(np.concatenate([o[:c] for o, c in zip(orders, counts)] + [local_ids]))
     by_id = np.argsort(ids, kind="stable")
     thresholds = ray.put((ids[by_id], ordered.column("kth_similarity").to_numpy()[by_id]))
     index = candidate_index.options(**task).remote(embed_files, candidate_ids, scfg.merge_knn_params())
