@@ -7,8 +7,9 @@ law is fitted rather than guessed:
 - a partition task (IVF kNN graph + recall sample + lazy greedy over the whole partition) at the
   paper's dimension 768 and partitions of 6.9k, 13.9k and 27.7k points (the paper's P = 1500 blocks);
 - one embedding-shard pass (read, normalise, nearest centroid, scatter) per 50k rows at d = 768;
-- the GreeDi last round: candidate index, every point's nearest candidates, and the merge greedy,
-  at n = 25k, 50k and 100k points with n / 2 candidates;
+- the `all_points` GreeDi last round: candidate index, every point's nearest candidates
+  (merge_nprobe cells), and the merge greedy, at n = 12.5k, 25k and 50k points with n / 2 candidates
+  (the default `partitions` merge is a sort of the gains: nothing to project);
 - BERT-base embedding (the embed stage's forward pass) in sequences per second per core.
 Then prints the projection for 41.5M sequences of 768-d embeddings on 1, 8 and 64 nodes.
 """
@@ -27,8 +28,8 @@ import torch
 from dataio.rundir import embedding_table, read_embeddings, write_parquet
 from selection.facility_location import FacilityLocation
 from selection.greedy import lazy_greedy
-from selection.knn import KnnGraph, KnnParams, build_index, knn_graph, normalize_embeddings, search_index
-from selection.merge import candidate_edges, kth_similarity
+from selection.knn import KnnGraph, KnnParams, build_index, normalize_embeddings, search_index
+from selection.merge import candidate_edges
 from selection.partition import nearest_centroid
 from selection.shard import order_shard
 
@@ -60,7 +61,7 @@ def partition_costs(knn_k: int) -> list[tuple[int, float]]:
     rows = []
     for size in (PAPER_PARTITION // 4, PAPER_PARTITION // 2, PAPER_PARTITION):
         x = clustered(size, PAPER_D, seed=size)
-        _, secs = timed(lambda: order_shard(np.arange(size), x, knn_k, params=KnnParams(method="ivf")))
+        _, secs = timed(lambda: order_shard(np.arange(size), x, knn_k, params=KnnParams(method="ivf", nprobe=8)))
         rows.append((size, secs))
         print(f"partition task: {size} points, d={PAPER_D}, k={knn_k}: {secs:.2f} s", flush=True)
     return rows
@@ -92,13 +93,12 @@ def shard_pass_seconds() -> float:
 
 def merge_costs(knn_k: int) -> list[dict]:
     rows = []
-    for n in (25_000, 50_000, 100_000):
+    for n in (12_500, 25_000, 50_000):
         x = clustered(n, PAPER_D, seed=n + 1)
         candidates = np.sort(np.random.default_rng(0).choice(n, n // 2, replace=False))
-        index, index_s = timed(lambda: build_index(x[candidates], KnnParams(method="ivf")))
+        index, index_s = timed(lambda: build_index(x[candidates], KnnParams(method="ivf", nprobe=4)))
         (sims, nbrs), search_s = timed(lambda: search_index(index, x, knn_k))
-        floors = kth_similarity(knn_graph(x, knn_k, KnnParams(method="ivf")), knn_k)  # the partitions' (untimed)
-        graph = candidate_edges(sims, nbrs, len(candidates), floors)
+        graph = candidate_edges(sims, nbrs, len(candidates), None)  # floors only thin the edges: no cost
         _, greedy_s = timed(lambda: lazy_greedy(FacilityLocation(KnnGraph(graph)), round(FRACTION * n)))
         rows.append({"n": n, "index_s": index_s, "search_s": search_s, "greedy_s": greedy_s})
         print(f"merge round: {n} points, {len(candidates)} candidates: index {index_s:.2f} s, "
@@ -145,9 +145,9 @@ def project(partition: list[tuple[int, float]], shard_s: float, merge: list[dict
         "embed (bert-base forward, CPU)": n / embed_per_s,
         "partition + scatter": n / SHARD * shard_s,
         "kNN graphs + greedy (all partitions)": partitions * a * PAPER_PARTITION ** b,
-        "greedi merge: points' nearest candidates": search_a * n ** search_b,
+        "greedi `all_points` merge: every point's nearest candidates": search_a * n ** search_b,
     }
-    serial = {"greedi merge: candidate index + greedy (one task each)": index_a * candidates ** index_b
+    serial = {"greedi `all_points` merge: candidate index + greedy (one task each)": index_a * candidates ** index_b
               + greedy_a * n ** greedy_b}
     for name, core_s in costs.items():
         print(f"| {name} | {core_s / 3600:.1f} | " + " | ".join(hours(core_s / (CORES_PER_NODE * k)) for k in (1, 8, 64))

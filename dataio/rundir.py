@@ -185,9 +185,9 @@ def shard_files(folder: str | Path) -> list[Path]:
     return sorted(Path(folder).glob("part-*.parquet"))
 
 
-def read_table(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+def read_table(path: str | Path, columns: list[str] | None = None, filters: list | None = None) -> pa.Table:
     try:
-        return pq.read_table(path, columns=columns)
+        return pq.read_table(path, columns=columns, filters=filters)
     except Exception as e:
         raise ValueError(f"{path}: not a readable Parquet file ({e})") from None
 
@@ -218,11 +218,14 @@ def embedding_table(sequence_ids: np.ndarray, embeddings: np.ndarray) -> pa.Tabl
     })
 
 
-def read_embeddings(files: list[Path], keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(sequence_ids, embeddings float32) from embedding shards, optionally only the ids in `keep`."""
+def read_embeddings(
+    files: list[Path], keep: np.ndarray | None = None, filters: list | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(sequence_ids, embeddings float32) from embedding shards, optionally only the ids in `keep`
+    (or the rows a Parquet `filters` expression selects: row groups it excludes are not read)."""
     ids, embs, dim = [], [], None
     for file in files:
-        t = read_table(file)
+        t = read_table(file, ["sequence_id", "embedding"], filters)
         col = t.column("embedding").combine_chunks()
         d = col.type.list_size
         if dim is not None and d != dim:

@@ -96,7 +96,7 @@ class SelectConfig:
     kmeans_sample: int = 100_000  # points sampled to fit the partition centroids
     knn_k: int = 20
     knn_method: str = "exact"  # exact | ivf | hnsw | torch
-    knn_nprobe: int = 16
+    knn_nprobe: int = 8  # IVF cells per query: recall 1.000 at 15.6k and 0.9998 at 30k synthetic points, 40% faster than 16
     optimizer: str = "lazy"  # lazy (exact greedy) or stochastic
     epsilon: float = 0.01  # stochastic greedy only
     # The GreeDi merge round runs only when something uses its subset: strategy greedi, train.subset

@@ -207,9 +207,13 @@ def in_process_merge(run, scfg) -> np.ndarray:
     floors = np.concatenate([p[3] for p in partitions])[np.argsort(floor_ids)]
     by_id = np.argsort(emb_ids)
     xn = normalize_embeddings(emb[by_id])
-    graph = candidate_graph(xn, xn[np.searchsorted(emb_ids[by_id], candidates)], scfg.knn_k, scfg.merge_knn_params(),
-                            thresholds=floors)
-    order, _, _ = merge_select([(emb_ids[by_id], graph)], budget, np.searchsorted(candidates, local))
+    base = xn[np.searchsorted(emb_ids[by_id], candidates)]
+    blocks = []  # one block per embedding shard, as the stage searches them (FAISS rounds per query block)
+    for f in shard_files(run / "embed"):
+        ids_f, emb_f = read_embeddings([f])
+        rows = np.searchsorted(emb_ids[by_id], ids_f)
+        blocks.append((ids_f, candidate_graph(emb_f, base, scfg.knn_k, scfg.merge_knn_params(), thresholds=floors[rows])))
+    order, _, _ = merge_select(blocks, budget, np.searchsorted(candidates, local))
     return candidates[order]
 
 

@@ -59,11 +59,11 @@ class Select(Stage):
         scatter = out / "scatter"  # the all_points merge's group rounds read it too
         if todo or (ctx.cfg.runs_greedi_merge() and scfg.merge_objective == "all_points"):
             ray.get([scatter_shard.remote(f, fp, str(scatter)) for f, fp in zip(embed_files, parts_per_file)
-                     if not (scatter / f"_done-{Path(f).name}").exists()])
+                     if not (scatter / Path(f).name).exists()])
         seconds = {"partition": time.perf_counter() - clock}
         clock = time.perf_counter()
         stats = gather([order_partition.options(**task, num_gpus=scfg.gpus_per_task).remote(
-            p, str(scatter / f"p-{p:05d}"), scfg.knn_k, scfg.knn_params(), scfg.optimizer, scfg.epsilon, scfg.seed,
+            p, str(scatter), scfg.knn_k, scfg.knn_params(), scfg.optimizer, scfg.epsilon, scfg.seed,
             str(out / "partitions" / f"part-{p:05d}.parquet")) for p in todo], "select: kNN graph + greedy", "partitions")
         seconds["greedy"] = time.perf_counter() - clock
         ordered = pa.concat_tables([read_table(f) for f in shard_files(out / "partitions")])
