@@ -61,9 +61,19 @@ def _truncate_metrics(path: Path, after_step: int) -> None:
         if step > after_step:
             break
         keep.append(line)
+    if len(keep) < after_step:  # only if the file was damaged behind a checkpoint: lines are synced before one
+        print(f"[ingenious] {path}: steps {len(keep) + 1}..{after_step} were lost before the checkpoint at step "
+              f"{after_step}; they are not recomputed (the run resumes from the checkpoint)", flush=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("".join(line + "\n" for line in keep))
     os.replace(tmp, path)
+
+
+def _sync(path: Path) -> None:
+    """Make the metrics lines durable before a checkpoint vouches for their steps."""
+    with path.open("a") as f:
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def launch_args(
@@ -137,6 +147,7 @@ def train_worker(args: dict) -> None:
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             with tempfile.TemporaryDirectory() as tmp:
                 if rank == 0:
+                    _sync(metrics_path)
                     save_state(trainer.state_dict(done), Path(tmp) / STATE_FILE)
                 ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp) if rank == 0 else None)
     if rank == 0:

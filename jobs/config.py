@@ -140,12 +140,14 @@ class SelectConfig:
         if not (0.0 < self.cpus_per_task < math.inf) or not (0.0 <= self.gpus_per_task < math.inf):
             raise ValueError("select.cpus_per_task must be > 0 and gpus_per_task >= 0")
         if (self.num_partitions is not None and self.num_partitions < 1) or self.partition_size < 1 or self.knn_k < 1 \
-                or not (1.0 <= self.greedi_oversample < math.inf) or not (1.0 <= self.max_partition_factor < math.inf) \
-                or self.merge_max_candidates < 1:
+                or not (1.0 <= self.greedi_oversample < math.inf) or not (1.0 <= self.max_partition_factor < math.inf):
             raise ValueError("select.num_partitions (or null) >= 1, partition_size >= 1, knn_k >= 1, "
-                             "greedi_oversample >= 1, max_partition_factor >= 1 and merge_max_candidates >= 1 are required")
-        if self.knn_nprobe < 1 or self.merge_nprobe < 1:  # FAISS would search no cell and find no neighbours
-            raise ValueError(f"select.knn_nprobe and merge_nprobe must be >= 1, got {self.knn_nprobe}, {self.merge_nprobe}")
+                             "greedi_oversample >= 1 and max_partition_factor >= 1 are required")
+        if self.merge_max_candidates < 1:
+            raise ValueError(f"select.merge_max_candidates must be >= 1, got {self.merge_max_candidates}")
+        for key in ("knn_nprobe", "merge_nprobe"):  # FAISS would search no cell and find no neighbours
+            if getattr(self, key) < 1:
+                raise ValueError(f"select.{key} must be >= 1, got {getattr(self, key)}")
         if self.kmeans_sample < 1:
             raise ValueError(f"select.kmeans_sample must be >= 1, got {self.kmeans_sample}")
         if self.seed < 0:  # NumPy seeds are unsigned

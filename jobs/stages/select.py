@@ -52,6 +52,9 @@ class Select(Stage):
         n, budget = len(ids), round(scfg.fraction * len(ids))
         if budget < 1:
             raise ValueError(f"select.fraction={scfg.fraction} of {n} sequences selects nothing")
+        if ctx.cfg.runs_greedi_merge() and scfg.merge_objective == "all_points" and budget > scfg.merge_max_candidates:
+            raise ValueError(f"select.merge_max_candidates={scfg.merge_max_candidates} is below the budget ({budget} "
+                             "sequences): the last merge round must hold at least the budget; raise it")
         task = {"num_cpus": scfg.cpus_per_task}
         if scfg.memory_per_task_gb:
             task["memory"] = int(scfg.memory_per_task_gb * 2**30)
@@ -156,9 +159,6 @@ def greedi(
         rows = merge_by_gain(ids, gains, budget)
         return {"sequence_ids": ids[rows], "gains": gains[rows], "objective": float(gains[rows].sum()),
                 "local_won": False, "candidates": len(ids), "rounds": 1}
-    if budget > scfg.merge_max_candidates:
-        raise ValueError(f"select.merge_max_candidates={scfg.merge_max_candidates} is below the budget ({budget} "
-                         "sequences): the last merge round must hold at least the budget; raise it")
     shard = ordered.column("shard").to_numpy()
     bounds = np.flatnonzero(np.diff(shard)) + 1
     partition_ids = [int(p[0]) for p in np.split(shard, bounds)]
