@@ -516,7 +516,7 @@ def test_from_scratch_twice_gives_the_same_bytes(tiny, tmp_path):
     assert [r["status"] for r in rows] == ["ran"] * 4
     again = tmp_path / "again"
     same = ["prepare/tokenizer/tokenizer.json", *(f"select/{f}" for f in (
-        "subset.parquet", "subset_ingenious.parquet", "subset_greedi.parquet", "probabilities.parquet"))]
+        "subset.parquet", "subset_ingenious.parquet", "probabilities.parquet"))]  # (no merge: ingenious)
     same += [str(p.relative_to(run)) for p in shard_files(run / "prepare" / "sequences")]
     for name in same:
         assert (again / name).read_bytes() == (run / name).read_bytes(), name

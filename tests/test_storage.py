@@ -74,7 +74,7 @@ def test_stages_write_to_s3_and_resume_after_an_interrupted_write(ray_cluster, s
     manifest = json.loads(remote_files(s3, "exp/select/")["manifest.json"])
     assert rows[0]["status"] == "ran" and [p["partition"] for p in manifest["summary"]["per_partition"]] == [1]
     again = remote_files(s3, "exp/select/")
-    for name in ("_SUCCESS", "subset.parquet", "subset_greedi.parquet", "probabilities.parquet",
+    for name in ("_SUCCESS", "subset.parquet", "subset_ingenious.parquet", "probabilities.parquet",
                  "partitions/part-00000.parquet", "partitions/part-00001.parquet"):
         assert again[name] == first[f"select/{name}"]  # the same bytes as the uninterrupted run
 
