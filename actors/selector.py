@@ -17,10 +17,10 @@ import ray
 import scipy.sparse as sp
 
 from dataio.rundir import embedding_table, read_embeddings, read_table, write_parquet, write_shard_log
-from selection.knn import KnnParams, build_index, normalize_embeddings, search_index, to_graph
-from selection.partition import nearest_centroid, splitmix64
+from selection.knn import KnnParams, build_index, normalize_embeddings, search_index
 from selection.merge import candidate_edges as threshold_edges
 from selection.merge import merge_group, merge_select
+from selection.partition import nearest_centroid, splitmix64
 from selection.shard import order_shard
 
 

@@ -22,16 +22,16 @@ from dataio.corpus import BUILTIN_WIKI, read_documents
 from dataio.rundir import read_embeddings, read_sequences, shard_files
 from jobs.config import load_config
 from jobs.pipeline import run_pipeline
-from jobs.stages.embed import embed_files
 from jobs.stages import STAGE_NAMES
+from jobs.stages.embed import embed_files
 from selection.knn import normalize_embeddings
+from selection.merge import candidate_count, candidate_graph, merge_by_gain, merge_select
 from selection.partition import (
     nearest_centroid,
     random_partition,
     spherical_kmeans,
     split_oversized,
 )
-from selection.merge import candidate_count, candidate_graph, merge_by_gain, merge_select
 from selection.sampling import draw_subset, taylor_softmax
 from selection.shard import order_shard
 from tests.conftest import write_corpus, write_sst2

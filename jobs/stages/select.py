@@ -21,16 +21,22 @@ import pyarrow as pa
 import ray
 
 from actors.selector import (
-    assign_clusters, candidate_edges, candidate_index, group_merge, merge_round, order_partition, sample_embeddings,
+    assign_clusters,
+    candidate_edges,
+    candidate_index,
+    group_merge,
+    merge_round,
+    order_partition,
+    sample_embeddings,
     scatter_shard,
 )
 from dataio.rundir import read_table, shard_files, write_parquet
 from jobs.config import PipelineConfig, SelectConfig
 from jobs.monitor import gather
 from jobs.stages.base import Context, Stage
+from selection.merge import candidate_count, group_keep, merge_by_gain, merge_groups
 from selection.partition import random_partition, spherical_kmeans, split_oversized
 from selection.sampling import draw_subset, taylor_softmax
-from selection.merge import candidate_count, group_keep, merge_by_gain, merge_groups
 
 
 class Select(Stage):
@@ -52,7 +58,8 @@ class Select(Stage):
         n, budget = len(ids), round(scfg.fraction * len(ids))
         if budget < 1:
             raise ValueError(f"select.fraction={scfg.fraction} of {n} sequences selects nothing")
-        if ctx.cfg.runs_greedi_merge() and scfg.merge_objective == "all_points" and budget > scfg.merge_max_candidates:
+        merge_all_points = ctx.cfg.runs_greedi_merge() and scfg.merge_objective == "all_points"
+        if merge_all_points and budget > scfg.merge_max_candidates:
             raise ValueError(f"select.merge_max_candidates={scfg.merge_max_candidates} is below the budget ({budget} "
                              "sequences): the last merge round must hold at least the budget; raise it")
         task = {"num_cpus": scfg.cpus_per_task}
@@ -60,7 +67,7 @@ class Select(Stage):
             task["memory"] = int(scfg.memory_per_task_gb * 2**30)
         todo = [int(p) for p in np.unique(parts) if not (out / "partitions" / f"part-{p:05d}.parquet").exists()]
         scatter = out / "scatter"  # the all_points merge's group rounds read it too
-        if todo or (ctx.cfg.runs_greedi_merge() and scfg.merge_objective == "all_points"):
+        if todo or merge_all_points:
             ray.get([scatter_shard.remote(f, fp, str(scatter)) for f, fp in zip(embed_files, parts_per_file)
                      if not (scatter / Path(f).name).exists()])
         seconds = {"partition": time.perf_counter() - clock}
