@@ -1,19 +1,19 @@
 """The run directory: one folder per stage, Parquet shards, a manifest, a completion marker.
 
-A stage is done when its `_SUCCESS` marker exists, its manifest carries the same config hash as the
-current run, every upstream output it was made from is still what it was (the manifest records
-their digests), and its own outputs are still as it left them (size and a checksum of each file,
-recorded at the finish). The marker is written last, after the outputs and the manifest are
-flushed to disk, so a crashed stage is never mistaken for a finished one. Files are written to a
-temporary name and renamed into place, so a reader never sees half a shard and a resumed stage can
-trust every shard it finds; a torn or empty manifest is unfinished work.
+The run directory is a URI (a local path, `s3://`, `gs://`): every process opens it through
+dataio/uri.py, so no stage needs a disk the nodes share. A stage is done when its `_SUCCESS`
+marker exists, its manifest carries the same config hash as the current run, every upstream output
+it was made from is still what it was (the manifest records their digests), and its own outputs are
+still as it left them (size and a checksum of each file, recorded at the finish). The marker is
+written last, after the outputs and the manifest, so a crashed stage is never mistaken for a
+finished one. Every file is written atomically, so a reader never sees half a shard and a resumed
+stage can trust every shard it finds; a torn or empty manifest is unfinished work.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import shutil
 import socket
 import time
 from pathlib import Path
@@ -21,11 +21,16 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from dataio import uri as U
+from dataio.uri import read_parquet as read_table
+from dataio.uri import shard_files, write_parquet
+
+__all__ = ["RunDir", "config_hash", "embedding_table", "read_embeddings", "read_sequence_file", "read_sequences",
+           "read_table", "shard_files", "write_parquet", "write_shard_log"]
 
 MARKER = "_SUCCESS"
 MANIFEST = "manifest.json"
-SAMPLE_BYTES = 1 << 20  # checksummed at each end of a file; smaller files are checksummed whole
 
 
 def config_hash(payload: Any) -> str:
@@ -33,54 +38,31 @@ def config_hash(payload: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def fingerprint(path: Path, *, sync: bool = False) -> dict:
-    """Size and sha256 of a file: all of it up to 2 MiB, else its first and last MiB. Cheap on large
-    shards, and a truncated or rewritten Parquet file changes its size or its footer at the end.
-    `sync` also flushes the file to disk (what a marker vouches for must survive a power loss)."""
-    with path.open("rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        digest = hashlib.sha256(f.read(2 * SAMPLE_BYTES) if size <= 2 * SAMPLE_BYTES else b"")
-        if size > 2 * SAMPLE_BYTES:
-            digest.update(f.read(SAMPLE_BYTES))
-            f.seek(size - SAMPLE_BYTES)
-            digest.update(f.read(SAMPLE_BYTES))
-        if sync:
-            os.fsync(f.fileno())
-    return {"size": size, "sha256": digest.hexdigest()}
-
-
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class RunDir:
     def __init__(self, root: str | Path):
-        self.root = Path(root).expanduser().resolve()
+        self.root = U.normalize(root)
         self._digests: dict[str, str | None] = {}  # verified output digests, per stage, this invocation
 
-    def stage(self, name: str) -> Path:
-        return self.root / name
+    def stage(self, name: str) -> str:
+        return U.join(self.root, name)
+
+    def path(self, *parts: str) -> str:
+        return U.join(self.root, *parts)
 
     def read_manifest(self, name: str) -> dict | None:
         """The stage's manifest; None if it has none, or a torn or empty one (unfinished work)."""
-        path = self.stage(name) / MANIFEST
-        try:
-            manifest = json.loads(path.read_text())
-        except (FileNotFoundError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            return None
-        return manifest if isinstance(manifest, dict) else None
+        return U.read_json(U.join(self.stage(name), MANIFEST))
+
+    def has_marker(self, name: str) -> bool:
+        return U.is_file(U.join(self.stage(name), MARKER))
 
     def why_not_done(self, name: str, digest: str) -> str | None:
         """None if the stage is finished under `digest` with its inputs and outputs intact, else why not."""
         folder, manifest = self.stage(name), self.read_manifest(name)
-        if not (folder / MARKER).exists():
+        if not self.has_marker(name):
             return "not finished"
         if manifest is None:
-            return f"{folder / MANIFEST} is missing, empty or torn"
+            return f"{U.join(folder, MANIFEST)} is missing, empty or torn"
         if manifest.get("config_hash") != digest:
             return "its settings changed"
         for need, recorded in (manifest.get("inputs") or {}).items():
@@ -93,13 +75,14 @@ class RunDir:
 
     def _changed_output(self, name: str, manifest: dict) -> str | None:
         if "outputs" not in manifest:
-            return f"{self.stage(name) / MANIFEST} records no outputs"
+            return f"{U.join(self.stage(name), MANIFEST)} records no outputs"
         for rel, recorded in manifest["outputs"].items():
-            path = self.stage(name) / rel
-            if not path.is_file():
+            path = U.join(self.stage(name), rel)
+            if not U.is_file(path):
                 return f"{path} is missing"
-            if fingerprint(path) != recorded:
-                return f"{path} changed since the stage finished (size {path.stat().st_size}, recorded {recorded['size']})"
+            now = U.fingerprint(path)
+            if now != recorded:
+                return f"{path} changed since the stage finished (size {now['size']}, recorded {recorded['size']})"
         return None
 
     def output_digest(self, name: str) -> str | None:
@@ -107,89 +90,60 @@ class RunDir:
         downstream stage records as its input, so it reruns when this stage's outputs change."""
         if name not in self._digests:
             manifest = self.read_manifest(name)
-            ok = (manifest is not None and (self.stage(name) / MARKER).exists()
-                  and self._changed_output(name, manifest) is None)
+            ok = (manifest is not None and self.has_marker(name) and self._changed_output(name, manifest) is None)
             self._digests[name] = config_hash(manifest["outputs"]) if ok else None
         return self._digests[name]
 
     def resumable(self, name: str, digest: str, inputs: dict[str, str | None]) -> bool:
         """An unfinished stage's partial work (finished shards) made with this config and these inputs."""
         manifest = self.read_manifest(name)
-        return (manifest is not None and not (self.stage(name) / MARKER).exists()
+        return (manifest is not None and not self.has_marker(name)
                 and manifest.get("config_hash") == digest and (manifest.get("inputs") or {}) == inputs)
 
     def begin(self, name: str, digest: str, config: dict, inputs: dict[str, str | None] | None = None,
-              *, keep: bool | None = None) -> Path:
+              *, keep: bool | None = None) -> str:
         """Open a stage for (re)running. Partial work is kept if `keep` (default: if it was made with
         the same config and inputs). A folder the pipeline did not write (no manifest) is never
         deleted: that is an error."""
         folder, inputs = self.stage(name), inputs or {}
         if keep is None:
             keep = self.resumable(name, digest, inputs)
-        if folder.exists() and not keep:
-            if not (folder / MANIFEST).exists() and any(folder.iterdir()):
+        if not keep:
+            if U.list_files(folder, recursive=True) and not U.exists(U.join(folder, MANIFEST)):
                 raise ValueError(f"{folder} was not written by a pipeline run (it has no {MANIFEST}); "
                                  f"move it out of the run directory: the stage {name!r} writes there")
-            shutil.rmtree(folder)  # stale, torn or forced: its files belong to another config or attempt
-        folder.mkdir(parents=True, exist_ok=True)
+            U.delete_tree(folder)  # stale, torn or forced: its files belong to another config or attempt
+        elif U.exists(U.join(folder, MARKER)):
+            U.delete(U.join(folder, MARKER))
+        U.make_dirs(folder)
         self._digests.pop(name, None)
-        self.write_json(folder / MANIFEST, {"stage": name, "config_hash": digest, "config": config, "inputs": inputs,
-                                            "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        U.write_json(U.join(folder, MANIFEST), {"stage": name, "config_hash": digest, "config": config,
+                                                "inputs": inputs, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
         return folder
 
     def finish(self, name: str, summary: dict) -> None:
-        """Record every output's size and checksum (flushing each to disk), then the marker."""
+        """Record every output's size and checksum, then the marker, last."""
         folder = self.stage(name)
         manifest = self.read_manifest(name) or {}
-        outputs = {p.relative_to(folder).as_posix(): fingerprint(p, sync=True) for p in sorted(folder.rglob("*"))
-                   if p.is_file() and p.name not in (MANIFEST, MARKER) and not p.name.startswith(".")}
+        outputs = {f[len(folder) + 1:]: U.fingerprint(f) for f in U.list_files(folder, recursive=True)
+                   if U.name(f) not in (MANIFEST, MARKER)}
         manifest.update(summary, outputs=outputs, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        self.write_json(folder / MANIFEST, manifest)
-        with (folder / MARKER).open("w") as f:
-            os.fsync(f.fileno())
-        fsync_dir(folder)
+        U.write_json(U.join(folder, MANIFEST), manifest)
+        U.write_bytes(U.join(folder, MARKER), b"")
         self._digests.pop(name, None)
 
     @staticmethod
-    def write_json(path: Path, payload: dict) -> None:
-        """Atomic and durable: write beside, flush to disk, rename into place."""
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("w") as f:
-            f.write(json.dumps(payload, indent=2, sort_keys=True, default=str))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+    def write_json(path: str | Path, payload: dict) -> None:
+        U.write_json(str(path), payload)
 
 
-def write_parquet(table: pa.Table, path: str | Path) -> None:
-    """Atomic: write beside, then rename into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
-def write_shard_log(output: str | Path, record: dict) -> None:
+def write_shard_log(output: str, record: dict) -> None:
     """One log per shard: _logs/<shard>.json beside the shard's output, with where and how it ran (the
     leading underscore keeps Parquet dataset readers of the folder from taking it for data)."""
-    output = Path(output)
-    record = {"shard": output.name, "host": socket.gethostname(), "pid": os.getpid(),
+    record = {"shard": U.name(output), "host": socket.gethostname(), "pid": os.getpid(),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **record}
-    (output.parent / "_logs").mkdir(parents=True, exist_ok=True)
-    RunDir.write_json(output.parent / "_logs" / f"{output.stem}.json", record)
-
-
-def shard_files(folder: str | Path) -> list[Path]:
-    return sorted(Path(folder).glob("part-*.parquet"))
-
-
-def read_table(path: str | Path, columns: list[str] | None = None, filters: list | None = None) -> pa.Table:
-    try:
-        return pq.read_table(path, columns=columns, filters=filters)
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable Parquet file ({e})") from None
+    stem = U.name(output).rsplit(".", 1)[0]
+    U.write_json(U.join(U.parent(output), "_logs", f"{stem}.json"), record)
 
 
 def read_sequence_file(path: str | Path) -> tuple[np.ndarray, list[np.ndarray]]:

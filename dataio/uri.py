@@ -1,0 +1,296 @@
+"""Files by URI: a local path, `file://`, `s3://` or `gs://`, through pyarrow's filesystems.
+
+Every process of a run (driver, Ray tasks, actors, Ray Train workers) names files by these strings
+and opens them here, so nothing depends on a disk the processes share. Writes are atomic: locally
+a file is written beside and renamed into place (and flushed to disk); object stores make an object
+visible only whole, when its upload completes. A reader therefore never sees half a file, and a
+file that exists is a finished one.
+
+Credentials and endpoints come from the environment of each process (AWS_*, GOOGLE_*: an instance
+profile on a cluster, AWS_ENDPOINT_URL for an S3-compatible server), never from the URI string.
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+
+def is_uri(path: str | Path) -> bool:
+    return "://" in str(path)
+
+
+def normalize(location: str | Path) -> str:
+    """A local path -> its absolute form; a URI -> itself without a trailing slash."""
+    text = str(location)
+    if is_uri(text):
+        if text.startswith("file://"):
+            return str(Path(text[len("file://"):]).expanduser().resolve())
+        return text.rstrip("/")
+    return str(Path(text).expanduser().resolve())
+
+
+def join(base: str | Path, *parts: str) -> str:
+    return "/".join([str(base).rstrip("/"), *(str(p).strip("/") for p in parts if p)])
+
+
+def name(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def parent(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[0]
+
+
+def is_local(uri: str) -> bool:
+    return not is_uri(uri) or uri.startswith("file://")
+
+
+@lru_cache(maxsize=64)
+def _filesystem(scheme_and_authority: str) -> pafs.FileSystem:
+    return pafs.FileSystem.from_uri(scheme_and_authority)[0]
+
+
+def resolve(uri: str | Path) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it). Filesystems are cached per process and bucket."""
+    uri = str(uri)
+    if not is_uri(uri) or uri.startswith("file://"):
+        return pafs.LocalFileSystem(), normalize(uri)
+    scheme, rest = uri.split("://", 1)
+    bucket = rest.split("/", 1)[0]
+    try:
+        fs = _filesystem(f"{scheme}://{bucket}")
+    except (OSError, ValueError) as e:  # ArrowInvalid is a ValueError
+        raise ValueError(f"{uri}: cannot open its filesystem ({e})") from e
+    return fs, rest.rstrip("/")
+
+
+def info(uri: str) -> pafs.FileInfo:
+    fs, path = resolve(uri)
+    return fs.get_file_info(path)
+
+
+def exists(uri: str) -> bool:
+    return info(uri).type != pafs.FileType.NotFound
+
+
+def is_file(uri: str) -> bool:
+    return info(uri).type == pafs.FileType.File
+
+
+def size(uri: str) -> int:
+    return info(uri).size
+
+
+def list_files(folder: str, pattern: str = "*", *, recursive: bool = False) -> list[str]:
+    """Files under `folder` whose name matches `pattern`, as URIs in the folder's own spelling, sorted.
+    Names starting with '.' (temporary files of a write in progress) are left out."""
+    fs, path = resolve(folder)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return []
+    out = []
+    for f in fs.get_file_info(pafs.FileSelector(path, recursive=recursive)):
+        rel = f.path[len(path):].lstrip("/")
+        if f.type == pafs.FileType.File and not any(p.startswith(".") for p in rel.split("/")) \
+                and fnmatch.fnmatch(f.base_name, pattern):
+            out.append(join(folder, rel))
+    return sorted(out)
+
+
+def shard_files(folder: str) -> list[str]:
+    return list_files(folder, "part-*.parquet")
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = resolve(uri)
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise ValueError(f"{uri}: cannot be read ({e})") from e
+
+
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Atomic (and durable, locally): a reader sees the old file or the whole new one."""
+    fs, path = resolve(uri)
+    if isinstance(fs, pafs.LocalFileSystem):
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        fsync_dir(target.parent)
+        return
+    with fs.open_output_stream(path) as f:  # the object appears when the upload completes
+        f.write(data)
+
+
+def write_text(uri: str, text: str) -> None:
+    write_bytes(uri, text.encode("utf-8"))
+
+
+def write_json(uri: str, payload: dict) -> None:
+    write_text(uri, json.dumps(payload, indent=2, sort_keys=True, default=str))
+
+
+def read_json(uri: str) -> dict | None:
+    """A JSON object, or None if the file is missing, empty, torn or not an object."""
+    try:
+        payload = json.loads(read_bytes(uri))
+    except (FileNotFoundError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def fsync_dir(folder: str | Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def delete(uri: str) -> None:
+    fs, path = resolve(uri)
+    try:
+        fs.delete_file(path)
+    except FileNotFoundError:
+        pass
+
+
+def delete_tree(uri: str) -> None:
+    """Remove a folder and everything under it (its marker first, so it is never seen as done)."""
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return
+    if isinstance(fs, pafs.LocalFileSystem):
+        shutil.rmtree(path)
+        return
+    files = [f.path for f in fs.get_file_info(pafs.FileSelector(path, recursive=True)) if f.type == pafs.FileType.File]
+    for f in sorted(files, key=lambda p: not p.endswith("/_SUCCESS")):
+        fs.delete_file(f)
+    fs.delete_dir_contents(path, missing_dir_ok=True)
+
+
+def make_dirs(uri: str) -> None:
+    fs, path = resolve(uri)
+    fs.create_dir(path, recursive=True)
+
+
+def fingerprint(uri: str, sample_bytes: int = 1 << 20) -> dict:
+    """Size and sha256 of a file: all of it up to 2 x sample_bytes, else its first and last
+    sample_bytes. Cheap on large shards, and a truncated or rewritten Parquet file changes its size
+    or its footer at the end."""
+    fs, path = resolve(uri)
+    with fs.open_input_file(path) as f:
+        total = f.size()
+        if total <= 2 * sample_bytes:
+            digest = hashlib.sha256(f.read())
+        else:
+            digest = hashlib.sha256(b"")
+            digest.update(f.read(sample_bytes))
+            f.seek(total - sample_bytes)
+            digest.update(f.read(sample_bytes))
+    return {"size": total, "sha256": digest.hexdigest()}
+
+
+def write_parquet(table: pa.Table, uri: str) -> None:
+    fs, path = resolve(uri)
+    if isinstance(fs, pafs.LocalFileSystem):
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, target)
+        return
+    pq.write_table(table, path, filesystem=fs)
+
+
+def read_parquet(uri: str, columns: list[str] | None = None, filters: list | None = None) -> pa.Table:
+    fs, path = resolve(uri)
+    try:
+        return pq.read_table(path, columns=columns, filters=filters, filesystem=fs)
+    except FileNotFoundError:
+        raise ValueError(f"{uri}: no such file") from None
+    except Exception as e:  # pyarrow raises several types for corrupt files
+        raise ValueError(f"{uri}: not a readable Parquet file ({e})") from e
+
+
+def parquet_file(uri: str) -> pq.ParquetFile:
+    fs, path = resolve(uri)
+    try:
+        return pq.ParquetFile(fs.open_input_file(path))
+    except Exception as e:
+        raise ValueError(f"{uri}: not a readable Parquet file ({e})") from e
+
+
+def parquet_rows(uri: str) -> int:
+    return parquet_file(uri).metadata.num_rows
+
+
+def upload_dir(local: str | Path, uri: str) -> None:
+    """Copy a local folder's files to `uri` (each atomically). Locally the folder is copied beside and
+    renamed into place, so it appears whole."""
+    local = Path(local)
+    fs, path = resolve(uri)
+    if isinstance(fs, pafs.LocalFileSystem):
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(local, tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+        return
+    for file in sorted(p for p in local.rglob("*") if p.is_file()):
+        write_bytes(join(uri, file.relative_to(local).as_posix()), file.read_bytes())
+
+
+def download_dir(uri: str, local: str | Path) -> Path:
+    local = Path(local)
+    files = list_files(uri, recursive=True)
+    if not files:
+        raise ValueError(f"{uri}: no such folder, or it is empty")
+    for file in files:
+        target = local / file[len(uri.rstrip("/")) + 1:]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(read_bytes(file))
+    return local
+
+
+_LOCAL_COPIES: dict[str, Path] = {}
+
+
+def local_dir(uri: str) -> Path:
+    """A local folder holding the files of `uri` (a tokenizer, a model): the folder itself when it is
+    local, else a copy downloaded once per process into a temporary folder. For libraries that load
+    only from local paths (transformers' from_pretrained)."""
+    if is_local(uri):
+        path = Path(normalize(uri))
+        if not path.exists():
+            raise ValueError(f"{uri} does not exist on this node ({os.uname().nodename})")
+        return path
+    fs, path = resolve(uri)
+    listing = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    key = uri + json.dumps(sorted((f.path, f.size, str(f.mtime)) for f in listing))  # rewritten -> fetched again
+    if key not in _LOCAL_COPIES:
+        _LOCAL_COPIES[key] = download_dir(uri, tempfile.mkdtemp(prefix="ingenious-"))
+    return _LOCAL_COPIES[key]
