@@ -12,6 +12,7 @@ import ray
 import torch
 from transformers import AutoTokenizer
 
+from dataio import uri as U
 from dataio.rundir import embedding_table, read_sequence_file, write_parquet, write_shard_log
 from training.embed import embed_batch, load_encoder
 from training.packing import pad_batch
@@ -30,12 +31,14 @@ RESTARTS = 3
 class Embedder:
     def __init__(self, encoder_path: str, *, pooling: str, layer: int, batch_size: int, run_tokenizer: str,
                  kind: str, retokenize: bool):
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # CUDA only when Ray gave this actor a GPU: a visible GPU may be reserved by another task.
+        self.device = torch.device("cuda" if ray.get_gpu_ids() else "cpu")
         if self.device.type == "cpu":
             torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+        encoder_path = U.model_source(encoder_path)
         self.model = load_encoder(encoder_path, self.device)
         self.pooling, self.layer, self.batch_size = pooling, layer, batch_size
-        self.run_tok = load_tokenizer(run_tokenizer, kind=kind)
+        self.run_tok = load_tokenizer(str(U.local_dir(run_tokenizer)), kind=kind)
         self.enc_tok = AutoTokenizer.from_pretrained(encoder_path) if retokenize else None
         self.pad_id = (self.enc_tok or self.run_tok).pad_token_id
 
@@ -49,6 +52,10 @@ class Embedder:
     def embed_shard(self, sequences_path: str, out_path: str) -> dict:
         start = time.perf_counter()
         ids, seqs = read_sequence_file(sequences_path)
+        if not len(ids):  # a shard whose documents were all held out or too short
+            dim = self.model.config.hidden_size  # every pooling returns a hidden state
+            write_parquet(embedding_table(ids, np.empty((0, dim), np.float32)), out_path)
+            return {"sequences": 0, "dim": dim, "device": self.device.type}
         seqs = self._encoder_ids(seqs)
         # Length-sorted batches pad little; the output is keyed by sequence_id, so order is free.
         order = np.argsort([len(s) for s in seqs], kind="stable")

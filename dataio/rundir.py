@@ -125,7 +125,7 @@ class RunDir:
         """Record every output's size and checksum, then the marker, last."""
         folder = self.stage(name)
         manifest = self.read_manifest(name) or {}
-        outputs = {f[len(folder) + 1:]: U.fingerprint(f) for f in U.list_files(folder, recursive=True)
+        outputs = {U.relative(f, folder): U.fingerprint(f) for f in U.list_files(folder, recursive=True)
                    if U.name(f) not in (MANIFEST, MARKER)}
         manifest.update(summary, outputs=outputs, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         U.write_json(U.join(folder, MANIFEST), manifest)

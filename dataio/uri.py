@@ -17,6 +17,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -35,20 +37,39 @@ def normalize(location: str | Path) -> str:
     if is_uri(text):
         if text.startswith("file://"):
             return str(Path(text[len("file://"):]).expanduser().resolve())
-        return text.rstrip("/")
+        body, query = _split_query(text)
+        return body.rstrip("/") + query
     return str(Path(text).expanduser().resolve())
 
 
+def _split_query(uri: str) -> tuple[str, str]:
+    """('s3://bucket/key', '?region=x') from a URI with filesystem options; local paths have none."""
+    if not is_uri(uri):
+        return uri, ""
+    body, sep, query = uri.partition("?")
+    return body, sep + query
+
+
 def join(base: str | Path, *parts: str) -> str:
-    return "/".join([str(base).rstrip("/"), *(str(p).strip("/") for p in parts if p)])
+    body, query = _split_query(str(base))
+    return "/".join([body.rstrip("/"), *(str(p).strip("/") for p in parts if p)]) + query
+
+
+def relative(uri: str, folder: str) -> str:
+    """`uri`'s path below `folder` ('a/b.parquet')."""
+    body, base = _split_query(str(uri))[0], _split_query(str(folder))[0].rstrip("/")
+    if not body.startswith(base + "/"):
+        raise ValueError(f"{uri} is not under {folder}")
+    return body[len(base) + 1:]
 
 
 def name(uri: str) -> str:
-    return uri.rstrip("/").rsplit("/", 1)[-1]
+    return _split_query(str(uri))[0].rstrip("/").rsplit("/", 1)[-1]
 
 
 def parent(uri: str) -> str:
-    return uri.rstrip("/").rsplit("/", 1)[0]
+    body, query = _split_query(str(uri))
+    return body.rstrip("/").rsplit("/", 1)[0] + query
 
 
 def is_local(uri: str) -> bool:
@@ -56,8 +77,8 @@ def is_local(uri: str) -> bool:
 
 
 @lru_cache(maxsize=64)
-def _filesystem(scheme_and_authority: str) -> pafs.FileSystem:
-    return pafs.FileSystem.from_uri(scheme_and_authority)[0]
+def _filesystem(root: str) -> pafs.FileSystem:
+    return pafs.FileSystem.from_uri(root)[0]  # for S3 this may ask the server for the bucket's region
 
 
 def resolve(uri: str | Path) -> tuple[pafs.FileSystem, str]:
@@ -65,13 +86,14 @@ def resolve(uri: str | Path) -> tuple[pafs.FileSystem, str]:
     uri = str(uri)
     if not is_uri(uri) or uri.startswith("file://"):
         return pafs.LocalFileSystem(), normalize(uri)
-    scheme, rest = uri.split("://", 1)
-    bucket = rest.split("/", 1)[0]
+    body, query = _split_query(uri)
+    scheme, rest = body.split("://", 1)
+    authority, _, key = rest.partition("/")  # authority: [user:secret@]bucket
     try:
-        fs = _filesystem(f"{scheme}://{bucket}")
+        fs, bucket = _filesystem(f"{scheme}://{authority}{query}"), authority.rpartition("@")[2]
     except (OSError, ValueError) as e:  # ArrowInvalid is a ValueError
-        raise ValueError(f"{uri}: cannot open its filesystem ({e})") from e
-    return fs, rest.rstrip("/")
+        raise ValueError(f"{uri!r}: cannot open its filesystem ({e})") from e
+    return fs, f"{bucket}/{key}".rstrip("/")
 
 
 def info(uri: str) -> pafs.FileInfo:
@@ -224,6 +246,24 @@ def write_parquet(table: pa.Table, uri: str) -> None:
     pq.write_table(table, path, filesystem=fs)
 
 
+@contextmanager
+def parquet_writer(uri: str, schema: pa.Schema, **options) -> Iterator[pq.ParquetWriter]:
+    """A ParquetWriter whose file appears at `uri` whole, when the block ends without an error."""
+    fs, path = resolve(uri)
+    if isinstance(fs, pafs.LocalFileSystem):
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        with pq.ParquetWriter(tmp, schema, **options) as writer:
+            yield writer
+        os.replace(tmp, target)
+        return
+    buffer = pa.BufferOutputStream()  # uploaded in one put: an exception leaves no object behind
+    with pq.ParquetWriter(buffer, schema, **options) as writer:
+        yield writer
+    write_bytes(uri, buffer.getvalue().to_pybytes())
+
+
 def read_parquet(uri: str, columns: list[str] | None = None, filters: list | None = None) -> pa.Table:
     fs, path = resolve(uri)
     try:
@@ -246,9 +286,13 @@ def parquet_rows(uri: str) -> int:
     return parquet_file(uri).metadata.num_rows
 
 
+FOLDER_COMPLETE = "_COMPLETE"  # written last into an uploaded folder: the folder is whole
+
+
 def upload_dir(local: str | Path, uri: str) -> None:
-    """Copy a local folder's files to `uri` (each atomically). Locally the folder is copied beside and
-    renamed into place, so it appears whole."""
+    """Copy a local folder's files to `uri`, each atomically, and `_COMPLETE` last: a folder without it
+    is an interrupted upload (see folder_complete). Locally the folder is copied beside and renamed
+    into place, so it appears whole."""
     local = Path(local)
     fs, path = resolve(uri)
     if isinstance(fs, pafs.LocalFileSystem):
@@ -257,11 +301,18 @@ def upload_dir(local: str | Path, uri: str) -> None:
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(local, tmp)
+        (tmp / FOLDER_COMPLETE).write_bytes(b"")
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
         return
+    delete_tree(uri)
     for file in sorted(p for p in local.rglob("*") if p.is_file()):
         write_bytes(join(uri, file.relative_to(local).as_posix()), file.read_bytes())
+    write_bytes(join(uri, FOLDER_COMPLETE), b"")
+
+
+def folder_complete(uri: str) -> bool:
+    return is_file(join(uri, FOLDER_COMPLETE))
 
 
 def download_dir(uri: str, local: str | Path) -> Path:
@@ -270,7 +321,7 @@ def download_dir(uri: str, local: str | Path) -> Path:
     if not files:
         raise ValueError(f"{uri}: no such folder, or it is empty")
     for file in files:
-        target = local / file[len(uri.rstrip("/")) + 1:]
+        target = local / relative(file, uri)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(read_bytes(file))
     return local
@@ -294,3 +345,14 @@ def local_dir(uri: str) -> Path:
     if key not in _LOCAL_COPIES:
         _LOCAL_COPIES[key] = download_dir(uri, tempfile.mkdtemp(prefix="ingenious-"))
     return _LOCAL_COPIES[key]
+
+
+def model_source(name_or_uri: str) -> str:
+    """What from_pretrained should load: a local copy of a model on object storage, a local folder
+    (which must exist on this node), or a hub name as given."""
+    if is_uri(name_or_uri):
+        return str(local_dir(name_or_uri))
+    if name_or_uri.startswith(("/", ".", "~")) and not Path(name_or_uri).expanduser().exists():
+        raise ValueError(f"model {name_or_uri} does not exist on node {os.uname().nodename}: on a cluster, put it "
+                         "on object storage (s3://, gs://) or on storage every node mounts")
+    return name_or_uri

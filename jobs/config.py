@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from dataio import uri as U
+
 from dataio.corpus import BUILTIN_WIKI
 from selection.knn import METHODS, KnnParams
 from selection.shard import OPTIMIZERS
@@ -257,10 +259,10 @@ class _DuplicateKey(ValueError):
     pass
 
 
-def read_yaml(path: Path) -> Any:
-    """The YAML document in `path`; errors (syntax, duplicate keys) name the file."""
+def read_yaml(path: str | Path) -> Any:
+    """The YAML document in `path` (a local path or a URI); errors (syntax, duplicate keys) name the file."""
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        return yaml.load(U.read_text(str(path)), Loader=_UniqueKeyLoader)
     except _DuplicateKey as e:
         raise ValueError(f"{path}, {e}") from None
     except yaml.YAMLError as e:
@@ -356,8 +358,8 @@ def load_config(path: str | Path | None, *, base: Path | None = None) -> Pipelin
     base = Path.cwd() if base is None else base
     if path is None:
         return resolve_paths(PipelineConfig(), base)
-    path = Path(path)
-    if not path.exists():
+    path = str(path) if U.is_uri(path) else Path(path)
+    if not U.exists(str(path)):
         raise ValueError(f"config file {path} does not exist")
     data = read_yaml(path) or {}
     return resolve_paths(build_section(PipelineConfig, data, "", str(path)), base)

@@ -17,10 +17,12 @@ from pathlib import Path
 import ray
 import yaml
 
-from dataio.redact import redact, redact_tree
+from actors.nodes import require_visible
+from dataio import uri as U
 from dataio.lease import Lease
+from dataio.redact import redact, redact_tree
 from dataio.rundir import RunDir, config_hash
-from dataio.storage import Mirror, is_uri
+from dataio.uri import is_uri
 from jobs.config import PipelineConfig, load_config
 from jobs.monitor import PeakRss
 from jobs.stages import STAGE_NAMES, STAGES, Context
@@ -52,18 +54,17 @@ def run_pipeline(
     for name in list(force) + list(only or []):
         if name not in STAGE_NAMES:
             raise ValueError(f"unknown stage {name!r}; stages are {', '.join(STAGE_NAMES)}")
-    mirror = Mirror(str(run_dir)) if is_uri(run_dir) else None  # s3://, gs://...: work in a local cache
-    with mirror.lease() if mirror else Lease.for_path(run_dir):  # before the cache or the folder is touched
-        return _run_stages(cfg, mirror, RunDir(mirror.pull() if mirror else run_dir), only=only, force=force)
+    run = RunDir(run_dir)
+    with Lease(*U.resolve(run.root), redact(run.root)):  # before anything in the run directory is touched
+        return _run_stages(cfg, run, only=only, force=force)
 
 
-def _run_stages(cfg: PipelineConfig, mirror: Mirror | None, run: RunDir, *, only: list[str] | None,
-                force: list[str]) -> list[dict]:
-    run.root.mkdir(parents=True, exist_ok=True)
-    (run.root / "config.yaml").write_text(yaml.safe_dump(redact_tree(cfg.to_dict()), sort_keys=False))
-    if mirror:
-        mirror.push("config.yaml")
+def _run_stages(cfg: PipelineConfig, run: RunDir, *, only: list[str] | None, force: list[str]) -> list[dict]:
+    U.make_dirs(run.root)
+    U.write_text(run.path("config.yaml"), yaml.safe_dump(redact_tree(cfg.to_dict()), sort_keys=False))
     connect_ray(cfg)
+    if U.is_local(run.root):
+        require_visible(run.root)
     ctx, hashes, rows, dirty = Context(cfg, run), stage_hashes(cfg), [], False
     for stage in STAGES:
         digest = hashes[stage.name]
@@ -83,22 +84,14 @@ def _run_stages(cfg: PipelineConfig, mirror: Mirror | None, run: RunDir, *, only
         inputs = {n: run.output_digest(n) for n in stage.needs}
         resumed = run.resumable(stage.name, digest, inputs) and stage.name not in force
         out = run.begin(stage.name, digest, redact_tree(stage.settings(cfg)), inputs, keep=resumed)
-        if mirror:
-            mirror.open_stage(stage.name, resumed=resumed)
         start = time.perf_counter()
-        try:
-            with PeakRss(interval=0.5, gpu=True) as memory:
-                summary = stage.run(ctx, out)
-        except BaseException:
-            if mirror:
-                mirror.push(stage.name, complete=False)  # keep its finished shards for the rerun
-            raise
+        with PeakRss(interval=0.5, gpu=True) as memory:
+            summary = stage.run(ctx, out)
+            stage.verify(ctx, out, summary)
         seconds, peak_gb = time.perf_counter() - start, memory.peak_total / 2**30
         peak_gpu_gb = round(memory.peak_gpu / 2**30, 3) if memory.peak_gpu is not None else None
         run.finish(stage.name, {"seconds": seconds, "peak_rss_gb": round(peak_gb, 3), "peak_gpu_gb": peak_gpu_gb,
                                 "summary": redact_tree(summary), "upstream": {n: hashes[n] for n in stage.needs}})
-        if mirror:
-            mirror.push(stage.name)
         rows.append({"stage": stage.name, "status": "ran", "seconds": seconds, "peak_gb": peak_gb,
                      "written": redact(str(summary.get("written", "")))})
     return rows

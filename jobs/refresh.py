@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
 
-from dataio.corpus import read_documents
+from dataio import uri as U
+from dataio.corpus import corpus_snapshot
 from dataio.redact import redact
-from dataio.rundir import RunDir, embedding_table, read_embeddings, read_table, shard_files, write_parquet
+from dataio.rundir import RunDir, config_hash, embedding_table, read_embeddings, read_table, shard_files, write_parquet
 from jobs.config import PipelineConfig, load_config, local_path
 from jobs.pipeline import base_dir, connect_ray, run_pipeline, stage_hashes
 from jobs.stages import Context
@@ -37,17 +35,14 @@ from selection.knn import normalize_embeddings
 
 
 def snapshot_id(cfg: PipelineConfig) -> str:
-    """A hash of the corpus content as the pipeline reads it (a new file at the same path is a new snapshot)."""
-    digest = hashlib.sha256()
-    for doc in read_documents(cfg.corpus.source, text_field=cfg.corpus.text_field, id_field=cfg.corpus.id_field,
-                              line_documents=cfg.corpus.line_documents):
-        digest.update(f"{len(doc.doc_id)}:{doc.doc_id}{len(doc.text)}:{doc.text}".encode())
-    return digest.hexdigest()[:16]
+    """A hash of the corpus content (prepare's fingerprint of its files) and of how it is read: a new
+    file at the same path is a new snapshot. Nothing is streamed through the driver for it."""
+    return config_hash({"content": corpus_snapshot(cfg.corpus.source), "corpus": dataclasses.asdict(cfg.corpus)})
 
 
-def subset_ids(select_dir: Path) -> np.ndarray:
+def subset_ids(select_dir: str) -> np.ndarray:
     """The subset the train stage uses (the configured strategy's, subset.parquet)."""
-    return read_table(select_dir / "subset.parquet", ["sequence_id"]).column("sequence_id").to_numpy()
+    return read_table(U.join(select_dir, "subset.parquet"), ["sequence_id"]).column("sequence_id").to_numpy()
 
 
 def rows_of(ids: np.ndarray, among: np.ndarray) -> np.ndarray:
@@ -63,24 +58,24 @@ def reuse_embeddings(ctx: Context, previous: RunDir, *, reuse: bool) -> dict:
     """version/embed/part-i for each new sequences shard: previous vectors by id, new ones computed."""
     cfg, out = ctx.cfg, ctx.stage("embed")
     old_ids, old_emb = read_embeddings(shard_files(previous.stage("embed"))) if reuse else (np.empty(0, np.int64), None)
-    todo_dir, fresh_dir = out / "todo", out / "fresh"
+    todo_dir, fresh_dir = U.join(out, "todo"), U.join(out, "fresh")
     todo = []
-    for shard in shard_files(ctx.stage("prepare") / "sequences"):
+    for shard in shard_files(U.join(ctx.stage("prepare"), "sequences")):
         table = read_table(shard)
         missing = rows_of(table.column("sequence_id").to_numpy(), old_ids) < 0
-        if missing.any() and not (fresh_dir / shard.name).exists():
-            write_parquet(table.filter(missing), todo_dir / shard.name)
-            todo.append(todo_dir / shard.name)
+        if missing.any() and not U.exists(U.join(fresh_dir, U.name(shard))):
+            write_parquet(table.filter(missing), U.join(todo_dir, U.name(shard)))
+            todo.append(U.join(todo_dir, U.name(shard)))
     from_warmstart = cfg.embed.encoder == "warmstart"
-    encoder = str(previous.stage("warmstart") / "model") if from_warmstart else cfg.embed.encoder
-    embed_files(cfg, encoder=encoder, from_warmstart=from_warmstart,
-                tokenizer=ctx.stage("prepare") / "tokenizer", todo=todo, out=fresh_dir, gpu=ctx.use_gpu(cfg.embed.use_gpu))
+    encoder = U.join(previous.stage("warmstart"), "model") if from_warmstart else cfg.embed.encoder
+    embed_files(cfg, encoder=encoder, from_warmstart=from_warmstart, tokenizer=U.join(ctx.stage("prepare"), "tokenizer"),
+                todo=todo, out=fresh_dir, gpu=ctx.use_gpu(cfg.embed.use_gpu))
     reused = embedded = 0
-    for shard in shard_files(ctx.stage("prepare") / "sequences"):
+    for shard in shard_files(U.join(ctx.stage("prepare"), "sequences")):
         ids = read_table(shard, ["sequence_id"]).column("sequence_id").to_numpy()
         old_rows = rows_of(ids, old_ids)
         known = old_rows >= 0
-        new_ids, new_emb = read_embeddings([fresh_dir / shard.name]) if not known.all() else (ids[:0], None)
+        new_ids, new_emb = read_embeddings([U.join(fresh_dir, U.name(shard))]) if not known.all() else (ids[:0], None)
         like = old_emb if old_emb is not None else new_emb
         if like is None:
             continue  # an empty shard, and nothing to reuse: no vectors to write
@@ -90,30 +85,32 @@ def reuse_embeddings(ctx: Context, previous: RunDir, *, reuse: bool) -> dict:
         if not known.all():
             vectors[~known] = new_emb[rows_of(ids[~known], new_ids)]
         reused, embedded = reused + int(known.sum()), embedded + len(new_ids)
-        write_parquet(embedding_table(ids, vectors), out / shard.name)
-    shutil.rmtree(todo_dir, ignore_errors=True)  # scratch: the composed shards hold every vector now
-    shutil.rmtree(fresh_dir, ignore_errors=True)
+        write_parquet(embedding_table(ids, vectors), U.join(out, U.name(shard)))
+    U.delete_tree(todo_dir)  # scratch: the composed shards hold every vector now
+    U.delete_tree(fresh_dir)
     return {"reused": reused, "embedded_now": embedded, "written": "part-*.parquet (sequence_id, embedding)"}
 
 
 def refresh(previous_dir: str | Path, corpus: str, *, out: str | Path | None = None,
             config: str | Path | None = None) -> dict:
-    """`config` (default: the previous run's config.yaml) sets how to embed and select this time."""
+    """`config` (default: the previous run's config.yaml) sets how to embed and select this time.
+    Every folder may be local or on object storage."""
     previous = RunDir(previous_dir)
     for stage in ("prepare", "warmstart", "embed", "select"):
-        if not (previous.stage(stage) / "_SUCCESS").exists():
-            raise ValueError(f"previous run {previous.root}: stage {stage!r} is not finished")
-    old_cfg = load_config(config or previous.root / "config.yaml")
+        if not previous.has_marker(stage):
+            raise ValueError(f"previous run {redact(previous.root)}: stage {stage!r} is not finished")
+    old_cfg = load_config(config or previous.path("config.yaml"))
     cfg = dataclasses.replace(
         old_cfg, corpus=dataclasses.replace(old_cfg.corpus, source=local_path(corpus, base_dir())),
-        prepare=dataclasses.replace(old_cfg.prepare, tokenizer=str(previous.stage("prepare") / "tokenizer")),
+        prepare=dataclasses.replace(old_cfg.prepare, tokenizer=U.join(previous.stage("prepare"), "tokenizer")),
     )
     # One folder per (snapshot content, settings): the same pair again finds its diff and stops.
-    version = RunDir(Path(out or previous.root / "refresh") / f"{snapshot_id(cfg)}-{stage_hashes(cfg)['select'][:8]}")
-    diff_path = version.root / "diff.json"
-    if diff_path.exists():
-        print(f"[ingenious] refresh: snapshot already selected in {version.root}; nothing to do", flush=True)
-        return json.loads(diff_path.read_text())
+    version = RunDir(U.join(U.normalize(out) if out else previous.path("refresh"),
+                            f"{snapshot_id(cfg)}-{stage_hashes(cfg)['select'][:8]}"))
+    diff = U.read_json(version.path("diff.json"))
+    if diff is not None:
+        print(f"[ingenious] refresh: snapshot already selected in {redact(version.root)}; nothing to do", flush=True)
+        return diff
     connect_ray(cfg)
     run_pipeline(cfg, version.root, only=["prepare"])
 
@@ -125,14 +122,14 @@ def refresh(previous_dir: str | Path, corpus: str, *, out: str | Path | None = N
               f"({embed_settings} vs {dataclasses.asdict(cfg.embed)}): re-embedding every sequence", flush=True)
     digest = stage_hashes(cfg)["embed"]
     if not version.is_done("embed", digest):
-        version.begin("embed", digest, {"embed": dataclasses.asdict(cfg.embed), "reused_from": str(previous.root)})
+        version.begin("embed", digest, {"embed": dataclasses.asdict(cfg.embed), "reused_from": redact(previous.root)})
         summary = reuse_embeddings(Context(cfg, version), previous, reuse=reuse)
         version.finish("embed", {"summary": summary})
     run_pipeline(cfg, version.root, only=["select"])
 
     diff = diff_report(previous, version)
-    RunDir.write_json(version.root / "diff.json", diff)  # written last: it marks the refresh done
-    (version.root / "diff.md").write_text(diff_markdown(diff))
+    U.write_text(version.path("diff.md"), diff_markdown(diff))
+    U.write_json(version.path("diff.json"), diff)  # written last: it marks the refresh done
     print(diff_markdown(diff), flush=True)
     return diff
 
@@ -151,10 +148,10 @@ def diff_report(previous: RunDir, version: RunDir) -> dict:
         return {"before": len(before), "after": len(after), "kept": kept, "added": len(after) - kept,
                 "dropped": len(before) - kept}
 
-    draw0 = read_table(version.stage("select") / "subset_ingenious.parquet")
+    draw0 = read_table(U.join(version.stage("select"), "subset_ingenious.parquet"))
     draw0 = draw0.filter(pc.equal(draw0.column("draw"), 0)).column("sequence_id").to_numpy()
     return {
-        "previous": str(previous.root), "snapshot": version.root.name,
+        "previous": redact(previous.root), "snapshot": U.name(version.root),
         "embedding": version.read_manifest("embed")["summary"],
         "pool": counts(old_ids, new_ids),
         "subset": counts(old_subset, new_subset),
@@ -191,8 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     base = base_dir()
     try:
-        refresh(base / args.previous, args.corpus, out=base / args.out if args.out else None,
-                config=base / args.config if args.config else None)
+        refresh(local_path(args.previous, base), args.corpus, out=local_path(args.out, base),
+                config=local_path(args.config, base))
     except ValueError as e:
         raise SystemExit(f"error: {redact(str(e))}") from None
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -20,6 +21,8 @@ matplotlib.use("Agg")  # files only: no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dataio import uri as U  # noqa: E402
+from dataio.redact import redact  # noqa: E402
 from dataio.rundir import RunDir, read_embeddings, read_table, shard_files  # noqa: E402
 from jobs.stages import STAGE_NAMES  # noqa: E402
 from selection.facility_location import coverage  # noqa: E402
@@ -35,8 +38,8 @@ def _save(fig: plt.Figure, path: Path) -> str:
     return path.name
 
 
-def gain_curves(select: Path, out: Path) -> str:
-    table = read_table(select / "probabilities.parquet", ["shard", "rank", "gain"])
+def gain_curves(select: str, out: Path) -> str:
+    table = read_table(U.join(select, "probabilities.parquet"), ["shard", "rank", "gain"])
     table = table.sort_by([("shard", "ascending"), ("rank", "ascending")])
     shard, rank, gain = (table.column(c).to_numpy() for c in ("shard", "rank", "gain"))
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -57,11 +60,11 @@ def subset_quality(run: RunDir, out: Path, seed: int = 0) -> tuple[str, dict]:
     emb = normalize_embeddings(emb)
     row = {int(s): r for r, s in enumerate(ids)}
     select = run.stage("select")
-    subsets = {"ingenious (draw 0)": read_table(select / "subset_ingenious.parquet").column("sequence_id").to_numpy()}
-    if (select / "subset_greedi.parquet").exists():
-        subsets["greedi"] = read_table(select / "subset_greedi.parquet").column("sequence_id").to_numpy()
+    subsets = {"ingenious (draw 0)": read_table(U.join(select, "subset_ingenious.parquet")).column("sequence_id").to_numpy()}
+    if U.exists(U.join(select, "subset_greedi.parquet")):
+        subsets["greedi"] = read_table(U.join(select, "subset_greedi.parquet")).column("sequence_id").to_numpy()
     strategy = run.read_manifest("select")["summary"]["strategy"]
-    shown = read_table(select / "subset.parquet").column("sequence_id").to_numpy()
+    shown = read_table(U.join(select, "subset.parquet")).column("sequence_id").to_numpy()
     scores = {}
     for name, subset in subsets.items():
         rows = np.array([row[int(s)] for s in subset])
@@ -95,9 +98,9 @@ def training_curves(run: RunDir, out: Path) -> str | None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     offset, drawn = 0, False
     for stage in ("warmstart", "train"):
-        path = run.stage(stage) / "metrics.jsonl"
-        if path.exists():
-            lines = [json.loads(x) for x in path.read_text().splitlines() if x]
+        path = U.join(run.stage(stage), "metrics.jsonl")
+        if U.exists(path):
+            lines = [json.loads(x) for x in U.read_text(path).splitlines() if x]
             ax.plot([offset + m["step"] for m in lines], [m["loss"] for m in lines], lw=1, label=stage)
             offset += len(lines)
             drawn = True
@@ -121,27 +124,39 @@ def _cell(v: object) -> str:
     return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
 
 
-def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+def build_report(run_dir: str | Path, out: str | Path | None = None) -> str:
+    """Render the report of a run directory (local or on object storage) into `out` (default
+    RUN_DIR/report; a URI gets a rendered copy uploaded); returns the index.html it wrote."""
     run = RunDir(run_dir)
-    if not (run.stage("select") / "_SUCCESS").exists():
-        raise ValueError(f"{run.root}: the select stage has not finished; nothing to report yet")
-    out = Path(out) if out else run.root / "report"
+    if not run.has_marker("select"):
+        raise ValueError(f"{redact(run.root)}: the select stage has not finished; nothing to report yet")
+    target = U.normalize(out) if out else run.path("report")
+    if U.is_local(target):
+        _render(run, Path(target))
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            _render(run, Path(tmp))
+            U.upload_dir(tmp, target)
+    return U.join(target, "index.html")
+
+
+def _render(run: RunDir, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     summary = run.read_manifest("select")["summary"]
     gains = gain_curves(run.stage("select"), out)
     projection, scores = subset_quality(run, out)
     partition_png, stage_rows = timings(run, out)
     training_png = training_curves(run, out)
-    evaluation = run.stage("evaluate") / "metrics.json"
-    eval_rows = [{"model/set": k, **v} for k, v in json.loads(evaluation.read_text()).items()] if evaluation.exists() else []
-    downstream = run.stage("evaluate") / "downstream.md"
+    evaluation = U.read_json(U.join(run.stage("evaluate"), "metrics.json"))
+    eval_rows = [{"model/set": k, **v} for k, v in evaluation.items()] if evaluation else []
+    downstream = U.join(run.stage("evaluate"), "downstream.md")
     quality = [{"subset": k, **v} for k, v in scores.items()]
     img = lambda name: f'<img src="{name}" alt="{name}">' if name else "<p>(not available)</p>"  # noqa: E731
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>ingenious-ray report: {html.escape(run.root.name)}</title>
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>ingenious-ray report: {html.escape(U.name(run.root))}</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}} table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} img{{max-width:100%;border:1px solid #eee}}
 pre{{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}}</style></head><body>
-<h1>Run {html.escape(run.root.name)}</h1><p>{html.escape(str(run.root))}</p>
+<h1>Run {html.escape(U.name(run.root))}</h1><p>{html.escape(redact(run.root))}</p>
 <h2>Subset</h2><p>{summary['budget']} of {summary['sequences']} sequences
 ({100 * summary['budget'] / summary['sequences']:.1f}%), strategy <b>{html.escape(summary['strategy'])}</b>,
 {summary['partitions']} partition(s) ({html.escape(summary['partition'])}).</p>
@@ -153,11 +168,10 @@ objective per sequence); random: mean and std over 3 seeded random subsets.</p>{
 <h2>Time and memory</h2>{_table(stage_rows)}{img(partition_png)}
 <h2>Training</h2>{img(training_png)}
 <h2>Evaluation</h2>{_table(eval_rows)}
-<pre>{html.escape(downstream.read_text()) if downstream.exists() else "(no downstream fine-tuning in this run)"}</pre>
-<h2>Config</h2><pre>{html.escape((run.root / "config.yaml").read_text())}</pre>
+<pre>{html.escape(U.read_text(downstream)) if U.exists(downstream) else "(no downstream fine-tuning in this run)"}</pre>
+<h2>Config</h2><pre>{html.escape(U.read_text(run.path("config.yaml")))}</pre>
 </body></html>"""
     (out / "index.html").write_text(page, encoding="utf-8")
-    return out / "index.html"
 
 
 def main(argv: list[str] | None = None) -> None:

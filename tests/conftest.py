@@ -19,7 +19,49 @@ def shared_file(relative: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
+def s3_server():
+    """A local S3 server (moto) on loopback for the whole session, its endpoint and test keys in the
+    environment before Ray starts, so every Ray worker reads and writes it too. None without moto."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        yield None
+        return
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    os.environ.update({"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "test",
+                       "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"})
+    yield os.environ["AWS_ENDPOINT_URL"]
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server):
+    """A boto3 client of the session's S3 server, with fresh buckets `runs` and `corpus`."""
+    if s3_server is None:
+        pytest.skip("moto is not installed (pip install -e '.[test]')")
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_server)
+    for bucket in ("runs", "corpus"):
+        if any(b["Name"] == bucket for b in client.list_buckets()["Buckets"]):
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                for o in page.get("Contents", []):
+                    client.delete_object(Bucket=bucket, Key=o["Key"])
+        else:
+            client.create_bucket(Bucket=bucket)
+    return client
+
+
+def bucket_files(client, bucket: str, prefix: str) -> dict[str, bytes]:
+    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for o in page.get("Contents", [])]
+    return {k[len(prefix):]: client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_server):
     """One real local Ray cluster per test session (startup is seconds; idle Ray holds ~0.6 GB)."""
     import ray
 

@@ -1,5 +1,6 @@
-"""A run directory on S3 (a local S3-compatible server on loopback): stages read and write it, and a
-rerun after an interrupted write resumes from the shards that made it."""
+"""A run directory and a corpus on S3 (a local S3-compatible server on loopback, the session's
+`s3_server`): every stage's tasks read and write the bucket themselves, and a rerun after an
+interrupted write resumes from the shards that made it."""
 import dataclasses
 import json
 import os
@@ -10,10 +11,12 @@ from itertools import islice
 import pytest
 
 from dataio.corpus import BUILTIN_WIKI, read_documents
+from dataio import uri as U
+from dataio.lease import Lease
 from dataio.rundir import RunDir
-from dataio.storage import Mirror
 from jobs.config import load_config
 from jobs.pipeline import main, run_pipeline, stage_hashes
+from tests.conftest import bucket_files
 
 pytestmark = pytest.mark.integration
 CONFIG = """
@@ -27,34 +30,15 @@ select: {{fraction: 0.25, knn_k: 5, num_partitions: 2}}
 """
 
 
-@pytest.fixture
-def s3(monkeypatch, tmp_path):
-    boto3 = pytest.importorskip("boto3")
-    server_module = pytest.importorskip("moto.server")
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "INGENIOUS_CACHE_DIR": str(tmp_path / "cache")}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"])
-    client.create_bucket(Bucket="runs")
-    yield client
-    server.stop()
-
-
-def remote_files(client, prefix: str) -> dict[str, bytes]:
-    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket="runs", Prefix=prefix)
-            for o in page.get("Contents", [])]
-    return {k[len(prefix):]: client.get_object(Bucket="runs", Key=k)["Body"].read() for k in keys}
+def put_corpus(s3, documents: int, key: str = "wiki.jsonl") -> str:
+    body = "".join(json.dumps({"id": d.doc_id, "text": d.text}) + "\n"
+                   for d in islice(read_documents(BUILTIN_WIKI), documents))
+    s3.put_object(Bucket="corpus", Key=key, Body=body.encode())
+    return f"s3://corpus/{key}"
 
 
 def test_stages_write_to_s3_and_resume_after_an_interrupted_write(ray_cluster, s3, tmp_path):
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"id": d.doc_id, "text": d.text}) + "\n"
-                              for d in islice(read_documents(BUILTIN_WIKI), 160)))
-    cfg = load_config(_write(tmp_path, CONFIG.format(corpus=corpus)))
+    cfg = load_config(_write(tmp_path, CONFIG.format(corpus=put_corpus(s3, 160))))
     stages = ["prepare", "warmstart", "embed", "select"]
     rows = run_pipeline(cfg, "s3://runs/exp", only=stages)
     assert [r["status"] for r in rows] == ["ran"] * 4
@@ -63,8 +47,7 @@ def test_stages_write_to_s3_and_resume_after_an_interrupted_write(ray_cluster, s
         assert f"{stage}/_SUCCESS" in first and f"{stage}/manifest.json" in first
     assert "prepare/sequences/part-00003.parquet" in first and "select/subset.parquet" in first
 
-    # A second machine (an empty cache) finds every stage done on S3.
-    os.environ["INGENIOUS_CACHE_DIR"] = str(tmp_path / "other-cache")
+    # Run again (from any machine: nothing is kept locally): every stage is done on S3.
     assert [r["status"] for r in run_pipeline(cfg, "s3://runs/exp", only=stages)] == ["skipped"] * 4
 
     # An interrupted write: select's marker and one partition never reached S3.
@@ -78,17 +61,13 @@ def test_stages_write_to_s3_and_resume_after_an_interrupted_write(ray_cluster, s
                  "partitions/part-00000.parquet", "partitions/part-00001.parquet"):
         assert again[name] == first[f"select/{name}"]  # the same bytes as the uninterrupted run
 
-    # A config change: select starts afresh under a new hash and dies after one partition, pushing
-    # what it has (as the pipeline does on a failure). None of the old config's files stay beside
-    # the new manifest, and the old config's run takes nothing of it: it selects again, same bytes.
+    # A config change: select starts afresh under a new hash and dies after one partition. None of
+    # the old config's files stay beside the new manifest, and the old config's run takes nothing of
+    # it: it selects again, same bytes.
     changed = dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, seed=cfg.select.seed + 1))
-    mirror = Mirror("s3://runs/exp")
-    run = RunDir(mirror.pull())
+    run = RunDir("s3://runs/exp")
     out = run.begin("select", stage_hashes(changed)["select"], {}, {"embed": run.output_digest("embed")})
-    mirror.open_stage("select", resumed=False)
-    (out / "partitions").mkdir()
-    (out / "partitions" / "part-00000.parquet").write_bytes(b"the new config's first partition")
-    mirror.push("select", complete=False)
+    U.write_bytes(U.join(out, "partitions", "part-00000.parquet"), b"the new config's first partition")
     partial = remote_files(s3, "exp/select/")
     assert sorted(k for k in partial if k and not k.endswith("/")) == ["manifest.json", "partitions/part-00000.parquet"]
     assert json.loads(partial["manifest.json"])["config_hash"] == stage_hashes(changed)["select"]
@@ -104,17 +83,17 @@ def test_one_run_per_uri(s3, tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(json.dumps({"id": "a", "text": "one document"}) + "\n")
     cfg = load_config(_write(tmp_path, CONFIG.format(corpus=corpus)))
-    holder = Mirror("s3://runs/held").lease().acquire()
+    holder = Lease(*U.resolve("s3://runs/held"), "s3://runs/held").acquire()
     try:
         with pytest.raises(ValueError, match=f"s3://runs/held is in use by another run: host {socket.gethostname()}, "
                                              f"pid {os.getpid()}"):
             run_pipeline(cfg, "s3://runs/held")
-        assert not Mirror("s3://runs/held").cache.exists()
+        assert list(remote_files(s3, "held/")) == ["lease.json"]  # nothing else touched
     finally:
         holder.release()
     expired = {"host": "elsewhere", "pid": 1, "token": "x", "started": "2020-01-01T00:00:00", "expires": time.time() - 1}
     s3.put_object(Bucket="runs", Key="held/lease.json", Body=json.dumps(expired).encode())
-    lease = Mirror("s3://runs/held").lease().acquire()
+    lease = Lease(*U.resolve("s3://runs/held"), "s3://runs/held").acquire()
     assert json.loads(remote_files(s3, "held/")["lease.json"])["pid"] == os.getpid()
     lease.release()
     assert [k for k in remote_files(s3, "held/") if k and not k.endswith("/")] == []  # (folder placeholders aside)
@@ -135,8 +114,7 @@ def test_credentials_in_uris_are_never_printed_or_stored(ray_cluster, s3, tmp_pa
     assert "https://***@example.org/wiki.txt" in printed  # the config echoed at the start
     stored = remote_files(s3, "secret/")
     assert "prepare/_SUCCESS" in stored and "config.yaml" in stored
-    cached = [p.read_bytes() for p in (tmp_path / "cache").rglob("*") if p.is_file()]
-    for content in [printed.encode(), *stored.values(), *cached]:
+    for content in [printed.encode(), *stored.values()]:
         assert KEY.encode() not in content and SECRET.encode() not in content
     # An error that names the URI names it without its credentials.
     with pytest.raises(SystemExit) as failed:
@@ -145,8 +123,8 @@ def test_credentials_in_uris_are_never_printed_or_stored(ray_cluster, s3, tmp_pa
 
 
 def test_bad_uri_is_named(tmp_path):
-    with pytest.raises(ValueError, match="run directory 'nope://x'"):
-        Mirror("nope://x", tmp_path)
+    with pytest.raises(ValueError, match="'nope://x/run': cannot open its filesystem"):
+        RunDir("nope://x/run").read_manifest("prepare")
 
 
 def _write(tmp_path, text):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 
 import ray
 
@@ -16,7 +15,8 @@ class Context:
     cfg: PipelineConfig
     run: RunDir
 
-    def stage(self, name: str) -> Path:
+    def stage(self, name: str) -> str:
+        """The stage's folder, a URI every node can open (dataio/uri.py)."""
         return self.run.stage(name)
 
     def use_gpu(self, setting: str) -> bool:
@@ -34,5 +34,9 @@ class Stage(ABC):
         """The config this stage's output depends on; it (with upstream hashes) makes the stage hash."""
 
     @abstractmethod
-    def run(self, ctx: Context, out: Path) -> dict:
-        """Do the work, writing into `out`; return a summary (counts, what was written)."""
+    def run(self, ctx: Context, out: str) -> dict:
+        """Do the work, writing into the folder URI `out`; return a summary (counts, what was written)."""
+
+    def verify(self, ctx: Context, out: str, summary: dict) -> None:
+        """Before the marker: raise ValueError unless every expected output is there and the counts add
+        up (a stage must never be marked done with a partial or silently smaller result)."""

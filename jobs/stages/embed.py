@@ -7,12 +7,13 @@ restarted and the shard retried (actors/embedder.py), so one lost actor does not
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
+import numpy as np
 from ray.util import ActorPool
 
 from actors.embedder import Embedder
-from dataio.rundir import shard_files
+from dataio import uri as U
+from dataio.rundir import read_table, shard_files
 from jobs.config import PipelineConfig
 from jobs.monitor import track
 from jobs.stages.base import Context, Stage
@@ -25,8 +26,8 @@ def pooling_for(cfg: PipelineConfig, *, from_warmstart: bool) -> str:
     return "last" if (from_warmstart and cfg.model.kind == "gpt2") else "mean"
 
 
-def embed_files(cfg: PipelineConfig, *, encoder: str, from_warmstart: bool, tokenizer: Path, todo: list[Path],
-                out: Path, gpu: bool) -> list[dict]:
+def embed_files(cfg: PipelineConfig, *, encoder: str, from_warmstart: bool, tokenizer: str, todo: list[str],
+                out: str, gpu: bool) -> list[dict]:
     """Embed each sequences shard in `todo` into out/<same name>, with a pool of Embedder actors."""
     pooling = pooling_for(cfg, from_warmstart=from_warmstart)
     if not todo:
@@ -34,11 +35,11 @@ def embed_files(cfg: PipelineConfig, *, encoder: str, from_warmstart: bool, toke
     actors = [
         Embedder.options(num_cpus=1, num_gpus=1 if gpu else 0).remote(
             encoder, pooling=pooling, layer=cfg.embed.layer, batch_size=cfg.embed.batch_size,
-            run_tokenizer=str(tokenizer), kind=cfg.model.kind, retokenize=not from_warmstart)
+            run_tokenizer=tokenizer, kind=cfg.model.kind, retokenize=not from_warmstart)
         for _ in range(min(cfg.embed.num_actors, len(todo)))
     ]
     pool = ActorPool(actors)
-    results = pool.map_unordered(lambda a, f: a.embed_shard.remote(str(f), str(out / f.name)), todo)
+    results = pool.map_unordered(lambda a, f: a.embed_shard.remote(f, U.join(out, U.name(f))), todo)
     return list(track(results, len(todo), "embed", "shards"))
 
 
@@ -49,17 +50,28 @@ class Embed(Stage):
     def settings(self, cfg: PipelineConfig) -> dict:
         return {"embed": dataclasses.asdict(cfg.embed)}
 
-    def run(self, ctx: Context, out: Path) -> dict:
+    def run(self, ctx: Context, out: str) -> dict:
         cfg = ctx.cfg
         from_warmstart = cfg.embed.encoder == "warmstart"
-        encoder = str(ctx.stage("warmstart") / "model") if from_warmstart else cfg.embed.encoder
-        inputs = shard_files(ctx.stage("prepare") / "sequences")
-        todo = [f for f in inputs if not (out / f.name).exists()]
+        encoder = U.join(ctx.stage("warmstart"), "model") if from_warmstart else cfg.embed.encoder
+        inputs = shard_files(U.join(ctx.stage("prepare"), "sequences"))
+        todo = [f for f in inputs if not U.exists(U.join(out, U.name(f)))]
         gpu = ctx.use_gpu(cfg.embed.use_gpu)
-        results = embed_files(cfg, encoder=encoder, from_warmstart=from_warmstart, tokenizer=ctx.stage("prepare") / "tokenizer",
-                              todo=todo, out=out, gpu=gpu)
+        results = embed_files(cfg, encoder=encoder, from_warmstart=from_warmstart,
+                              tokenizer=U.join(ctx.stage("prepare"), "tokenizer"), todo=todo, out=out, gpu=gpu)
         pooling = pooling_for(cfg, from_warmstart=from_warmstart)
         dims = {r["dim"] for r in results}
         return {"shards": len(inputs), "embedded_now": len(todo), "sequences_embedded_now": sum(r["sequences"] for r in results),
                 "dim": dims.pop() if len(dims) == 1 else None, "encoder": encoder, "pooling": pooling,
                 "layer": cfg.embed.layer, "gpu": gpu, "written": "part-*.parquet (sequence_id, embedding)"}
+
+    def verify(self, ctx: Context, out: str, summary: dict) -> None:
+        """Every sequences shard has its embedding shard, with the same sequence ids."""
+        for f in shard_files(U.join(ctx.stage("prepare"), "sequences")):
+            target = U.join(out, U.name(f))
+            if not U.exists(target):
+                raise ValueError(f"{target} is missing: {f} was not embedded")
+            want = read_table(f, ["sequence_id"]).column("sequence_id").to_numpy()
+            got = read_table(target, ["sequence_id"]).column("sequence_id").to_numpy()
+            if not np.array_equal(want, got):
+                raise ValueError(f"{target} holds {len(got)} embeddings for the {len(want)} sequences of {f}")

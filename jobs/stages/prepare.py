@@ -1,22 +1,26 @@
 """prepare: corpus -> tokenizer -> packed sequences with stable ids, in Parquet shards.
 
 Ray tasks tokenize and pack one shard of documents each; a shard whose file exists is not redone.
-Exact duplicate sequences are dropped (first occurrence kept, train before held-out, so no
-held-out sequence is also trained on).
+A corpus on object storage is read by the tasks themselves (each its own segments of the files,
+counted first by one task per file); a local one (the driver's disk, the embedded default, a hub
+dataset) is read by the driver and shipped. Either way the shards are the same: documents in
+corpus order, `documents_per_shard` a shard. Exact duplicate sequences are dropped (first
+occurrence kept, train before held-out, so no held-out sequence is also trained on).
 """
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
+import tempfile
 from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import ray
 
-from actors.prepare import prepare_shard
-from dataio.corpus import corpus_snapshot, read_documents
+from actors.prepare import count_file_documents, prepare_shard
+from dataio import uri as U
+from dataio.corpus import corpus_files, corpus_snapshot, plan_segments, read_documents
 from dataio.rundir import read_table, shard_files, write_parquet
 from jobs.config import PipelineConfig
 from jobs.monitor import gather
@@ -34,52 +38,70 @@ class Prepare(Stage):
                 "kind": cfg.model.kind, "seq_len": cfg.model.seq_len, "corpus_content": corpus_snapshot(cfg.corpus.source),
                 "tokenizer_content": corpus_snapshot(tokenizer) if tokenizer and Path(tokenizer).expanduser().exists() else None}
 
-    def run(self, ctx: Context, out: Path) -> dict:
-        cfg, pcfg = ctx.cfg, ctx.cfg.prepare
-        docs = list(islice(read_documents(cfg.corpus.source, text_field=cfg.corpus.text_field,
-                                          id_field=cfg.corpus.id_field, line_documents=cfg.corpus.line_documents),
-                            cfg.corpus.max_documents))
-        if not docs:
-            raise ValueError(f"corpus {cfg.corpus.source!r} has no non-empty documents")
-        tokenizer_dir = self._tokenizer(cfg, [d.text for d in docs], out / "tokenizer")
-        pairs = [(d.doc_id, d.text) for d in docs]
-        shards = [pairs[i : i + pcfg.documents_per_shard] for i in range(0, len(pairs), pcfg.documents_per_shard)]
+    def run(self, ctx: Context, out: str) -> dict:
+        cfg, pcfg, ccfg = ctx.cfg, ctx.cfg.prepare, ctx.cfg.corpus
+        fields = {"text_field": ccfg.text_field, "id_field": ccfg.id_field, "line_documents": ccfg.line_documents}
+        if not U.is_local(ccfg.source):  # read on the nodes: the driver sees only counts and segments
+            files = corpus_files(ccfg.source)
+            counts = ray.get([count_file_documents.remote(f, fields) for f in files])
+            shards = plan_segments(files, counts, max_documents=ccfg.max_documents,
+                                   documents_per_shard=pcfg.documents_per_shard)
+            num_docs = sum(b - a for shard in shards for _, a, b in shard)
+            sample = islice(read_documents(ccfg.source, **fields), pcfg.tokenizer_train_documents)
+            texts = [d.text for d in sample]
+        else:
+            docs = list(islice(read_documents(ccfg.source, **fields), ccfg.max_documents))
+            pairs = [(d.doc_id, d.text) for d in docs]
+            shards = [pairs[i : i + pcfg.documents_per_shard] for i in range(0, len(pairs), pcfg.documents_per_shard)]
+            num_docs, texts = len(docs), [d.text for d in docs[: pcfg.tokenizer_train_documents]]
+        if not num_docs:
+            raise ValueError(f"corpus {ccfg.source!r} has no non-empty documents")
+        tokenizer_dir = self._tokenizer(cfg, texts, U.join(out, "tokenizer"))
         refs = []
         for i, shard in enumerate(shards):
-            train_path, heldout_path = out / "sequences" / f"part-{i:05d}.parquet", out / "heldout" / f"part-{i:05d}.parquet"
-            if train_path.exists() and heldout_path.exists():
+            train_path = U.join(out, "sequences", f"part-{i:05d}.parquet")
+            heldout_path = U.join(out, "heldout", f"part-{i:05d}.parquet")
+            if U.exists(train_path) and U.exists(heldout_path):
                 continue  # finished before an interruption
             refs.append(prepare_shard.options(num_cpus=pcfg.num_cpus_per_task).remote(
-                shard, tokenizer_path=str(tokenizer_dir), kind=cfg.model.kind, seq_len=cfg.model.seq_len,
+                shard, fields=fields, tokenizer_path=tokenizer_dir, kind=cfg.model.kind, seq_len=cfg.model.seq_len,
                 min_tokens=pcfg.min_tokens, heldout_fraction=pcfg.heldout_fraction,
-                train_path=str(train_path), heldout_path=str(heldout_path)))
+                train_path=train_path, heldout_path=heldout_path))
         gather(refs, "prepare", "shards")
-        dropped = drop_duplicates(shard_files(out / "sequences") + shard_files(out / "heldout"))
-        train_n = sum(read_table(f, ["sequence_id"]).num_rows for f in shard_files(out / "sequences"))
-        heldout_n = sum(read_table(f, ["sequence_id"]).num_rows for f in shard_files(out / "heldout"))
+        dropped = drop_duplicates(shard_files(U.join(out, "sequences")) + shard_files(U.join(out, "heldout")))
+        train_n = sum(U.parquet_rows(f) for f in shard_files(U.join(out, "sequences")))
+        heldout_n = sum(U.parquet_rows(f) for f in shard_files(U.join(out, "heldout")))
         if train_n == 0:
-            raise ValueError(f"corpus {cfg.corpus.source!r} gave no training sequences (min_tokens={pcfg.min_tokens})")
-        return {"documents": len(docs), "shards": len(shards), "shards_prepared_now": len(refs), "sequences": train_n, "heldout_sequences": heldout_n,
-                "duplicates_dropped": dropped, "vocab_size": len(load_tokenizer(str(tokenizer_dir), kind=cfg.model.kind)),
+            raise ValueError(f"corpus {ccfg.source!r} gave no training sequences (min_tokens={pcfg.min_tokens})")
+        return {"documents": num_docs, "shards": len(shards), "shards_prepared_now": len(refs), "sequences": train_n,
+                "heldout_sequences": heldout_n, "duplicates_dropped": dropped,
+                "vocab_size": len(load_tokenizer(str(U.local_dir(tokenizer_dir)), kind=cfg.model.kind)),
                 "written": "tokenizer/, sequences/, heldout/"}
 
+    def verify(self, ctx: Context, out: str, summary: dict) -> None:
+        for folder in ("sequences", "heldout"):
+            names = {U.name(f) for f in shard_files(U.join(out, folder))}
+            expected = {f"part-{i:05d}.parquet" for i in range(summary["shards"])}
+            if names != expected:
+                raise ValueError(f"{U.join(out, folder)}: shards {sorted(expected - names)} are missing "
+                                 f"(and {sorted(names - expected)} unexpected)")
+
     @staticmethod
-    def _tokenizer(cfg: PipelineConfig, texts: list[str], target: Path) -> Path:
-        """The run's own copy of the tokenizer (trained or loaded), written atomically."""
-        if target.exists():
+    def _tokenizer(cfg: PipelineConfig, texts: list[str], target: str) -> str:
+        """The run's own copy of the tokenizer (trained or loaded), written whole: every task loads it
+        from the run directory."""
+        if U.folder_complete(target):
             return target
-        tmp = target.with_name(".tokenizer.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        if cfg.prepare.tokenizer:
-            load_tokenizer(cfg.prepare.tokenizer, kind=cfg.model.kind).save_pretrained(str(tmp))
-        else:
-            train_tokenizer(texts[: cfg.prepare.tokenizer_train_documents], kind=cfg.model.kind,
-                            vocab_size=cfg.prepare.vocab_size, out_dir=tmp)
-        os.replace(tmp, target)
+        with tempfile.TemporaryDirectory() as tmp:
+            if cfg.prepare.tokenizer:
+                load_tokenizer(cfg.prepare.tokenizer, kind=cfg.model.kind).save_pretrained(tmp)
+            else:
+                train_tokenizer(texts, kind=cfg.model.kind, vocab_size=cfg.prepare.vocab_size, out_dir=Path(tmp))
+            U.upload_dir(tmp, target)
         return target
 
 
-def drop_duplicates(files: list[Path]) -> int:
+def drop_duplicates(files: list[str]) -> int:
     """Keep each sequence id's first occurrence across `files` (in order); rewrite files that lose rows."""
     seen: set[int] = set()
     dropped = 0

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +28,7 @@ from actors.selector import (
     sample_embeddings,
     scatter_shard,
 )
+from dataio import uri as U
 from dataio.rundir import read_table, shard_files, write_parquet
 from jobs.config import PipelineConfig, SelectConfig
 from jobs.monitor import gather
@@ -46,10 +45,10 @@ class Select(Stage):
     def settings(self, cfg: PipelineConfig) -> dict:
         return {"select": dataclasses.asdict(cfg.select), "greedi_merge": cfg.runs_greedi_merge()}
 
-    def run(self, ctx: Context, out: Path) -> dict:
+    def run(self, ctx: Context, out: str) -> dict:
         scfg = ctx.cfg.select
-        embed_files = [str(f) for f in shard_files(ctx.stage("embed"))]
-        expected = sum(read_table(f, ["sequence_id"]).num_rows for f in shard_files(ctx.stage("prepare") / "sequences"))
+        embed_files = shard_files(ctx.stage("embed"))
+        expected = sum(U.parquet_rows(f) for f in shard_files(U.join(ctx.stage("prepare"), "sequences")))
         clock = time.perf_counter()
         ids_per_file, parts_per_file = partition(embed_files, scfg)
         ids, parts = np.concatenate(ids_per_file), np.concatenate(parts_per_file)
@@ -65,19 +64,24 @@ class Select(Stage):
         task = {"num_cpus": scfg.cpus_per_task}
         if scfg.memory_per_task_gb:
             task["memory"] = int(scfg.memory_per_task_gb * 2**30)
-        todo = [int(p) for p in np.unique(parts) if not (out / "partitions" / f"part-{p:05d}.parquet").exists()]
-        scatter = out / "scatter"  # the all_points merge's group rounds read it too
+        partition_files = {int(p): U.join(out, "partitions", f"part-{p:05d}.parquet") for p in np.unique(parts)}
+        todo = [p for p, f in partition_files.items() if not U.exists(f)]
+        scatter = U.join(out, "scatter")  # the all_points merge's group rounds read it too
         if todo or merge_all_points:
-            ray.get([scatter_shard.remote(f, fp, str(scatter)) for f, fp in zip(embed_files, parts_per_file)
-                     if not (scatter / Path(f).name).exists()])
+            ray.get([scatter_shard.remote(f, fp, scatter) for f, fp in zip(embed_files, parts_per_file)
+                     if not U.exists(U.join(scatter, U.name(f)))])
         seconds = {"partition": time.perf_counter() - clock}
         clock = time.perf_counter()
         stats = gather([order_partition.options(**task, num_gpus=scfg.gpus_per_task).remote(
-            p, str(scatter), scfg.knn_k, scfg.knn_params(), scfg.optimizer, scfg.epsilon, scfg.seed,
-            str(out / "partitions" / f"part-{p:05d}.parquet")) for p in todo], "select: kNN graph + greedy", "partitions")
+            p, scatter, scfg.knn_k, scfg.knn_params(), scfg.optimizer, scfg.epsilon, scfg.seed,
+            partition_files[p]) for p in todo], "select: kNN graph + greedy", "partitions")
         seconds["greedy"] = time.perf_counter() - clock
-        ordered = pa.concat_tables([read_table(f) for f in shard_files(out / "partitions")])
+        # Every partition's result, by name (never "the files that happen to be there"), covering the pool.
+        ordered = pa.concat_tables([read_table(f) for f in partition_files.values()])
         ordered = ordered.sort_by([("shard", "ascending"), ("rank", "ascending")])
+        if ordered.num_rows != n or not np.array_equal(np.sort(ordered.column("sequence_id").to_numpy()), np.sort(ids)):
+            raise ValueError(f"{U.join(out, 'partitions')}: the partitions' results hold {ordered.num_rows} sequences, "
+                             f"not the {n} embedded ones")
 
         # ingenious: Taylor-softmax probabilities per partition, and draw 0 (training redraws the rest).
         shard = ordered.column("shard").to_numpy()
@@ -85,23 +89,23 @@ class Select(Stage):
         seq_ids, gains = ordered.column("sequence_id").to_numpy(), ordered.column("gain").to_numpy()
         probs = np.concatenate([taylor_softmax(g) for g in np.split(gains, bounds)])
         write_parquet(ordered.select(["sequence_id", "shard", "rank", "gain"]).append_column(
-            "probability", pa.array(probs, pa.float64())), out / "probabilities.parquet")
+            "probability", pa.array(probs, pa.float64())), U.join(out, "probabilities.parquet"))
         draw0 = draw_subset(list(zip(np.split(seq_ids, bounds), np.split(probs, bounds))), budget, seed=scfg.seed, draw=0)
         write_parquet(pa.table({"sequence_id": pa.array(draw0, pa.int64()),
-                                "draw": pa.array(np.zeros(len(draw0), np.int32))}), out / "subset_ingenious.parquet")
+                                "draw": pa.array(np.zeros(len(draw0), np.int32))}), U.join(out, "subset_ingenious.parquet"))
 
         written = ["probabilities.parquet", "subset.parquet", "subset_ingenious.parquet"]
         merged = None
         if ctx.cfg.runs_greedi_merge():
             clock = time.perf_counter()
-            merged = greedi(embed_files, scatter, out / "partitions", ordered, budget, scfg, task)
+            merged = greedi(embed_files, scatter, U.join(out, "partitions"), ordered, budget, scfg, task)
             seconds["merge"] = time.perf_counter() - clock
             write_parquet(pa.table({"sequence_id": pa.array(merged["sequence_ids"], pa.int64()),
                                     "rank": pa.array(np.arange(len(merged["sequence_ids"])), pa.int64()),
-                                    "gain": pa.array(merged["gains"], pa.float64())}), out / "subset_greedi.parquet")
+                                    "gain": pa.array(merged["gains"], pa.float64())}), U.join(out, "subset_greedi.parquet"))
             written.append("subset_greedi.parquet")
-        shutil.copyfile(out / f"subset_{scfg.strategy}.parquet", out / "subset.parquet")
-        shutil.rmtree(scatter, ignore_errors=True)  # a copy of the embeddings, needed only until here
+        U.write_bytes(U.join(out, "subset.parquet"), U.read_bytes(U.join(out, f"subset_{scfg.strategy}.parquet")))
+        U.delete_tree(scatter)  # a copy of the embeddings, needed only until here
         sizes = np.bincount(shard)
         sizes = sizes[sizes > 0]
         merge_summary = {} if merged is None else {
@@ -150,7 +154,7 @@ def partition(embed_files: list[str], scfg: SelectConfig) -> tuple[list[np.ndarr
 
 
 def greedi(
-    embed_files: list[str], scatter: Path, partitions_dir: Path, ordered: pa.Table, budget: int, scfg: SelectConfig,
+    embed_files: list[str], scatter: str, partitions_dir: str, ordered: pa.Table, budget: int, scfg: SelectConfig,
     task: dict,
 ) -> dict:
     """Merge round. `partitions`: greedy on the union of the partitions' objectives (their orders
@@ -180,7 +184,7 @@ def greedi(
         keep = [group_keep(sum(counts[i] for i in g), sum(len(orders[i]) for i in g), sum(counts),
                            scfg.merge_max_candidates, budget, n) for g in groups]
         chosen = gather([group_merge.options(**task).remote(
-            [partition_ids[i] for i in g], str(scatter), str(partitions_dir), [counts[i] for i in g], k, scfg.knn_k,
+            [partition_ids[i] for i in g], scatter, partitions_dir, [counts[i] for i in g], k, scfg.knn_k,
             scfg.merge_knn_params()) for g, k in zip(groups, keep)], "select: merge groups", "groups")
         candidate_ids = np.unique(np.concatenate(chosen + [local_ids]))
         rounds = 2

@@ -1,0 +1,141 @@
+"""The pipeline on a Ray cluster whose worker nodes cannot see the driver's disk (tests/multinode.py),
+with corpus and run directory on S3: it finishes, every sequence is embedded exactly once, the
+subset is the single-node run's byte for byte, a lost node costs nothing, and a local run
+directory stops with an error naming the node that cannot see it."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.config import load_config
+from jobs.pipeline import run_pipeline
+from tests.conftest import bucket_files
+from tests.multinode import Cluster, can_unshare, cluster_env, stop_group
+from tests.test_storage import put_corpus
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(not can_unshare(), reason="needs root and unshare (mount namespaces)")]
+MODELS = {
+    "bert": "{kind: bert, hidden_size: 32, num_layers: 2, num_heads: 2, intermediate_size: 64, seq_len: 64}",
+    "gpt2": "{kind: gpt2, hidden_size: 32, num_layers: 2, num_heads: 2, intermediate_size: 64, seq_len: 64}",
+}
+CONFIG = """
+name: {name}
+model: {model}
+corpus: {{source: {corpus}}}
+prepare: {{vocab_size: 600, documents_per_shard: {per_shard}, heldout_fraction: 0.1}}
+warmstart: {{steps: {warm_steps}, global_batch_size: 8, warmup_steps: 1, checkpoint_every: 2}}
+embed: {{layer: -1, batch_size: 8, num_actors: 2}}
+select: {{fraction: 0.25, knn_k: 5, num_partitions: 2}}
+train: {{steps: {train_steps}, global_batch_size: 8, warmup_steps: 1, redraw_every: 2, checkpoint_every: 2,
+        num_workers: {train_workers}}}
+evaluate: {{max_sequences: 20}}
+"""
+SELECT_FILES = ("subset.parquet", "subset_ingenious.parquet", "probabilities.parquet")
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_server, tmp_path_factory):
+    if s3_server is None:
+        pytest.skip("moto is not installed")
+    env = cluster_env(s3_server)
+    c = Cluster(env=env, hidden=[str(tmp_path_factory.getbasetemp())])
+    c.start_head(Path("/tmp") / f"ray-mn-{time.monotonic_ns() % 10**8}")  # short: Ray's socket paths
+    try:
+        c.add_node()
+        c.add_node()
+        c.wait_for_cpus(2)
+        yield c
+    finally:
+        c.stop()
+
+
+def config(tmp_path: Path, *, kind: str, corpus: str, per_shard: int = 40, warm_steps: int = 2, train_steps: int = 4,
+           train_workers: int = 1) -> Path:
+    path = tmp_path / f"{kind}.yaml"
+    path.write_text(CONFIG.format(name=kind, model=MODELS[kind], corpus=corpus, per_shard=per_shard,
+                                  warm_steps=warm_steps, train_steps=train_steps, train_workers=train_workers))
+    return path
+
+
+def run_driver(cluster: Cluster, cfg: Path, run_dir: str, *, timeout: float = 600) -> str:
+    driver = cluster.driver("-m", "jobs.pipeline", "--config", str(cfg), "--run-dir", run_dir)
+    out, _ = driver.communicate(timeout=timeout)
+    assert driver.returncode == 0, out[-4000:]
+    return out
+
+
+def ids_of(files: dict[str, bytes], prefix: str) -> np.ndarray:
+    return np.concatenate([pq.read_table(pa.BufferReader(b)).column("sequence_id").to_numpy()
+                           for k, b in sorted(files.items()) if k.startswith(prefix) and k.endswith(".parquet")])
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2"])
+def test_pipeline_on_nodes_that_share_no_disk(cluster, ray_cluster, s3, tmp_path, kind):
+    corpus = put_corpus(s3, 160)
+    cfg = config(tmp_path, kind=kind, corpus=corpus)
+    out = run_driver(cluster, cfg, f"s3://runs/cluster-{kind}")
+    assert "evaluate   ran" in out
+    files = bucket_files(s3, "runs", f"cluster-{kind}/")
+    for stage in ("prepare", "warmstart", "embed", "select", "train", "evaluate"):
+        assert f"{stage}/_SUCCESS" in files, stage
+    sequences, embedded = ids_of(files, "prepare/sequences/"), ids_of(files, "embed/part-")
+    assert len(embedded) == len(np.unique(embedded)) and np.array_equal(np.sort(embedded), np.sort(sequences))
+    assert "train/model/_COMPLETE" in files and json.loads(files["evaluate/metrics.json"])["train/heldout"]["loss"] > 0
+    steps = [json.loads(line)["step"] for line in files["train/metrics.jsonl"].decode().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+    # The same config on one node (this process's local Ray) selects the same subset, byte for byte.
+    run_pipeline(load_config(cfg), f"s3://runs/single-{kind}", only=["prepare", "warmstart", "embed", "select"])
+    single = bucket_files(s3, "runs", f"single-{kind}/")
+    for name in SELECT_FILES:
+        assert single[f"select/{name}"] == files[f"select/{name}"], name
+
+
+def test_a_local_run_directory_the_nodes_cannot_see_is_refused(cluster, s3, tmp_path):
+    cfg = config(tmp_path, kind="bert", corpus=put_corpus(s3, 40))
+    driver = cluster.driver("-m", "jobs.pipeline", "--config", str(cfg), "--run-dir", str(tmp_path / "run"))
+    out, _ = driver.communicate(timeout=300)
+    assert driver.returncode != 0
+    assert f"run directory {tmp_path / 'run'} is on this machine's disk, which node(s) 127.0.0.1" in out
+    assert "object storage" in out
+    assert not (tmp_path / "run" / "prepare").exists()  # stopped before any work
+
+
+def wait_for(predicate, what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def test_a_node_lost_mid_embed_and_mid_train(cluster, s3, tmp_path):
+    """A worker node dies mid-embed, another mid-train (a replacement joins, as an autoscaler would
+    bring one): the run finishes with every sequence embedded once and every step logged once."""
+    cfg = config(tmp_path, kind="bert", corpus=put_corpus(s3, 240), per_shard=10, warm_steps=2, train_steps=12,
+                 train_workers=2)
+    driver = cluster.driver("-m", "jobs.pipeline", "--config", str(cfg), "--run-dir", "s3://runs/lost")
+    try:
+        wait_for(lambda: any(k.startswith("embed/part-") for k in bucket_files(s3, "runs", "lost/")), "a first embedding")
+        stop_group(cluster.nodes.pop(0), kill=True)
+        cluster.add_node()
+        wait_for(lambda: "train/metrics.jsonl" in bucket_files(s3, "runs", "lost/train/"), "a first training checkpoint")
+        stop_group(cluster.nodes.pop(0), kill=True)
+        cluster.add_node()
+        out, _ = driver.communicate(timeout=600)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, out[-4000:]
+    files = bucket_files(s3, "runs", "lost/")
+    sequences, embedded = ids_of(files, "prepare/sequences/"), ids_of(files, "embed/part-")
+    assert len(embedded) == len(np.unique(embedded)) and np.array_equal(np.sort(embedded), np.sort(sequences))
+    steps = [json.loads(line)["step"] for line in files["train/metrics.jsonl"].decode().splitlines()]
+    assert steps == list(range(1, 13))
