@@ -250,6 +250,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="runs", help="parent folder of the experiment folders (default: ./runs)")
     args = parser.parse_args(argv)
     base = Path(os.environ.get("INGENIOUS_BASE_DIR") or Path.cwd())
+    if "://" in args.out:  # variants share finished stages by symbolic links, which object stores lack
+        raise SystemExit(f"--out {redact(args.out)}: an experiment's folder must be a local path (on a cluster, one "
+                         "every node mounts); object storage is not supported for experiments")
     try:
         experiments = [load_experiment(p, base=base) for p in (args.config or DEFAULT_CONFIGS)]
     except ValueError as e:

@@ -1,5 +1,6 @@
 import gzip
 import json
+from itertools import islice
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -64,3 +65,27 @@ def test_saved_hugging_face_dataset(tmp_path):
     datasets.Dataset.from_dict({"id": [1, 2], "text": ["alpha beta", "gamma"]}).save_to_disk(str(tmp_path / "ds"))
     docs = list(read_documents(str(tmp_path / "ds")))
     assert [(d.doc_id, d.text) for d in docs] == [("1", "alpha beta"), ("2", "gamma")]
+
+
+def test_a_corpus_on_s3_reads_like_the_local_one(s3, tmp_path):
+    """A prefix of JSONL (one gzipped) reads as the same documents as the local folder; a bad line is
+    named by object and line; segments planned from per-file counts give the same shards as slicing."""
+    from dataio.corpus import corpus_files, count_documents, plan_segments, read_segments
+
+    docs = list(islice(read_documents(BUILTIN_WIKI), 30))
+    lines = [json.dumps({"id": d.doc_id, "text": d.text}) + "\n" for d in docs]
+    s3.put_object(Bucket="corpus", Key="web/a.jsonl", Body="".join(lines[:12]).encode())
+    s3.put_object(Bucket="corpus", Key="web/b.jsonl.gz", Body=gzip.compress("".join(lines[12:]).encode()))
+    read = list(read_documents("s3://corpus/web/"))
+    assert [(d.doc_id, d.text) for d in read] == [(d.doc_id, d.text) for d in docs]
+    files = corpus_files("s3://corpus/web")
+    assert files == ["s3://corpus/web/a.jsonl", "s3://corpus/web/b.jsonl.gz"]
+    fields = {"text_field": "text", "id_field": "id", "line_documents": False}
+    shards = plan_segments(files, [count_documents(f, **fields) for f in files], max_documents=25, documents_per_shard=7)
+    assert [[d.doc_id for d in read_segments(s, **fields)] for s in shards] == \
+        [[d.doc_id for d in docs[i : min(i + 7, 25)]] for i in range(0, 25, 7)]
+    s3.put_object(Bucket="corpus", Key="bad/x.jsonl", Body=b'{"text": "fine"}\n{"text": broken\n')
+    with pytest.raises(ValueError, match=r"s3://corpus/bad/x.jsonl:2: invalid JSON"):
+        list(read_documents("s3://corpus/bad/x.jsonl"))
+    with pytest.raises(ValueError, match="corpus 's3://corpus/missing.jsonl' does not exist"):
+        list(read_documents("s3://corpus/missing.jsonl"))
