@@ -1,5 +1,4 @@
 """Tokenizers, packing, subset schedules, the train loop's exact resume, embeddings (no Ray)."""
-import copy
 import os
 import subprocess
 import sys
