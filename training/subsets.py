@@ -35,11 +35,10 @@ class SubsetSchedule:
         return self._cache[d]
 
     def _order(self, d: int, epoch: int) -> np.ndarray:
-        """The shuffle of draw d's epoch, kept while it is walked: one step's batch may end one epoch and
-        start the next, and recomputing a permutation of the whole draw per step costs more than the step."""
+        """The shuffle of draw d's epoch, kept while it is walked: recomputing a permutation of the
+        whole draw for every step costs more than the step."""
         if (d, epoch) not in self._orders:
-            kept = {k: v for k, v in self._orders.items() if k == (d, epoch - 1)}
-            self._orders = {**kept, (d, epoch): np.random.default_rng([self.seed, d, epoch]).permutation(len(self._draw(d)))}
+            self._orders = {(d, epoch): np.random.default_rng([self.seed, d, epoch]).permutation(len(self._draw(d)))}
         return self._orders[(d, epoch)]
 
     def batch_rows(self, step: int) -> np.ndarray:
