@@ -1,14 +1,15 @@
 """Ray Train launcher: TorchTrainer workers run training.loop.LMTrainer over a subset schedule.
 
-Checkpoints (model, optimizer, scheduler, step) go through ray.train.report; a restarted worker or
-a re-run of the same stage resumes from the latest one (Ray Train V2 resumes a run with the same
-name and storage path).
+Nodes share no disk: workers are handed URIs (local path, s3://, gs://) and read the tokenizer,
+`init_from`, the sequences and the selection themselves, each loading only the rows it trains on
+(dataio.sequences). Checkpoints (model, optimizer, scheduler, step) go through ray.train.report
+into the stage's folder, which Ray Train uploads to; a restarted worker or a re-run of the same
+stage resumes from the latest one (Ray Train V2 resumes a run with the same name and storage path).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 import tempfile
 import time
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
+import ray
 import ray.train
 import ray.train.torch
 import torch
@@ -24,8 +25,9 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 from transformers import PreTrainedTokenizerBase
 
-from dataio.rundir import read_sequences
-from training.loop import LMTrainer, TrainConfig, load_state, save_state
+from dataio import uri as U
+from dataio.sequences import ParquetRows
+from training.loop import WINDOW_ROWS, LMTrainer, TrainConfig, load_state, save_state
 from training.model import ModelConfig, Objective, build_model
 from training.subsets import SubsetSchedule, draw_function
 from training.tokenizer import load_tokenizer
@@ -33,85 +35,58 @@ from training.tokenizer import load_tokenizer
 STATE_FILE = "state.pt"
 
 
-def load_selection(select_dir: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray | None]:
+def load_selection(select_dir: str | Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray | None]:
     """(per-partition (ids, probabilities) in partition then rank order, greedi subset ids or None
     where the select stage ran no merge)."""
-    probs = pq.read_table(select_dir / "probabilities.parquet").sort_by([("shard", "ascending"), ("rank", "ascending")])
+    probs = U.read_parquet(U.join(select_dir, "probabilities.parquet"))
+    probs = probs.sort_by([("shard", "ascending"), ("rank", "ascending")])
     shard = probs.column("shard").to_numpy()
     ids, p = probs.column("sequence_id").to_numpy(), probs.column("probability").to_numpy()
     bounds = np.flatnonzero(np.diff(shard)) + 1
     partitions = list(zip(np.split(ids, bounds), np.split(p, bounds)))
-    greedi_file = select_dir / "subset_greedi.parquet"
-    greedi = pq.read_table(greedi_file).column("sequence_id").to_numpy() if greedi_file.exists() else None
+    greedi_file = U.join(select_dir, "subset_greedi.parquet")
+    greedi = U.read_parquet(greedi_file, ["sequence_id"]).column("sequence_id").to_numpy() if U.exists(greedi_file) else None
     return partitions, greedi
 
 
-def _truncate_metrics(path: Path, after_step: int) -> None:
-    """Drop metric lines beyond the checkpoint we resume from: they will be written again. A torn
-    line (the writer died mid-line: disk full, power loss) is dropped too, and so is everything after
-    it; the file is replaced atomically, so a crash here leaves the old one."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            step = json.loads(line)["step"]
-        except (ValueError, TypeError, KeyError):
-            break
-        if step > after_step:
-            break
-        keep.append(line)
-    if len(keep) < after_step:  # only if the file was damaged behind a checkpoint: lines are synced before one
-        print(f"[ingenious] {path}: steps {len(keep) + 1}..{after_step} were lost before the checkpoint at step "
-              f"{after_step}; they are not recomputed (the run resumes from the checkpoint)", flush=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+class MetricsLog:
+    """A run's metrics.jsonl at a URI. Object stores cannot append, so the lines go to a local file
+    and publish() writes the whole file to the URI (atomically). A resumed run starts from the
+    published lines up to its checkpoint's step: later ones will be written again."""
+
+    def __init__(self, target: str, *, resume_at: int | None = None):
+        self.target = target
+        self.local = tempfile.TemporaryFile("w+")  # noqa: SIM115 (lives with the log; deleted when collected)
+        if resume_at is not None and U.exists(target):
+            self.local.write("".join(line + "\n" for line in self._lines_until(resume_at)))
+
+    def _lines_until(self, step: int) -> list[str]:
+        """The published lines of steps 1..step. A torn line (the writer died mid-line: disk full,
+        power loss) is dropped, and so is everything after it."""
+        keep = []
+        for line in U.read_text(self.target).splitlines():
+            try:
+                line_step = json.loads(line)["step"]
+            except (ValueError, TypeError, KeyError):
+                break
+            if line_step > step:
+                break
+            keep.append(line)
+        if len(keep) < step:  # only if the file was damaged behind a checkpoint: lines are published before one
+            print(f"[ingenious] {self.target}: steps {len(keep) + 1}..{step} were lost before the checkpoint at step "
+                  f"{step}; they are not recomputed (the run resumes from the checkpoint)", flush=True)
+        return keep
+
+    def append(self, metrics: dict) -> None:
+        self.local.write(json.dumps({**metrics, "time": time.time()}) + "\n")
+
+    def publish(self) -> None:
+        self.local.seek(0)
+        U.write_text(self.target, self.local.read())  # reading leaves the position at the end, for append
 
 
-def _sync(path: Path) -> None:
-    """Make the metrics lines durable before a checkpoint vouches for their steps."""
-    with path.open("a") as f:
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def launch_args(
-    *, train: TrainConfig, model: ModelConfig, data: Path, out_dir: Path, select_dir: Path | None = None,
-    fraction: float = 1.0, init_from: str | None = None,
-) -> dict:
-    """What train_worker needs, as plain data Ray can ship: `data` holds tokenizer/ and sequences/."""
-    return {"train": dataclasses.asdict(train), "model": dataclasses.asdict(model), "tokenizer": str(data / "tokenizer"),
-            "sequences": str(data / "sequences"), "select_dir": str(select_dir) if select_dir else None,
-            "fraction": fraction, "init_from": init_from, "out_dir": str(out_dir), "model_out": str(out_dir / "model")}
-
-
-def build_trainer(args: dict, *, rank: int, world: int, device: torch.device,
-                  wrap: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m) -> tuple[LMTrainer, PreTrainedTokenizerBase]:
-    """Everything a worker trains with, from the launch arguments alone (no Ray: the test's
-    in-process reference and the GPU benchmark build the very same trainer)."""
-    cfg, model_cfg = TrainConfig(**args["train"]), ModelConfig(**args["model"])
-    if device.type == "cpu":
-        torch.set_num_threads(cfg.cpus_per_worker)
-    tok = load_tokenizer(args["tokenizer"], kind=model_cfg.kind)
-    pool_ids, sequences = read_sequences(args["sequences"])
-    budget = max(1, round(args.get("fraction", 1.0) * len(pool_ids)))
-    partitions, greedi = load_selection(Path(args["select_dir"])) if args.get("select_dir") else (None, None)
-    draws = draw_function(cfg.subset, pool_ids, budget=budget, seed=cfg.seed, partitions=partitions, fixed_ids=greedi)
-    schedule = SubsetSchedule(draws, global_batch=cfg.global_batch_size, redraw_every=cfg.redraw_every, seed=cfg.seed)
-    torch.manual_seed(cfg.seed)  # identical initial weights on every worker
-    if args.get("init_from"):
-        model_cfg = dataclasses.replace(model_cfg, init_from=args["init_from"])
-    model = wrap(build_model(model_cfg, vocab_size=len(tok), pad_id=tok.pad_token_id, eos_id=tok.eos_token_id))
-    trainer = LMTrainer(model, sequences, schedule, cfg, objective=Objective.for_model(tok, model_cfg),
-                        rank=rank, world=world, device=device)
-    return trainer, tok
-
-
-def _log_step(metrics: dict, metrics_path: Path, *, name: str, steps: int) -> None:
-    """One metrics.jsonl line per step and a progress line per 5% of the run."""
-    with metrics_path.open("a") as f:
-        f.write(json.dumps({**metrics, "time": time.time()}) + "\n")
+def _progress(metrics: dict, *, name: str, steps: int) -> None:
+    """A progress line per 5% of the run."""
     if metrics["step"] % max(1, steps // 20) == 0 or metrics["step"] == steps:
         # Not print(): Ray Train patches it to tee into its logger too, so every line came out twice.
         sys.stdout.write(f"[ingenious] {name}: step {metrics['step']}/{steps} loss {metrics['loss']:.3f} "
@@ -119,9 +94,58 @@ def _log_step(metrics: dict, metrics_path: Path, *, name: str, steps: int) -> No
         sys.stdout.flush()
 
 
-def _save_model(model: torch.nn.Module, tok: PreTrainedTokenizerBase, folder: str | Path) -> None:
-    getattr(model, "module", model).save_pretrained(folder)
-    tok.save_pretrained(folder)
+def _is_location(name: str) -> bool:
+    """A folder (local or URI) rather than a model hub name, as load_tokenizer tells them apart."""
+    return U.is_uri(name) or name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
+
+
+def launch_args(
+    *, train: TrainConfig, model: ModelConfig, data: str | Path, out_dir: str | Path,
+    select_dir: str | Path | None = None, fraction: float = 1.0, init_from: str | None = None,
+) -> dict:
+    """What train_worker needs, as plain data Ray can ship: URIs only (`data` is the prepare stage's
+    folder, with tokenizer/ and sequences/; `init_from` a model folder or a hub name)."""
+    data, out_dir = U.normalize(data), U.normalize(out_dir)
+    if init_from and _is_location(init_from):
+        init_from = U.normalize(init_from)
+    return {"train": dataclasses.asdict(train), "model": dataclasses.asdict(model),
+            "tokenizer": U.join(data, "tokenizer"), "sequences": U.join(data, "sequences"),
+            "select_dir": U.normalize(select_dir) if select_dir else None, "fraction": fraction,
+            "init_from": init_from, "out_dir": out_dir, "model_out": U.join(out_dir, "model")}
+
+
+def build_trainer(args: dict, *, rank: int, world: int, device: torch.device,
+                  wrap: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m,
+                  window_rows: int = WINDOW_ROWS) -> tuple[LMTrainer, PreTrainedTokenizerBase]:
+    """Everything a worker trains with, from the launch arguments alone (no Ray: the test's
+    in-process reference and the benchmarks build the very same trainer). The model is on `device`;
+    of the pool the worker keeps the ids and loads the tokens of `window_rows` rows at a time."""
+    cfg, model_cfg = TrainConfig(**args["train"]), ModelConfig(**args["model"])
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.cpus_per_worker)
+    tok = load_tokenizer(str(U.local_dir(args["tokenizer"])), kind=model_cfg.kind)
+    pool = ParquetRows(args["sequences"])
+    budget = max(1, round(args.get("fraction", 1.0) * len(pool)))
+    partitions, greedi = load_selection(args["select_dir"]) if args.get("select_dir") else (None, None)
+    draws = draw_function(cfg.subset, pool.ids, budget=budget, seed=cfg.seed, partitions=partitions, fixed_ids=greedi)
+    del partitions, greedi  # the draw function keeps them as pool rows
+    schedule = SubsetSchedule(draws, global_batch=cfg.global_batch_size, redraw_every=cfg.redraw_every, seed=cfg.seed)
+    init_from = args.get("init_from") or model_cfg.init_from
+    if init_from:  # a folder is fetched to this node (once per process); a hub name is left to transformers
+        model_cfg = dataclasses.replace(model_cfg, init_from=str(U.local_dir(init_from)) if _is_location(init_from) else init_from)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every worker
+    model = build_model(model_cfg, vocab_size=len(tok), pad_id=tok.pad_token_id, eos_id=tok.eos_token_id)
+    trainer = LMTrainer(wrap(model.to(device)), pool, schedule, cfg, objective=Objective.for_model(tok, model_cfg),
+                        rank=rank, world=world, device=device, window_rows=window_rows)
+    return trainer, tok
+
+
+def _save_model(model: torch.nn.Module, tok: PreTrainedTokenizerBase, target: str) -> None:
+    """save_pretrained into a local folder, then to `target` (a URI), whole."""
+    with tempfile.TemporaryDirectory() as tmp:
+        getattr(model, "module", model).save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        U.upload_dir(tmp, target)
 
 
 def train_worker(args: dict) -> None:
@@ -129,29 +153,30 @@ def train_worker(args: dict) -> None:
     rank = ctx.get_world_rank()
     trainer, tok = build_trainer(args, rank=rank, world=ctx.get_world_size(), device=ray.train.torch.get_device(),
                                  wrap=ray.train.torch.prepare_model)
-    cfg, model, device = trainer.cfg, trainer.model, trainer.device
+    cfg, device = trainer.cfg, trainer.device
     start = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
             start = trainer.load_state_dict(load_state(Path(folder) / STATE_FILE, device))
-    metrics_path = Path(args["out_dir"]) / "metrics.jsonl"
-    if rank == 0:
-        _truncate_metrics(metrics_path, start)
+    log = MetricsLog(U.join(args["out_dir"], "metrics.jsonl"), resume_at=start) if rank == 0 else None
+    if log:
+        log.publish()  # the published file never shows steps beyond the checkpoint the run goes on from
 
     for step in range(start, cfg.steps):
         metrics = trainer.train_step(step)
-        if rank == 0:
-            _log_step(metrics, metrics_path, name=Path(args["out_dir"]).name, steps=cfg.steps)
+        if log:
+            log.append(metrics)
+            _progress(metrics, name=U.name(args["out_dir"]), steps=cfg.steps)
         done = step + 1
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:  # so the last step always publishes
             with tempfile.TemporaryDirectory() as tmp:
-                if rank == 0:
-                    _sync(metrics_path)
+                if log:
+                    log.publish()  # before the checkpoint vouches for these steps
                     save_state(trainer.state_dict(done), Path(tmp) / STATE_FILE)
-                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp) if rank == 0 else None)
+                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp) if log else None)
     if rank == 0:
-        _save_model(model, tok, args["model_out"])
+        _save_model(trainer.model, tok, args["model_out"])
 
 
 @ray.remote
@@ -159,30 +184,37 @@ def train_in_task(args: dict, *, snapshots: tuple[int, ...] = ()) -> dict:
     """One small run as a single Ray task: the very trainer a one-worker Ray Train run builds, without
     Ray Train's controller, so an experiment's many short arms run side by side, one per CPU. No
     checkpoints: an interrupted arm reruns whole. `snapshots` are steps whose model is also saved
-    (out_dir/model-step<N>), for held-out curves. Returns the loop's seconds, final loss and steps."""
-    trainer, tok = build_trainer(args, rank=0, world=1, device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    out, steps = Path(args["out_dir"]), trainer.cfg.steps
-    out.mkdir(parents=True, exist_ok=True)
-    metrics_path = out / "metrics.jsonl"
-    metrics_path.unlink(missing_ok=True)
+    (out_dir/model-step<N>), for held-out curves. On CUDA only if the task was given a GPU. Returns
+    the loop's seconds, final loss and steps."""
+    device = torch.device("cuda" if ray.get_gpu_ids() else "cpu")
+    trainer, tok = build_trainer(args, rank=0, world=1, device=device)
+    out, steps = args["out_dir"], trainer.cfg.steps
+    log = MetricsLog(U.join(out, "metrics.jsonl"))
+    U.delete(log.target)  # an interrupted attempt's lines
     start = time.perf_counter()
     for step in range(steps):
         metrics = trainer.train_step(step)
-        _log_step(metrics, metrics_path, name=f"{out.parent.name}/{out.name}", steps=steps)
+        log.append(metrics)
+        _progress(metrics, name=f"{U.name(U.parent(out))}/{U.name(out)}", steps=steps)
         if metrics["step"] in snapshots and metrics["step"] != steps:
-            _save_model(trainer.model, tok, out / f"model-step{metrics['step']}")
+            log.publish()
+            _save_model(trainer.model, tok, U.join(out, f"model-step{metrics['step']}"))
     seconds = time.perf_counter() - start
+    log.publish()
     _save_model(trainer.model, tok, args["model_out"])
     return {"seconds": seconds, "final_loss": metrics["loss"], "steps": steps}
 
 
-def launch_training(args: dict, *, name: str, storage: Path, num_workers: int, use_gpu: bool, cpus_per_worker: int) -> dict:
+def launch_training(args: dict, *, name: str, storage: str | Path, num_workers: int, use_gpu: bool,
+                    cpus_per_worker: int) -> dict:
+    """Run train_worker on `num_workers` Ray Train workers; checkpoints go to `storage` (a URI: Ray
+    Train's workers upload to object storage themselves)."""
     trainer = TorchTrainer(
         train_worker,
         train_loop_config=args,
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus_per_worker}),
-        run_config=RunConfig(name=name, storage_path=str(storage), failure_config=FailureConfig(max_failures=2),
+        run_config=RunConfig(name=name, storage_path=U.normalize(storage), failure_config=FailureConfig(max_failures=2),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
     result = trainer.fit()

@@ -117,3 +117,50 @@ def test_single_task_run_equals_in_process(ray_cluster, data, reference, tmp_pat
     assert [m["loss"] for m in metrics(tmp_path / "task")] == reference
     assert result["steps"] == TRAIN.steps and result["seconds"] > 0
     assert (tmp_path / "task" / "model-step20" / "config.json").exists() and (tmp_path / "task" / "model" / "config.json").exists()
+
+
+ON_S3 = """
+import json, sys, ray
+from actors.trainer import launch_args, launch_training, train_in_task
+from tests.test_train_ray import MODEL, TRAIN
+ray.init(address=sys.argv[1], log_to_driver=False, runtime_env={"env_vars": json.loads(sys.argv[2])})
+args = launch_args(train=TRAIN, model=MODEL, data="s3://runs/prepare", out_dir="s3://runs/train", fraction=0.5)
+launch_training(args, name="on-s3", storage="s3://runs/train/ray", num_workers=1, use_gpu=False, cpus_per_worker=1)
+task_args = launch_args(train=TRAIN, model=MODEL, data="s3://runs/prepare", out_dir="s3://runs/task", fraction=0.5,
+                        init_from="s3://runs/train/model")
+ray.get(train_in_task.remote(task_args, snapshots=(20,)))
+"""
+
+
+def test_training_reads_and_writes_only_object_storage(ray_cluster, data, reference):
+    """Sequences, tokenizer and init_from on S3 (a local S3 server), outputs and Ray Train's
+    checkpoints written there by the workers: the same losses as the in-process run on a local disk."""
+    boto3 = pytest.importorskip("boto3")
+    server = pytest.importorskip("moto.server").ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+               "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+        client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                              aws_access_key_id="test", aws_secret_access_key="test")
+        client.create_bucket(Bucket="runs")
+        for name in ("tokenizer", "sequences"):
+            for file in sorted(p for p in (data / name).rglob("*") if p.is_file()):
+                client.upload_file(str(file), "runs", f"prepare/{name}/{file.relative_to(data / name).as_posix()}")
+        address = ray_cluster.get_runtime_context().gcs_address
+        subprocess.run([sys.executable, "-c", ON_S3, address, json.dumps(env)], check=True, timeout=600,
+                       cwd=Path(__file__).resolve().parents[1], env={**os.environ, **env, "PYTHONPATH": "."})
+        keys = {o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket="runs")
+                for o in page.get("Contents", [])}
+        for run in ("train", "task"):
+            lines = [json.loads(x) for x in client.get_object(Bucket="runs", Key=f"{run}/metrics.jsonl")["Body"].read().splitlines()]
+            assert [m["step"] for m in lines] == list(range(1, TRAIN.steps + 1))
+            assert {"model/config.json", "model/model.safetensors", "model/tokenizer.json"} <= {
+                k[len(run) + 1:] for k in keys if k.startswith(f"{run}/model/")}
+        assert [m["loss"] for m in (json.loads(x) for x in client.get_object(
+            Bucket="runs", Key="train/metrics.jsonl")["Body"].read().splitlines())] == reference
+        assert any(k.startswith("train/ray/on-s3/") and k.endswith("/state.pt") for k in keys)  # uploaded by the worker
+        assert "task/model-step20/config.json" in keys
+    finally:
+        server.stop()

@@ -1,5 +1,4 @@
 """Tokenizers, packing, subset schedules, the train loop's exact resume, embeddings (no Ray)."""
-import copy
 import os
 import subprocess
 import sys
@@ -7,10 +6,14 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
 from dataio.corpus import BUILTIN_WIKI, read_documents
+from dataio.rundir import read_sequences
+from dataio.sequences import ParquetRows
 from selection.sampling import draw_subset, taylor_softmax
 from tests.conftest import shared_file
 from training.embed import embed_batch
@@ -175,7 +178,7 @@ def test_nsp_pairs_keep_or_swap_the_second_segment():
         assert len(second) == min(len(seq) - 3 - len(first), len(source))
 
 
-def tiny_trainer(kind: str, cfg: TrainConfig, seqs: list[np.ndarray]) -> LMTrainer:
+def tiny_trainer(kind: str, cfg: TrainConfig, seqs: list[np.ndarray] | ParquetRows, **kw) -> LMTrainer:
     torch.manual_seed(0)
     variant = kind == "bert+nsp+wwm"
     model = build_model(ModelConfig(kind=kind.split("+")[0], hidden_size=32, num_layers=2, num_heads=2,
@@ -185,7 +188,7 @@ def tiny_trainer(kind: str, cfg: TrainConfig, seqs: list[np.ndarray]) -> LMTrain
     schedule = SubsetSchedule(draws, global_batch=cfg.global_batch_size, redraw_every=cfg.redraw_every, seed=cfg.seed)
     objective = Objective(kind=kind.split("+")[0], seq_len=16, vocab_size=64, pad_id=0, mask_id=4, cls_id=2, sep_id=3,
                           nsp=variant, continues_word=torch.arange(64) >= 40 if variant else None)
-    return LMTrainer(model, seqs, schedule, cfg, objective=objective)
+    return LMTrainer(model, seqs, schedule, cfg, objective=objective, **kw)
 
 
 @pytest.mark.parametrize("kind", ["bert", "gpt2", "bert+nsp+wwm"])
@@ -206,6 +209,67 @@ def test_resume_continues_exactly(kind, tmp_path):
     start = resumed.load_state_dict(load_state(tmp_path / "state.pt"))
     assert start == 4
     assert [resumed.train_step(s)["loss"] for s in range(start, 8)] == losses[4:]
+
+
+def write_pool(folder: Path, n: int, *, shards: int, row_group: int) -> None:
+    """n BERT-shaped sequences of varied lengths in `shards` Parquet files of `row_group`-row groups."""
+    rng = np.random.default_rng(4)
+    seqs = [np.array([2, *rng.integers(5, 64, size=rng.integers(4, 15)), 3], dtype=np.int32) for _ in range(n)]
+    ids = rng.permutation(np.arange(10_000, 10_000 + n, dtype=np.int64))
+    for f, part in enumerate(np.array_split(np.arange(n), shards)):
+        table = pa.table({"sequence_id": ids[part], "input_ids": pa.array([seqs[i].tolist() for i in part], pa.list_(pa.int32()))})
+        pq.write_table(table, folder / f"part-{f:05d}.parquet", row_group_size=row_group)
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_workers_load_only_their_window_and_feed_what_the_whole_pool_in_memory_does(tmp_path, world):
+    write_pool(tmp_path, 90, shards=3, row_group=7)
+    reference_ids, everything = read_sequences(tmp_path)  # the slow obvious path: every sequence in memory
+    cfg = TrainConfig(steps=14, global_batch_size=8, grad_accum=2, learning_rate=1e-3, warmup_steps=2,
+                      subset="random", redraw_every=5, seed=2, num_workers=world)
+    for rank in range(world):
+        pool = ParquetRows(str(tmp_path))
+        assert pool.ids.tolist() == reference_ids.tolist()
+        trainer = tiny_trainer("bert", cfg, pool, rank=rank, world=world, window_rows=17)
+        assert trainer.window_steps == 2 * world  # 17 rows hold 2 steps of 8 rows, or 4 of 4
+        resumed = tiny_trainer("bert", cfg, ParquetRows(str(tmp_path)), rank=rank, world=world, window_rows=17)
+        for step in range(cfg.steps):
+            rows = trainer.schedule.worker_rows(step, rank, world)
+            expected = [[everything[r] for r in micro] for micro in np.array_split(rows, cfg.grad_accum)]
+            got = trainer.step_sequences(step)
+            assert [[s.tolist() for s in m] for m in got] == [[s.tolist() for s in m] for m in expected]
+            assert all(s.dtype == np.int32 for m in got for s in m)
+            window = trainer.schedule.window(step, trainer.window_steps)
+            assert trainer.schedule.draw_index(window.start) == trainer.schedule.draw_index(window.stop - 1)
+            needed = np.unique(np.concatenate([trainer.schedule.worker_rows(s, rank, world)
+                                               for s in range(window.start, min(window.stop, cfg.steps))]))
+            assert len(pool._rows) == len(needed) <= 17  # this window's rows, not the pool's 90
+            outside = np.setdiff1d(np.arange(len(pool)), needed)[0]
+            with pytest.raises(ValueError, match=f"row {outside} of the pool .* was not prefetched"):
+                pool.get(int(outside))
+            if step >= 5:  # a run resumed at step 5, mid-window, feeds the same sequences
+                assert [[s.tolist() for s in m] for m in resumed.step_sequences(step)] == [[s.tolist() for s in m] for m in got]
+
+
+def test_training_from_parquet_rows_equals_training_from_memory(tmp_path):
+    write_pool(tmp_path, 40, shards=2, row_group=6)
+    cfg = TrainConfig(steps=6, global_batch_size=4, grad_accum=2, learning_rate=1e-3, warmup_steps=2,
+                      subset="random", redraw_every=3, seed=1)
+    in_memory = tiny_trainer("bert", cfg, read_sequences(tmp_path)[1])
+    from_parquet = tiny_trainer("bert", cfg, ParquetRows(str(tmp_path)), window_rows=5)
+    assert [in_memory.train_step(s)["loss"] for s in range(6)] == [from_parquet.train_step(s)["loss"] for s in range(6)]
+
+
+def test_parquet_rows_refuse_bad_folders_and_rows(tmp_path):
+    with pytest.raises(ValueError, match="no sequence shards"):
+        ParquetRows(str(tmp_path))
+    write_pool(tmp_path, 10, shards=1, row_group=4)
+    pool = ParquetRows(str(tmp_path))
+    with pytest.raises(ValueError, match="rows 3..10 out of range: .* has 10 sequences"):
+        pool.prefetch(np.array([3, 10]))
+    write_pool(tmp_path, 12, shards=1, row_group=4)
+    with pytest.raises(ValueError, match="changed while training: it has 12 rows, 10 when training started"):
+        pool.prefetch(np.array([3]))
 
 
 class _Payload:

@@ -2,13 +2,15 @@
 
 Everything a step does is a function of (seed, step, rank): the batch rows (SubsetSchedule), the
 MLM masks and dropout. So the state to checkpoint is just model, optimizer, LR scheduler and the
-step number, and a resumed run reproduces the uninterrupted one exactly.
+step number, and a resumed run reproduces the uninterrupted one exactly. A worker holds the tokens
+of one window of steps at a time (its rows of the next `window_rows`), never the whole pool.
 """
 from __future__ import annotations
 
 import math
 import pickle
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import torch
 import torch.distributed as dist
 from transformers import get_linear_schedule_with_warmup
 
+from dataio.sequences import InMemoryRows, RowSource
 from training.flops import flops_per_token, peak_flops
 from training.model import Objective
 from training.subsets import SUBSET_MODES, SubsetSchedule
@@ -88,13 +91,24 @@ def step_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([p & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
 
 
+CPU = torch.device("cpu")
+WINDOW_ROWS = 1 << 18  # rows a worker loads at once: 134 MB of 128-token sequences
+
+
 class LMTrainer:
     def __init__(
-        self, model: torch.nn.Module, sequences: list[np.ndarray], schedule: SubsetSchedule, cfg: TrainConfig, *,
-        objective: Objective, rank: int = 0, world: int = 1, device: torch.device = torch.device("cpu"),
+        self, model: torch.nn.Module, sequences: RowSource | Sequence[np.ndarray], schedule: SubsetSchedule,
+        cfg: TrainConfig, *, objective: Objective, rank: int = 0, world: int = 1,
+        device: torch.device = CPU, window_rows: int = WINDOW_ROWS,
     ):
-        self.model, self.sequences, self.schedule, self.cfg = model, sequences, schedule, cfg
+        if window_rows < 1:
+            raise ValueError(f"LMTrainer: window_rows must be >= 1, got {window_rows}")
+        self.sequences = sequences if isinstance(sequences, RowSource) else InMemoryRows(sequences)
+        self.model, self.schedule, self.cfg = model, schedule, cfg
         self.objective, self.rank, self.world, self.device = objective, rank, world, device
+        # Steps per window: as many as fill window_rows with this worker's share of each global batch.
+        self.window_steps = max(1, window_rows // -(-schedule.global_batch // world))
+        self._window = range(0)  # the steps whose rows are loaded
         decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
         no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]  # biases and LayerNorm
         self.optimizer = torch.optim.AdamW(
@@ -118,16 +132,26 @@ class LMTrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         return int(state["step"])
 
+    def step_sequences(self, step: int) -> list[list[np.ndarray]]:
+        """This worker's micro-batches of `step`, as token arrays; the window's rows are loaded when
+        the step is the first of a window (or of a resumed run)."""
+        if step not in self._window:
+            self._window = self.schedule.window(step, self.window_steps)
+            steps = range(self._window.start, min(self._window.stop, self.cfg.steps))
+            self.sequences.prefetch(np.concatenate([self.schedule.worker_rows(s, self.rank, self.world) for s in steps]))
+        rows = self.schedule.worker_rows(step, self.rank, self.world)
+        return [[self.sequences.get(r) for r in micro] for micro in np.array_split(rows, self.cfg.grad_accum)]
+
     def train_step(self, step: int) -> dict[str, float]:
         start = time.perf_counter()
         self.model.train()
         torch.manual_seed(step_seed(self.cfg.seed, step, self.rank))  # dropout
         mask_rng = torch.Generator().manual_seed(step_seed(self.cfg.seed, step, self.rank, 1))
-        rows = self.schedule.worker_rows(step, self.rank, self.world)
+        micro_batches = self.step_sequences(step)
         self.optimizer.zero_grad(set_to_none=True)
         total_loss, tokens = 0.0, 0
-        for micro in np.array_split(rows, self.cfg.grad_accum):
-            batch = self.objective.batch([self.sequences[r] for r in micro], mask_rng)
+        for micro in micro_batches:
+            batch = self.objective.batch(micro, mask_rng)
             tokens += int(batch["attention_mask"].sum())
             batch = {k: v.to(self.device) for k, v in batch.items()}
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):

@@ -24,6 +24,7 @@ class SubsetSchedule:
         self.redraw_every = redraw_every  # None: one draw for the whole run
         self.seed = seed
         self._cache: dict[int, np.ndarray] = {}
+        self._orders: dict[tuple[int, int], np.ndarray] = {}
 
     def draw_index(self, step: int) -> int:
         return 0 if not self.redraw_every else step // self.redraw_every
@@ -33,6 +34,13 @@ class SubsetSchedule:
             self._cache = {d: np.asarray(self.draw_rows(d), dtype=np.int64)}  # keep only the current draw
         return self._cache[d]
 
+    def _order(self, d: int, epoch: int) -> np.ndarray:
+        """The shuffle of draw d's epoch, kept while it is walked: recomputing a permutation of the
+        whole draw for every step costs more than the step."""
+        if (d, epoch) not in self._orders:
+            self._orders = {(d, epoch): np.random.default_rng([self.seed, d, epoch]).permutation(len(self._draw(d)))}
+        return self._orders[(d, epoch)]
+
     def batch_rows(self, step: int) -> np.ndarray:
         d = self.draw_index(step)
         rows = self._draw(d)
@@ -41,12 +49,19 @@ class SubsetSchedule:
         out = []
         while len(out) < self.global_batch:
             epoch, offset = divmod(start + len(out), len(rows))
-            order = np.random.default_rng([self.seed, d, epoch]).permutation(len(rows))
-            out.extend(rows[order[offset : offset + self.global_batch - len(out)]].tolist())
+            out.extend(rows[self._order(d, epoch)[offset : offset + self.global_batch - len(out)]].tolist())
         return np.array(out, dtype=np.int64)
 
     def worker_rows(self, step: int, rank: int, world: int) -> np.ndarray:
         return self.batch_rows(step)[rank::world]
+
+    def window(self, step: int, length: int) -> range:
+        """The steps, `length` at most, whose rows a worker loads with `step`'s: aligned runs of one draw's
+        steps (a window never spans two draws), so a resumed run loads what an uninterrupted one did."""
+        first = self.draw_index(step) * self.redraw_every if self.redraw_every else 0
+        start = first + (step - first) // length * length
+        end = start + length if not self.redraw_every else min(start + length, first + self.redraw_every)
+        return range(start, end)
 
 
 def draw_function(
@@ -62,13 +77,17 @@ def draw_function(
         draw_subset,  # pure NumPy; kept local so tokenizer-only users skip numba
     )
 
-    row_of = {int(s): r for r, s in enumerate(pool_ids)}
-
     def rows_for(ids: np.ndarray) -> np.ndarray:
-        missing = [int(s) for s in ids if int(s) not in row_of]
-        if missing:
+        """Pool rows of these sequence ids (of the last row, should an id repeat). Sorted lookup: a dict
+        of the paper's 41.5M ids would take gigabytes in every worker."""
+        order = np.argsort(pool_ids, kind="stable")  # equal ids stay in pool order
+        ids = np.asarray(ids, dtype=np.int64)
+        at = np.searchsorted(pool_ids[order], ids, side="right") - 1
+        found = (at >= 0) & (pool_ids[order[np.maximum(at, 0)]] == ids)
+        if not found.all():
+            missing = ids[~found]
             raise ValueError(f"{len(missing)} selected sequence ids are not in the training pool (e.g. {missing[0]})")
-        return np.array([row_of[int(s)] for s in ids], dtype=np.int64)
+        return order[at]
 
     if mode == "full":
         return lambda d: np.arange(len(pool_ids))
@@ -77,7 +96,11 @@ def draw_function(
     if mode == "ingenious":
         if partitions is None:
             raise ValueError("subset 'ingenious' needs the selection's probabilities")
-        return lambda d: rows_for(draw_subset(partitions, budget, seed=seed, draw=d))
+        # Drawing from partitions of rows draws the rows of what partitions of ids would draw.
+        rows = np.split(rows_for(np.concatenate([ids for ids, _ in partitions])),
+                        np.cumsum([len(ids) for ids, _ in partitions])[:-1])
+        row_partitions = [(r, p) for r, (_, p) in zip(rows, partitions)]
+        return lambda d: draw_subset(row_partitions, budget, seed=seed, draw=d)
     if mode == "greedi":
         if fixed_ids is None:
             raise ValueError("subset 'greedi' needs the merged subset (select/subset_greedi.parquet): the select stage "

@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 from actors.trainer import launch_args, launch_training
+from dataio.uri import join
 from jobs.config import PipelineConfig
 from jobs.stages.base import Context, Stage
 from training.loop import TrainConfig
 
 
-def _train(ctx: Context, out: Path, cfg: TrainConfig, *, name: str, init_from: str | None, select_dir: Path | None) -> dict:
+def _train(ctx: Context, out: str, cfg: TrainConfig, *, name: str, init_from: str | None, select_dir: str | None) -> dict:
     args = launch_args(train=cfg, model=ctx.cfg.model, data=ctx.stage("prepare"), out_dir=out, select_dir=select_dir,
                        fraction=ctx.cfg.select.fraction, init_from=init_from)
-    metrics = launch_training(args, name=f"{ctx.cfg.name}-{name}", storage=out / "ray", num_workers=cfg.num_workers,
+    metrics = launch_training(args, name=f"{ctx.cfg.name}-{name}", storage=join(out, "ray"), num_workers=cfg.num_workers,
                               use_gpu=ctx.use_gpu(cfg.use_gpu), cpus_per_worker=cfg.cpus_per_worker)
     return {"final_loss": metrics.get("loss"), "steps": cfg.steps, "subset": cfg.subset,
             "written": "model/, metrics.jsonl, ray/ (checkpoints)"}
@@ -26,7 +26,7 @@ class WarmStart(Stage):
     def settings(self, cfg: PipelineConfig) -> dict:
         return {"model": dataclasses.asdict(cfg.model), "warmstart": dataclasses.asdict(cfg.warmstart)}
 
-    def run(self, ctx: Context, out: Path) -> dict:
+    def run(self, ctx: Context, out: str) -> dict:
         return _train(ctx, out, ctx.cfg.warmstart, name="warmstart", init_from=ctx.cfg.model.init_from, select_dir=None)
 
 
@@ -37,6 +37,6 @@ class Train(Stage):
     def settings(self, cfg: PipelineConfig) -> dict:
         return {"train": dataclasses.asdict(cfg.train)}
 
-    def run(self, ctx: Context, out: Path) -> dict:
-        return _train(ctx, out, ctx.cfg.train, name="train", init_from=str(ctx.stage("warmstart") / "model"),
+    def run(self, ctx: Context, out: str) -> dict:
+        return _train(ctx, out, ctx.cfg.train, name="train", init_from=join(ctx.stage("warmstart"), "model"),
                       select_dir=ctx.stage("select"))
