@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from actors.trainer import launch_args, launch_training
-from dataio.uri import join
+from dataio.uri import FOLDER_COMPLETE, folder_complete, join, read_text
 from jobs.config import PipelineConfig
 from jobs.stages.base import Context, Stage
 from training.loop import TrainConfig
@@ -19,7 +20,22 @@ def _train(ctx: Context, out: str, cfg: TrainConfig, *, name: str, init_from: st
             "written": "model/, metrics.jsonl, ray/ (checkpoints)"}
 
 
-class WarmStart(Stage):
+def verify_training(out: str, steps: int) -> None:
+    """The model was uploaded whole and every step was logged once, in order."""
+    if not folder_complete(join(out, "model")):
+        raise ValueError(f"{join(out, 'model')} is missing or incomplete (no {FOLDER_COMPLETE})")
+    logged = [json.loads(line)["step"] for line in read_text(join(out, "metrics.jsonl")).splitlines() if line]
+    if logged != list(range(1, steps + 1)):
+        raise ValueError(f"{join(out, 'metrics.jsonl')} logs steps {logged[:3]}...{logged[-3:]} "
+                         f"({len(logged)} lines), not 1..{steps}")
+
+
+class TrainingStage(Stage):
+    def verify(self, ctx: Context, out: str, summary: dict) -> None:
+        verify_training(out, summary["steps"])
+
+
+class WarmStart(TrainingStage):
     name = "warmstart"
     needs = ("prepare",)
 
@@ -30,7 +46,7 @@ class WarmStart(Stage):
         return _train(ctx, out, ctx.cfg.warmstart, name="warmstart", init_from=ctx.cfg.model.init_from, select_dir=None)
 
 
-class Train(Stage):
+class Train(TrainingStage):
     name = "train"
     needs = ("warmstart", "select")
 
