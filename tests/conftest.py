@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 from itertools import islice
 from pathlib import Path
@@ -27,6 +28,7 @@ def s3_server():
     except ImportError:
         yield None
         return
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     server.start()
     host, port = server.get_host_and_port()

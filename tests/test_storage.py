@@ -30,6 +30,10 @@ select: {{fraction: 0.25, knn_k: 5, num_partitions: 2}}
 """
 
 
+def remote_files(client, prefix: str) -> dict[str, bytes]:
+    return bucket_files(client, "runs", prefix)
+
+
 def put_corpus(s3, documents: int, key: str = "wiki.jsonl") -> str:
     body = "".join(json.dumps({"id": d.doc_id, "text": d.text}) + "\n"
                    for d in islice(read_documents(BUILTIN_WIKI), documents))
