@@ -15,6 +15,7 @@ from dataio import uri as U
 from dataio.tasks import GLUE, load_task
 from jobs.downstream import model_names, score_table, write_results
 from tests.conftest import shared_file
+from training.embed import load_encoder, local_model
 from training.finetune import FinetuneConfig, f1_binary, finetune, matthews, subsample
 from training.model import ModelConfig, build_model
 from training.tokenizer import train_tokenizer
@@ -168,6 +169,14 @@ def test_finetuning_a_checkpoint_on_object_storage_and_results_written_there(s3,
                 vocab_size=len(tok), pad_id=tok.pad_token_id).save_pretrained(model_dir)
     U.upload_dir(model_dir, f"{s3}/runs/x/train/model")
     U.upload_dir(glue, f"{s3}/glue")
+    encoders = []
+    for location in (f"{s3}/runs/x/train/model", str(model_dir)):  # as the embed actor loads it, and locally
+        torch.manual_seed(0)  # the pooler, absent from an MLM checkpoint, is initialised at random
+        encoders.append(load_encoder(location, torch.device("cpu")).state_dict())
+    assert encoders[0].keys() == encoders[1].keys() and all(torch.equal(v, encoders[1][k]) for k, v in encoders[0].items())
+    assert local_model("bert-base-uncased") == "bert-base-uncased"  # a hub name is passed on
+    with pytest.raises(ValueError, match=f"{tmp_path}/gone does not exist on this node"):
+        local_model(str(tmp_path / "gone"))
     cfg = FinetuneConfig(tasks=["sst2"], data_dir=f"{s3}/glue", epochs=1, batch_size=16)
     remote = finetune(f"{s3}/runs/x/train/model", load_task("sst2", cfg.data_dir), cfg, seed=0, kind="bert")
     local = finetune(str(model_dir), load_task("sst2", glue), cfg, seed=0, kind="bert")
