@@ -5,8 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from selection.knn import (KnnParams, build_index, faiss_has_gpu, index_device, index_to_cpu, knn_graph, knn_search,
-                           normalize_embeddings, search_index)
+from selection.knn import (
+    KnnParams,
+    build_index,
+    faiss_has_gpu,
+    index_device,
+    index_to_cpu,
+    knn_graph,
+    knn_search,
+    normalize_embeddings,
+    search_index,
+)
 from training.device import device_name, task_device
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")

@@ -33,7 +33,7 @@ def test_evaluate_stage_reads_and_writes_the_run_directory_by_uri(ray_cluster, t
     (tmp_path / "eval.yaml").write_text(CONFIG.format(external=external, glue=write_sst2(tmp_path / "glue")))
     cfg = load_config(tmp_path / "eval.yaml")
     run = RunDir(str(tmp_path / "run"))
-    words = "the history of rome begins in eighth century bc".split()
+    words = ["the", "history", "of", "rome", "begins", "in", "eighth", "century", "bc"]
     tok = train_tokenizer(words * 10, kind="bert", vocab_size=120, out_dir=U.join(run.root, "prepare", "tokenizer"))
     for stage in ("warmstart", "train"):
         folder = U.join(run.root, stage, "model")
