@@ -5,11 +5,15 @@ import ray
 import torch
 
 from dataio.tasks import load_task
+from training.device import task_device
 from training.finetune import FinetuneConfig, finetune
 
 
 @ray.remote
-def finetune_task(model_dir: str, task: str, cfg: FinetuneConfig, *, seed: int, kind: str) -> dict:
-    torch.set_num_threads(cfg.cpus_per_task)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return finetune(model_dir, load_task(task, cfg.data_dir), cfg, seed=seed, kind=kind, device=device)
+def finetune_task(model_uri: str, task: str, cfg: FinetuneConfig, *, seed: int, kind: str) -> dict:
+    """Submit with `.options(num_gpus=1)` to run on a GPU; without a reserved GPU it runs on the CPU.
+    The model and the task files (cfg.data_dir) are read by URI on whichever node runs this."""
+    device = task_device(ray.get_gpu_ids())
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.cpus_per_task)
+    return finetune(model_uri, load_task(task, cfg.data_dir), cfg, seed=seed, kind=kind, device=device)

@@ -1,14 +1,18 @@
-"""GPU throughput of the training step and of embedding, for the device tool (no Ray, no FAISS).
+"""The prepared GPU check: throughput of the training step and of embedding, kNN graphs on the device,
+and the evaluation and fine-tuning paths on it (no Ray; FAISS optional).
 
-    python -m bench.gpu [--model bert-base] [--steps 30] [--batch 256]
+    python -m bench.gpu [--model bert-base] [--steps 30] [--batch 256] [--knn N] [--device cuda|cpu]
 
 bert-base (or gpt2-small) at sequence length 128 in bf16 autocast, random init, random full-length
 token sequences: the same LMTrainer step the Ray Train workers run (AdamW, clipping, 15% masking),
 timed after warm-up with CUDA synchronised; reports tokens/s and MFU against the card's bf16 peak.
 Then embedding throughput (the embed stage's forward pass, layer 9 mean pooling) in sequences/s.
 With --knn N: the kNN graph of N clustered 384-d unit vectors (k = 20) built with the `torch`
-method (blocked matmul + top-k on the device), and with FAISS's GPU flat and IVF indexes when the
-installed faiss has GPU support (the selection stage's graphs; FAISS is optional here).
+method (blocked matmul + top-k on the device), and with selection/knn.py's FAISS flat and IVF
+indexes on the GPU when the installed faiss has GPU support (the selection stage's graphs), each
+then moved to the CPU and serialised as the merge's candidate index is.
+Then held-out loss and fine-tuning of a tiny checkpoint on the device (training/evaluate.py and
+training/finetune.py, as the evaluate stage's tasks run them): the device paths, not their speed.
 Runs on CPU too (--model tiny --device cpu) so the test suite keeps it working.
 
     python -m bench.gpu --model bert-base --knn 1000000   # the device check: training, embedding, kNN
@@ -17,16 +21,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from dataio.tasks import load_task
+from training.device import device_name
 from training.embed import embed_batch
+from training.evaluate import heldout_loss
+from training.finetune import FinetuneConfig, finetune
 from training.loop import LMTrainer, TrainConfig
 from training.model import ModelConfig, Objective, build_model
 from training.packing import pad_batch
 from training.subsets import SubsetSchedule, draw_function
+from training.tokenizer import train_tokenizer
 
 SIZES = {
     "bert-base": ModelConfig(kind="bert"),
@@ -75,8 +86,8 @@ def measure(model_name: str, *, steps: int, batch: int, device: torch.device, wa
 
 
 def knn_graph_seconds(n: int, *, device: torch.device, d: int = 384, k: int = 20, seed: int = 0) -> dict:
-    """Seconds to build a k-NN graph of n clustered unit vectors: torch on `device`, and FAISS GPU
-    (flat, IVF) where a faiss with GPU support is installed. Recall of each against torch (exact)."""
+    """Seconds to build a k-NN graph of n clustered unit vectors: torch on `device`, and FAISS flat and
+    IVF on the GPU where a faiss with GPU support is installed. Recall of each against torch (exact)."""
     from selection.knn import KnnParams, knn_search
 
     g = torch.Generator().manual_seed(seed)
@@ -90,24 +101,50 @@ def knn_graph_seconds(n: int, *, device: torch.device, d: int = 384, k: int = 20
     result = {"n": n, "d": d, "k": k, "device": str(device), "torch_s": time.perf_counter() - start}
     try:
         import faiss
+
+        from selection.knn import build_index, faiss_has_gpu, index_device, index_to_cpu, search_index
     except ImportError:
         return {**result, "faiss_gpu": "faiss not installed"}
-    if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+    if not faiss_has_gpu():
         return {**result, "faiss_gpu": "this faiss has no GPU support"}
-    resources = faiss.StandardGpuResources()
+    if device.type != "cuda":
+        return {**result, "faiss_gpu": "not asked for (--device cpu)"}
     sample = np.random.default_rng(seed).choice(n, min(n, 2000), replace=False)
-    for name, cpu_index in (("flat", faiss.IndexFlatIP(d)),
-                            ("ivf", faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, int(2 * n**0.5), faiss.METRIC_INNER_PRODUCT))):
+    for method in ("exact", "ivf"):
+        params = KnnParams(method=method, nprobe=16, device="cuda")
         start = time.perf_counter()
-        index = faiss.index_cpu_to_gpu(resources, 0, cpu_index)
-        if name == "ivf":
-            index.train(x)
-            index.nprobe = 16
-        index.add(x)
-        _, found = index.search(x, k)
-        result[f"faiss_gpu_{name}_s"] = time.perf_counter() - start
-        result[f"faiss_gpu_{name}_recall"] = float(np.mean([len(set(found[i]) & set(exact[i])) / k for i in sample]))
+        index = build_index(x, params)
+        _, found = search_index(index, x, k)
+        result[f"faiss_gpu_{method}_s"] = time.perf_counter() - start
+        result[f"faiss_gpu_{method}_device"] = index_device(params)
+        result[f"faiss_gpu_{method}_recall"] = float(np.mean([len(set(found[i]) & set(exact[i])) / k for i in sample]))
+        result[f"faiss_gpu_{method}_serialised_mb"] = faiss.serialize_index(index_to_cpu(index)).nbytes / 2**20
     return result
+
+
+def device_paths(device: torch.device, kind: str = "bert") -> dict:
+    """Held-out loss and fine-tuning of a tiny random checkpoint on `device`, on a learnable synthetic
+    task (a keyword decides the label): a device mismatch anywhere in those paths fails here."""
+    rng = np.random.default_rng(0)
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir, data = Path(tmp, "model"), Path(tmp, "glue")
+        data.mkdir()
+        for name, size in (("sst2_train_full.tsv", 256), ("sst2_dev.tsv", 64)):
+            labels = rng.integers(0, 2, size)
+            rows = [" ".join(rng.choice(words, 5)) + (" great" if y else " awful") + f"\t{y}\n" for y in labels]
+            (data / name).write_text("sentence\tlabel\n" + "".join(rows))
+        tok = train_tokenizer(words + ["great awful"] * 5, kind=kind, vocab_size=120, out_dir=model_dir)
+        cfg = ModelConfig(kind=kind, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seq_len=32)
+        torch.manual_seed(0)
+        model = build_model(cfg, vocab_size=len(tok), pad_id=tok.pad_token_id, eos_id=tok.eos_token_id)
+        model.save_pretrained(model_dir)
+        sequences = [np.asarray(tok(" ".join(rng.choice(words, 6)))["input_ids"][: cfg.seq_len]) for _ in range(32)]
+        loss = heldout_loss(model.to(device), sequences, objective=Objective.for_model(tok, cfg, training=False), batch_size=8)
+        tuning = FinetuneConfig(tasks=["sst2"], data_dir=str(data), epochs=8, batch_size=16)
+        tuned = finetune(str(model_dir), load_task("sst2", data), tuning, seed=0, kind=kind, device=device)
+    return {"heldout_loss": loss["loss"], "finetune_accuracy": tuned["accuracy"], "finetune_device": tuned["device"],
+            "finetune_s": tuned["seconds"]}
 
 
 def main() -> None:
@@ -118,9 +155,11 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--knn", type=int, default=0, help="also time a k-NN graph of this many points")
     args = parser.parse_args()
-    print(json.dumps(measure(args.model, steps=args.steps, batch=args.batch, device=torch.device(args.device))))
+    device = device_name(args.device)
+    print(json.dumps(measure(args.model, steps=args.steps, batch=args.batch, device=device)))
     if args.knn:
-        print(json.dumps(knn_graph_seconds(args.knn, device=torch.device(args.device))))
+        print(json.dumps(knn_graph_seconds(args.knn, device=device)))
+    print(json.dumps(device_paths(device)))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 Each reader finds its files by name anywhere under a data folder (so `../shared/data`, a folder of
 GLUE downloads, or a folder holding just the files all work) and returns (train, dev) lists of
-Example. Where a set has no public dev split we say here what stands in for it:
+Example. The folder is a local path or an `s3://`/`gs://` URI, read through dataio/uri.py by the
+process that loads the task (a fine-tuning task on a worker node reads the files itself).
+Where a set has no public dev split we say here what stands in for it:
 - MRPC: the MSR paraphrase test file (1,725 labelled pairs) is the evaluation set;
 - RTE: the RTE-3 test pairs (800) are the evaluation set, RTE-1/2/3 dev and RTE-1/2 test train;
 - OHSUMED: its own training/ and test/ folders (23 disease classes, one abstract per file).
@@ -11,12 +13,15 @@ from __future__ import annotations
 
 import csv
 import io
+import socket
 import tarfile
 import xml.etree.ElementTree as ET
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from dataio import uri as U
 
 
 @dataclass(frozen=True)
@@ -35,50 +40,55 @@ class Task:
     score: str  # the metric the task's headline number is (GLUE's convention)
 
 
-def find(root: Path, name: str) -> Path:
-    if (root / name).is_file():
-        return root / name
-    found = sorted(root.rglob(name))
+def find(root: str, name: str) -> str:
+    """The file called `name` directly in `root`, else the first (in sorted order) anywhere under it."""
+    direct = U.join(root, name)
+    if U.is_file(direct):
+        return direct
+    found = U.list_files(root, name, recursive=True)
     if not found:
         raise ValueError(f"downstream data: no file named {name!r} under {root}")
     return found[0]
 
 
-def _tsv(path: Path, text: str, label: str) -> list[Example]:
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+def _text(path: str) -> io.StringIO:
+    # newline="" keeps line ends as they are, as the csv module asks of its files.
+    return io.StringIO(U.read_bytes(path).decode("utf-8-sig"), newline="")
+
+
+def _tsv(path: str, text: str, label: str) -> list[Example]:
+    rows = list(csv.DictReader(_text(path), delimiter="\t", quoting=csv.QUOTE_NONE))
     if rows and (text not in rows[0] or label not in rows[0]):
         raise ValueError(f"{path}: expected columns {text!r} and {label!r}, found {list(rows[0])}")
     return [Example(r[text].strip(), None, float(r[label])) for r in rows]
 
 
-def sst2(root: Path) -> Task:
+def sst2(root: str) -> Task:
     return Task("sst2", _tsv(find(root, "sst2_train_full.tsv"), "sentence", "label"),
                 _tsv(find(root, "sst2_dev.tsv"), "sentence", "label"), 2, "accuracy")
 
 
-def cola(root: Path) -> Task:
+def cola(root: str) -> Task:
     return Task("cola", _tsv(find(root, "cola_train.tsv"), "x", "y"),
                 _tsv(find(root, "cola_dev_in_domain.tsv"), "x", "y"), 2, "mcc")
 
 
-def _msr(path: Path) -> list[Example]:
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+def _msr(path: str) -> list[Example]:
+    rows = list(csv.reader(_text(path), delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
     bad = [i + 2 for i, r in enumerate(rows) if len(r) != 5]
     if bad:
         raise ValueError(f"{path}:{bad[0]}: expected 5 tab-separated fields (Quality, #1 ID, #2 ID, #1 String, #2 String)")
     return [Example(r[3], r[4], float(r[0])) for r in rows]
 
 
-def mrpc(root: Path) -> Task:
+def mrpc(root: str) -> Task:
     return Task("mrpc", _msr(find(root, "mrpc_msr_paraphrase_train.txt")),
                 _msr(find(root, "mrpc_msr_paraphrase_test.txt")), 2, "f1_accuracy")
 
 
-def _sts(path: Path) -> list[Example]:
+def _sts(path: str) -> list[Example]:
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(U.read_text(path).splitlines(), 1):
         fields = line.split("\t")
         if len(fields) < 7:
             raise ValueError(f"{path}:{n}: expected >= 7 tab-separated fields (genre, file, year, id, score, s1, s2)")
@@ -86,7 +96,7 @@ def _sts(path: Path) -> list[Example]:
     return out
 
 
-def stsb(root: Path) -> Task:
+def stsb(root: str) -> Task:
     return Task("stsb", _sts(find(root, "stsb_train.tsv")), _sts(find(root, "stsb_dev.tsv")), 1, "pearson_spearman")
 
 
@@ -100,18 +110,18 @@ def _rte_pairs(blob: bytes, where: str) -> list[Example]:
     return out
 
 
-def rte(root: Path) -> Task:
+def rte(root: str) -> Task:
     path = find(root, "nltk_rte.zip")
-    with zipfile.ZipFile(path) as z:
+    with zipfile.ZipFile(io.BytesIO(U.read_bytes(path))) as z:
         sets = {Path(n).stem: _rte_pairs(z.read(n), f"{path}:{n}") for n in sorted(z.namelist()) if n.endswith(".xml")}
     dev = sets.pop("rte3_test")
     return Task("rte", [e for name in sorted(sets) for e in sets[name]], dev, 2, "accuracy")
 
 
-def ohsumed(root: Path) -> Task:
+def ohsumed(root: str) -> Task:
     path = find(root, "ohsumed_single_23.tar.gz")
     split: dict[str, list[tuple[str, str]]] = {"training": [], "test": []}
-    with tarfile.open(path) as tar:
+    with tarfile.open(fileobj=io.BytesIO(U.read_bytes(path))) as tar:
         for member in tar:
             parts = Path(member.name).parts  # ohsumed_single_23/<split>/<class>/<file>
             if member.isfile() and len(parts) == 4 and parts[1] in split:
@@ -123,7 +133,7 @@ def ohsumed(root: Path) -> Task:
     return Task("ohsumed", as_examples[0], as_examples[1], len(classes), "accuracy")
 
 
-TASKS: dict[str, Callable[[Path], Task]] = {"sst2": sst2, "cola": cola, "mrpc": mrpc, "stsb": stsb, "rte": rte,
+TASKS: dict[str, Callable[[str], Task]] = {"sst2": sst2, "cola": cola, "mrpc": mrpc, "stsb": stsb, "rte": rte,
                                            "ohsumed": ohsumed}
 GLUE = ("sst2", "cola", "mrpc", "stsb", "rte")
 
@@ -131,9 +141,10 @@ GLUE = ("sst2", "cola", "mrpc", "stsb", "rte")
 def load_task(name: str, data_dir: str | Path) -> Task:
     if name not in TASKS:
         raise ValueError(f"unknown downstream task {name!r}; known: {', '.join(TASKS)}")
-    root = Path(data_dir).expanduser()
-    if not root.is_dir():
-        raise ValueError(f"downstream data folder {root} does not exist")
+    root = U.normalize(data_dir)
+    if not U.exists(root) or U.is_file(root):
+        raise ValueError(f"downstream data folder {data_dir} does not exist on {socket.gethostname()} "
+                         f"(a local folder must be on every node that fine-tunes: use s3:// or gs:// otherwise)")
     task = TASKS[name](root)
     if not task.train or not task.dev:
         raise ValueError(f"downstream task {name!r} under {root}: empty train or evaluation set")

@@ -3,20 +3,23 @@
     python -m jobs.downstream --model runs/default/train/model [--model NAME=DIR ...] \
         --data-dir ../shared/data [--tasks sst2,cola,mrpc,stsb,rte] [--seeds 0,1,2] [--kind bert] [--out DIR]
 
-Every (checkpoint, task, seed) is one Ray task; the table gives each task's headline score (GLUE's
+Models, data folder and output folder are local paths or `s3://`/`gs://` URIs: each fine-tuning task
+reads its model and task files itself on whichever node runs it, and asks for a GPU when the cluster
+has one (--use-gpu). Every (checkpoint, task, seed) is one Ray task; the table gives each task's headline score (GLUE's
 convention: accuracy, Matthews correlation for CoLA, mean of F1 and accuracy for MRPC, mean of
 Pearson and Spearman for STS-B) as mean +- standard deviation over seeds, and their average.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import ray
 
 from actors.finetuner import finetune_task
+from dataio import uri as U
 from dataio.tasks import GLUE, TASKS, load_task
 from jobs.monitor import gather
 from training.finetune import FinetuneConfig
@@ -24,7 +27,10 @@ from training.finetune import FinetuneConfig
 
 def submit_downstream(models: dict[str, str], cfg: FinetuneConfig, *, kind: str,
                       gpus_per_task: float = 0.0) -> tuple[list[str], list[ray.ObjectRef]]:
-    """Launch one Ray task per (model, task, seed); returns each task's model name and its ref."""
+    """Launch one Ray task per (model, task, seed); returns each task's model name and its ref.
+    `models` maps names to model folders (paths or URIs) that the nodes running the tasks can read."""
+    if cfg.data_dir:  # a relative path means the driver's folder, not the one a task starts in
+        cfg = dataclasses.replace(cfg, data_dir=U.normalize(cfg.data_dir))
     for task in cfg.tasks:
         load_task(task, cfg.data_dir)  # fail here, naming the missing file, before any task is launched
     remote = finetune_task.options(num_cpus=cfg.cpus_per_task, num_gpus=gpus_per_task)
@@ -53,32 +59,50 @@ def score_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_results(rows: list[dict], out: Path) -> str:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "downstream.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+def write_results(rows: list[dict], out: str) -> str:
+    """downstream.jsonl (every row) and downstream.md (the table) into the folder `out` (path or URI)."""
+    U.write_text(U.join(out, "downstream.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
     table = score_table(rows)
-    (out / "downstream.md").write_text(table + "\n")
+    U.write_text(U.join(out, "downstream.md"), table + "\n")
     return table
+
+
+def gpus_wanted(use_gpu: str) -> float:
+    """One GPU per fine-tuning task with `true`, or with `auto` when the cluster has any; else none."""
+    if use_gpu not in ("auto", "true", "false"):
+        raise ValueError(f"--use-gpu must be auto, true or false, got {use_gpu!r}")
+    wanted = use_gpu == "true" or (use_gpu == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
+    return 1.0 if wanted else 0.0
+
+
+def model_names(specs: list[str]) -> dict[str, str]:
+    """NAME=FOLDER, or FOLDER named after its parent (runs/x/train/model -> train); folders normalised."""
+    pairs = [spec.split("=", 1) if "=" in spec else (U.name(U.parent(spec)), spec) for spec in specs]
+    return {name: U.normalize(folder) for name, folder in pairs}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m jobs.downstream", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", action="append", required=True, help="a checkpoint folder, or NAME=FOLDER (repeatable)")
-    parser.add_argument("--data-dir", required=True, help="folder holding the task files (e.g. ../shared/data)")
+    parser.add_argument("--model", action="append", required=True,
+                        help="a checkpoint folder (path or URI), or NAME=FOLDER (repeatable)")
+    parser.add_argument("--data-dir", required=True, help="folder (path or URI) holding the task files (e.g. ../shared/data)")
     parser.add_argument("--tasks", default=",".join(GLUE), help=f"comma-separated, from {', '.join(TASKS)}")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--kind", default="bert", choices=["bert", "gpt2"])
     parser.add_argument("--max-train-examples", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="1e-3 for small models; 2e-5 for bert-base")
-    parser.add_argument("--out", default="downstream", help="folder for downstream.jsonl and downstream.md")
+    parser.add_argument("--use-gpu", default="auto", choices=["auto", "true", "false"],
+                        help="one GPU per fine-tuning task (auto: when the cluster has GPUs)")
+    parser.add_argument("--out", default="downstream", help="folder (path or URI) for downstream.jsonl and downstream.md")
     args = parser.parse_args(argv)
-    models = dict(m.split("=", 1) if "=" in m else (Path(m).parent.name or m, m) for m in args.model)
+    models = model_names(args.model)
     try:
         cfg = FinetuneConfig(tasks=args.tasks.split(","), data_dir=args.data_dir, seeds=[int(s) for s in args.seeds.split(",")],
                              max_train_examples=args.max_train_examples, epochs=args.epochs, learning_rate=args.learning_rate)
         ray.init()
-        table = write_results(run_downstream(models, cfg, kind=args.kind), Path(args.out))
+        rows = run_downstream(models, cfg, kind=args.kind, gpus_per_task=gpus_wanted(args.use_gpu))
+        table = write_results(rows, U.normalize(args.out))
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     print(table)

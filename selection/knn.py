@@ -5,12 +5,20 @@ Similarity is cosine, computed as an inner product on L2-normalised vectors and 
 base points, so a dense n x n kernel is never built. Queries run in blocks to bound memory.
 
 Methods: `exact` (FAISS flat index), `ivf` and `hnsw` (approximate FAISS indexes; check them
-with `knn_recall`), and `torch` (blocked matmul + top-k, exact; on a GPU when one is given).
+with `knn_recall`), and `torch` (blocked matmul + top-k, exact).
+
+Device: `KnnParams.device` is where the caller may compute, `cpu` unless it reserved a GPU (a
+visible GPU is not a reserved one: see training/device.py). With `cuda`, `torch` runs on the GPU,
+and flat and IVF indexes go to the GPU when the installed faiss has GPU support (the faiss-gpu
+wheel); otherwise they stay on the CPU with the same results. IVF cells are trained on the CPU
+(seeded k-means on a sample: cheap), so the cells are the same on either device. A GPU index
+cannot be serialised: `index_to_cpu` first.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,6 +28,8 @@ if TYPE_CHECKING:  # FAISS is imported where an index is built: a GPU box may ha
     import faiss
 
 METHODS = ("exact", "ivf", "hnsw", "torch")
+DEVICES = ("cpu", "cuda")
+GPU_INDEXES = ("exact", "ivf", "torch")  # methods whose FAISS index has a GPU form (torch's merge index is flat)
 
 
 def normalize_embeddings(x: np.ndarray, where: str = "embeddings") -> np.ndarray:
@@ -58,11 +68,13 @@ class KnnParams:
     hnsw_m: int = 32
     ef_search: int = 128
     query_block: int = 16384
-    device: str = "auto"  # torch method only: auto (cuda when present), cpu or cuda
+    device: str = "cpu"  # cpu, or cuda when the caller reserved a GPU
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"knn method must be one of {METHODS}, got {self.method!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"knn device must be one of {DEVICES}, got {self.device!r}")
 
 
 def knn_search(queries: np.ndarray, base: np.ndarray, k: int, params: KnnParams = KnnParams()) -> tuple[np.ndarray, np.ndarray]:
@@ -93,11 +105,50 @@ def search_index(index: faiss.Index, queries: np.ndarray, k: int, query_block: i
     return sims, nbrs
 
 
+def faiss_has_gpu() -> bool:
+    """Whether the installed faiss can put an index on a GPU (a GPU build on a node with a GPU)."""
+    import faiss
+
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def index_device(params: KnnParams) -> str:
+    """Where build_index puts the index for these params: `cuda` or `cpu`."""
+    on_gpu = params.device == "cuda" and params.method in GPU_INDEXES and faiss_has_gpu()
+    return "cuda" if on_gpu else "cpu"
+
+
+@lru_cache(maxsize=1)
+def _gpu_resources() -> faiss.StandardGpuResources:
+    import faiss
+
+    return faiss.StandardGpuResources()  # one per process: it holds the GPU's scratch memory
+
+
+def index_to_gpu(index: faiss.Index) -> faiss.Index:
+    """A GPU copy of a CPU flat or IVF index, on the first GPU this process sees (Ray narrows the
+    visible GPUs to the reserved ones)."""
+    import faiss
+
+    return faiss.index_cpu_to_gpu(_gpu_resources(), 0, index)
+
+
+def index_to_cpu(index: faiss.Index) -> faiss.Index:
+    """A CPU copy of a GPU index (what faiss.serialize_index needs); a CPU index as it is."""
+    import faiss
+
+    if hasattr(faiss, "GpuIndex") and isinstance(index, faiss.GpuIndex):
+        return faiss.index_gpu_to_cpu(index)
+    return index
+
+
 def build_index(base: np.ndarray, params: KnnParams) -> faiss.Index:
-    """A FAISS index over normalised base vectors (`torch` gets an exact flat index here)."""
+    """A FAISS index over normalised base vectors (`torch` gets an exact flat index here), on the
+    device `index_device(params)` names."""
     import faiss
 
     d = base.shape[1]
+    on_gpu = index_device(params) == "cuda"
     if params.method in ("exact", "torch"):
         index = faiss.IndexFlatIP(d)
     elif params.method == "hnsw":
@@ -109,7 +160,9 @@ def build_index(base: np.ndarray, params: KnnParams) -> faiss.Index:
         index.cp.seed = 1234  # FAISS k-means is seeded: the same data gives the same cells
         index.cp.max_points_per_centroid = 39  # train on a sample (FAISS warns below 39): cells need not be perfect
         index.train(base)
-        index.nprobe = min(params.nprobe, nlist)
+        index.nprobe = min(params.nprobe, nlist)  # copied to the GPU index with the trained cells
+    if on_gpu:
+        index = index_to_gpu(index)
     index.add(base)
     return index
 
@@ -117,7 +170,9 @@ def build_index(base: np.ndarray, params: KnnParams) -> faiss.Index:
 def _torch_search(queries: np.ndarray, base: np.ndarray, k: int, params: KnnParams) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if params.device == "auto" else params.device)
+    if params.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"knn device 'cuda' was asked for, but torch {torch.__version__} sees no CUDA device")
+    device = torch.device(params.device)
     b = torch.from_numpy(base).to(device)
     block = max(1, min(params.query_block, 2**26 // len(base)))  # a block's similarities stay under 256 MB
     sims, nbrs = [], []

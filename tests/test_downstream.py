@@ -1,17 +1,21 @@
 """Downstream evaluation: task readers (synthetic files in each format, and the real ones), metrics,
-and fine-tuning that learns a learnable task, deterministically per seed."""
+and fine-tuning that learns a learnable task, deterministically per seed; task files, checkpoints and
+results on object storage (a local S3 server on loopback) as well as on a local disk."""
 import io
 import json
 import tarfile
+import uuid
 import zipfile
 
 import numpy as np
 import pytest
 import torch
 
+from dataio import uri as U
 from dataio.tasks import GLUE, load_task
-from jobs.downstream import score_table
+from jobs.downstream import model_names, score_table, write_results
 from tests.conftest import shared_file
+from training.embed import load_encoder, local_model
 from training.finetune import FinetuneConfig, f1_binary, finetune, matthews, subsample
 from training.model import ModelConfig, build_model
 from training.tokenizer import train_tokenizer
@@ -117,3 +121,74 @@ def test_finetuning_learns_a_learnable_task(tmp_path, kind):
     again = finetune(str(model_dir), task, cfg, seed=1, kind=kind)
     assert again["accuracy"] == first["accuracy"] and again["f1"] == first["f1"]
     json.dumps(first)  # plain numbers, ready for the results file
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    boto3 = pytest.importorskip("boto3")
+    server_module = pytest.importorskip("moto.server")
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    # A bucket per server: dataio.uri caches a filesystem per bucket, with the endpoint it was made with.
+    bucket = f"downstream-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"]).create_bucket(Bucket=bucket)
+    yield f"s3://{bucket}"
+    server.stop()
+
+
+def test_tasks_read_from_object_storage_as_from_a_local_folder(s3, tmp_path):
+    (tmp_path / "glue" / "nested").mkdir(parents=True)
+    write_task_files(tmp_path / "glue" / "nested")
+    U.upload_dir(tmp_path / "glue", f"{s3}/data/glue")
+    for name in ("sst2", "cola", "mrpc", "stsb", "rte", "ohsumed"):
+        assert load_task(name, f"{s3}/data") == load_task(name, tmp_path)
+    U.write_text(f"{s3}/data/none/README", "no task files here")
+    with pytest.raises(ValueError, match=f"no file named 'cola_train.tsv' under {s3}/data/none"):
+        load_task("cola", f"{s3}/data/none")
+    with pytest.raises(ValueError, match=f"downstream data folder {s3}/missing does not exist on .*use s3:// or gs://"):
+        load_task("sst2", f"{s3}/missing")
+    U.write_text(f"{s3}/data/glue/nested/sst2_dev.tsv", "text\tlabel\nfine\t1\n")
+    with pytest.raises(ValueError, match=f"{s3}/data/glue/nested/sst2_dev.tsv: expected columns 'sentence'"):
+        load_task("sst2", f"{s3}/data")
+
+
+def test_finetuning_a_checkpoint_on_object_storage_and_results_written_there(s3, tmp_path):
+    glue, model_dir = tmp_path / "glue", tmp_path / "model"
+    glue.mkdir()
+    rng = np.random.default_rng(0)
+    for name, n in [("sst2_train_full.tsv", 64), ("sst2_dev.tsv", 16)]:
+        (glue / name).write_text("sentence\tlabel\n" + "".join(f"word{i % 7} word{i % 3}\t{y}\n" for i, y in enumerate(rng.integers(0, 2, n))))
+    tok = train_tokenizer([f"word{i}" for i in range(7)] * 5, kind="bert", vocab_size=80, out_dir=model_dir)
+    torch.manual_seed(0)
+    build_model(ModelConfig(kind="bert", hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seq_len=32),
+                vocab_size=len(tok), pad_id=tok.pad_token_id).save_pretrained(model_dir)
+    U.upload_dir(model_dir, f"{s3}/runs/x/train/model")
+    U.upload_dir(glue, f"{s3}/glue")
+    encoders = []
+    for location in (f"{s3}/runs/x/train/model", str(model_dir)):  # as the embed actor loads it, and locally
+        torch.manual_seed(0)  # the pooler, absent from an MLM checkpoint, is initialised at random
+        encoders.append(load_encoder(location, torch.device("cpu")).state_dict())
+    assert encoders[0].keys() == encoders[1].keys() and all(torch.equal(v, encoders[1][k]) for k, v in encoders[0].items())
+    assert local_model("bert-base-uncased") == "bert-base-uncased"  # a hub name is passed on
+    with pytest.raises(ValueError, match=f"{tmp_path}/gone does not exist on this node"):
+        local_model(str(tmp_path / "gone"))
+    cfg = FinetuneConfig(tasks=["sst2"], data_dir=f"{s3}/glue", epochs=1, batch_size=16)
+    remote = finetune(f"{s3}/runs/x/train/model", load_task("sst2", cfg.data_dir), cfg, seed=0, kind="bert")
+    local = finetune(str(model_dir), load_task("sst2", glue), cfg, seed=0, kind="bert")
+    assert remote["device"] == "cpu"
+    assert {k: v for k, v in remote.items() if k != "seconds"} == {k: v for k, v in local.items() if k != "seconds"}
+    rows = [{"model": "train", **remote}]
+    table = write_results(rows, f"{s3}/runs/x/evaluate")
+    assert U.read_text(f"{s3}/runs/x/evaluate/downstream.md") == table + "\n"
+    assert [json.loads(line) for line in U.read_text(f"{s3}/runs/x/evaluate/downstream.jsonl").splitlines()] == rows
+
+
+def test_model_names_from_paths_and_uris(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert model_names(["s3://b/runs/x/train/model", "warm=runs/x/warmstart/model", "model"]) == {
+        "train": "s3://b/runs/x/train/model", "warm": str(tmp_path / "runs/x/warmstart/model"), "model": str(tmp_path / "model")}

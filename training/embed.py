@@ -3,16 +3,28 @@
 BERT-style encoders: mean of hidden_states[layer] over the attention mask (the paper: layer 9 of
 BERT-base). GPT-2: hidden_states[layer] at the last non-pad token. hidden_states[0] is the
 embedding layer output, so hidden_states[i] is the output of block i; layer -1 is the last.
+The encoder is a folder (a local path, or a URI on object storage fetched once per process) or a
+hub name; the caller picks the device (training/device.py), never this module.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import AutoModel, PreTrainedModel
 
+from dataio.uri import is_uri, local_dir
 
-def load_encoder(path: str, device: torch.device) -> PreTrainedModel:
-    model = AutoModel.from_pretrained(path)  # drops the LM head: only hidden states are needed
+
+def local_model(location: str) -> str:
+    """A local folder for a model or tokenizer folder given by path or URI (an error naming the node
+    if it is not there); a hub name (relative, no scheme) as it is."""
+    return str(local_dir(location)) if is_uri(location) or Path(location).is_absolute() else location
+
+
+def load_encoder(location: str, device: torch.device) -> PreTrainedModel:
+    model = AutoModel.from_pretrained(local_model(location))  # drops the LM head: only hidden states are needed
     return model.to(device).eval()
 
 

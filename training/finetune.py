@@ -21,13 +21,14 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from dataio.tasks import Example, Task
+from dataio.uri import local_dir
 from training.tokenizer import load_tokenizer
 
 
 @dataclass(kw_only=True)
 class FinetuneConfig:
     tasks: list[str] = field(default_factory=list)  # e.g. [sst2, cola, mrpc, stsb, rte]; empty: no fine-tuning
-    data_dir: str | None = None  # a folder holding the task files (searched by file name)
+    data_dir: str | None = None  # a folder (path or s3://, gs:// URI) holding the task files, found by name
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     epochs: int = 3
     learning_rate: float = 1e-3  # for the small models trained here; BERT-base's recipe is 2e-5 (configs/bert-base.yaml)
@@ -105,10 +106,12 @@ class Encoder:
         return self.tok(texts, pairs, truncation=True, max_length=self.max_len, padding=True, return_tensors="pt")
 
 
-def finetune(model_dir: str, task: Task, cfg: FinetuneConfig, *, seed: int, kind: str,
-             device: torch.device = torch.device("cpu")) -> dict[str, float]:
-    """Fine-tune the checkpoint on task.train (subsampled), evaluate on task.dev; returns metrics."""
+def finetune(model_uri: str, task: Task, cfg: FinetuneConfig, *, seed: int, kind: str,
+             device: torch.device = torch.device("cpu")) -> dict[str, float | int | str]:
+    """Fine-tune the checkpoint (a folder's path or URI) on task.train (subsampled), evaluate on
+    task.dev; returns metrics. Runs on `device` only: the caller decides (training/device.py)."""
     start = time.perf_counter()
+    model_dir = str(local_dir(model_uri))
     train, dev = subsample(task.train, cfg.max_train_examples), subsample(task.dev, cfg.max_eval_examples)
     encode = Encoder(model_dir, kind, cfg.max_len)
     torch.manual_seed(seed)  # the classifier head's initialisation and dropout
@@ -148,4 +151,4 @@ def finetune(model_dir: str, task: Task, cfg: FinetuneConfig, *, seed: int, kind
     pred = torch.cat(predictions).float().cpu().numpy()
     y = np.array([e.label for e in dev], dtype=np.float32)
     return {"task": task.name, "seed": seed, **task_metrics(task, y, pred), "train_examples": len(train),
-            "eval_examples": len(dev), "seconds": time.perf_counter() - start}
+            "eval_examples": len(dev), "device": device.type, "seconds": time.perf_counter() - start}

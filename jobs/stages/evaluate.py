@@ -3,6 +3,9 @@
 
 Held-out sequences come from documents that prepare set aside (never trained on); `external` text
 files (e.g. WikiText-2 validation) are tokenized with the run's tokenizer and packed the same way.
+The driver reads the (small, capped) evaluation sets and hands them to the tasks; each task reads
+its model from the run directory by URI on whichever node runs it, on a GPU it reserved when the
+cluster has one.
 """
 from __future__ import annotations
 
@@ -13,8 +16,9 @@ import numpy as np
 import ray
 
 from actors.evaluator import evaluate_checkpoint
+from dataio import uri as U
 from dataio.corpus import read_documents
-from dataio.rundir import RunDir, read_sequences
+from dataio.rundir import read_sequences
 from jobs.config import PipelineConfig
 from jobs.downstream import run_downstream, write_results
 from jobs.stages.base import Context, Stage
@@ -28,23 +32,23 @@ class Evaluate(Stage):
     def settings(self, cfg: PipelineConfig) -> dict:
         return {"evaluate": dataclasses.asdict(cfg.evaluate)}
 
-    def run(self, ctx: Context, out: Path) -> dict:
+    def run(self, ctx: Context, out: str) -> dict:
         cfg = ctx.cfg
         sets = evaluation_sets(ctx)
-        models = {"warmstart": ctx.stage("warmstart") / "model", "train": ctx.stage("train") / "model"}
-        refs = {(m, s): evaluate_checkpoint.remote(str(d), seqs, model_cfg=cfg.model,
-                                                     batch_size=cfg.evaluate.batch_size, seed=cfg.evaluate.seed)
-                for m, d in models.items() for s, seqs in sets.items() if seqs}
+        models = {"warmstart": U.join(ctx.stage("warmstart"), "model"), "train": U.join(ctx.stage("train"), "model")}
+        gpus = 1.0 if ctx.use_gpu("auto") else 0.0
+        remote = evaluate_checkpoint.options(num_gpus=gpus)
+        refs = {(m, s): remote.remote(uri, seqs, model_cfg=cfg.model, batch_size=cfg.evaluate.batch_size, seed=cfg.evaluate.seed)
+                for m, uri in models.items() for s, seqs in sets.items() if seqs}
         results = {f"{m}/{s}": r for (m, s), r in zip(refs, ray.get(list(refs.values())))}
-        RunDir.write_json(out / "metrics.json", results)
+        U.write_json(U.join(out, "metrics.json"), results)
         summary = {"results": results, "written": "metrics.json"}
         empty = [s for s, seqs in sets.items() if not seqs]
         if empty:  # e.g. a corpus too small for prepare.heldout_fraction to set a document aside
             print(f"[ingenious] evaluate: no sequences in {', '.join(empty)}; skipped", flush=True)
             summary["empty_sets"] = empty
         if cfg.evaluate.downstream.tasks:
-            rows = run_downstream({m: str(d) for m, d in models.items()}, cfg.evaluate.downstream, kind=cfg.model.kind,
-                                  gpus_per_task=1.0 if ctx.use_gpu("auto") else 0.0)
+            rows = run_downstream(models, cfg.evaluate.downstream, kind=cfg.model.kind, gpus_per_task=gpus)
             summary |= {"downstream": write_results(rows, out), "written": "metrics.json, downstream.jsonl, downstream.md"}
         return summary
 
@@ -53,15 +57,15 @@ def evaluation_sets(ctx: Context) -> dict[str, list[np.ndarray]]:
     """`heldout` (a fixed, id-ordered sample of prepare's held-out sequences) and one set per
     `evaluate.external` file (named by its stem), each at most `evaluate.max_sequences` long."""
     cfg = ctx.cfg
-    ids, seqs = read_sequences(ctx.stage("prepare") / "heldout")
+    ids, seqs = read_sequences(U.join(ctx.stage("prepare"), "heldout"))
     order = np.argsort(ids, kind="stable")[: cfg.evaluate.max_sequences]
     sets = {"heldout": [seqs[i] for i in order]}
     if cfg.evaluate.external:
-        tok = load_tokenizer(str(ctx.stage("prepare") / "tokenizer"), kind=cfg.model.kind)
+        tok = load_tokenizer(str(U.local_dir(U.join(ctx.stage("prepare"), "tokenizer"))), kind=cfg.model.kind)
     for path in cfg.evaluate.external:
         packed: list[np.ndarray] = []
         for doc in read_documents(path):
             tokens = tok(doc.text, add_special_tokens=False)["input_ids"]
             packed += pack_tokens(tok, tokens, kind=cfg.model.kind, seq_len=cfg.model.seq_len, min_tokens=cfg.prepare.min_tokens)
-        sets[Path(path).stem] = packed[: cfg.evaluate.max_sequences]
+        sets[Path(U.name(path)).stem] = packed[: cfg.evaluate.max_sequences]
     return sets
