@@ -12,9 +12,9 @@ import ray
 import torch
 from transformers import AutoTokenizer
 
-from dataio import uri as U
 from dataio.rundir import embedding_table, read_sequence_file, write_parquet, write_shard_log
-from training.embed import embed_batch, load_encoder
+from training.device import task_device
+from training.embed import embed_batch, load_encoder, local_model
 from training.packing import pad_batch
 from training.tokenizer import load_tokenizer
 
@@ -32,14 +32,13 @@ class Embedder:
     def __init__(self, encoder_path: str, *, pooling: str, layer: int, batch_size: int, run_tokenizer: str,
                  kind: str, retokenize: bool):
         # CUDA only when Ray gave this actor a GPU: a visible GPU may be reserved by another task.
-        self.device = torch.device("cuda" if ray.get_gpu_ids() else "cpu")
+        self.device = task_device(ray.get_gpu_ids())
         if self.device.type == "cpu":
             torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
-        encoder_path = U.model_source(encoder_path)
         self.model = load_encoder(encoder_path, self.device)
         self.pooling, self.layer, self.batch_size = pooling, layer, batch_size
-        self.run_tok = load_tokenizer(str(U.local_dir(run_tokenizer)), kind=kind)
-        self.enc_tok = AutoTokenizer.from_pretrained(encoder_path) if retokenize else None
+        self.run_tok = load_tokenizer(local_model(run_tokenizer), kind=kind)
+        self.enc_tok = AutoTokenizer.from_pretrained(local_model(encoder_path)) if retokenize else None
         self.pad_id = (self.enc_tok or self.run_tok).pad_token_id
 
     def _encoder_ids(self, seqs: list[np.ndarray]) -> list[np.ndarray]:

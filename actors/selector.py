@@ -15,7 +15,7 @@ import scipy.sparse as sp
 
 from dataio import uri as U
 from dataio.rundir import embedding_table, read_embeddings, read_table, write_parquet, write_shard_log
-from selection.knn import KnnParams, build_index, normalize_embeddings, search_index
+from selection.knn import KnnParams, build_index, index_to_cpu, normalize_embeddings, search_index
 from selection.merge import candidate_edges as threshold_edges
 from selection.merge import merge_group, merge_select
 from selection.partition import nearest_centroid, splitmix64
@@ -95,7 +95,7 @@ def candidate_index(embed_files: list[str], candidate_ids: np.ndarray, params: K
     """Build the merge candidates' index once (candidates in id order) and ship it serialized."""
     ids, emb = read_embeddings(embed_files, keep=candidate_ids)
     emb = normalize_embeddings(emb[np.argsort(ids, kind="stable")])
-    return faiss.serialize_index(build_index(emb, params))
+    return faiss.serialize_index(index_to_cpu(build_index(emb, params)))  # a GPU index cannot be serialised
 
 
 @ray.remote

@@ -27,6 +27,7 @@ from transformers import PreTrainedTokenizerBase
 
 from dataio import uri as U
 from dataio.sequences import ParquetRows
+from training.device import task_device
 from training.loop import WINDOW_ROWS, LMTrainer, TrainConfig, load_state, save_state
 from training.model import ModelConfig, Objective, build_model
 from training.subsets import SubsetSchedule, draw_function
@@ -186,7 +187,7 @@ def train_in_task(args: dict, *, snapshots: tuple[int, ...] = ()) -> dict:
     checkpoints: an interrupted arm reruns whole. `snapshots` are steps whose model is also saved
     (out_dir/model-step<N>), for held-out curves. On CUDA only if the task was given a GPU. Returns
     the loop's seconds, final loss and steps."""
-    device = torch.device("cuda" if ray.get_gpu_ids() else "cpu")
+    device = task_device(ray.get_gpu_ids())
     trainer, tok = build_trainer(args, rank=0, world=1, device=device)
     out, steps = args["out_dir"], trainer.cfg.steps
     log = MetricsLog(U.join(out, "metrics.jsonl"))

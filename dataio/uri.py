@@ -77,8 +77,10 @@ def is_local(uri: str) -> bool:
 
 
 @lru_cache(maxsize=64)
-def _filesystem(root: str) -> pafs.FileSystem:
-    return pafs.FileSystem.from_uri(root)[0]  # for S3 this may ask the server for the bucket's region
+def _filesystem(root: str, endpoint: str | None) -> pafs.FileSystem:
+    # For S3 this may ask the server for the bucket's region; `endpoint` (AWS_ENDPOINT_URL, read by
+    # pyarrow) keys the cache so a process that changes it does not reuse the old connection.
+    return pafs.FileSystem.from_uri(root)[0]
 
 
 def resolve(uri: str | Path) -> tuple[pafs.FileSystem, str]:
@@ -90,7 +92,7 @@ def resolve(uri: str | Path) -> tuple[pafs.FileSystem, str]:
     scheme, rest = body.split("://", 1)
     authority, _, key = rest.partition("/")  # authority: [user:secret@]bucket
     try:
-        fs, bucket = _filesystem(f"{scheme}://{authority}{query}"), authority.rpartition("@")[2]
+        fs, bucket = _filesystem(f"{scheme}://{authority}{query}", os.environ.get("AWS_ENDPOINT_URL")), authority.rpartition("@")[2]
     except (OSError, ValueError) as e:  # ArrowInvalid is a ValueError
         raise ValueError(f"{uri!r}: cannot open its filesystem ({e})") from e
     return fs, f"{bucket}/{key}".rstrip("/")
@@ -346,13 +348,3 @@ def local_dir(uri: str) -> Path:
         _LOCAL_COPIES[key] = download_dir(uri, tempfile.mkdtemp(prefix="ingenious-"))
     return _LOCAL_COPIES[key]
 
-
-def model_source(name_or_uri: str) -> str:
-    """What from_pretrained should load: a local copy of a model on object storage, a local folder
-    (which must exist on this node), or a hub name as given."""
-    if is_uri(name_or_uri):
-        return str(local_dir(name_or_uri))
-    if name_or_uri.startswith(("/", ".", "~")) and not Path(name_or_uri).expanduser().exists():
-        raise ValueError(f"model {name_or_uri} does not exist on node {os.uname().nodename}: on a cluster, put it "
-                         "on object storage (s3://, gs://) or on storage every node mounts")
-    return name_or_uri

@@ -172,12 +172,14 @@ def _pending_scores(folder: Path, models: dict[str, Path], cfg: PipelineConfig, 
     """Launch what is missing of a run's scores: held-out loss of each model (the final one and any
     snapshots) on each set, and fine-tuning of the final model. Results land in `folder`."""
     refs: dict[str, Any] = {}
+    gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0  # a task uses a GPU only if it reserved one
     if not (folder / "eval.json").exists():
-        refs["eval"] = {f"{m}/{name}": evaluate_checkpoint.remote(str(d), seqs, model_cfg=cfg.model,
+        refs["eval"] = {f"{m}/{name}": evaluate_checkpoint.options(num_gpus=gpus).remote(str(d), seqs, model_cfg=cfg.model,
                                                                    batch_size=cfg.evaluate.batch_size, seed=cfg.evaluate.seed)
                         for m, d in models.items() for name, seqs in sets.items() if seqs}
     if cfg.evaluate.downstream.tasks and not (folder / "downstream.json").exists():
-        refs["downstream"] = submit_downstream({folder.name: str(models["final"])}, cfg.evaluate.downstream, kind=cfg.model.kind)[1]
+        refs["downstream"] = submit_downstream({folder.name: str(models["final"])}, cfg.evaluate.downstream, kind=cfg.model.kind,
+                                                gpus_per_task=gpus)[1]
     return refs
 
 

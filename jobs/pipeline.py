@@ -107,7 +107,8 @@ def print_table(rows: list[dict], run_dir: str | Path) -> None:
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="pipeline YAML (default: configs/default.yaml)")
-    parser.add_argument("--run-dir", default=None, help="run directory (default: ./runs/<name>)")
+    parser.add_argument("--run-dir", default=None,
+                        help="run directory, a path or s3://, gs:// URI (default: $INGENIOUS_RUN_ROOT/<name>, else ./runs/<name>)")
     parser.add_argument("--force", action="append", default=[], metavar="STAGE", help="redo this stage (repeatable)")
 
 
@@ -136,7 +137,11 @@ def execute(args: argparse.Namespace, only: list[str] | None) -> None:
     base = base_dir()
     try:
         cfg = load_config(args.config, base=base)
-        run_dir = args.run_dir if is_uri(args.run_dir or "") else base / (args.run_dir or Path("runs") / cfg.name)
+        run_root = os.environ.get("INGENIOUS_RUN_ROOT")  # cluster.yaml sets it: s3://<bucket>/runs
+        if args.run_dir is None and run_root:
+            run_dir = U.join(run_root, cfg.name)
+        else:
+            run_dir = args.run_dir if is_uri(args.run_dir or "") else base / (args.run_dir or Path("runs") / cfg.name)
         if in_ray_working_copy(base) and not (is_uri(run_dir) or Path(args.run_dir or "runs").is_absolute()):
             raise ValueError(f"this job runs in Ray's temporary copy of the code ({base}), deleted with the job: "
                              "give an absolute --run-dir on storage every node sees, or set INGENIOUS_BASE_DIR "
