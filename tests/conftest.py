@@ -56,10 +56,14 @@ def s3(s3_server):
     return client
 
 
-def bucket_files(client, bucket: str, prefix: str) -> dict[str, bytes]:
-    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+def bucket_keys(client, bucket: str, prefix: str) -> list[str]:
+    return [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
             for o in page.get("Contents", [])]
-    return {k[len(prefix):]: client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
+
+
+def bucket_files(client, bucket: str, prefix: str) -> dict[str, bytes]:
+    return {k[len(prefix):]: client.get_object(Bucket=bucket, Key=k)["Body"].read()
+            for k in bucket_keys(client, bucket, prefix)}
 
 
 @pytest.fixture(scope="session")

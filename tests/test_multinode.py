@@ -16,7 +16,7 @@ import pytest
 
 from jobs.config import load_config
 from jobs.pipeline import run_pipeline
-from tests.conftest import bucket_files
+from tests.conftest import bucket_files, bucket_keys
 from tests.multinode import Cluster, can_unshare, cluster_env, stop_group
 from tests.test_storage import put_corpus
 
@@ -125,10 +125,10 @@ def test_a_node_lost_mid_embed_and_mid_train(cluster, s3, tmp_path):
                  train_workers=2)
     driver = cluster.driver("-m", "jobs.pipeline", "--config", str(cfg), "--run-dir", "s3://runs/lost")
     try:
-        wait_for(lambda: any(k.startswith("embed/part-") for k in bucket_files(s3, "runs", "lost/")), "a first embedding")
+        wait_for(lambda: bucket_keys(s3, "runs", "lost/embed/part-"), "a first embedding shard")
         stop_group(cluster.nodes.pop(0), kill=True)
         cluster.add_node()
-        wait_for(lambda: "train/metrics.jsonl" in bucket_files(s3, "runs", "lost/train/"), "a first training checkpoint")
+        wait_for(lambda: bucket_keys(s3, "runs", "lost/train/metrics.jsonl"), "a first training checkpoint")
         stop_group(cluster.nodes.pop(0), kill=True)
         cluster.add_node()
         out, _ = driver.communicate(timeout=600)

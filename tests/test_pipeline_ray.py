@@ -141,15 +141,42 @@ def test_killed_embedder_restarts_and_retries_its_shard(tiny, tmp_path):
     began = time.perf_counter()
     embed_files(slow, out=tmp_path / "straight", **inputs)
     took = time.perf_counter() - began
-    for shard in todo:  # each shard's log times the shard alone
+    for shard in map(Path, todo):  # each shard's log times the shard alone
         assert 0 < json.loads((tmp_path / "straight" / "_logs" / f"{shard.stem}.json").read_text())["seconds"] < took
     watcher, state = kill_an_embedder_mid_shard(tmp_path / "killed")
     results = embed_files(slow, out=tmp_path / "killed", **inputs)
     watcher.join(timeout=5)
     assert state["title"] == "ray::Embedder.embed_shard" and state["written"] < len(todo)  # killed mid-stage
     assert len(results) == len(todo)
-    for shard in todo:  # the same bytes as the uninterrupted run
+    for shard in map(Path, todo):  # the same bytes as the uninterrupted run
         assert (tmp_path / "killed" / shard.name).read_bytes() == (tmp_path / "straight" / shard.name).read_bytes()
+
+
+def test_an_empty_prepare_shard_embeds_to_an_empty_shard(tiny, tmp_path):
+    """A shard whose documents were all held out or too short: embed writes an empty shard of the
+    model's width, and the stage's check (one embedding shard per sequence shard, same ids) passes."""
+    from actors.prepare import sequences_table
+    from dataio.rundir import write_parquet
+    from jobs.stages import Context
+    from jobs.stages.embed import Embed
+    from dataio.rundir import RunDir
+
+    cfg, run, _ = tiny
+    shutil.copytree(run / "prepare", tmp_path / "prepare")
+    write_parquet(sequences_table([]), str(tmp_path / "prepare" / "sequences" / "part-09999.parquet"))
+    todo = shard_files(tmp_path / "prepare" / "sequences")[-2:]
+    results = embed_files(cfg, encoder=str(run / "warmstart" / "model"), from_warmstart=True,
+                          tokenizer=str(tmp_path / "prepare" / "tokenizer"), todo=todo, out=str(tmp_path / "embed"),
+                          gpu=False)
+    assert sorted(r["sequences"] for r in results)[0] == 0 and {r["dim"] for r in results} == {cfg.model.hidden_size}
+    ids, emb = read_embeddings([str(tmp_path / "embed" / "part-09999.parquet")])
+    assert len(ids) == 0 and emb.shape == (0, cfg.model.hidden_size)
+    for shard in shard_files(tmp_path / "prepare" / "sequences")[:-2]:  # the rest, as the stage would have them
+        shutil.copy(run / "embed" / Path(shard).name, tmp_path / "embed" / Path(shard).name)
+    Embed().verify(Context(cfg, RunDir(tmp_path)), str(tmp_path / "embed"), {})
+    (tmp_path / "embed" / Path(todo[0]).name).unlink()
+    with pytest.raises(ValueError, match=f"embed/{Path(todo[0]).name} is missing"):
+        Embed().verify(Context(cfg, RunDir(tmp_path)), str(tmp_path / "embed"), {})
 
 
 def test_selection_files_and_sizes(tiny):
