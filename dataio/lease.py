@@ -104,9 +104,12 @@ class Lease:
     def _write(self, *, exclusive: bool = False) -> None:
         blob = json.dumps({**self.record, "expires": time.time() + self.ttl_s}).encode()
         if not self.local:
-            self.fs.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
-            with self.fs.open_output_stream(self.path) as f:
-                f.write(blob)
+            try:
+                self.fs.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
+                with self.fs.open_output_stream(self.path) as f:
+                    f.write(blob)
+            except OSError as e:  # a missing bucket, no permission
+                raise ValueError(f"cannot write the lease {self.where}/{LEASE}: {e}") from e
             return
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         tmp = f"{self.path}.{os.getpid()}.tmp"

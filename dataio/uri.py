@@ -38,7 +38,10 @@ def normalize(location: str | Path) -> str:
         if text.startswith("file://"):
             return str(Path(text[len("file://"):]).expanduser().resolve())
         body, query = _split_query(text)
-        return body.rstrip("/") + query
+        scheme, rest = body.split("://", 1)
+        if not rest.strip("/"):
+            raise ValueError(f"{text!r} names no bucket (expected {scheme}://bucket/prefix)")
+        return f"{scheme}://{rest.rstrip('/')}{query}"
     return str(Path(text).expanduser().resolve())
 
 
@@ -163,8 +166,11 @@ def write_bytes(uri: str, data: bytes) -> None:
         os.replace(tmp, target)
         fsync_dir(target.parent)
         return
-    with fs.open_output_stream(path) as f:  # the object appears when the upload completes
-        f.write(data)
+    try:
+        with fs.open_output_stream(path) as f:  # the object appears when the upload completes
+            f.write(data)
+    except OSError as e:  # a missing bucket, no permission
+        raise ValueError(f"{uri}: cannot be written ({e})") from e
 
 
 def write_text(uri: str, text: str) -> None:
@@ -176,11 +182,16 @@ def write_json(uri: str, payload: dict) -> None:
 
 
 def read_json(uri: str) -> dict | None:
-    """A JSON object, or None if the file is missing, empty, torn or not an object."""
-    resolve(uri)  # a URI no filesystem opens is an error, not a missing file
+    """A JSON object, or None if the file is missing, empty, torn or not an object. A file that cannot
+    be read (a storage error, no permission) is an error, never taken for a missing one: the caller
+    would redo (and first delete) finished work."""
     try:
-        payload = json.loads(read_bytes(uri))
-    except (FileNotFoundError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        data = read_bytes(uri)
+    except FileNotFoundError:
+        return None
+    try:
+        payload = json.loads(data)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return None
     return payload if isinstance(payload, dict) else None
 
@@ -244,9 +255,18 @@ def write_parquet(table: pa.Table, uri: str) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         pq.write_table(table, tmp)
+        _fsync(tmp)
         os.replace(tmp, target)
         return
-    pq.write_table(table, path, filesystem=fs)
+    try:
+        pq.write_table(table, path, filesystem=fs)
+    except OSError as e:
+        raise ValueError(f"{uri}: cannot be written ({e})") from e
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
 
 
 @contextmanager
@@ -259,6 +279,7 @@ def parquet_writer(uri: str, schema: pa.Schema, **options) -> Iterator[pq.Parque
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         with pq.ParquetWriter(tmp, schema, **options) as writer:
             yield writer
+        _fsync(tmp)
         os.replace(tmp, target)
         return
     buffer = pa.BufferOutputStream()  # uploaded in one put: an exception leaves no object behind

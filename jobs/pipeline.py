@@ -55,17 +55,23 @@ def run_pipeline(
         if name not in STAGE_NAMES:
             raise ValueError(f"unknown stage {name!r}; stages are {', '.join(STAGE_NAMES)}")
     run = RunDir(run_dir)
-    with Lease(*U.resolve(run.root), redact(run.root)):  # before anything in the run directory is touched
-        return _run_stages(cfg, run, only=only, force=force)
-
-
-def _run_stages(cfg: PipelineConfig, run: RunDir, *, only: list[str] | None, force: list[str]) -> list[dict]:
-    U.make_dirs(run.root)
-    U.write_text(run.path("config.yaml"), yaml.safe_dump(redact_tree(cfg.to_dict()), sort_keys=False))
+    hashes = stage_hashes(cfg)  # reads the corpus' fingerprint: a missing corpus stops here
     connect_ray(cfg)
     if U.is_local(run.root):
-        require_visible(run.root)
-    ctx, hashes, rows, dirty = Context(cfg, run), stage_hashes(cfg), [], False
+        require_visible(run.root)  # before anything is written there
+    with Lease(*U.resolve(run.root), redact(run.root)):  # before anything in the run directory is touched
+        return _run_stages(cfg, run, hashes, only=only, force=force)
+
+
+def _run_stages(cfg: PipelineConfig, run: RunDir, hashes: dict[str, str], *, only: list[str] | None,
+                force: list[str]) -> list[dict]:
+    ctx, rows, dirty = Context(cfg, run), [], False
+
+    def record_config() -> None:
+        """config.yaml describes the run directory's stages: it changes only once a stage of this
+        config is about to write (a bad config that fails its checks leaves the old one)."""
+        U.write_text(run.path("config.yaml"), yaml.safe_dump(redact_tree(cfg.to_dict()), sort_keys=False))
+
     for stage in STAGES:
         digest = hashes[stage.name]
         if only is not None and stage.name not in only:
@@ -81,6 +87,9 @@ def _run_stages(cfg: PipelineConfig, run: RunDir, *, only: list[str] | None, for
         dirty = True
         reason = "forced" if stage.name in force else why or "an earlier stage ran"
         print(f"[ingenious] {stage.name}: running (config hash {digest}; {reason})", flush=True)
+        ctx.plan = stage.plan(ctx)  # bad input is found here, before begin() clears the stage's folder
+        if not any(r["status"] == "ran" for r in rows):
+            record_config()
         inputs = {n: run.output_digest(n) for n in stage.needs}
         resumed = run.resumable(stage.name, digest, inputs) and stage.name not in force
         out = run.begin(stage.name, digest, redact_tree(stage.settings(cfg)), inputs, keep=resumed)
@@ -94,6 +103,8 @@ def _run_stages(cfg: PipelineConfig, run: RunDir, *, only: list[str] | None, for
                                 "summary": redact_tree(summary), "upstream": {n: hashes[n] for n in stage.needs}})
         rows.append({"stage": stage.name, "status": "ran", "seconds": seconds, "peak_gb": peak_gb,
                      "written": redact(str(summary.get("written", "")))})
+    if not any(r["status"] == "ran" for r in rows):
+        record_config()
     return rows
 
 
@@ -151,9 +162,16 @@ def execute(args: argparse.Namespace, only: list[str] | None) -> None:
     print(f"[ingenious] config {args.config}:\n{yaml.safe_dump(redact_tree(cfg.to_dict()), sort_keys=False)}", flush=True)
     try:
         rows = run_pipeline(cfg, run_dir, only=only, force=args.force)
-    except ValueError as e:
-        raise SystemExit(f"error: {redact(str(e))}") from None
+    except (ValueError, OSError) as e:  # OSError: storage the run cannot reach (a missing bucket, no network)
+        raise SystemExit(f"error: {redact(user_message(e))}") from None
     print_table(rows, run_dir)
+
+
+def user_message(error: BaseException) -> str:
+    """The message of the error a user must act on: for a failure inside a Ray task, the task's own
+    exception (`s3://corpus/x.jsonl:51: invalid JSON`), not Ray's wrapper with its colours and pids."""
+    cause = getattr(error, "cause", None)
+    return str(cause) if isinstance(cause, Exception) else str(error)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from dataio.lease import Lease
 from dataio.rundir import RunDir
 from jobs.config import load_config
 from jobs.pipeline import main, run_pipeline, stage_hashes
+from jobs.refresh import refresh
 from tests.conftest import bucket_files
 
 pytestmark = pytest.mark.integration
@@ -80,6 +81,22 @@ def test_stages_write_to_s3_and_resume_after_an_interrupted_write(ray_cluster, s
     for name in ("_SUCCESS", "subset.parquet", "partitions/part-00000.parquet", "partitions/part-00001.parquet"):
         assert final[name] == first[f"select/{name}"]
 
+    # A bad corpus pointed at this finished run: the error names the object and line (the task's own
+    # message, not Ray's wrapper), and nothing is lost: every file, config.yaml included, is as it was.
+    s3.put_object(Bucket="corpus", Key="bad.jsonl", Body=b'{"text": "fine"}\n{"text": broken\n')
+    bad = _write(tmp_path, CONFIG.format(corpus="s3://corpus/bad.jsonl"))
+    before = remote_files(s3, "exp/")
+    with pytest.raises(SystemExit, match=r"^error: s3://corpus/bad.jsonl:2: invalid JSON"):
+        main(["--config", str(bad), "--run-dir", "s3://runs/exp"], only=stages)
+    assert remote_files(s3, "exp/") == before
+
+    # The scheduled refresh, previous run and new snapshot both on S3: the previous tokenizer is read
+    # from the bucket, only new sequences are embedded, and the diff lands beside the run.
+    diff = refresh("s3://runs/exp", put_corpus(s3, 180, "wiki-next.jsonl"), out="s3://runs/exp-refresh")
+    assert diff["pool"]["dropped"] == 0 and diff["pool"]["added"] > 0
+    assert diff["embedding"]["embedded_now"] == diff["pool"]["added"]
+    assert any(k.endswith("/diff.json") for k in remote_files(s3, "exp-refresh/"))
+
 
 def test_one_run_per_uri(s3, tmp_path):
     """A second run on a URI in use stops at once, naming the holder, before it touches the shared
@@ -124,6 +141,15 @@ def test_credentials_in_uris_are_never_printed_or_stored(ray_cluster, s3, tmp_pa
     with pytest.raises(SystemExit) as failed:
         main(["--config", str(_write(tmp_path, text)), "--run-dir", f"nope://{KEY}:{SECRET}@x/run"])
     assert "'nope://***@x/run'" in str(failed.value) and SECRET not in str(failed.value)
+
+
+def test_a_run_directory_without_a_bucket_or_in_a_missing_one_is_an_error(s3, tmp_path):
+    cfg = load_config(_write(tmp_path, CONFIG.format(corpus=put_corpus(s3, 20))))
+    with pytest.raises(ValueError, match="'s3://' names no bucket"):
+        run_pipeline(cfg, "s3://")
+    with pytest.raises(ValueError, match="cannot write the lease s3://no-such-bucket/run/lease.json"):
+        run_pipeline(cfg, "s3://no-such-bucket/run")
+    assert not any(tmp_path.rglob("s3:*"))  # never a local folder named after the URI
 
 
 def test_bad_uri_is_named(tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 import ray
 
@@ -14,6 +15,7 @@ from jobs.config import PipelineConfig
 class Context:
     cfg: PipelineConfig
     run: RunDir
+    plan: Any = None  # what the running stage's plan() found, for its run()
 
     def stage(self, name: str) -> str:
         """The stage's folder, a URI every node can open (dataio/uri.py)."""
@@ -32,6 +34,12 @@ class Stage(ABC):
     @abstractmethod
     def settings(self, cfg: PipelineConfig) -> dict:
         """The config this stage's output depends on; it (with upstream hashes) makes the stage hash."""
+
+    def plan(self, ctx: Context) -> Any:
+        """Before the stage's folder is opened (and a stale one cleared): read and check the inputs
+        that may be bad (a corpus), so bad input stops the run with nothing lost. Its result is
+        ctx.plan in run()."""
+        return None
 
     @abstractmethod
     def run(self, ctx: Context, out: str) -> dict:

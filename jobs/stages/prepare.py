@@ -16,16 +16,20 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import ray
 
 from actors.prepare import count_file_documents, prepare_shard
 from dataio import uri as U
 from dataio.corpus import corpus_files, corpus_snapshot, plan_segments, read_documents
 from dataio.rundir import read_table, shard_files, write_parquet
-from jobs.config import PipelineConfig
+from jobs.config import CorpusConfig, PipelineConfig
 from jobs.monitor import gather
 from jobs.stages.base import Context, Stage
+from training.embed import local_model
 from training.tokenizer import load_tokenizer, train_tokenizer
+
+
+def corpus_fields(ccfg: CorpusConfig) -> dict:
+    return {"text_field": ccfg.text_field, "id_field": ccfg.id_field, "line_documents": ccfg.line_documents}
 
 
 class Prepare(Stage):
@@ -36,14 +40,17 @@ class Prepare(Stage):
         tokenizer = cfg.prepare.tokenizer
         return {"corpus": dataclasses.asdict(cfg.corpus), "prepare": dataclasses.asdict(cfg.prepare),
                 "kind": cfg.model.kind, "seq_len": cfg.model.seq_len, "corpus_content": corpus_snapshot(cfg.corpus.source),
-                "tokenizer_content": corpus_snapshot(tokenizer) if tokenizer and Path(tokenizer).expanduser().exists() else None}
+                "tokenizer_content": corpus_snapshot(tokenizer) if tokenizer and U.exists(tokenizer) else None}
 
-    def run(self, ctx: Context, out: str) -> dict:
-        cfg, pcfg, ccfg = ctx.cfg, ctx.cfg.prepare, ctx.cfg.corpus
-        fields = {"text_field": ccfg.text_field, "id_field": ccfg.id_field, "line_documents": ccfg.line_documents}
+    def plan(self, ctx: Context) -> tuple[list, int, list[str]]:
+        """The shards (documents, or corpus segments read by the tasks), the document count and the
+        tokenizer's training texts. Reading the corpus here, before the stage's folder is cleared,
+        means a bad corpus stops the run with the previous prepare/ intact."""
+        pcfg, ccfg = ctx.cfg.prepare, ctx.cfg.corpus
+        fields = corpus_fields(ccfg)
         if not U.is_local(ccfg.source):  # read on the nodes: the driver sees only counts and segments
             files = corpus_files(ccfg.source)
-            counts = ray.get([count_file_documents.remote(f, fields) for f in files])
+            counts = gather([count_file_documents.remote(f, fields) for f in files], "prepare: counting", "files")
             shards = plan_segments(files, counts, max_documents=ccfg.max_documents,
                                    documents_per_shard=pcfg.documents_per_shard)
             num_docs = sum(b - a for shard in shards for _, a, b in shard)
@@ -56,6 +63,12 @@ class Prepare(Stage):
             num_docs, texts = len(docs), [d.text for d in docs[: pcfg.tokenizer_train_documents]]
         if not num_docs:
             raise ValueError(f"corpus {ccfg.source!r} has no non-empty documents")
+        return shards, num_docs, texts
+
+    def run(self, ctx: Context, out: str) -> dict:
+        cfg, pcfg, ccfg = ctx.cfg, ctx.cfg.prepare, ctx.cfg.corpus
+        fields = corpus_fields(ccfg)
+        shards, num_docs, texts = ctx.plan or self.plan(ctx)
         tokenizer_dir = self._tokenizer(cfg, texts, U.join(out, "tokenizer"))
         refs = []
         for i, shard in enumerate(shards):
@@ -94,7 +107,7 @@ class Prepare(Stage):
             return target
         with tempfile.TemporaryDirectory() as tmp:
             if cfg.prepare.tokenizer:
-                load_tokenizer(cfg.prepare.tokenizer, kind=cfg.model.kind).save_pretrained(tmp)
+                load_tokenizer(local_model(cfg.prepare.tokenizer), kind=cfg.model.kind).save_pretrained(tmp)
             else:
                 train_tokenizer(texts, kind=cfg.model.kind, vocab_size=cfg.prepare.vocab_size, out_dir=Path(tmp))
             U.upload_dir(tmp, target)
