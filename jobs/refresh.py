@@ -26,7 +26,7 @@ from dataio import uri as U
 from dataio.corpus import corpus_snapshot
 from dataio.redact import redact
 from dataio.rundir import RunDir, config_hash, embedding_table, read_embeddings, read_table, shard_files, write_parquet
-from jobs.config import PipelineConfig, load_config, local_path
+from jobs.config import PipelineConfig, load_config, local_path, result_settings
 from jobs.pipeline import base_dir, connect_ray, run_pipeline, stage_hashes
 from jobs.stages import Context
 from jobs.stages.embed import embed_files
@@ -116,13 +116,13 @@ def refresh(previous_dir: str | Path, corpus: str, *, out: str | Path | None = N
 
     # The embed step, with the pipeline's marker so `select` accepts it and a rerun skips it.
     embed_settings = previous.read_manifest("embed")["config"]["embed"]
-    reuse = embed_settings == dataclasses.asdict(cfg.embed)
+    reuse = embed_settings == result_settings(cfg.embed)
     if not reuse:
         print(f"[ingenious] refresh: embedding settings differ from {previous.stage('embed')} "
-              f"({embed_settings} vs {dataclasses.asdict(cfg.embed)}): re-embedding every sequence", flush=True)
+              f"({embed_settings} vs {result_settings(cfg.embed)}): re-embedding every sequence", flush=True)
     digest = stage_hashes(cfg)["embed"]
     if not version.is_done("embed", digest):
-        version.begin("embed", digest, {"embed": dataclasses.asdict(cfg.embed), "reused_from": redact(previous.root)})
+        version.begin("embed", digest, {"embed": result_settings(cfg.embed), "reused_from": redact(previous.root)})
         summary = reuse_embeddings(Context(cfg, version), previous, reuse=reuse)
         version.finish("embed", {"summary": summary})
     run_pipeline(cfg, version.root, only=["select"])

@@ -6,6 +6,7 @@ depend only on the data, never on how the rows arrived.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -14,7 +15,8 @@ from selection.greedy import lazy_greedy, stochastic_greedy
 from selection.knn import KnnParams, knn_graph, knn_recall
 from selection.merge import kth_similarity
 
-OPTIMIZERS = ("lazy", "stochastic")
+Optimizer = Literal["lazy", "stochastic"]
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 
 
 @dataclass(frozen=True)

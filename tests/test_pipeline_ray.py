@@ -268,7 +268,7 @@ def test_select_variants_on_a_copy_of_the_run(tiny, tmp_path, change):
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     variant = dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, **change))
-    rows = run_pipeline(variant, copy, only=["select"])
+    rows = run_pipeline(variant, copy, only=["select"], force=["select"])  # a CPU count alone reruns nothing
     assert rows[0]["status"] == "ran"
     assert_select_matches_in_process(copy, variant.select)
     if "cpus_per_task" in change:  # 1 or 4 concurrent workers instead of 2: the same bytes
@@ -355,6 +355,21 @@ def test_second_run_skips_every_stage(tiny):
     rows = run_pipeline(cfg, run)
     assert [r["status"] for r in rows] == ["skipped"] * len(STAGE_NAMES)
     assert (run / "select" / "subset.parquet").stat().st_mtime_ns == before
+
+
+def test_a_resource_only_change_reruns_nothing(tiny):
+    cfg, run, _ = tiny
+    before = {name: (run / name / "_SUCCESS").stat().st_mtime_ns for name in STAGE_NAMES}
+    r = dataclasses.replace
+    variant = r(cfg, prepare=r(cfg.prepare, num_cpus_per_task=2),
+                warmstart=r(cfg.warmstart, checkpoint_every=1, use_gpu=True, cpus_per_worker=2),
+                embed=r(cfg.embed, num_actors=1, use_gpu=True, cpus_per_actor=2.0),
+                select=r(cfg.select, cpus_per_task=0.5, gpus_per_task=1.0, memory_per_task_gb=64.0),
+                train=r(cfg.train, checkpoint_every=2, use_gpu=False, cpus_per_worker=2),
+                evaluate=r(cfg.evaluate, downstream=r(cfg.evaluate.downstream, cpus_per_task=2)))
+    rows = run_pipeline(variant, run)
+    assert [r["status"] for r in rows] == ["skipped"] * len(STAGE_NAMES)
+    assert {name: (run / name / "_SUCCESS").stat().st_mtime_ns for name in STAGE_NAMES} == before
 
 
 def test_forced_select_reproduces_the_subset_byte_for_byte_and_reruns_downstream(tiny):

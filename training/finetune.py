@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -39,6 +40,8 @@ class FinetuneConfig:
     max_train_examples: int | None = 2000  # a fixed subsample; None: the whole train split
     max_eval_examples: int | None = None
     cpus_per_task: int = 1
+
+    RESOURCES: ClassVar[tuple[str, ...]] = ("cpus_per_task",)
 
     def __post_init__(self) -> None:
         if self.tasks and not self.data_dir:

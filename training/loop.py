@@ -12,6 +12,7 @@ import pickle
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar, Literal
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from transformers import get_linear_schedule_with_warmup
 from dataio.sequences import InMemoryRows, RowSource
 from training.flops import flops_per_token, peak_flops
 from training.model import Objective
-from training.subsets import SUBSET_MODES, SubsetSchedule
+from training.subsets import SUBSET_MODES, SubsetMode, SubsetSchedule
 
 
 @dataclass(kw_only=True)
@@ -35,12 +36,17 @@ class TrainConfig:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     seed: int = 0
-    subset: str = "ingenious"  # full | ingenious | greedi | random
+    subset: SubsetMode = "ingenious"
     redraw_every: int | None = None  # R: steps between subset draws (None: one draw)
     checkpoint_every: int = 500
     num_workers: int = 1
-    use_gpu: str = "auto"  # auto | true | false
+    use_gpu: bool | Literal["auto"] = "auto"  # auto: when the cluster has GPUs
     cpus_per_worker: int = 1
+
+    # Where and how often it runs, not what it computes: a resumed run reproduces the uninterrupted
+    # one exactly (tests/test_train_ray.py), so the checkpoint interval changes no result. The worker
+    # count does (each rank seeds its own masks and dropout), so it is not here.
+    RESOURCES: ClassVar[tuple[str, ...]] = ("checkpoint_every", "use_gpu", "cpus_per_worker")
 
     def __post_init__(self) -> None:
         if self.subset not in SUBSET_MODES:
@@ -54,8 +60,8 @@ class TrainConfig:
             )
         if self.redraw_every is not None and self.redraw_every < 1:
             raise ValueError(f"redraw_every must be >= 1 or null, got {self.redraw_every}")
-        if self.use_gpu not in ("auto", "true", "false"):
-            raise ValueError(f"use_gpu must be auto, true or false, got {self.use_gpu!r}")
+        if self.use_gpu not in (True, False, "auto"):
+            raise ValueError(f"use_gpu must be true, false or auto, got {self.use_gpu!r}")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         # Written as `not (x > 0)` so NaN fails too; infinities would make every step NaN.

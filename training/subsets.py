@@ -9,10 +9,12 @@ the global batch is the same whatever the worker count.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal, get_args
 
 import numpy as np
 
-SUBSET_MODES = ("full", "ingenious", "greedi", "random")
+SubsetMode = Literal["full", "ingenious", "greedi", "random"]
+SUBSET_MODES: tuple[str, ...] = get_args(SubsetMode)
 
 
 class SubsetSchedule:

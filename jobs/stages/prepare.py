@@ -22,7 +22,7 @@ from actors.prepare import count_file_documents, prepare_shard
 from dataio import uri as U
 from dataio.corpus import corpus_files, corpus_snapshot, plan_segments, read_documents
 from dataio.rundir import read_table, shard_files, write_parquet
-from jobs.config import PipelineConfig
+from jobs.config import PipelineConfig, result_settings
 from jobs.monitor import gather
 from jobs.stages.base import Context, Stage
 from training.tokenizer import load_tokenizer, train_tokenizer
@@ -34,7 +34,7 @@ class Prepare(Stage):
     def settings(self, cfg: PipelineConfig) -> dict:
         # The content, not only the names: a corpus or tokenizer rewritten in place must rerun prepare.
         tokenizer = cfg.prepare.tokenizer
-        return {"corpus": dataclasses.asdict(cfg.corpus), "prepare": dataclasses.asdict(cfg.prepare),
+        return {"corpus": dataclasses.asdict(cfg.corpus), "prepare": result_settings(cfg.prepare),
                 "kind": cfg.model.kind, "seq_len": cfg.model.seq_len, "corpus_content": corpus_snapshot(cfg.corpus.source),
                 "tokenizer_content": corpus_snapshot(tokenizer) if tokenizer and Path(tokenizer).expanduser().exists() else None}
 

@@ -10,7 +10,6 @@ that have none.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 
@@ -30,7 +29,7 @@ from actors.selector import (
 )
 from dataio import uri as U
 from dataio.rundir import read_table, shard_files, write_parquet
-from jobs.config import PipelineConfig, SelectConfig
+from jobs.config import PipelineConfig, SelectConfig, result_settings
 from jobs.monitor import gather
 from jobs.stages.base import Context, Stage
 from selection.merge import candidate_count, group_keep, merge_by_gain, merge_groups
@@ -43,7 +42,7 @@ class Select(Stage):
     needs = ("embed",)
 
     def settings(self, cfg: PipelineConfig) -> dict:
-        return {"select": dataclasses.asdict(cfg.select), "greedi_merge": cfg.runs_greedi_merge()}
+        return {"select": result_settings(cfg.select), "greedi_merge": cfg.runs_greedi_merge()}
 
     def run(self, ctx: Context, out: str) -> dict:
         scfg = ctx.cfg.select
