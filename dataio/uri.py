@@ -177,6 +177,7 @@ def write_json(uri: str, payload: dict) -> None:
 
 def read_json(uri: str) -> dict | None:
     """A JSON object, or None if the file is missing, empty, torn or not an object."""
+    resolve(uri)  # a URI no filesystem opens is an error, not a missing file
     try:
         payload = json.loads(read_bytes(uri))
     except (FileNotFoundError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors

@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from dataio.corpus import BUILTIN_WIKI, read_documents
-from dataio.rundir import read_embeddings, read_sequences, shard_files
+from dataio.rundir import read_embeddings, read_sequences
+from dataio.rundir import shard_files as shard_uris
 from jobs.config import load_config
 from jobs.pipeline import run_pipeline
 from jobs.stages import STAGE_NAMES
@@ -39,6 +40,11 @@ from training.packing import sequence_id
 from training.tokenizer import load_tokenizer
 
 pytestmark = pytest.mark.integration
+
+
+def local_shards(folder) -> list[Path]:
+    """A local run directory's shards as paths (the pipeline names them by URI strings)."""
+    return [Path(f) for f in shard_uris(folder)]
 
 TINY = """
 name: tiny
@@ -81,7 +87,7 @@ def test_every_stage_ran_and_left_a_marker(tiny):
     assert "name: tiny" in (run / "config.yaml").read_text()
     for shards, logs in (("prepare/sequences", "prepare/sequences/_logs"), ("embed", "embed/_logs"),
                          ("select/partitions", "select/partitions/_logs")):  # one log per shard
-        names = sorted(p.stem for p in shard_files(run / shards))
+        names = sorted(p.stem for p in local_shards(run / shards))
         assert names and sorted(p.stem for p in (run / logs).glob("*.json")) == names
         record = json.loads((run / logs / f"{names[0]}.json").read_text())
         assert record["seconds"] > 0 and record["host"] and record["pid"] > 0
@@ -101,7 +107,7 @@ def test_prepare_writes_sequences_with_content_ids(tiny):
 def test_embeddings_cover_every_sequence(tiny):
     cfg, run, _ = tiny
     ids, _ = read_sequences(run / "prepare" / "sequences")
-    emb_ids, emb = read_embeddings(shard_files(run / "embed"))
+    emb_ids, emb = read_embeddings(local_shards(run / "embed"))
     assert sorted(emb_ids.tolist()) == sorted(ids.tolist())
     assert emb.shape == (len(ids), cfg.model.hidden_size) and np.isfinite(emb).all()
 
@@ -119,7 +125,7 @@ def kill_an_embedder_mid_shard(out) -> tuple[threading.Thread, dict]:
                     if proc.cmdline()[:1] == ["ray::Embedder.embed_shard"]:
                         proc.send_signal(signal.SIGSTOP)  # freeze it, then make sure it is still mid-shard
                         state["title"] = proc.cmdline()[0]
-                        state["written"] = len(shard_files(out))
+                        state["written"] = len(local_shards(out))
                         proc.kill()
                         return
                 except (psutil.NoSuchProcess, psutil.AccessDenied, IndexError):
@@ -135,7 +141,7 @@ def test_killed_embedder_restarts_and_retries_its_shard(tiny, tmp_path):
     # Batches of one make a shard last long enough to be caught mid-way; both runs use them. One actor
     # and two shards keep the test short.
     slow = dataclasses.replace(cfg, embed=dataclasses.replace(cfg.embed, batch_size=1, num_actors=1))
-    todo = shard_files(run / "prepare" / "sequences")[:2]
+    todo = local_shards(run / "prepare" / "sequences")[:2]
     inputs = {"encoder": str(run / "warmstart" / "model"), "from_warmstart": True, "tokenizer": run / "prepare" / "tokenizer",
               "todo": todo, "gpu": False}
     began = time.perf_counter()
@@ -164,14 +170,14 @@ def test_an_empty_prepare_shard_embeds_to_an_empty_shard(tiny, tmp_path):
     cfg, run, _ = tiny
     shutil.copytree(run / "prepare", tmp_path / "prepare")
     write_parquet(sequences_table([]), str(tmp_path / "prepare" / "sequences" / "part-09999.parquet"))
-    todo = shard_files(tmp_path / "prepare" / "sequences")[-2:]
+    todo = local_shards(tmp_path / "prepare" / "sequences")[-2:]
     results = embed_files(cfg, encoder=str(run / "warmstart" / "model"), from_warmstart=True,
                           tokenizer=str(tmp_path / "prepare" / "tokenizer"), todo=todo, out=str(tmp_path / "embed"),
                           gpu=False)
     assert sorted(r["sequences"] for r in results)[0] == 0 and {r["dim"] for r in results} == {cfg.model.hidden_size}
     ids, emb = read_embeddings([str(tmp_path / "embed" / "part-09999.parquet")])
     assert len(ids) == 0 and emb.shape == (0, cfg.model.hidden_size)
-    for shard in shard_files(tmp_path / "prepare" / "sequences")[:-2]:  # the rest, as the stage would have them
+    for shard in local_shards(tmp_path / "prepare" / "sequences")[:-2]:  # the rest, as the stage would have them
         shutil.copy(run / "embed" / Path(shard).name, tmp_path / "embed" / Path(shard).name)
     Embed().verify(Context(cfg, RunDir(tmp_path)), str(tmp_path / "embed"), {})
     (tmp_path / "embed" / Path(todo[0]).name).unlink()
@@ -203,7 +209,7 @@ def test_selection_files_and_sizes(tiny):
 
 def in_process_selection(run, scfg) -> tuple[np.ndarray, np.ndarray, list]:
     """The select stage's result recomputed in one process, straight from the pure functions."""
-    emb_ids, emb = read_embeddings(shard_files(run / "embed"))
+    emb_ids, emb = read_embeddings(local_shards(run / "embed"))
     if scfg.partition == "random":
         parts = random_partition(emb_ids, scfg.partitions_for(len(emb_ids)), scfg.seed)
     else:  # the tiny corpus is below kmeans_sample: every point is in the k-means sample
@@ -223,7 +229,7 @@ def in_process_selection(run, scfg) -> tuple[np.ndarray, np.ndarray, list]:
 
 def in_process_merge(run, scfg) -> np.ndarray:
     """The one-round GreeDi merge recomputed in one process: candidates, floors, the local solution."""
-    emb_ids, emb = read_embeddings(shard_files(run / "embed"))
+    emb_ids, emb = read_embeddings(local_shards(run / "embed"))
     _, _, partitions = in_process_selection(run, scfg)
     n = len(emb_ids)
     budget = round(scfg.fraction * n)
@@ -236,7 +242,7 @@ def in_process_merge(run, scfg) -> np.ndarray:
     xn = normalize_embeddings(emb[by_id])
     base = xn[np.searchsorted(emb_ids[by_id], candidates)]
     blocks = []  # one block per embedding shard, as the stage searches them (FAISS rounds per query block)
-    for f in shard_files(run / "embed"):
+    for f in local_shards(run / "embed"):
         ids_f, emb_f = read_embeddings([f])
         rows = np.searchsorted(emb_ids[by_id], ids_f)
         blocks.append((ids_f, candidate_graph(emb_f, base, scfg.knn_k, scfg.merge_knn_params(), thresholds=floors[rows])))
@@ -385,7 +391,7 @@ def test_forced_select_reproduces_the_subset_byte_for_byte_and_reruns_downstream
 def test_interrupted_select_resumes_only_missing_partitions(tiny):
     cfg, run, _ = tiny
     select = run / "select"
-    parts = shard_files(select / "partitions")
+    parts = local_shards(select / "partitions")
     kept = {p: p.stat().st_mtime_ns for p in parts[1:]}
     subset = (select / "subset.parquet").read_bytes()
     (select / "_SUCCESS").unlink()  # as if the stage died after its first partition
@@ -474,8 +480,8 @@ def test_refresh_embeds_exactly_the_new_sequences(tiny, tmp_path):
                                  "written": "part-*.parquet (sequence_id, embedding)"}
     assert diff["pool"] == {"before": len(old_ids), "after": len(new_ids), "kept": len(new_ids) - len(added),
                             "added": len(added), "dropped": len(old_ids) - (len(new_ids) - len(added))}
-    old_vec = dict(zip(*read_embeddings(shard_files(run / "embed"))))
-    new_emb_ids, new_emb = read_embeddings(shard_files(version / "embed"))
+    old_vec = dict(zip(*read_embeddings(local_shards(run / "embed"))))
+    new_emb_ids, new_emb = read_embeddings(local_shards(version / "embed"))
     assert sorted(new_emb_ids.tolist()) == sorted(new_ids.tolist())  # deleted ones dropped, every new one there
     for sid, vec in zip(new_emb_ids, new_emb):
         if sid in old_vec:
@@ -500,7 +506,7 @@ def test_report_renders_in_headless_chromium(tiny, tmp_path):
     from jobs.report import build_report
 
     _, run, _ = tiny
-    page = build_report(run, tmp_path / "report")
+    page = Path(build_report(run, tmp_path / "report"))
     text = page.read_text()
     for png in ("gains.png", "projection.png", "partition_seconds.png", "training.png"):
         assert f'src="{png}"' in text and (tmp_path / "report" / png).stat().st_size > 5000
@@ -533,7 +539,7 @@ def test_select_refuses_more_partitions_than_sequences_and_mixed_dimensions(tiny
     # Embedding shards from two encoders (one shard rewritten wider): the partition step names the file.
     from jobs.stages.select import partition
 
-    files = shard_files(copy / "embed")
+    files = local_shards(copy / "embed")
     ids, emb = read_embeddings(files[-1:])
     write_parquet(embedding_table(ids, np.ones((len(ids), emb.shape[1] + 3), np.float32)), files[-1])
     with pytest.raises(ValueError, match=rf"{files[-1].name}: embedding dimension {emb.shape[1] + 3} differs from "
@@ -559,7 +565,7 @@ def test_from_scratch_twice_gives_the_same_bytes(tiny, tmp_path):
     again = tmp_path / "again"
     same = ["prepare/tokenizer/tokenizer.json", *(f"select/{f}" for f in (
         "subset.parquet", "subset_ingenious.parquet", "probabilities.parquet"))]  # (no merge: ingenious)
-    same += [str(p.relative_to(run)) for p in shard_files(run / "prepare" / "sequences")]
+    same += [str(p.relative_to(run)) for p in local_shards(run / "prepare" / "sequences")]
     for name in same:
         assert (again / name).read_bytes() == (run / name).read_bytes(), name
 
