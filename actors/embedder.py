@@ -25,6 +25,9 @@ from training.tokenizer import load_tokenizer
 # shard is never taken for done. Exceptions raised by the code itself are not retried: they would
 # fail again.
 RESTARTS = 3
+# The longest input given to another encoder: BERT-family position tables hold 512 tokens, and a
+# tokenizer saved without a limit reports model_max_length = 1e30.
+ENCODER_MAX_TOKENS = 512
 
 
 @ray.remote(max_restarts=RESTARTS, max_task_retries=RESTARTS)
@@ -45,7 +48,7 @@ class Embedder:
         if self.enc_tok is None:
             return seqs
         texts = self.run_tok.batch_decode(seqs, skip_special_tokens=True)
-        limit = min(512, self.enc_tok.model_max_length)
+        limit = min(ENCODER_MAX_TOKENS, self.enc_tok.model_max_length)
         return [np.asarray(s) for s in self.enc_tok(texts, truncation=True, max_length=limit)["input_ids"]]
 
     def embed_shard(self, sequences_path: str, out_path: str) -> dict:

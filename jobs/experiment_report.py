@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 from actors.trainer import load_selection  # noqa: E402
 from dataio.rundir import read_embeddings, read_table, shard_files  # noqa: E402
 from selection.facility_location import coverage  # noqa: E402
+from reporting.stats import INTERVAL, format_interval  # noqa: E402
 from selection.knn import normalize_embeddings  # noqa: E402
 from training.subsets import draw_function  # noqa: E402
 
@@ -44,7 +45,7 @@ def _cell(values: list[float], digits: int = 3) -> str:
         return "-"
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
-    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f} (n={len(values)})"
+    return f"{format_interval(values, digits)} (n={len(values)})"
 
 
 def _scores(folder: Path) -> dict:
@@ -276,7 +277,7 @@ def write_report(root: Path, exp: Experiment) -> str:
              f"{regime}Losses are masked-LM (BERT) or causal-LM (GPT-2) cross-entropy on sequences never trained on "
              "(held-out documents of the corpus, and WikiText-2 validation); GLUE avg is the mean dev score over the "
              "downstream tasks (x100).", "",
-             "## Arms", "", "Mean ± sample standard deviation over seeds (n shown).", "", *_main_table(records, sets, warm), "",
+             "## Arms", "", f"Each cell: {INTERVAL} (n shown).", "", *_main_table(records, sets, warm), "",
              *[line for arm in exp.compare_to for line in [*_paired_table(records, sets, arm), ""]],
              "## Downstream scores per task (dev sets, ×100)", "", *_task_table(records, "main", warm), "",
              "## Ablations", "", *_ablation_table(records, sets, exp), "", *_task_table(records, "ablation"), "",

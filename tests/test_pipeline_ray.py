@@ -352,7 +352,7 @@ def test_training_and_evaluation_numbers(tiny):
         ("warmstart", "sst2", 0), ("warmstart", "sst2", 1), ("train", "sst2", 0), ("train", "sst2", 1)]
     assert all(r["train_examples"] == 48 and r["eval_examples"] == 20 and 0 <= r["accuracy"] <= 1 for r in rows)
     table = (run / "evaluate" / "downstream.md").read_text().splitlines()
-    assert table[0] == "| model | sst2 | average |" and table[2].startswith("| warmstart | ")
+    assert table[0] == "| model (mean ± t 95% CI over seeds) | sst2 | average |" and table[2].startswith("| warmstart | ")
 
 
 def test_second_run_skips_every_stage(tiny):
@@ -500,6 +500,22 @@ def test_refresh_embeds_exactly_the_new_sequences(tiny, tmp_path):
     assert diff["embedding"]["reused"] == 0 and diff["embedding"]["embedded_now"] == len(new_ids)
 
 
+def test_the_reports_draw_0_row_is_the_ingenious_subset_whatever_the_strategy(tiny, tmp_path):
+    """The row once read subset.parquet, the configured strategy's copy: with strategy greedi it
+    compared GreeDi with itself. Here subset.parquet is made a different (smaller) set."""
+    from dataio.rundir import RunDir
+    from jobs.report import subset_quality
+
+    _, run, _ = tiny
+    for name in ("embed", "select"):
+        shutil.copytree(run / name, tmp_path / "run" / name)
+    subset = pq.read_table(tmp_path / "run" / "select" / "subset.parquet")
+    pq.write_table(subset.slice(0, len(subset) // 2), tmp_path / "run" / "select" / "subset.parquet")
+    ingenious = len(pq.read_table(run / "select" / "subset_ingenious.parquet"))
+    _, scores = subset_quality(RunDir(tmp_path / "run"), tmp_path)
+    assert scores["ingenious (draw 0)"]["size"] == ingenious == len(subset)
+
+
 def test_report_renders_in_headless_chromium(tiny, tmp_path):
     from PIL import Image
 
@@ -512,7 +528,7 @@ def test_report_renders_in_headless_chromium(tiny, tmp_path):
         assert f'src="{png}"' in text and (tmp_path / "report" / png).stat().st_size > 5000
     for heading in ("Subset", "Coverage against random subsets", "Time and memory", "Evaluation", "Config"):
         assert f"<h2>{heading}" in text
-    assert "| model | sst2 | average |" in text  # the downstream table
+    assert "| model (mean ± t 95% CI over seeds) | sst2 | average |" in text  # the downstream table
     chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if chromium is None:
         pytest.skip("no Chromium on this machine: the report was built but not rendered")

@@ -59,11 +59,18 @@ class FinetuneConfig:
             raise ValueError("downstream.max_train_examples and max_eval_examples (or null) and cpus_per_task must be >= 1")
 
 
+# The seed of the fixed train subsample: one constant, not the run's seed, so every checkpoint and
+# every fine-tuning seed sees the same examples (arms compare like with like).
+SUBSAMPLE_SEED = 12345
+# Gradient-norm clip of fine-tuning: BERT's and the GLUE recipe's 1.0 (pretraining has train.max_grad_norm).
+FINETUNE_MAX_GRAD_NORM = 1.0
+
+
 def subsample(examples: list[Example], limit: int | None) -> list[Example]:
     """The same `limit` examples whatever the seed or checkpoint (a fixed permutation)."""
     if limit is None or len(examples) <= limit:
         return examples
-    keep = np.sort(np.random.default_rng(12345).choice(len(examples), limit, replace=False))
+    keep = np.sort(np.random.default_rng(SUBSAMPLE_SEED).choice(len(examples), limit, replace=False))
     return [examples[i] for i in keep]
 
 
@@ -141,7 +148,7 @@ def finetune(model_uri: str, task: Task, cfg: FinetuneConfig, *, seed: int, kind
             labels = torch.tensor([e.label for e in batch], dtype=label_dtype, device=device)
             loss = model(**inputs, labels=labels).loss
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), FINETUNE_MAX_GRAD_NORM)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)

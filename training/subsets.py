@@ -13,6 +13,9 @@ from typing import Literal, get_args
 
 import numpy as np
 
+# The random arm's draws come from their own SeedSequence stream (a spawn key), apart from the batch
+# orders' [seed, draw, epoch] entropy: drawing from [seed, draw, 7] reused the stream of epoch 7's order.
+RANDOM_DRAW_STREAM = 1
 SubsetMode = Literal["full", "ingenious", "greedi", "random"]
 SUBSET_MODES: tuple[str, ...] = get_args(SubsetMode)
 
@@ -66,6 +69,11 @@ class SubsetSchedule:
         return range(start, end)
 
 
+def random_draw_rng(seed: int, draw: int) -> np.random.Generator:
+    """The generator of the random arm's draw `draw`."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(RANDOM_DRAW_STREAM, draw)))
+
+
 def draw_function(
     mode: str, pool_ids: np.ndarray, *, budget: int, seed: int,
     partitions: list[tuple[np.ndarray, np.ndarray]] | None = None, fixed_ids: np.ndarray | None = None,
@@ -94,7 +102,7 @@ def draw_function(
     if mode == "full":
         return lambda d: np.arange(len(pool_ids))
     if mode == "random":
-        return lambda d: np.sort(np.random.default_rng([seed, d, 7]).choice(len(pool_ids), budget, replace=False))
+        return lambda d: np.sort(random_draw_rng(seed, d).choice(len(pool_ids), budget, replace=False))
     if mode == "ingenious":
         if partitions is None:
             raise ValueError("subset 'ingenious' needs the selection's probabilities")
