@@ -18,7 +18,6 @@ from training.embed import embed_batch, load_encoder, local_model
 from training.packing import pad_batch
 from training.tokenizer import load_tokenizer
 
-
 # An actor whose process dies (OOM killer, a lost node, a preempted spot instance) is restarted and
 # its unfinished shard retried, instead of failing the whole stage. A retry is safe: a shard is a
 # pure function of its input, and write_parquet renames a finished file into place, so a half-written

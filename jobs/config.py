@@ -21,7 +21,6 @@ from typing import Any, ClassVar, Literal
 import yaml
 
 from dataio import uri as U
-
 from dataio.corpus import BUILTIN_WIKI
 from selection.knn import KnnMethod, KnnParams
 from selection.shard import Optimizer

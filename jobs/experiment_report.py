@@ -18,10 +18,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from actors.trainer import load_selection  # noqa: E402
-from dataio.rundir import read_embeddings, read_table, shard_files  # noqa: E402
-from selection.facility_location import coverage  # noqa: E402
+from dataio.rundir import read_embeddings, read_ids, shard_files  # noqa: E402
+from dataio.selection import load_selection  # noqa: E402
 from reporting.stats import INTERVAL, format_interval  # noqa: E402
+from selection.facility_location import coverage  # noqa: E402
+from selection.ids import rows_of  # noqa: E402
 from selection.knn import normalize_embeddings  # noqa: E402
 from training.subsets import draw_function  # noqa: E402
 
@@ -63,11 +64,11 @@ class Coverage:
     def __init__(self, root: Path):
         self.root, self._memo = root, {}
         main = root / "pipelines" / "main"
-        ids = np.concatenate([read_table(f, ["sequence_id"]).column("sequence_id").to_numpy()
+        ids = np.concatenate([read_ids(f)
                               for f in shard_files(main / "prepare" / "sequences")])
         emb_ids, emb = read_embeddings(shard_files(main / "embed"))
-        order = np.argsort(emb_ids)
-        self.pool_ids, self.emb = ids, normalize_embeddings(emb[order[np.searchsorted(emb_ids, ids, sorter=order)]])
+        self.pool_ids = ids
+        self.emb = normalize_embeddings(emb[rows_of(ids, emb_ids, where=f"the embeddings of {main}")])
 
     def __call__(self, variant: str, subset: str, seed: int, fraction: float) -> float | None:
         if subset == "full":

@@ -23,9 +23,10 @@ import numpy as np  # noqa: E402
 
 from dataio import uri as U  # noqa: E402
 from dataio.redact import redact  # noqa: E402
-from dataio.rundir import RunDir, read_embeddings, read_table, shard_files  # noqa: E402
+from dataio.rundir import RunDir, read_embeddings, read_ids, read_table, shard_files  # noqa: E402
 from jobs.stages import STAGE_NAMES  # noqa: E402
 from selection.facility_location import coverage  # noqa: E402
+from selection.ids import rows_of  # noqa: E402
 from selection.knn import normalize_embeddings  # noqa: E402
 
 MAX_POINTS = 20_000  # coverage and projection on a fixed sample of the pool beyond this size
@@ -58,16 +59,15 @@ def subset_quality(run: RunDir, out: Path, seed: int = 0) -> tuple[str, dict]:
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(len(ids), min(len(ids), MAX_POINTS), replace=False))
     emb = normalize_embeddings(emb)
-    row = {int(s): r for r, s in enumerate(ids)}
     select = run.stage("select")
-    subsets = {"ingenious (draw 0)": read_table(U.join(select, "subset_ingenious.parquet")).column("sequence_id").to_numpy()}
+    subsets = {"ingenious (draw 0)": read_ids(U.join(select, "subset_ingenious.parquet"))}
     if U.exists(U.join(select, "subset_greedi.parquet")):
-        subsets["greedi"] = read_table(U.join(select, "subset_greedi.parquet")).column("sequence_id").to_numpy()
+        subsets["greedi"] = read_ids(U.join(select, "subset_greedi.parquet"))
     strategy = run.read_manifest("select")["summary"]["strategy"]
-    shown = read_table(U.join(select, "subset.parquet")).column("sequence_id").to_numpy()
+    shown = read_ids(U.join(select, "subset.parquet"))
     scores = {}
     for name, subset in subsets.items():
-        rows = np.array([row[int(s)] for s in subset])
+        rows = rows_of(subset, ids, where="the embeddings")
         randoms = [coverage(emb[sample], emb[rng.choice(len(ids), len(rows), replace=False)]) for _ in range(3)]
         scores[name] = {"size": len(rows), "coverage": coverage(emb[sample], emb[rows]),
                         "random_mean": float(np.mean(randoms)), "random_std": float(np.std(randoms))}

@@ -1,8 +1,7 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
-
-import dataclasses
 
 from jobs.config import PipelineConfig, load_config
 from jobs.experiment import load_experiment

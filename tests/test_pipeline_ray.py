@@ -162,10 +162,9 @@ def test_an_empty_prepare_shard_embeds_to_an_empty_shard(tiny, tmp_path):
     """A shard whose documents were all held out or too short: embed writes an empty shard of the
     model's width, and the stage's check (one embedding shard per sequence shard, same ids) passes."""
     from actors.prepare import sequences_table
-    from dataio.rundir import write_parquet
+    from dataio.rundir import RunDir, write_parquet
     from jobs.stages import Context
     from jobs.stages.embed import Embed
-    from dataio.rundir import RunDir
 
     cfg, run, _ = tiny
     shutil.copytree(run / "prepare", tmp_path / "prepare")

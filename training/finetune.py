@@ -23,6 +23,7 @@ from transformers.utils import logging as hf_logging
 
 from dataio.tasks import Example, Task
 from dataio.uri import local_dir
+from training.model import adamw_groups
 from training.tokenizer import load_tokenizer
 
 
@@ -132,10 +133,7 @@ def finetune(model_uri: str, task: Task, cfg: FinetuneConfig, *, seed: int, kind
     ).to(device)
     model.config.pad_token_id = encode.tok.pad_token_id
     steps = cfg.epochs * -(-len(train) // cfg.batch_size)
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.learning_rate)
+    optimizer = torch.optim.AdamW(adamw_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_fraction * steps), steps)
     label_dtype = torch.float32 if task.num_labels == 1 else torch.long
     order_rng = np.random.default_rng(seed)

@@ -12,8 +12,8 @@ import pickle
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from dataio.sequences import InMemoryRows, RowSource
 from training.flops import flops_per_token, peak_flops
-from training.model import Objective
+from training.model import Objective, adamw_groups
 from training.subsets import SUBSET_MODES, SubsetMode, SubsetSchedule
 
 
@@ -115,12 +115,8 @@ class LMTrainer:
         # Steps per window: as many as fill window_rows with this worker's share of each global batch.
         self.window_steps = max(1, window_rows // -(-schedule.global_batch // world))
         self._window = range(0)  # the steps whose rows are loaded
-        decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-        no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]  # biases and LayerNorm
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.learning_rate, betas=(0.9, 0.999), eps=1e-6,
-        )
+        self.optimizer = torch.optim.AdamW(adamw_groups(model, cfg.weight_decay), lr=cfg.learning_rate,
+                                           betas=(0.9, 0.999), eps=1e-6)
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, cfg.warmup_steps, cfg.steps)
         self.autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
         peak = peak_flops(device)

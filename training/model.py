@@ -188,3 +188,11 @@ class Objective:
             batch["token_type_ids"] = torch.from_numpy(pad_batch(types, 0, self.seq_len)[0])
             batch["next_sentence_label"] = nsp_labels
         return batch
+
+
+def adamw_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups: weight decay on the weight matrices, none on biases and LayerNorm
+    weights (the parameters with fewer than 2 dimensions), as BERT was trained."""
+    params = list(model.parameters())
+    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]

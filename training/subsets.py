@@ -83,21 +83,13 @@ def draw_function(
     full: every row; random: `budget` rows drawn uniformly per draw; ingenious: the paper's
     Taylor-softmax draw from per-partition (ids, probabilities); greedi: the fixed merged subset.
     """
+    from selection.ids import rows_of
     from selection.sampling import (
         draw_subset,  # pure NumPy; kept local so tokenizer-only users skip numba
     )
 
     def rows_for(ids: np.ndarray) -> np.ndarray:
-        """Pool rows of these sequence ids (of the last row, should an id repeat). Sorted lookup: a dict
-        of the paper's 41.5M ids would take gigabytes in every worker."""
-        order = np.argsort(pool_ids, kind="stable")  # equal ids stay in pool order
-        ids = np.asarray(ids, dtype=np.int64)
-        at = np.searchsorted(pool_ids[order], ids, side="right") - 1
-        found = (at >= 0) & (pool_ids[order[np.maximum(at, 0)]] == ids)
-        if not found.all():
-            missing = ids[~found]
-            raise ValueError(f"{len(missing)} selected sequence ids are not in the training pool (e.g. {missing[0]})")
-        return order[at]
+        return rows_of(ids, pool_ids, where="the training pool")
 
     if mode == "full":
         return lambda d: np.arange(len(pool_ids))

@@ -6,13 +6,12 @@ restarted and the shard retried (actors/embedder.py), so one lost actor does not
 """
 from __future__ import annotations
 
-
 import numpy as np
 from ray.util import ActorPool
 
 from actors.embedder import Embedder
 from dataio import uri as U
-from dataio.rundir import read_table, shard_files
+from dataio.rundir import read_ids, shard_files
 from jobs.config import PipelineConfig, result_settings
 from jobs.monitor import track
 from jobs.stages.base import Context, Stage
@@ -70,7 +69,7 @@ class Embed(Stage):
             target = U.join(out, U.name(f))
             if not U.exists(target):
                 raise ValueError(f"{target} is missing: {f} was not embedded")
-            want = read_table(f, ["sequence_id"]).column("sequence_id").to_numpy()
-            got = read_table(target, ["sequence_id"]).column("sequence_id").to_numpy()
+            want = read_ids(f)
+            got = read_ids(target)
             if not np.array_equal(want, got):
                 raise ValueError(f"{target} holds {len(got)} embeddings for the {len(want)} sequences of {f}")

@@ -21,7 +21,7 @@ import ray
 from actors.prepare import count_file_documents, prepare_shard
 from dataio import uri as U
 from dataio.corpus import corpus_files, corpus_snapshot, plan_segments, read_documents
-from dataio.rundir import read_table, shard_files, write_parquet
+from dataio.rundir import read_ids, read_table, shard_files, write_parquet
 from jobs.config import PipelineConfig, result_settings
 from jobs.monitor import gather
 from jobs.stages.base import Context, Stage
@@ -106,7 +106,7 @@ def drop_duplicates(files: list[str]) -> int:
     seen: set[int] = set()
     dropped = 0
     for file in files:
-        ids = read_table(file, ["sequence_id"]).column("sequence_id").to_numpy()
+        ids = read_ids(file)
         keep = np.ones(len(ids), dtype=bool)
         for r, sid in enumerate(ids.tolist()):
             keep[r] = sid not in seen
