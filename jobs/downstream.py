@@ -19,9 +19,9 @@ import numpy as np
 import ray
 
 from actors.finetuner import finetune_task
+from actors.monitor import gather
 from dataio import uri as U
 from dataio.tasks import GLUE, TASKS, load_task
-from jobs.monitor import gather
 from reporting.stats import INTERVAL_HEADER, format_interval
 from training.finetune import FinetuneConfig
 

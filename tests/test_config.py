@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from experiments.runner import load_experiment
 from jobs.config import PipelineConfig, load_config
-from jobs.experiment import load_experiment
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

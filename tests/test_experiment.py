@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from jobs.experiment import MAIN, load_experiment, run_experiment
+from experiments.runner import MAIN, load_experiment, run_experiment
 from tests.conftest import write_corpus, write_sst2
 
 PIPELINE = """

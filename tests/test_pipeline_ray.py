@@ -447,7 +447,7 @@ def test_gpt2_pipeline_end_to_end(tiny, tmp_path):
 
 
 def test_progress_lines_and_gather_order(ray_cluster, capsys):
-    from jobs.monitor import gather, track
+    from actors.monitor import gather, track
 
     assert gather([ray_cluster.put(i * i) for i in range(5)], "squares", "tasks") == [0, 1, 4, 9, 16]
     assert list(track(iter("abc"), 3, "letters", "items")) == ["a", "b", "c"]
@@ -503,7 +503,7 @@ def test_the_reports_draw_0_row_is_the_ingenious_subset_whatever_the_strategy(ti
     """The row once read subset.parquet, the configured strategy's copy: with strategy greedi it
     compared GreeDi with itself. Here subset.parquet is made a different (smaller) set."""
     from dataio.rundir import RunDir
-    from jobs.report import subset_quality
+    from reporting.report import subset_quality
 
     _, run, _ = tiny
     for name in ("embed", "select"):
@@ -518,7 +518,7 @@ def test_the_reports_draw_0_row_is_the_ingenious_subset_whatever_the_strategy(ti
 def test_report_renders_in_headless_chromium(tiny, tmp_path):
     from PIL import Image
 
-    from jobs.report import build_report
+    from reporting.report import build_report
 
     _, run, _ = tiny
     page = Path(build_report(run, tmp_path / "report"))

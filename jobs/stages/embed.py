@@ -10,10 +10,10 @@ import numpy as np
 from ray.util import ActorPool
 
 from actors.embedder import Embedder
+from actors.monitor import track
 from dataio import uri as U
 from dataio.rundir import read_ids, shard_files
 from jobs.config import PipelineConfig, result_settings
-from jobs.monitor import track
 from jobs.stages.base import Context, Stage
 
 

@@ -18,12 +18,12 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from actors.monitor import gather
 from actors.prepare import count_file_documents, prepare_shard
 from dataio import uri as U
 from dataio.corpus import corpus_files, corpus_snapshot, plan_segments, read_documents
 from dataio.rundir import read_ids, read_table, shard_files, write_parquet
 from jobs.config import PipelineConfig, result_settings
-from jobs.monitor import gather
 from jobs.stages.base import Context, Stage
 from training.tokenizer import load_tokenizer, train_tokenizer
 

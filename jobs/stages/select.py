@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from actors.monitor import gather
 from actors.selector import (
     assign_clusters,
     candidate_edges,
@@ -30,7 +31,6 @@ from actors.selector import (
 from dataio import uri as U
 from dataio.rundir import read_ids, read_table, shard_files, write_parquet
 from jobs.config import PipelineConfig, SelectConfig, result_settings
-from jobs.monitor import gather
 from jobs.stages.base import Context, Stage
 from selection.ids import rows_of
 from selection.merge import candidate_count, group_keep, merge_by_gain, merge_groups
