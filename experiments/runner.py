@@ -9,7 +9,7 @@ trains that many times longer and saves the model at every multiple of the base 
 share: the warm start is trained once, and an ablation that changes only `select` reuses the
 embeddings. Each arm is one Ray task (one CPU), all submitted at once; each model is scored by
 held-out LM loss on every evaluation set and by `evaluate.downstream` fine-tuning. A finished arm, score or stage is never redone, so the
-command resumes after an interruption. jobs/experiment_report.py writes results.md and the plots.
+command resumes after an interruption. reporting/experiment_report.py writes results.md and the plots.
 """
 from __future__ import annotations
 
