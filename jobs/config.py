@@ -222,7 +222,7 @@ class PipelineConfig:
         return self.select.strategy == "greedi" or self.select.greedi_merge or self.train.subset == "greedi"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return section_dict(self)
 
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -332,15 +332,22 @@ def check_choices(section: Any, where: str) -> None:
                              f"got {getattr(section, f.name)!r}")
 
 
-def result_settings(section: Any) -> dict[str, Any]:
-    """A config section as a dict without its resource fields (the names in its `RESOURCES`), nested
-    sections too: what a stage's output depends on, so a stage hash never covers a CPU count."""
+def section_dict(section: Any, *, resources: bool = True) -> dict[str, Any]:
+    """A config section as the dict its YAML would hold (nested sections too; fixed fields such as
+    WarmStartConfig.subset left out), without the resource fields (its `RESOURCES`) unless `resources`."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(section):
-        if f.name not in getattr(section, "RESOURCES", ()):
+        if f.init and (resources or f.name not in getattr(section, "RESOURCES", ())):
             value = getattr(section, f.name)
-            out[f.name] = result_settings(value) if dataclasses.is_dataclass(value) else copy.deepcopy(value)
+            out[f.name] = section_dict(value, resources=resources) if dataclasses.is_dataclass(value) \
+                else copy.deepcopy(value)
     return out
+
+
+def result_settings(section: Any) -> dict[str, Any]:
+    """What a stage's output depends on: the section without its resource fields, so a stage hash never
+    covers a CPU count."""
+    return section_dict(section, resources=False)
 
 
 def local_path(value: str | None, base: Path) -> str | None:
