@@ -63,7 +63,8 @@ def reuse_embeddings(ctx: Context, previous: RunDir, *, reuse: bool) -> dict:
     todo = []
     for shard in shard_files(U.join(ctx.stage("prepare"), "sequences")):
         table = read_table(shard)
-        missing = rows_of(table.column("sequence_id").to_numpy(), old_ids, where="the previous embeddings", missing_ok=True) < 0
+        ids = table.column("sequence_id").to_numpy()
+        missing = rows_of(ids, old_ids, where="the previous embeddings", missing_ok=True) < 0
         if missing.any() and not U.exists(U.join(fresh_dir, U.name(shard))):
             write_parquet(table.filter(missing), U.join(todo_dir, U.name(shard)))
             todo.append(U.join(todo_dir, U.name(shard)))
@@ -84,7 +85,7 @@ def reuse_embeddings(ctx: Context, previous: RunDir, *, reuse: bool) -> dict:
         if known.any():
             vectors[known] = old_emb[old_rows[known]]
         if not known.all():
-            vectors[~known] = new_emb[rows_of(ids[~known], new_ids)]
+            vectors[~known] = new_emb[rows_of(ids[~known], new_ids, where=f"the fresh embeddings of {U.name(shard)}")]
         reused, embedded = reused + int(known.sum()), embedded + len(new_ids)
         write_parquet(embedding_table(ids, vectors), U.join(out, U.name(shard)))
     U.delete_tree(todo_dir)  # scratch: the composed shards hold every vector now
@@ -141,6 +142,7 @@ def diff_report(previous: RunDir, version: RunDir) -> dict:
     old_emb, new_emb = normalize_embeddings(old_emb), normalize_embeddings(new_emb)
     old_subset, new_subset = subset_ids(previous.stage("select")), subset_ids(version.stage("select"))
     surviving = old_subset[np.isin(old_subset, new_ids)]
+    before, after = "the previous embeddings", "the new embeddings"
 
     def counts(before: np.ndarray, after: np.ndarray) -> dict:
         kept = int(np.isin(after, before).sum())
@@ -156,9 +158,9 @@ def diff_report(previous: RunDir, version: RunDir) -> dict:
         "subset": counts(old_subset, new_subset),
         "subset_ingenious_draw0": {"size": len(draw0)},
         "coverage": {
-            "previous_subset_on_previous_pool": coverage(old_emb, old_emb[rows_of(old_subset, old_ids, where="the previous embeddings")]),
-            "previous_subset_on_new_pool": coverage(new_emb, new_emb[rows_of(surviving, new_ids, where="the new embeddings")]),
-            "new_subset_on_new_pool": coverage(new_emb, new_emb[rows_of(new_subset, new_ids, where="the new embeddings")]),
+            "previous_subset_on_previous_pool": coverage(old_emb, old_emb[rows_of(old_subset, old_ids, where=before)]),
+            "previous_subset_on_new_pool": coverage(new_emb, new_emb[rows_of(surviving, new_ids, where=after)]),
+            "new_subset_on_new_pool": coverage(new_emb, new_emb[rows_of(new_subset, new_ids, where=after)]),
         },
     }
 
