@@ -18,13 +18,15 @@ from training.embed import embed_batch, load_encoder, local_model
 from training.packing import pad_batch
 from training.tokenizer import load_tokenizer
 
-
 # An actor whose process dies (OOM killer, a lost node, a preempted spot instance) is restarted and
 # its unfinished shard retried, instead of failing the whole stage. A retry is safe: a shard is a
 # pure function of its input, and write_parquet renames a finished file into place, so a half-written
 # shard is never taken for done. Exceptions raised by the code itself are not retried: they would
 # fail again.
 RESTARTS = 3
+# The longest input given to another encoder: BERT-family position tables hold 512 tokens, and a
+# tokenizer saved without a limit reports model_max_length = 1e30.
+ENCODER_MAX_TOKENS = 512
 
 
 @ray.remote(max_restarts=RESTARTS, max_task_retries=RESTARTS)
@@ -45,7 +47,7 @@ class Embedder:
         if self.enc_tok is None:
             return seqs
         texts = self.run_tok.batch_decode(seqs, skip_special_tokens=True)
-        limit = min(512, self.enc_tok.model_max_length)
+        limit = min(ENCODER_MAX_TOKENS, self.enc_tok.model_max_length)
         return [np.asarray(s) for s in self.enc_tok(texts, truncation=True, max_length=limit)["input_ids"]]
 
     def embed_shard(self, sequences_path: str, out_path: str) -> dict:

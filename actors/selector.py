@@ -15,10 +15,11 @@ import scipy.sparse as sp
 
 from dataio import uri as U
 from dataio.rundir import embedding_table, read_embeddings, read_table, write_parquet, write_shard_log
+from selection.ids import rows_of
 from selection.knn import KnnParams, build_index, index_to_cpu, normalize_embeddings, search_index
 from selection.merge import candidate_edges as threshold_edges
 from selection.merge import merge_group, merge_select
-from selection.partition import nearest_centroid, splitmix64
+from selection.partition import group_bounds, nearest_centroid, splitmix64
 from selection.shard import order_shard
 
 
@@ -53,12 +54,6 @@ def scatter_shard(embed_file: str, partitions: np.ndarray, out_dir: str) -> int:
         for start, stop in zip(*group_bounds(part)):
             writer.write_table(table.slice(start, stop - start))
     return len(ids)
-
-
-def group_bounds(sorted_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(starts, stops) of the runs of equal values in a sorted array."""
-    cuts = np.flatnonzero(np.diff(sorted_labels)) + 1
-    return np.concatenate([[0], cuts]), np.concatenate([cuts, [len(sorted_labels)]])
 
 
 def read_partition(scatter_dir: str, partition: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +103,8 @@ def candidate_edges(
     index = faiss.deserialize_index(index_bytes)
     ids, emb = read_embeddings([embed_file])
     sims, nbrs = search_index(index, normalize_embeddings(emb, embed_file), min(knn_k, index.ntotal))
-    return ids, threshold_edges(sims, nbrs, index.ntotal, thresholds[1][rows_of(thresholds[0], ids, embed_file)])
+    own = thresholds[1][rows_of(ids, thresholds[0], where=f"the selection results ({embed_file})")]
+    return ids, threshold_edges(sims, nbrs, index.ntotal, own)
 
 
 @ray.remote
@@ -123,24 +119,13 @@ def group_merge(
         part_ids, part_emb = read_partition(scatter_dir, p)
         ordered = read_table(U.join(partitions_dir, f"part-{p:05d}.parquet"), ["sequence_id", "kth_similarity"])
         ordered_ids = ordered.column("sequence_id").to_numpy()
-        by_id = np.argsort(ordered_ids, kind="stable")
         ids.append(part_ids)
         emb.append(part_emb)
-        thresholds.append(ordered.column("kth_similarity").to_numpy()[by_id][rows_of(ordered_ids[by_id], part_ids,
-                                                                                      f"partition {p}")])
+        thresholds.append(ordered.column("kth_similarity").to_numpy()[
+            rows_of(part_ids, ordered_ids, where=f"partition {p}'s selection results")])
         candidate_ids.append(ordered_ids[:c])
     return merge_group(np.concatenate(ids), np.concatenate(emb), np.concatenate(thresholds),
                        np.concatenate(candidate_ids), keep, knn_k, params)
-
-
-def rows_of(sorted_ids: np.ndarray, ids: np.ndarray, where: str) -> np.ndarray:
-    """Row of each id in a sorted id array; every id must be there."""
-    rows = np.searchsorted(sorted_ids, ids)
-    found = rows < len(sorted_ids)
-    found[found] = sorted_ids[rows[found]] == ids[found]
-    if not found.all():
-        raise ValueError(f"{where}: {int((~found).sum())} sequence ids have no selection result")
-    return rows
 
 
 @ray.remote

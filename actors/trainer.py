@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import ray
 import ray.train
 import ray.train.torch
@@ -26,6 +25,7 @@ from ray.train.torch import TorchTrainer
 from transformers import PreTrainedTokenizerBase
 
 from dataio import uri as U
+from dataio.selection import load_selection
 from dataio.sequences import ParquetRows
 from training.device import task_device
 from training.loop import WINDOW_ROWS, LMTrainer, TrainConfig, load_state, save_state
@@ -34,20 +34,6 @@ from training.subsets import SubsetSchedule, draw_function
 from training.tokenizer import load_tokenizer
 
 STATE_FILE = "state.pt"
-
-
-def load_selection(select_dir: str | Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray | None]:
-    """(per-partition (ids, probabilities) in partition then rank order, greedi subset ids or None
-    where the select stage ran no merge)."""
-    probs = U.read_parquet(U.join(select_dir, "probabilities.parquet"))
-    probs = probs.sort_by([("shard", "ascending"), ("rank", "ascending")])
-    shard = probs.column("shard").to_numpy()
-    ids, p = probs.column("sequence_id").to_numpy(), probs.column("probability").to_numpy()
-    bounds = np.flatnonzero(np.diff(shard)) + 1
-    partitions = list(zip(np.split(ids, bounds), np.split(p, bounds)))
-    greedi_file = U.join(select_dir, "subset_greedi.parquet")
-    greedi = U.read_parquet(greedi_file, ["sequence_id"]).column("sequence_id").to_numpy() if U.exists(greedi_file) else None
-    return partitions, greedi
 
 
 class MetricsLog:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs.monitor import PeakRss
+from actors.monitor import PeakRss
 
 
 def clustered_embeddings(n: int, *, d: int = 384, clusters: int = 100, seed: int = 0) -> np.ndarray:

@@ -23,9 +23,9 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from actors.monitor import PeakRss
 from dataio.rundir import RunDir, embedding_table, write_parquet
 from jobs.config import PipelineConfig, SelectConfig
-from jobs.monitor import PeakRss
 from jobs.stages.base import Context
 from jobs.stages.select import Select
 

@@ -29,8 +29,8 @@ from selection.knn import (
     knn_recall,
     normalize_embeddings,
 )
-from selection.partition import nearest_centroid, random_partition, spherical_kmeans
 from selection.merge import candidate_count, candidate_graph, merge_by_gain, merge_select
+from selection.partition import nearest_centroid, random_partition, spherical_kmeans
 from selection.shard import order_shard
 
 

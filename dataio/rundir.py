@@ -26,8 +26,8 @@ from dataio import uri as U
 from dataio.uri import read_parquet as read_table
 from dataio.uri import shard_files, write_parquet
 
-__all__ = ["RunDir", "config_hash", "embedding_table", "read_embeddings", "read_sequence_file", "read_sequences",
-           "read_table", "shard_files", "write_parquet", "write_shard_log"]
+__all__ = ["RunDir", "config_hash", "embedding_table", "read_embeddings", "read_ids", "read_sequence_file",
+           "read_sequences", "read_table", "shard_files", "write_parquet", "write_shard_log"]
 
 MARKER = "_SUCCESS"
 MANIFEST = "manifest.json"
@@ -144,6 +144,11 @@ def write_shard_log(output: str, record: dict) -> None:
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **record}
     stem = U.name(output).rsplit(".", 1)[0]
     U.write_json(U.join(U.parent(output), "_logs", f"{stem}.json"), record)
+
+
+def read_ids(path: str | Path) -> np.ndarray:
+    """The sequence_id column (int64) of one Parquet file: a shard of sequences or embeddings, a subset."""
+    return read_table(path, ["sequence_id"]).column("sequence_id").to_numpy()
 
 
 def read_sequence_file(path: str | Path) -> tuple[np.ndarray, list[np.ndarray]]:

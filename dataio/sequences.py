@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from dataio import uri as U
+from dataio.rundir import read_ids
 
 
 @runtime_checkable
@@ -45,7 +46,7 @@ class ParquetRows:
         self.folder, self.files = folder, U.shard_files(folder)
         if not self.files:
             raise ValueError(f"{folder}: no sequence shards (part-*.parquet) to train on")
-        ids = [U.read_parquet(f, ["sequence_id"]).column("sequence_id").to_numpy() for f in self.files]
+        ids = [read_ids(f) for f in self.files]
         self.ids = np.concatenate(ids).astype(np.int64, copy=False)
         self.starts = np.cumsum([0] + [len(i) for i in ids])  # shard f holds rows starts[f] .. starts[f+1]-1
         self._rows = np.empty(0, np.int64)  # the loaded rows, sorted

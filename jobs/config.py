@@ -6,6 +6,7 @@ to a default.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import importlib.util
@@ -15,22 +16,22 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import yaml
 
 from dataio import uri as U
-
 from dataio.corpus import BUILTIN_WIKI
-from selection.knn import METHODS, KnnParams
-from selection.shard import OPTIMIZERS
+from selection.knn import KnnMethod, KnnParams
+from selection.shard import Optimizer
 from training.finetune import FinetuneConfig
 from training.loop import TrainConfig
 from training.model import ModelConfig
 
-PARTITIONS = ("cluster", "random")
-STRATEGIES = ("ingenious", "greedi")
-MERGE_OBJECTIVES = ("partitions", "all_points")
+Partition = Literal["cluster", "random"]
+Strategy = Literal["ingenious", "greedi"]
+MergeObjective = Literal["partitions", "all_points"]
+Pooling = Literal["auto", "mean", "last"]
 
 
 @dataclass(kw_only=True)
@@ -56,6 +57,8 @@ class PrepareConfig:
     documents_per_shard: int = 2000
     num_cpus_per_task: int = 1
 
+    RESOURCES: ClassVar[tuple[str, ...]] = ("num_cpus_per_task",)
+
     def __post_init__(self) -> None:
         if not 0.0 <= self.heldout_fraction < 1.0:
             raise ValueError(f"prepare.heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
@@ -70,25 +73,27 @@ class PrepareConfig:
 class EmbedConfig:
     encoder: str = "warmstart"  # the warm-started model, or a local encoder folder / hub name
     layer: int = 9  # hidden_states index; -1 = last layer
-    pooling: str = "auto"  # auto (mean for BERT-like, last token for GPT-2), mean or last
+    pooling: Pooling = "auto"  # auto (mean for BERT-like, last token for GPT-2), mean or last
     batch_size: int = 64
     num_actors: int = 1
-    use_gpu: str = "auto"
+    use_gpu: bool | Literal["auto"] = "auto"
+    cpus_per_actor: float = 1.0  # Ray CPUs of each Embedder actor (its torch threads on a CPU-only node)
+
+    RESOURCES: ClassVar[tuple[str, ...]] = ("num_actors", "use_gpu", "cpus_per_actor")
 
     def __post_init__(self) -> None:
-        if self.pooling not in ("auto", "mean", "last"):
-            raise ValueError(f"embed.pooling must be auto, mean or last, got {self.pooling!r}")
+        check_choices(self, "embed")
         if self.batch_size < 1 or self.num_actors < 1:
             raise ValueError("embed.batch_size and embed.num_actors must be >= 1")
-        if self.use_gpu not in ("auto", "true", "false"):
-            raise ValueError(f"embed.use_gpu must be auto, true or false, got {self.use_gpu!r}")
+        if not (0.0 < self.cpus_per_actor < math.inf):
+            raise ValueError(f"embed.cpus_per_actor must be > 0, got {self.cpus_per_actor}")
 
 
 @dataclass(kw_only=True)
 class SelectConfig:
-    strategy: str = "ingenious"  # which subset the train stage uses by default: ingenious or greedi
+    strategy: Strategy = "ingenious"  # which subset the train stage uses by default: ingenious or greedi
     fraction: float = 0.25
-    partition: str = "cluster"  # cluster (k-means cells; keeps greedy's quality) or random (the paper's)
+    partition: Partition = "cluster"  # cluster (k-means cells; keeps greedy's quality) or random (the paper's)
     # None: as few partitions as fit `partition_size` points each. bench/selection.py measured that
     # splitting only loses quality (one global graph kept all of greedy's advantage at n = 100k,
     # 8 cluster shards 0.98, 16 random shards 0.91), so split only as much as memory requires.
@@ -97,9 +102,9 @@ class SelectConfig:
     max_partition_factor: float = 2.0  # cluster partitions above factor * n / P are split
     kmeans_sample: int = 100_000  # points sampled to fit the partition centroids
     knn_k: int = 20
-    knn_method: str = "exact"  # exact | ivf | hnsw | torch
+    knn_method: KnnMethod = "exact"
     knn_nprobe: int = 8  # IVF cells per query: recall 1.000 at 15.6k and 0.9998 at 30k synthetic points, 40% faster than 16
-    optimizer: str = "lazy"  # lazy (exact greedy) or stochastic
+    optimizer: Optimizer = "lazy"  # lazy (exact greedy) or stochastic
     epsilon: float = 0.01  # stochastic greedy only
     # The GreeDi merge round runs only when something uses its subset: strategy greedi, train.subset
     # greedi, or greedi_merge: true (e.g. an experiment's GreeDi arm over an ingenious pipeline).
@@ -109,7 +114,7 @@ class SelectConfig:
     # it kept 0.98 of central greedy's advantage on both objectives with 16 and 64 cluster partitions).
     # `all_points`: every point through its nearest candidates from any partition (edges floored at
     # its k-th neighbour): cross-partition coverage too, for a search of every point (bench/scale.py).
-    merge_objective: str = "partitions"
+    merge_objective: MergeObjective = "partitions"
     greedi_oversample: float = 2.0  # each partition sends oversample x its budget share to the merge
     # all_points only: the most candidates one merge task holds (its index: candidates x dim x 4 bytes).
     # Above it, groups of partitions are merged first, each keeping its part of this many, then the last round.
@@ -124,17 +129,11 @@ class SelectConfig:
     gpus_per_task: float = 0.0  # with knn_method torch, partition graphs are built on the task's GPU
     memory_per_task_gb: float | None = None  # declared to Ray so big partitions are not packed together
 
+    # The selection is the same bytes whatever the number of concurrent tasks (tests/test_pipeline_ray.py).
+    RESOURCES: ClassVar[tuple[str, ...]] = ("cpus_per_task", "gpus_per_task", "memory_per_task_gb")
+
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"select.strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if self.merge_objective not in MERGE_OBJECTIVES:
-            raise ValueError(f"select.merge_objective must be one of {MERGE_OBJECTIVES}, got {self.merge_objective!r}")
-        if self.partition not in PARTITIONS:
-            raise ValueError(f"select.partition must be one of {PARTITIONS}, got {self.partition!r}")
-        if self.knn_method not in METHODS:
-            raise ValueError(f"select.knn_method must be one of {METHODS}, got {self.knn_method!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"select.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        check_choices(self, "select")
         if not 0.0 < self.fraction <= 1.0:
             raise ValueError(f"select.fraction must be in (0, 1], got {self.fraction}")
         if not 0.0 < self.epsilon < 1.0:
@@ -184,7 +183,8 @@ class EvaluateConfig:
 
 @dataclass(kw_only=True)
 class WarmStartConfig(TrainConfig):
-    subset: str = "full"  # the warm start trains on every sequence
+    """The warm start trains on every sequence: `subset` is not a setting of it."""
+    subset: Literal["full"] = dataclasses.field(default="full", init=False)
 
 
 @dataclass(kw_only=True)
@@ -212,8 +212,6 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         check_name(self.name, "name")
-        if self.warmstart.subset != "full":
-            raise ValueError("warmstart.subset must be 'full': the warm start trains on every sequence")
         if self.embed.encoder == "warmstart" and not (
             -self.model.num_layers - 1 <= self.embed.layer <= self.model.num_layers
         ):
@@ -224,7 +222,7 @@ class PipelineConfig:
         return self.select.strategy == "greedi" or self.select.greedi_merge or self.train.subset == "greedi"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return section_dict(self)
 
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -273,7 +271,7 @@ def build_section(cls: type, data: Any, where: str, source: str) -> Any:
     if not isinstance(data, dict):
         raise ValueError(f"{source}: '{where}' must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = [f.name for f in dataclasses.fields(cls) if f.init]  # WarmStartConfig.subset is fixed
     kwargs = {}
     for key, value in data.items():
         if key not in names:
@@ -296,21 +294,60 @@ def build_section(cls: type, data: Any, where: str, source: str) -> Any:
 def _coerce(hint: Any, value: Any, where: str, source: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return build_section(hint, value, where, source)
-    args = typing.get_args(hint)
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        if value is None and type(None) in args:
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
             return None
-        hint = next(a for a in args if a is not type(None))
-        args = typing.get_args(hint)
+        errors = []
+        for option in (a for a in options if a is not type(None)):
+            try:
+                return _coerce(option, value, where, source)
+            except ValueError as e:
+                errors.append(str(e).rpartition(" must be ")[2].rpartition(", got ")[0])
+        raise ValueError(f"{source}: '{where}' must be {' or '.join(errors)}, got {value!r}")
+    if typing.get_origin(hint) is Literal:
+        choices = typing.get_args(hint)
+        if not any(value == c and type(value) is type(c) for c in choices):
+            raise ValueError(f"{source}: '{where}' must be one of {', '.join(map(str, choices))}, got {value!r}")
+        return value
     if typing.get_origin(hint) is list:
         if not isinstance(value, list):
             raise ValueError(f"{source}: '{where}' must be a list, got {value!r}")
-        return [_coerce(args[0], v, where, source) for v in value]
+        return [_coerce(typing.get_args(hint)[0], v, where, source) for v in value]
     ok = {int: lambda v: isinstance(v, int) and not isinstance(v, bool), float: lambda v: isinstance(v, (int, float))
           and not isinstance(v, bool), str: lambda v: isinstance(v, str), bool: lambda v: isinstance(v, bool)}
     if hint in ok and not ok[hint](value):
         raise ValueError(f"{source}: '{where}' must be {hint.__name__}, got {value!r}")
     return float(value) if hint is float else value
+
+
+def check_choices(section: Any, where: str) -> None:
+    """Every `Literal` field of a config section holds one of its choices (a section built in code,
+    e.g. by dataclasses.replace, is checked as one read from YAML)."""
+    hints = typing.get_type_hints(type(section))
+    for f in dataclasses.fields(section):
+        hint = hints[f.name]
+        if typing.get_origin(hint) is Literal and getattr(section, f.name) not in typing.get_args(hint):
+            raise ValueError(f"{where}.{f.name} must be one of {', '.join(typing.get_args(hint))}, "
+                             f"got {getattr(section, f.name)!r}")
+
+
+def section_dict(section: Any, *, resources: bool = True) -> dict[str, Any]:
+    """A config section as the dict its YAML would hold (nested sections too; fixed fields such as
+    WarmStartConfig.subset left out), without the resource fields (its `RESOURCES`) unless `resources`."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(section):
+        if f.init and (resources or f.name not in getattr(section, "RESOURCES", ())):
+            value = getattr(section, f.name)
+            out[f.name] = section_dict(value, resources=resources) if dataclasses.is_dataclass(value) \
+                else copy.deepcopy(value)
+    return out
+
+
+def result_settings(section: Any) -> dict[str, Any]:
+    """What a stage's output depends on: the section without its resource fields, so a stage hash never
+    covers a CPU count."""
+    return section_dict(section, resources=False)
 
 
 def local_path(value: str | None, base: Path) -> str | None:

@@ -19,9 +19,10 @@ import numpy as np
 import ray
 
 from actors.finetuner import finetune_task
+from actors.monitor import gather
 from dataio import uri as U
 from dataio.tasks import GLUE, TASKS, load_task
-from jobs.monitor import gather
+from reporting.stats import INTERVAL_HEADER, format_interval
 from training.finetune import FinetuneConfig
 
 
@@ -46,16 +47,17 @@ def run_downstream(models: dict[str, str], cfg: FinetuneConfig, *, kind: str, gp
 
 
 def score_table(rows: list[dict]) -> str:
-    """Markdown: one line per model, mean +- std over seeds per task, and the average over tasks."""
+    """Markdown: one line per model, the mean and t-based 95% interval over seeds per task and of the
+    average over tasks (reporting/stats.py), as the header says."""
     models = list(dict.fromkeys(r["model"] for r in rows))
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    lines = ["| model | " + " | ".join(tasks) + " | average |", "|---" * (len(tasks) + 2) + "|"]
+    lines = [f"| model ({INTERVAL_HEADER}) | " + " | ".join(tasks) + " | average |", "|---" * (len(tasks) + 2) + "|"]
     for model in models:
         per_task = {t: [100 * r["score"] for r in rows if r["model"] == model and r["task"] == t] for t in tasks}
         seeds = min(len(v) for v in per_task.values())
         averages = [np.mean([per_task[t][s] for t in tasks]) for s in range(seeds)]  # the average per seed
-        cells = [f"{np.mean(v):.1f} ± {np.std(v):.1f}" for v in per_task.values()]
-        lines.append(f"| {model} | " + " | ".join(cells) + f" | {np.mean(averages):.1f} ± {np.std(averages):.1f} |")
+        cells = [format_interval(v, 1) for v in [*per_task.values(), averages]]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

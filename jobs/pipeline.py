@@ -17,6 +17,7 @@ from pathlib import Path
 import ray
 import yaml
 
+from actors.monitor import PeakRss
 from actors.nodes import require_visible
 from dataio import uri as U
 from dataio.lease import Lease
@@ -24,7 +25,6 @@ from dataio.redact import redact, redact_tree
 from dataio.rundir import RunDir, config_hash
 from dataio.uri import is_uri
 from jobs.config import PipelineConfig, load_config
-from jobs.monitor import PeakRss
 from jobs.stages import STAGE_NAMES, STAGES, Context
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"

@@ -25,12 +25,22 @@ import pyarrow.compute as pc
 from dataio import uri as U
 from dataio.corpus import corpus_snapshot
 from dataio.redact import redact
-from dataio.rundir import RunDir, config_hash, embedding_table, read_embeddings, read_table, shard_files, write_parquet
-from jobs.config import PipelineConfig, load_config, local_path
+from dataio.rundir import (
+    RunDir,
+    config_hash,
+    embedding_table,
+    read_embeddings,
+    read_ids,
+    read_table,
+    shard_files,
+    write_parquet,
+)
+from jobs.config import PipelineConfig, load_config, local_path, result_settings
 from jobs.pipeline import base_dir, connect_ray, run_pipeline, stage_hashes
 from jobs.stages import Context
 from jobs.stages.embed import embed_files
 from selection.facility_location import coverage
+from selection.ids import rows_of
 from selection.knn import normalize_embeddings
 
 
@@ -42,16 +52,7 @@ def snapshot_id(cfg: PipelineConfig) -> str:
 
 def subset_ids(select_dir: str) -> np.ndarray:
     """The subset the train stage uses (the configured strategy's, subset.parquet)."""
-    return read_table(U.join(select_dir, "subset.parquet"), ["sequence_id"]).column("sequence_id").to_numpy()
-
-
-def rows_of(ids: np.ndarray, among: np.ndarray) -> np.ndarray:
-    """For each id, its row in `among`, or -1 where it is not there."""
-    if len(among) == 0:
-        return np.full(len(ids), -1)
-    order = np.argsort(among, kind="stable")
-    pos = np.minimum(np.searchsorted(among, ids, sorter=order), len(among) - 1)
-    return np.where(among[order[pos]] == ids, order[pos], -1)
+    return read_ids(U.join(select_dir, "subset.parquet"))
 
 
 def reuse_embeddings(ctx: Context, previous: RunDir, *, reuse: bool) -> dict:
@@ -62,7 +63,8 @@ def reuse_embeddings(ctx: Context, previous: RunDir, *, reuse: bool) -> dict:
     todo = []
     for shard in shard_files(U.join(ctx.stage("prepare"), "sequences")):
         table = read_table(shard)
-        missing = rows_of(table.column("sequence_id").to_numpy(), old_ids) < 0
+        ids = table.column("sequence_id").to_numpy()
+        missing = rows_of(ids, old_ids, where="the previous embeddings", missing_ok=True) < 0
         if missing.any() and not U.exists(U.join(fresh_dir, U.name(shard))):
             write_parquet(table.filter(missing), U.join(todo_dir, U.name(shard)))
             todo.append(U.join(todo_dir, U.name(shard)))
@@ -72,8 +74,8 @@ def reuse_embeddings(ctx: Context, previous: RunDir, *, reuse: bool) -> dict:
                 todo=todo, out=fresh_dir, gpu=ctx.use_gpu(cfg.embed.use_gpu))
     reused = embedded = 0
     for shard in shard_files(U.join(ctx.stage("prepare"), "sequences")):
-        ids = read_table(shard, ["sequence_id"]).column("sequence_id").to_numpy()
-        old_rows = rows_of(ids, old_ids)
+        ids = read_ids(shard)
+        old_rows = rows_of(ids, old_ids, where="the previous embeddings", missing_ok=True)
         known = old_rows >= 0
         new_ids, new_emb = read_embeddings([U.join(fresh_dir, U.name(shard))]) if not known.all() else (ids[:0], None)
         like = old_emb if old_emb is not None else new_emb
@@ -83,7 +85,7 @@ def reuse_embeddings(ctx: Context, previous: RunDir, *, reuse: bool) -> dict:
         if known.any():
             vectors[known] = old_emb[old_rows[known]]
         if not known.all():
-            vectors[~known] = new_emb[rows_of(ids[~known], new_ids)]
+            vectors[~known] = new_emb[rows_of(ids[~known], new_ids, where=f"the fresh embeddings of {U.name(shard)}")]
         reused, embedded = reused + int(known.sum()), embedded + len(new_ids)
         write_parquet(embedding_table(ids, vectors), U.join(out, U.name(shard)))
     U.delete_tree(todo_dir)  # scratch: the composed shards hold every vector now
@@ -116,13 +118,13 @@ def refresh(previous_dir: str | Path, corpus: str, *, out: str | Path | None = N
 
     # The embed step, with the pipeline's marker so `select` accepts it and a rerun skips it.
     embed_settings = previous.read_manifest("embed")["config"]["embed"]
-    reuse = embed_settings == dataclasses.asdict(cfg.embed)
+    reuse = embed_settings == result_settings(cfg.embed)
     if not reuse:
         print(f"[ingenious] refresh: embedding settings differ from {previous.stage('embed')} "
-              f"({embed_settings} vs {dataclasses.asdict(cfg.embed)}): re-embedding every sequence", flush=True)
+              f"({embed_settings} vs {result_settings(cfg.embed)}): re-embedding every sequence", flush=True)
     digest = stage_hashes(cfg)["embed"]
     if not version.is_done("embed", digest):
-        version.begin("embed", digest, {"embed": dataclasses.asdict(cfg.embed), "reused_from": redact(previous.root)})
+        version.begin("embed", digest, {"embed": result_settings(cfg.embed), "reused_from": redact(previous.root)})
         summary = reuse_embeddings(Context(cfg, version), previous, reuse=reuse)
         version.finish("embed", {"summary": summary})
     run_pipeline(cfg, version.root, only=["select"])
@@ -140,8 +142,7 @@ def diff_report(previous: RunDir, version: RunDir) -> dict:
     old_emb, new_emb = normalize_embeddings(old_emb), normalize_embeddings(new_emb)
     old_subset, new_subset = subset_ids(previous.stage("select")), subset_ids(version.stage("select"))
     surviving = old_subset[np.isin(old_subset, new_ids)]
-    row_old = {int(s): r for r, s in enumerate(old_ids)}
-    row_new = {int(s): r for r, s in enumerate(new_ids)}
+    before, after = "the previous embeddings", "the new embeddings"
 
     def counts(before: np.ndarray, after: np.ndarray) -> dict:
         kept = int(np.isin(after, before).sum())
@@ -157,9 +158,9 @@ def diff_report(previous: RunDir, version: RunDir) -> dict:
         "subset": counts(old_subset, new_subset),
         "subset_ingenious_draw0": {"size": len(draw0)},
         "coverage": {
-            "previous_subset_on_previous_pool": coverage(old_emb, old_emb[[row_old[int(s)] for s in old_subset]]),
-            "previous_subset_on_new_pool": coverage(new_emb, new_emb[[row_new[int(s)] for s in surviving]]),
-            "new_subset_on_new_pool": coverage(new_emb, new_emb[[row_new[int(s)] for s in new_subset]]),
+            "previous_subset_on_previous_pool": coverage(old_emb, old_emb[rows_of(old_subset, old_ids, where=before)]),
+            "previous_subset_on_new_pool": coverage(new_emb, new_emb[rows_of(surviving, new_ids, where=after)]),
+            "new_subset_on_new_pool": coverage(new_emb, new_emb[rows_of(new_subset, new_ids, where=after)]),
         },
     }
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 import scipy.sparse as sp
@@ -27,7 +27,8 @@ import scipy.sparse as sp
 if TYPE_CHECKING:  # FAISS is imported where an index is built: a GPU box may have torch but no FAISS
     import faiss
 
-METHODS = ("exact", "ivf", "hnsw", "torch")
+KnnMethod = Literal["exact", "ivf", "hnsw", "torch"]
+METHODS: tuple[str, ...] = get_args(KnnMethod)
 DEVICES = ("cpu", "cuda")
 GPU_INDEXES = ("exact", "ivf", "torch")  # methods whose FAISS index has a GPU form (torch's merge index is flat)
 

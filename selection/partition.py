@@ -72,3 +72,10 @@ def split_oversized(
         salted = np.asarray(sequence_ids).astype(np.uint64) ^ splitmix64(np.uint64(seed + 1))
     within = (splitmix64(salted) % pieces[clusters].astype(np.uint64)).astype(np.int64)
     return first[clusters] + within
+
+
+def group_bounds(sorted_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, stops) of the runs of equal values in a sorted array (e.g. the partition column of a
+    table sorted by partition): np.split(x, starts[1:]) splits `x` the same way."""
+    cuts = np.flatnonzero(np.diff(sorted_labels)) + 1
+    return np.concatenate([[0], cuts]).astype(np.int64), np.concatenate([cuts, [len(sorted_labels)]]).astype(np.int64)

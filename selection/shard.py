@@ -6,6 +6,7 @@ depend only on the data, never on how the rows arrived.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -14,7 +15,11 @@ from selection.greedy import lazy_greedy, stochastic_greedy
 from selection.knn import KnnParams, knn_graph, knn_recall
 from selection.merge import kth_similarity
 
-OPTIMIZERS = ("lazy", "stochastic")
+# Rows whose exact neighbours are searched to measure an approximate graph's recall: 200 brute-force
+# searches per partition measure a recall of 0.98 to about +-0.002 (standard error at k = 20).
+RECALL_SAMPLE = 200
+Optimizer = Literal["lazy", "stochastic"]
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,7 @@ def order_shard(
     ids, emb = np.asarray(sequence_ids)[by_id], embeddings[by_id]
     k = min(knn_k, len(ids))  # a partition smaller than k simply keeps every pair
     graph = knn_graph(emb, k, params)
-    recall = knn_recall(emb, graph, k, sample=200) if params.method in ("ivf", "hnsw") else None
+    recall = knn_recall(emb, graph, k, sample=RECALL_SAMPLE) if params.method in ("ivf", "hnsw") else None
     objective = FacilityLocation(graph)
     if optimizer == "lazy":
         order, gains = lazy_greedy(objective, len(ids))

@@ -1,9 +1,10 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
 
+from experiments.runner import load_experiment
 from jobs.config import PipelineConfig, load_config
-from jobs.experiment import load_experiment
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -49,6 +50,24 @@ def test_types_and_ranges_are_checked(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
+def test_use_gpu_takes_yaml_booleans_and_auto(tmp_path):
+    cfg = load_config(write(tmp_path, "embed: {use_gpu: true}\ntrain: {use_gpu: false}\nwarmstart: {use_gpu: auto}\n"))
+    assert (cfg.embed.use_gpu, cfg.train.use_gpu, cfg.warmstart.use_gpu) == (True, False, "auto")
+
+
+def test_choices_are_checked_in_sections_built_in_code():
+    cfg = PipelineConfig()
+    with pytest.raises(ValueError, match=r"select\.strategy must be one of ingenious, greedi, got 'best'"):
+        dataclasses.replace(cfg.select, strategy="best")
+    with pytest.raises(ValueError, match=r"use_gpu must be true, false or auto, got 'yes'"):
+        dataclasses.replace(cfg.train, use_gpu="yes")
+
+
+def test_the_warm_start_has_no_subset_setting(tmp_path):
+    with pytest.raises(ValueError, match=r"c\.yaml: unknown key 'warmstart\.subset'"):
+        load_config(write(tmp_path, "warmstart: {subset: full}\n"))
+
+
 def test_sections_keep_defaults_for_unset_keys(tmp_path):
     cfg = load_config(write(tmp_path, "warmstart: {steps: 5}\nselect: {knn_k: 7}\n"))
     assert cfg.warmstart.steps == 5 and cfg.warmstart.subset == "full"
@@ -87,7 +106,11 @@ def test_relative_paths_are_fixed_where_the_user_ran_the_command(tmp_path):
     ("select: {knn_nprobe: 0}\n", r"select\.knn_nprobe must be >= 1, got 0"),
     ("select: {merge_nprobe: 0}\n", r"select\.merge_nprobe must be >= 1, got 0"),
     ("select: {merge_max_candidates: 0}\n", r"select\.merge_max_candidates must be >= 1, got 0"),
-    ("select: {merge_objective: all_pionts}\n", r"select\.merge_objective must be one of \('partitions', 'all_points'\)"),
+    ("select: {merge_objective: all_pionts}\n", r"'select\.merge_objective' must be one of partitions, all_points, got 'all_pionts'"),
+    ("embed: {pooling: first}\n", r"'embed\.pooling' must be one of auto, mean, last, got 'first'"),
+    ("train: {subset: all}\n", r"'train\.subset' must be one of full, ingenious, greedi, random, got 'all'"),
+    ("train: {use_gpu: 'true'}\n", r"'train\.use_gpu' must be bool or one of auto, got 'true'"),
+    ("embed: {cpus_per_actor: 0}\n", r"embed\.cpus_per_actor must be > 0, got 0"),
     ("select: {kmeans_sample: 0}\n", r"select\.kmeans_sample must be >= 1"),
     ("select: {max_partition_factor: .nan}\n", r"max_partition_factor >= 1"),
     ("select: {memory_per_task_gb: 0}\n", r"select\.memory_per_task_gb must be > 0 or null"),

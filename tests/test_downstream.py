@@ -94,7 +94,12 @@ def test_metrics_by_hand():
     assert matthews(y, np.ones(5)) == 0.0  # a constant predictor has no correlation
     rows = [{"model": m, "task": t, "seed": s, "score": v} for m, t, s, v in
             [("a", "x", 0, 0.5), ("a", "x", 1, 0.7), ("a", "y", 0, 0.1), ("a", "y", 1, 0.3)]]
-    assert score_table(rows).splitlines()[-1] == "| a | 60.0 ± 10.0 | 20.0 ± 10.0 | 40.0 ± 10.0 |"
+    # Two seeds: sample std 14.14, t(0.975, 1) = 12.706, half-width 12.706 * 14.14 / sqrt(2) = 127.1.
+    table = score_table(rows).splitlines()
+    assert table[0] == "| model (mean ± t 95% CI over seeds) | x | y | average |"
+    assert table[-1] == "| a | 60.0 ± 127.1 | 20.0 ± 127.1 | 40.0 ± 127.1 |"
+    one_seed = [r for r in rows if r["seed"] == 0]
+    assert score_table(one_seed).splitlines()[-1] == "| a | 50.0 | 10.0 | 30.0 |"
     assert subsample(list(range(100)), 10) == subsample(list(range(100)), 10) != subsample(list(range(100)), 11)[:10]
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from jobs.experiment import MAIN, load_experiment, run_experiment
+from experiments.runner import MAIN, load_experiment, run_experiment
 from tests.conftest import write_corpus, write_sst2
 
 PIPELINE = """
@@ -55,7 +55,8 @@ def test_config_builds_every_run(tmp_path):
     (("seeds: [0, 1]", "seeds: [0, 0]"), "distinct integers"),
     (("arms:", "armz: {{}}\narms:"), "unknown key 'armz'"),
     (("ingenious: {{subset: ingenious}}", "ingenious: {{subst: ingenious}}"), "unknown key 'arms.ingenious.subst'"),
-    (("ingenious: {{subset: ingenious}}", "ingenious: {{subset: best}}"), "subset must be one of"),
+    (("ingenious: {{subset: ingenious}}", "ingenious: {{subset: best}}"),
+     "'arms.ingenious.subset' must be one of full, ingenious, greedi, random, got 'best'"),
     (("steps_factor: 2", "steps_factor: 0"), "arms.long.steps_factor must be an integer >= 1"),
     (("partition: random", "partitoin: random"), "ablations.random-2.pipeline.select.partitoin"),
     (("note: one draw", "notes: one draw"), "ablations.one-draw: unknown key 'notes'"),

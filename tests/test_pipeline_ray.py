@@ -162,10 +162,9 @@ def test_an_empty_prepare_shard_embeds_to_an_empty_shard(tiny, tmp_path):
     """A shard whose documents were all held out or too short: embed writes an empty shard of the
     model's width, and the stage's check (one embedding shard per sequence shard, same ids) passes."""
     from actors.prepare import sequences_table
-    from dataio.rundir import write_parquet
+    from dataio.rundir import RunDir, write_parquet
     from jobs.stages import Context
     from jobs.stages.embed import Embed
-    from dataio.rundir import RunDir
 
     cfg, run, _ = tiny
     shutil.copytree(run / "prepare", tmp_path / "prepare")
@@ -274,7 +273,7 @@ def test_select_variants_on_a_copy_of_the_run(tiny, tmp_path, change):
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     variant = dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, **change))
-    rows = run_pipeline(variant, copy, only=["select"])
+    rows = run_pipeline(variant, copy, only=["select"], force=["select"])  # a CPU count alone reruns nothing
     assert rows[0]["status"] == "ran"
     assert_select_matches_in_process(copy, variant.select)
     if "cpus_per_task" in change:  # 1 or 4 concurrent workers instead of 2: the same bytes
@@ -352,7 +351,7 @@ def test_training_and_evaluation_numbers(tiny):
         ("warmstart", "sst2", 0), ("warmstart", "sst2", 1), ("train", "sst2", 0), ("train", "sst2", 1)]
     assert all(r["train_examples"] == 48 and r["eval_examples"] == 20 and 0 <= r["accuracy"] <= 1 for r in rows)
     table = (run / "evaluate" / "downstream.md").read_text().splitlines()
-    assert table[0] == "| model | sst2 | average |" and table[2].startswith("| warmstart | ")
+    assert table[0] == "| model (mean ± t 95% CI over seeds) | sst2 | average |" and table[2].startswith("| warmstart | ")
 
 
 def test_second_run_skips_every_stage(tiny):
@@ -361,6 +360,21 @@ def test_second_run_skips_every_stage(tiny):
     rows = run_pipeline(cfg, run)
     assert [r["status"] for r in rows] == ["skipped"] * len(STAGE_NAMES)
     assert (run / "select" / "subset.parquet").stat().st_mtime_ns == before
+
+
+def test_a_resource_only_change_reruns_nothing(tiny):
+    cfg, run, _ = tiny
+    before = {name: (run / name / "_SUCCESS").stat().st_mtime_ns for name in STAGE_NAMES}
+    r = dataclasses.replace
+    variant = r(cfg, prepare=r(cfg.prepare, num_cpus_per_task=2),
+                warmstart=r(cfg.warmstart, checkpoint_every=1, use_gpu=True, cpus_per_worker=2),
+                embed=r(cfg.embed, num_actors=1, use_gpu=True, cpus_per_actor=2.0),
+                select=r(cfg.select, cpus_per_task=0.5, gpus_per_task=1.0, memory_per_task_gb=64.0),
+                train=r(cfg.train, checkpoint_every=2, use_gpu=False, cpus_per_worker=2),
+                evaluate=r(cfg.evaluate, downstream=r(cfg.evaluate.downstream, cpus_per_task=2)))
+    rows = run_pipeline(variant, run)
+    assert [r["status"] for r in rows] == ["skipped"] * len(STAGE_NAMES)
+    assert {name: (run / name / "_SUCCESS").stat().st_mtime_ns for name in STAGE_NAMES} == before
 
 
 def test_forced_select_reproduces_the_subset_byte_for_byte_and_reruns_downstream(tiny):
@@ -433,7 +447,7 @@ def test_gpt2_pipeline_end_to_end(tiny, tmp_path):
 
 
 def test_progress_lines_and_gather_order(ray_cluster, capsys):
-    from jobs.monitor import gather, track
+    from actors.monitor import gather, track
 
     assert gather([ray_cluster.put(i * i) for i in range(5)], "squares", "tasks") == [0, 1, 4, 9, 16]
     assert list(track(iter("abc"), 3, "letters", "items")) == ["a", "b", "c"]
@@ -485,10 +499,26 @@ def test_refresh_embeds_exactly_the_new_sequences(tiny, tmp_path):
     assert diff["embedding"]["reused"] == 0 and diff["embedding"]["embedded_now"] == len(new_ids)
 
 
+def test_the_reports_draw_0_row_is_the_ingenious_subset_whatever_the_strategy(tiny, tmp_path):
+    """The row once read subset.parquet, the configured strategy's copy: with strategy greedi it
+    compared GreeDi with itself. Here subset.parquet is made a different (smaller) set."""
+    from dataio.rundir import RunDir
+    from reporting.report import subset_quality
+
+    _, run, _ = tiny
+    for name in ("embed", "select"):
+        shutil.copytree(run / name, tmp_path / "run" / name)
+    subset = pq.read_table(tmp_path / "run" / "select" / "subset.parquet")
+    pq.write_table(subset.slice(0, len(subset) // 2), tmp_path / "run" / "select" / "subset.parquet")
+    ingenious = len(pq.read_table(run / "select" / "subset_ingenious.parquet"))
+    _, scores = subset_quality(RunDir(tmp_path / "run"), tmp_path)
+    assert scores["ingenious (draw 0)"]["size"] == ingenious == len(subset)
+
+
 def test_report_renders_in_headless_chromium(tiny, tmp_path):
     from PIL import Image
 
-    from jobs.report import build_report
+    from reporting.report import build_report
 
     _, run, _ = tiny
     page = Path(build_report(run, tmp_path / "report"))
@@ -497,7 +527,7 @@ def test_report_renders_in_headless_chromium(tiny, tmp_path):
         assert f'src="{png}"' in text and (tmp_path / "report" / png).stat().st_size > 5000
     for heading in ("Subset", "Coverage against random subsets", "Time and memory", "Evaluation", "Config"):
         assert f"<h2>{heading}" in text
-    assert "| model | sst2 | average |" in text  # the downstream table
+    assert "| model (mean ± t 95% CI over seeds) | sst2 | average |" in text  # the downstream table
     chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if chromium is None:
         pytest.skip("no Chromium on this machine: the report was built but not rendered")

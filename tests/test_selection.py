@@ -8,8 +8,8 @@ import scipy.sparse as sp
 from selection.facility_location import FacilityLocation
 from selection.greedy import lazy_greedy, naive_greedy
 from selection.knn import KnnGraph, dense_graph, knn_graph, normalize_embeddings
-from selection.partition import random_partition
 from selection.merge import candidate_graph, merge_select
+from selection.partition import random_partition
 from selection.sampling import draw_subset, partition_budgets, taylor_softmax
 from selection.shard import order_shard
 

@@ -10,8 +10,8 @@ from itertools import islice
 
 import pytest
 
-from dataio.corpus import BUILTIN_WIKI, read_documents
 from dataio import uri as U
+from dataio.corpus import BUILTIN_WIKI, read_documents
 from dataio.lease import Lease
 from dataio.rundir import RunDir
 from jobs.config import load_config

@@ -91,6 +91,17 @@ def test_packing_and_ids():
     assert padded.tolist() == [[5, 6, 0, 0], [7, 0, 0, 0]] and mask.tolist() == [[1, 1, 0, 0], [1, 0, 0, 0]]
 
 
+def test_random_draws_do_not_reuse_the_batch_order_stream():
+    """The random arm's draw d once came from default_rng([seed, d, 7]), the generator of epoch 7's
+    batch order of the same draw."""
+    pool = np.arange(1000, dtype=np.int64)
+    draws = draw_function("random", pool, budget=100, seed=3)
+    for d in range(3):
+        order_stream = np.sort(np.random.default_rng([3, d, 7]).choice(len(pool), 100, replace=False))
+        assert len(draws(d)) == 100 and not np.array_equal(draws(d), order_stream)
+        assert np.array_equal(draws(d), draw_function("random", pool, budget=100, seed=3)(d))  # reproducible
+
+
 def test_schedule_is_a_function_of_the_step_and_shards_the_global_batch():
     pool = np.arange(50, dtype=np.int64)
     draws = draw_function("random", pool, budget=20, seed=3)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from transformers.utils import logging as hf_logging
 
 from dataio.tasks import Example, Task
 from dataio.uri import local_dir
+from training.model import adamw_groups
 from training.tokenizer import load_tokenizer
 
 
@@ -40,6 +42,8 @@ class FinetuneConfig:
     max_eval_examples: int | None = None
     cpus_per_task: int = 1
 
+    RESOURCES: ClassVar[tuple[str, ...]] = ("cpus_per_task",)
+
     def __post_init__(self) -> None:
         if self.tasks and not self.data_dir:
             raise ValueError("downstream.data_dir is required when downstream.tasks is set")
@@ -56,11 +60,18 @@ class FinetuneConfig:
             raise ValueError("downstream.max_train_examples and max_eval_examples (or null) and cpus_per_task must be >= 1")
 
 
+# The seed of the fixed train subsample: one constant, not the run's seed, so every checkpoint and
+# every fine-tuning seed sees the same examples (arms compare like with like).
+SUBSAMPLE_SEED = 12345
+# Gradient-norm clip of fine-tuning: BERT's and the GLUE recipe's 1.0 (pretraining has train.max_grad_norm).
+FINETUNE_MAX_GRAD_NORM = 1.0
+
+
 def subsample(examples: list[Example], limit: int | None) -> list[Example]:
     """The same `limit` examples whatever the seed or checkpoint (a fixed permutation)."""
     if limit is None or len(examples) <= limit:
         return examples
-    keep = np.sort(np.random.default_rng(12345).choice(len(examples), limit, replace=False))
+    keep = np.sort(np.random.default_rng(SUBSAMPLE_SEED).choice(len(examples), limit, replace=False))
     return [examples[i] for i in keep]
 
 
@@ -122,10 +133,7 @@ def finetune(model_uri: str, task: Task, cfg: FinetuneConfig, *, seed: int, kind
     ).to(device)
     model.config.pad_token_id = encode.tok.pad_token_id
     steps = cfg.epochs * -(-len(train) // cfg.batch_size)
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.learning_rate)
+    optimizer = torch.optim.AdamW(adamw_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_fraction * steps), steps)
     label_dtype = torch.float32 if task.num_labels == 1 else torch.long
     order_rng = np.random.default_rng(seed)
@@ -138,7 +146,7 @@ def finetune(model_uri: str, task: Task, cfg: FinetuneConfig, *, seed: int, kind
             labels = torch.tensor([e.label for e in batch], dtype=label_dtype, device=device)
             loss = model(**inputs, labels=labels).loss
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), FINETUNE_MAX_GRAD_NORM)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -21,8 +22,8 @@ from transformers import get_linear_schedule_with_warmup
 
 from dataio.sequences import InMemoryRows, RowSource
 from training.flops import flops_per_token, peak_flops
-from training.model import Objective
-from training.subsets import SUBSET_MODES, SubsetSchedule
+from training.model import Objective, adamw_groups
+from training.subsets import SUBSET_MODES, SubsetMode, SubsetSchedule
 
 
 @dataclass(kw_only=True)
@@ -35,12 +36,17 @@ class TrainConfig:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     seed: int = 0
-    subset: str = "ingenious"  # full | ingenious | greedi | random
+    subset: SubsetMode = "ingenious"
     redraw_every: int | None = None  # R: steps between subset draws (None: one draw)
     checkpoint_every: int = 500
     num_workers: int = 1
-    use_gpu: str = "auto"  # auto | true | false
+    use_gpu: bool | Literal["auto"] = "auto"  # auto: when the cluster has GPUs
     cpus_per_worker: int = 1
+
+    # Where and how often it runs, not what it computes: a resumed run reproduces the uninterrupted
+    # one exactly (tests/test_train_ray.py), so the checkpoint interval changes no result. The worker
+    # count does (each rank seeds its own masks and dropout), so it is not here.
+    RESOURCES: ClassVar[tuple[str, ...]] = ("checkpoint_every", "use_gpu", "cpus_per_worker")
 
     def __post_init__(self) -> None:
         if self.subset not in SUBSET_MODES:
@@ -54,8 +60,8 @@ class TrainConfig:
             )
         if self.redraw_every is not None and self.redraw_every < 1:
             raise ValueError(f"redraw_every must be >= 1 or null, got {self.redraw_every}")
-        if self.use_gpu not in ("auto", "true", "false"):
-            raise ValueError(f"use_gpu must be auto, true or false, got {self.use_gpu!r}")
+        if self.use_gpu not in (True, False, "auto"):
+            raise ValueError(f"use_gpu must be true, false or auto, got {self.use_gpu!r}")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         # Written as `not (x > 0)` so NaN fails too; infinities would make every step NaN.
@@ -109,12 +115,8 @@ class LMTrainer:
         # Steps per window: as many as fill window_rows with this worker's share of each global batch.
         self.window_steps = max(1, window_rows // -(-schedule.global_batch // world))
         self._window = range(0)  # the steps whose rows are loaded
-        decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-        no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]  # biases and LayerNorm
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.learning_rate, betas=(0.9, 0.999), eps=1e-6,
-        )
+        self.optimizer = torch.optim.AdamW(adamw_groups(model, cfg.weight_decay), lr=cfg.learning_rate,
+                                           betas=(0.9, 0.999), eps=1e-6)
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, cfg.warmup_steps, cfg.steps)
         self.autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
         peak = peak_flops(device)

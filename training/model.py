@@ -60,6 +60,12 @@ class ModelConfig:
             raise ValueError("model.nsp and model.whole_word_masking are BERT options; model.kind is gpt2")
 
 
+# Position tables as long as the published models' (BERT 512, GPT-2 1024) unless seq_len needs more,
+# so a checkpoint saved here loads where those models' shapes are expected.
+BERT_POSITIONS = 512
+GPT2_POSITIONS = 1024
+
+
 def build_model(cfg: ModelConfig, *, vocab_size: int, pad_id: int, eos_id: int | None = None) -> PreTrainedModel:
     """A randomly initialised model (or `cfg.init_from`). `eos_id` is GPT-2's <|endoftext|>, its bos and eos
     alike; left unset, GPT2Config would keep id 50256, outside any vocabulary trained here."""
@@ -70,13 +76,13 @@ def build_model(cfg: ModelConfig, *, vocab_size: int, pad_id: int, eos_id: int |
         config = BertConfig(
             vocab_size=vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
             num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
-            max_position_embeddings=max(512, cfg.seq_len), hidden_dropout_prob=cfg.dropout,
+            max_position_embeddings=max(BERT_POSITIONS, cfg.seq_len), hidden_dropout_prob=cfg.dropout,
             attention_probs_dropout_prob=cfg.dropout, pad_token_id=pad_id,
         )
         return BertForPreTraining(config) if cfg.nsp else BertForMaskedLM(config)
     config = GPT2Config(
         vocab_size=vocab_size, n_embd=cfg.hidden_size, n_layer=cfg.num_layers, n_head=cfg.num_heads,
-        n_inner=cfg.intermediate_size, n_positions=max(1024, cfg.seq_len), resid_pdrop=cfg.dropout,
+        n_inner=cfg.intermediate_size, n_positions=max(GPT2_POSITIONS, cfg.seq_len), resid_pdrop=cfg.dropout,
         embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, pad_token_id=pad_id, bos_token_id=eos_id,
         eos_token_id=eos_id,
     )
@@ -182,3 +188,11 @@ class Objective:
             batch["token_type_ids"] = torch.from_numpy(pad_batch(types, 0, self.seq_len)[0])
             batch["next_sentence_label"] = nsp_labels
         return batch
+
+
+def adamw_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups: weight decay on the weight matrices, none on biases and LayerNorm
+    weights (the parameters with fewer than 2 dimensions), as BERT was trained."""
+    params = list(model.parameters())
+    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]

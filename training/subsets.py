@@ -9,10 +9,15 @@ the global batch is the same whatever the worker count.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal, get_args
 
 import numpy as np
 
-SUBSET_MODES = ("full", "ingenious", "greedi", "random")
+# The random arm's draws come from their own SeedSequence stream (a spawn key), apart from the batch
+# orders' [seed, draw, epoch] entropy: drawing from [seed, draw, 7] reused the stream of epoch 7's order.
+RANDOM_DRAW_STREAM = 1
+SubsetMode = Literal["full", "ingenious", "greedi", "random"]
+SUBSET_MODES: tuple[str, ...] = get_args(SubsetMode)
 
 
 class SubsetSchedule:
@@ -64,6 +69,11 @@ class SubsetSchedule:
         return range(start, end)
 
 
+def random_draw_rng(seed: int, draw: int) -> np.random.Generator:
+    """The generator of the random arm's draw `draw`."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(RANDOM_DRAW_STREAM, draw)))
+
+
 def draw_function(
     mode: str, pool_ids: np.ndarray, *, budget: int, seed: int,
     partitions: list[tuple[np.ndarray, np.ndarray]] | None = None, fixed_ids: np.ndarray | None = None,
@@ -73,26 +83,18 @@ def draw_function(
     full: every row; random: `budget` rows drawn uniformly per draw; ingenious: the paper's
     Taylor-softmax draw from per-partition (ids, probabilities); greedi: the fixed merged subset.
     """
+    from selection.ids import rows_of
     from selection.sampling import (
         draw_subset,  # pure NumPy; kept local so tokenizer-only users skip numba
     )
 
     def rows_for(ids: np.ndarray) -> np.ndarray:
-        """Pool rows of these sequence ids (of the last row, should an id repeat). Sorted lookup: a dict
-        of the paper's 41.5M ids would take gigabytes in every worker."""
-        order = np.argsort(pool_ids, kind="stable")  # equal ids stay in pool order
-        ids = np.asarray(ids, dtype=np.int64)
-        at = np.searchsorted(pool_ids[order], ids, side="right") - 1
-        found = (at >= 0) & (pool_ids[order[np.maximum(at, 0)]] == ids)
-        if not found.all():
-            missing = ids[~found]
-            raise ValueError(f"{len(missing)} selected sequence ids are not in the training pool (e.g. {missing[0]})")
-        return order[at]
+        return rows_of(ids, pool_ids, where="the training pool")
 
     if mode == "full":
         return lambda d: np.arange(len(pool_ids))
     if mode == "random":
-        return lambda d: np.sort(np.random.default_rng([seed, d, 7]).choice(len(pool_ids), budget, replace=False))
+        return lambda d: np.sort(random_draw_rng(seed, d).choice(len(pool_ids), budget, replace=False))
     if mode == "ingenious":
         if partitions is None:
             raise ValueError("subset 'ingenious' needs the selection's probabilities")

@@ -21,10 +21,11 @@ class Context:
         """The stage's folder, a URI every node can open (dataio/uri.py)."""
         return self.run.stage(name)
 
-    def use_gpu(self, setting: str) -> bool:
+    def use_gpu(self, setting: bool | str) -> bool:
+        """A `use_gpu` setting (true, false or "auto": whether the cluster has a GPU) as a bool."""
         if setting == "auto":
             return ray.cluster_resources().get("GPU", 0) > 0
-        return setting == "true"
+        return bool(setting)
 
 
 class Stage(ABC):
@@ -33,7 +34,8 @@ class Stage(ABC):
 
     @abstractmethod
     def settings(self, cfg: PipelineConfig) -> dict:
-        """The config this stage's output depends on; it (with upstream hashes) makes the stage hash."""
+        """The config this stage's output depends on; it (with upstream hashes) makes the stage hash.
+        Resource fields (each section's RESOURCES) are left out: jobs.config.result_settings."""
 
     def plan(self, ctx: Context) -> Any:
         """Before the stage's folder is opened (and a stale one cleared): read and check the inputs

@@ -6,16 +6,14 @@ restarted and the shard retried (actors/embedder.py), so one lost actor does not
 """
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 from ray.util import ActorPool
 
 from actors.embedder import Embedder
+from actors.monitor import track
 from dataio import uri as U
-from dataio.rundir import read_table, shard_files
-from jobs.config import PipelineConfig
-from jobs.monitor import track
+from dataio.rundir import read_ids, shard_files
+from jobs.config import PipelineConfig, result_settings
 from jobs.stages.base import Context, Stage
 
 
@@ -33,7 +31,7 @@ def embed_files(cfg: PipelineConfig, *, encoder: str, from_warmstart: bool, toke
     if not todo:
         return []
     actors = [
-        Embedder.options(num_cpus=1, num_gpus=1 if gpu else 0).remote(
+        Embedder.options(num_cpus=cfg.embed.cpus_per_actor, num_gpus=1 if gpu else 0).remote(
             encoder, pooling=pooling, layer=cfg.embed.layer, batch_size=cfg.embed.batch_size,
             run_tokenizer=tokenizer, kind=cfg.model.kind, retokenize=not from_warmstart)
         for _ in range(min(cfg.embed.num_actors, len(todo)))
@@ -48,7 +46,7 @@ class Embed(Stage):
     needs = ("warmstart",)
 
     def settings(self, cfg: PipelineConfig) -> dict:
-        return {"embed": dataclasses.asdict(cfg.embed)}
+        return {"embed": result_settings(cfg.embed)}
 
     def run(self, ctx: Context, out: str) -> dict:
         cfg = ctx.cfg
@@ -71,7 +69,7 @@ class Embed(Stage):
             target = U.join(out, U.name(f))
             if not U.exists(target):
                 raise ValueError(f"{target} is missing: {f} was not embedded")
-            want = read_table(f, ["sequence_id"]).column("sequence_id").to_numpy()
-            got = read_table(target, ["sequence_id"]).column("sequence_id").to_numpy()
+            want = read_ids(f)
+            got = read_ids(target)
             if not np.array_equal(want, got):
                 raise ValueError(f"{target} holds {len(got)} embeddings for the {len(want)} sequences of {f}")

@@ -9,7 +9,6 @@ cluster has one.
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from actors.evaluator import evaluate_checkpoint
 from dataio import uri as U
 from dataio.corpus import read_documents
 from dataio.rundir import read_sequences
-from jobs.config import PipelineConfig
+from jobs.config import PipelineConfig, result_settings
 from jobs.downstream import run_downstream, write_results
 from jobs.stages.base import Context, Stage
 from training.tokenizer import load_tokenizer, pack_tokens
@@ -30,7 +29,7 @@ class Evaluate(Stage):
     needs = ("train",)
 
     def settings(self, cfg: PipelineConfig) -> dict:
-        return {"evaluate": dataclasses.asdict(cfg.evaluate)}
+        return {"evaluate": result_settings(cfg.evaluate)}
 
     def run(self, ctx: Context, out: str) -> dict:
         cfg = ctx.cfg

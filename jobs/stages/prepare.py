@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from actors.monitor import gather
 from actors.prepare import count_file_documents, prepare_shard
 from dataio import uri as U
 from dataio.corpus import corpus_files, corpus_snapshot, plan_segments, read_documents
-from dataio.rundir import read_table, shard_files, write_parquet
-from jobs.config import CorpusConfig, PipelineConfig
-from jobs.monitor import gather
+from dataio.rundir import read_ids, read_table, shard_files, write_parquet
+from jobs.config import CorpusConfig, PipelineConfig, result_settings
 from jobs.stages.base import Context, Stage
 from training.embed import local_model
 from training.tokenizer import load_tokenizer, train_tokenizer
@@ -38,7 +38,7 @@ class Prepare(Stage):
     def settings(self, cfg: PipelineConfig) -> dict:
         # The content, not only the names: a corpus or tokenizer rewritten in place must rerun prepare.
         tokenizer = cfg.prepare.tokenizer
-        return {"corpus": dataclasses.asdict(cfg.corpus), "prepare": dataclasses.asdict(cfg.prepare),
+        return {"corpus": dataclasses.asdict(cfg.corpus), "prepare": result_settings(cfg.prepare),
                 "kind": cfg.model.kind, "seq_len": cfg.model.seq_len, "corpus_content": corpus_snapshot(cfg.corpus.source),
                 "tokenizer_content": corpus_snapshot(tokenizer) if tokenizer and U.exists(tokenizer) else None}
 
@@ -119,7 +119,7 @@ def drop_duplicates(files: list[str]) -> int:
     seen: set[int] = set()
     dropped = 0
     for file in files:
-        ids = read_table(file, ["sequence_id"]).column("sequence_id").to_numpy()
+        ids = read_ids(file)
         keep = np.ones(len(ids), dtype=bool)
         for r, sid in enumerate(ids.tolist()):
             keep[r] = sid not in seen

@@ -10,7 +10,6 @@ that have none.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 
@@ -18,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from actors.monitor import gather
 from actors.selector import (
     assign_clusters,
     candidate_edges,
@@ -29,12 +29,12 @@ from actors.selector import (
     scatter_shard,
 )
 from dataio import uri as U
-from dataio.rundir import read_table, shard_files, write_parquet
-from jobs.config import PipelineConfig, SelectConfig
-from jobs.monitor import gather
+from dataio.rundir import read_ids, read_table, shard_files, write_parquet
+from jobs.config import PipelineConfig, SelectConfig, result_settings
 from jobs.stages.base import Context, Stage
+from selection.ids import rows_of
 from selection.merge import candidate_count, group_keep, merge_by_gain, merge_groups
-from selection.partition import random_partition, spherical_kmeans, split_oversized
+from selection.partition import group_bounds, random_partition, spherical_kmeans, split_oversized
 from selection.sampling import draw_subset, taylor_softmax
 
 
@@ -43,7 +43,7 @@ class Select(Stage):
     needs = ("embed",)
 
     def settings(self, cfg: PipelineConfig) -> dict:
-        return {"select": dataclasses.asdict(cfg.select), "greedi_merge": cfg.runs_greedi_merge()}
+        return {"select": result_settings(cfg.select), "greedi_merge": cfg.runs_greedi_merge()}
 
     def run(self, ctx: Context, out: str) -> dict:
         scfg = ctx.cfg.select
@@ -85,7 +85,7 @@ class Select(Stage):
 
         # ingenious: Taylor-softmax probabilities per partition, and draw 0 (training redraws the rest).
         shard = ordered.column("shard").to_numpy()
-        bounds = np.flatnonzero(np.diff(shard)) + 1
+        bounds = group_bounds(shard)[0][1:]
         seq_ids, gains = ordered.column("sequence_id").to_numpy(), ordered.column("gain").to_numpy()
         probs = np.concatenate([taylor_softmax(g) for g in np.split(gains, bounds)])
         write_parquet(ordered.select(["sequence_id", "shard", "rank", "gain"]).append_column(
@@ -127,7 +127,7 @@ class Select(Stage):
 
 def partition(embed_files: list[str], scfg: SelectConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per embedding shard: (sequence ids, partition of each), from the data and seed alone."""
-    ids = [read_table(f, ["sequence_id"]).column("sequence_id").to_numpy() for f in embed_files]
+    ids = [read_ids(f) for f in embed_files]
     total = sum(len(i) for i in ids)
     num_partitions = scfg.partitions_for(total)
     if num_partitions > total:
@@ -194,7 +194,7 @@ def greedi(
     thresholds = ray.put((ids[by_id], ordered.column("kth_similarity").to_numpy()[by_id]))
     index = candidate_index.options(**task).remote(embed_files, candidate_ids, scfg.merge_knn_params())
     blocks = [candidate_edges.options(**task).remote(f, index, scfg.knn_k, thresholds) for f in embed_files]
-    local = np.searchsorted(candidate_ids, local_ids)
+    local = rows_of(local_ids, candidate_ids, where="the merge candidates")
     merged = ray.get(merge_round.options(**task).remote(min(budget, len(candidate_ids)), local, *blocks))
     merged["sequence_ids"] = candidate_ids[merged["order"]]
     merged["candidates"] = len(candidate_ids)

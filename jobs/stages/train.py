@@ -6,7 +6,7 @@ import json
 
 from actors.trainer import launch_args, launch_training
 from dataio.uri import FOLDER_COMPLETE, folder_complete, join, read_text
-from jobs.config import PipelineConfig
+from jobs.config import PipelineConfig, result_settings
 from jobs.stages.base import Context, Stage
 from training.loop import TrainConfig
 
@@ -40,7 +40,7 @@ class WarmStart(TrainingStage):
     needs = ("prepare",)
 
     def settings(self, cfg: PipelineConfig) -> dict:
-        return {"model": dataclasses.asdict(cfg.model), "warmstart": dataclasses.asdict(cfg.warmstart)}
+        return {"model": dataclasses.asdict(cfg.model), "warmstart": result_settings(cfg.warmstart)}
 
     def run(self, ctx: Context, out: str) -> dict:
         return _train(ctx, out, ctx.cfg.warmstart, name="warmstart", init_from=ctx.cfg.model.init_from, select_dir=None)
@@ -51,7 +51,7 @@ class Train(TrainingStage):
     needs = ("warmstart", "select")
 
     def settings(self, cfg: PipelineConfig) -> dict:
-        return {"train": dataclasses.asdict(cfg.train)}
+        return {"train": result_settings(cfg.train)}
 
     def run(self, ctx: Context, out: str) -> dict:
         return _train(ctx, out, ctx.cfg.train, name="train", init_from=join(ctx.stage("warmstart"), "model"),

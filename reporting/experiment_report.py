@@ -1,4 +1,4 @@
-"""results.md and plots of an experiment folder (what jobs/experiment.py wrote).
+"""results.md and plots of an experiment folder (what experiments/runner.py wrote).
 
 Every number is a mean +- sample standard deviation over seeds (n shown); differences
 against the full-data arm are paired by seed (same seed = same masks, dropout and data order rules).
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -18,14 +17,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from actors.trainer import load_selection  # noqa: E402
-from dataio.rundir import read_embeddings, read_table, shard_files  # noqa: E402
+from dataio.rundir import read_embeddings, read_ids, shard_files  # noqa: E402
+from dataio.selection import load_selection  # noqa: E402
+from experiments.layout import (  # noqa: E402
+    MAIN,
+    SELECTION_STAGES,
+    Experiment,
+    pipeline_dir,
+    run_dir,
+    warmstart_dir,
+)
+from reporting.stats import INTERVAL, format_interval  # noqa: E402
 from selection.facility_location import coverage  # noqa: E402
+from selection.ids import rows_of  # noqa: E402
 from selection.knn import normalize_embeddings  # noqa: E402
 from training.subsets import draw_function  # noqa: E402
-
-if TYPE_CHECKING:
-    from jobs.experiment import Experiment
 
 SUBSET_ARMS = ("ingenious", "greedi")  # subset modes whose cost includes embedding and selection
 
@@ -44,7 +50,7 @@ def _cell(values: list[float], digits: int = 3) -> str:
         return "-"
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
-    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f} (n={len(values)})"
+    return f"{format_interval(values, digits)} (n={len(values)})"
 
 
 def _scores(folder: Path) -> dict:
@@ -61,19 +67,19 @@ class Coverage:
 
     def __init__(self, root: Path):
         self.root, self._memo = root, {}
-        main = root / "pipelines" / "main"
-        ids = np.concatenate([read_table(f, ["sequence_id"]).column("sequence_id").to_numpy()
+        main = pipeline_dir(root, MAIN)
+        ids = np.concatenate([read_ids(f)
                               for f in shard_files(main / "prepare" / "sequences")])
         emb_ids, emb = read_embeddings(shard_files(main / "embed"))
-        order = np.argsort(emb_ids)
-        self.pool_ids, self.emb = ids, normalize_embeddings(emb[order[np.searchsorted(emb_ids, ids, sorter=order)]])
+        self.pool_ids = ids
+        self.emb = normalize_embeddings(emb[rows_of(ids, emb_ids, where=f"the embeddings of {main}")])
 
     def __call__(self, variant: str, subset: str, seed: int, fraction: float) -> float | None:
         if subset == "full":
             return None
         key = (variant, subset, seed, fraction)  # the random and greedy references recur for every run
         if key not in self._memo:
-            partitions, greedi = load_selection(self.root / "pipelines" / variant / "select")
+            partitions, greedi = load_selection(pipeline_dir(self.root, variant) / "select")
             budget = max(1, round(fraction * len(self.pool_ids)))
             rows = draw_function(subset, self.pool_ids, budget=budget, seed=seed, partitions=partitions, fixed_ids=greedi)(0)
             self._memo[key] = coverage(self.emb, self.emb[rows])
@@ -84,19 +90,19 @@ class Coverage:
         (DESIGN.md: judge a selection by this, since a random subset already covers most of the pool)."""
         if value is None:
             return None
-        randoms = np.mean([self("main", "random", s, fraction) for s in range(3)])
-        return (value - randoms) / (self("main", "greedi", 0, fraction) - randoms)
+        randoms = np.mean([self(MAIN, "random", s, fraction) for s in range(3)])
+        return (value - randoms) / (self(MAIN, "greedi", 0, fraction) - randoms)
 
 
 def collect(root: Path, exp: Experiment) -> list[dict]:
     """One record per finished run: its settings, train seconds, held-out losses, downstream scores."""
     records, cover = [], Coverage(root)
     for run in exp.runs:
-        folder = root / "runs" / run.variant / run.key
+        folder = run_dir(root, run)
         trained = _read(folder / "train.json")
         if trained is None:
             continue
-        pipe, fraction = root / "pipelines" / run.variant, exp.pipelines[run.variant].select.fraction
+        pipe, fraction = pipeline_dir(root, run.variant), exp.pipelines[run.variant].select.fraction
         selection_s = sum(_stage_seconds(pipe, s) for s in ("embed", "select")) if run.train.subset in SUBSET_ARMS else 0.0
         covered = cover(run.variant, run.train.subset, run.train.seed, fraction)
         records.append({"run": run, "train_s": trained["seconds"], "selection_s": selection_s, **_scores(folder),
@@ -122,7 +128,7 @@ def _sets(records: list[dict]) -> list[str]:
 def _main_table(records: list[dict], sets: list[str], warm: dict) -> list[str]:
     by_arm: dict[str, list[dict]] = defaultdict(list)
     for r in records:
-        if r["run"].group == "main":
+        if r["run"].group == MAIN:
             by_arm[r["run"].arm].append(r)
     head = ["arm", "subset", "redraw every", "steps"] + [f"{s} loss" for s in sets] + ["GLUE avg", "coverage", "train s",
                                                                                       "selection s"]
@@ -145,7 +151,7 @@ def _main_table(records: list[dict], sets: list[str], warm: dict) -> list[str]:
 
 
 def _paired_table(records: list[dict], sets: list[str], reference: str) -> list[str]:
-    runs = {(r["run"].arm, r["run"].seed): r for r in records if r["run"].group == "main"}
+    runs = {(r["run"].arm, r["run"].seed): r for r in records if r["run"].group == MAIN}
     arms = list(dict.fromkeys(a for a, _ in runs))
     if reference not in arms:
         return []
@@ -182,7 +188,7 @@ def _ablation_table(records: list[dict], sets: list[str], exp: Experiment) -> li
     if not rs:
         return []
     seed = rs[0]["run"].seed
-    refs = [r for r in records if r["run"].group == "main" and r["run"].seed == seed and r["run"].train.subset != "full"]
+    refs = [r for r in records if r["run"].group == MAIN and r["run"].seed == seed and r["run"].train.subset != "full"]
     head = ["run", "what changes"] + [f"{s} loss" for s in sets] + ["GLUE avg", "coverage", "greedy gain kept",
                                                                      "its greedy top-k's gain kept", "embed + select s"]
     lines = [f"One seed ({seed}); the main arms with that seed for reference. Coverage: mean cosine similarity of each "
@@ -200,9 +206,9 @@ def _ablation_table(records: list[dict], sets: list[str], exp: Experiment) -> li
 
 
 def _stage_table(root: Path, records: list[dict]) -> list[str]:
-    main = root / "pipelines" / "main"
+    main = pipeline_dir(root, MAIN)
     lines = ["| stage | seconds |", "|---|---|"]
-    for stage in ("prepare", "warmstart", "embed", "select"):
+    for stage in SELECTION_STAGES:
         lines.append(f"| {stage} (once, shared by every main arm) | {_stage_seconds(main, stage):.0f} |")
     by_arm: dict[str, list[float]] = defaultdict(list)
     for r in records:
@@ -210,10 +216,10 @@ def _stage_table(root: Path, records: list[dict]) -> list[str]:
     for arm, secs in by_arm.items():
         lines.append(f"| train {arm} (per run, {len(secs)} runs) | {np.mean(secs):.0f} |")
     selection = _stage_seconds(main, "embed") + _stage_seconds(main, "select")
-    short = [r["train_s"] for r in records if r["run"].group == "main" and not r["run"].snapshots]
-    long = [(r["train_s"], r["run"].train.steps) for r in records if r["run"].group == "main" and r["run"].snapshots]
+    short = [r["train_s"] for r in records if r["run"].group == MAIN and not r["run"].snapshots]
+    long = [(r["train_s"], r["run"].train.steps) for r in records if r["run"].group == MAIN and r["run"].snapshots]
     if short and long:
-        steps = min(r["run"].train.steps for r in records if r["run"].group == "main")
+        steps = min(r["run"].train.steps for r in records if r["run"].group == MAIN)
         lines += ["", f"Selection (embed + select) took {selection:.0f} s, {100 * selection / np.mean(short):.0f}% of one "
                   f"{steps}-step arm's training ({np.mean(short):.0f} s); the {long[0][1]}-step full-data run took "
                   f"{np.mean([s for s, _ in long]) - np.mean(short):.0f} s longer than a {steps}-step arm. Arms ran two at a "
@@ -228,7 +234,7 @@ def plot_curves(records: list[dict], warm: dict, sets: list[str], out: Path, smo
     left, panels = axes[0][0], axes[0][1:]
     by_arm: dict[str, list[dict]] = defaultdict(list)
     for r in records:
-        if r["run"].group == "main":
+        if r["run"].group == MAIN:
             by_arm[r["run"].arm].append(r)
     for arm, rs in by_arm.items():
         n = min(len(r["curve"]) for r in rs)
@@ -259,11 +265,11 @@ def plot_curves(records: list[dict], warm: dict, sets: list[str], out: Path, smo
 
 
 def write_report(root: Path, exp: Experiment) -> str:
-    records, warm = collect(root, exp), _scores(root / "runs" / "main" / "warmstart")
+    records, warm = collect(root, exp), _scores(warmstart_dir(root))
     sets = _sets(records)
     plot_curves(records, warm, sets, root / "loss_curves.png")
-    main = exp.pipelines["main"]
-    pool = ((_read(root / "pipelines" / "main" / "prepare" / "manifest.json") or {}).get("summary") or {}).get("sequences") or 0
+    main = exp.pipelines[MAIN]
+    pool = ((_read(pipeline_dir(root, MAIN) / "prepare" / "manifest.json") or {}).get("summary") or {}).get("sequences") or 0
     seen = main.train.steps * main.train.global_batch_size
     regime = (f"The pool holds {pool:,} training sequences, so in {main.train.steps} steps the full-data arm sees it "
               f"{seen / pool:.1f} times and a {main.select.fraction:.0%} subset {seen / (pool * main.select.fraction):.1f} "
@@ -276,9 +282,9 @@ def write_report(root: Path, exp: Experiment) -> str:
              f"{regime}Losses are masked-LM (BERT) or causal-LM (GPT-2) cross-entropy on sequences never trained on "
              "(held-out documents of the corpus, and WikiText-2 validation); GLUE avg is the mean dev score over the "
              "downstream tasks (x100).", "",
-             "## Arms", "", "Mean ± sample standard deviation over seeds (n shown).", "", *_main_table(records, sets, warm), "",
+             "## Arms", "", f"Each cell: {INTERVAL} (n shown).", "", *_main_table(records, sets, warm), "",
              *[line for arm in exp.compare_to for line in [*_paired_table(records, sets, arm), ""]],
-             "## Downstream scores per task (dev sets, ×100)", "", *_task_table(records, "main", warm), "",
+             "## Downstream scores per task (dev sets, ×100)", "", *_task_table(records, MAIN, warm), "",
              "## Ablations", "", *_ablation_table(records, sets, exp), "", *_task_table(records, "ablation"), "",
              "## Wall-clock", "", *_stage_table(root, records), "", "![loss curves](loss_curves.png)", ""]
     text = "\n".join(parts)
