@@ -3,6 +3,7 @@
 The warm-started model reads the run's token ids directly. Any other local encoder has its own
 vocabulary, so its sequences are decoded with the run's tokenizer and re-encoded with the encoder's.
 """
+
 from __future__ import annotations
 
 import time
@@ -31,8 +32,17 @@ ENCODER_MAX_TOKENS = 512
 
 @ray.remote(max_restarts=RESTARTS, max_task_retries=RESTARTS)
 class Embedder:
-    def __init__(self, encoder_path: str, *, pooling: str, layer: int, batch_size: int, run_tokenizer: str,
-                 kind: str, retokenize: bool):
+    def __init__(
+        self,
+        encoder_path: str,
+        *,
+        pooling: str,
+        layer: int,
+        batch_size: int,
+        run_tokenizer: str,
+        kind: str,
+        retokenize: bool,
+    ):
         # CUDA only when Ray gave this actor a GPU: a visible GPU may be reserved by another task.
         self.device = task_device(ray.get_gpu_ids())
         if self.device.type == "cpu":

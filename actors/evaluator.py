@@ -1,4 +1,5 @@
 """Ray task: held-out LM quality of one checkpoint on one set of sequences."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,5 +28,7 @@ def evaluate_checkpoint(
     model = auto.from_pretrained(model_dir).to(device)
     tok = load_tokenizer(model_dir, kind=model_cfg.kind)
     objective = Objective.for_model(tok, model_cfg, training=False)
-    return {**heldout_loss(model, sequences, objective=objective, batch_size=batch_size, seed=seed),
-            "device": device.type}
+    return {
+        **heldout_loss(model, sequences, objective=objective, batch_size=batch_size, seed=seed),
+        "device": device.type,
+    }

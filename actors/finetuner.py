@@ -1,4 +1,5 @@
 """Ray task: fine-tune one checkpoint on one downstream task with one seed."""
+
 from __future__ import annotations
 
 import ray

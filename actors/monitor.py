@@ -3,6 +3,7 @@
 Progress goes to stdout as plain lines (a job's log is a file, not a terminal): one at every tenth
 of the work or every 30 s, whichever comes first, with an estimate of the time left.
 """
+
 from __future__ import annotations
 
 import threading
@@ -27,8 +28,12 @@ class Progress:
         if tenth > self.last_tenth or now - self.last_line >= self.every_s or self.done == self.total:
             elapsed = now - self.start
             left = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
-            print(f"[ingenious] {self.what}: {self.done}/{self.total} {self.unit} ({100 * self.done / max(self.total, 1):.0f}%), "
-                  f"{elapsed:.0f} s elapsed, ~{left:.0f} s left", flush=True)
+            print(
+                f"[ingenious] {self.what}: {self.done}/{self.total} {self.unit} "
+                f"({100 * self.done / max(self.total, 1):.0f}%), "
+                f"{elapsed:.0f} s elapsed, ~{left:.0f} s left",
+                flush=True,
+            )
             self.last_line, self.last_tenth = now, tenth
 
 

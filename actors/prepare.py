@@ -1,5 +1,6 @@
 """Ray tasks: count a corpus file's documents; tokenize and pack one shard of documents into train
 and held-out sequence files (the shard's documents shipped, or read here from object storage)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -23,13 +24,15 @@ def is_heldout(text: str, fraction: float) -> bool:
 
 
 def sequences_table(rows: list[tuple[str, int, object]]) -> pa.Table:
-    return pa.table({
-        "sequence_id": pa.array([sequence_id(t) for _, _, t in rows], pa.int64()),
-        "doc_id": pa.array([d for d, _, _ in rows], pa.string()),
-        "chunk": pa.array([c for _, c, _ in rows], pa.int32()),
-        "input_ids": pa.array([t.tolist() for _, _, t in rows], pa.list_(pa.int32())),
-        "num_tokens": pa.array([len(t) for _, _, t in rows], pa.int32()),
-    })
+    return pa.table(
+        {
+            "sequence_id": pa.array([sequence_id(t) for _, _, t in rows], pa.int64()),
+            "doc_id": pa.array([d for d, _, _ in rows], pa.string()),
+            "chunk": pa.array([c for _, c, _ in rows], pa.int32()),
+            "input_ids": pa.array([t.tolist() for _, _, t in rows], pa.list_(pa.int32())),
+            "num_tokens": pa.array([len(t) for _, _, t in rows], pa.int32()),
+        }
+    )
 
 
 @ray.remote
@@ -39,13 +42,24 @@ def count_file_documents(uri: str, fields: dict) -> int:
 
 @ray.remote
 def prepare_shard(
-    shard: list[tuple[str, str]] | list[Segment], *, fields: dict, tokenizer_path: str, kind: str, seq_len: int,
-    min_tokens: int, heldout_fraction: float, train_path: str, heldout_path: str,
+    shard: list[tuple[str, str]] | list[Segment],
+    *,
+    fields: dict,
+    tokenizer_path: str,
+    kind: str,
+    seq_len: int,
+    min_tokens: int,
+    heldout_fraction: float,
+    train_path: str,
+    heldout_path: str,
 ) -> dict:
     """`shard`: the documents as (doc_id, text), or the corpus segments to read them from."""
     start = time.perf_counter()
-    docs = shard if not shard or isinstance(shard[0][1], str) else \
-        [(d.doc_id, d.text) for d in read_segments(shard, **fields)]
+    docs = (
+        shard
+        if not shard or isinstance(shard[0][1], str)
+        else [(d.doc_id, d.text) for d in read_segments(shard, **fields)]
+    )
     tok = load_tokenizer(str(U.local_dir(tokenizer_path)), kind=kind)
     encoded = tok([text for _, text in docs], add_special_tokens=False)["input_ids"]
     train, heldout = [], []

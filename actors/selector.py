@@ -3,6 +3,7 @@ travel between them; embeddings are read from the shards by the task that needs 
 embedding shard is copied once with its rows grouped by partition (a Parquet row group each), so
 a partition task reads only its own rows and no node ever holds every embedding.
 """
+
 from __future__ import annotations
 
 import time
@@ -63,24 +64,42 @@ def read_partition(scatter_dir: str, partition: int) -> tuple[np.ndarray, np.nda
 
 @ray.remote
 def order_partition(
-    partition: int, scatter_dir: str, knn_k: int, params: KnnParams, optimizer: str, epsilon: float, seed: int,
+    partition: int,
+    scatter_dir: str,
+    knn_k: int,
+    params: KnnParams,
+    optimizer: str,
+    epsilon: float,
+    seed: int,
     out_path: str,
 ) -> dict:
     start = time.perf_counter()
     ids, emb = read_partition(scatter_dir, partition)
     try:
-        result = order_shard(ids, emb, knn_k, params=params, optimizer=optimizer, epsilon=epsilon, seed=seed + partition)
+        result = order_shard(
+            ids, emb, knn_k, params=params, optimizer=optimizer, epsilon=epsilon, seed=seed + partition
+        )
     except ValueError as e:
         raise ValueError(f"selection partition {partition} ({scatter_dir}): {e}") from None
-    write_parquet(pa.table({
-        "sequence_id": pa.array(result.sequence_ids, pa.int64()),
-        "shard": pa.array(np.full(len(ids), partition), pa.int32()),
-        "rank": pa.array(np.arange(len(ids)), pa.int64()),
-        "gain": pa.array(result.gains, pa.float64()),
-        "kth_similarity": pa.array(result.kth_similarity, pa.float32()),
-    }), out_path)
-    stats = {"partition": partition, "size": len(ids), "objective": result.objective, "knn_recall": result.knn_recall,
-             "seconds": time.perf_counter() - start}
+    write_parquet(
+        pa.table(
+            {
+                "sequence_id": pa.array(result.sequence_ids, pa.int64()),
+                "shard": pa.array(np.full(len(ids), partition), pa.int32()),
+                "rank": pa.array(np.arange(len(ids)), pa.int64()),
+                "gain": pa.array(result.gains, pa.float64()),
+                "kth_similarity": pa.array(result.kth_similarity, pa.float32()),
+            }
+        ),
+        out_path,
+    )
+    stats = {
+        "partition": partition,
+        "size": len(ids),
+        "objective": result.objective,
+        "knn_recall": result.knn_recall,
+        "seconds": time.perf_counter() - start,
+    }
     write_shard_log(out_path, stats)
     return stats
 
@@ -109,7 +128,12 @@ def candidate_edges(
 
 @ray.remote
 def group_merge(
-    partitions: list[int], scatter_dir: str, partitions_dir: str, candidates: list[int], keep: int, knn_k: int,
+    partitions: list[int],
+    scatter_dir: str,
+    partitions_dir: str,
+    candidates: list[int],
+    keep: int,
+    knn_k: int,
     params: KnnParams,
 ) -> np.ndarray:
     """A round before the last: merge a group of partitions' candidates (each partition's greedy
@@ -121,16 +145,32 @@ def group_merge(
         ordered_ids = ordered.column("sequence_id").to_numpy()
         ids.append(part_ids)
         emb.append(part_emb)
-        thresholds.append(ordered.column("kth_similarity").to_numpy()[
-            rows_of(part_ids, ordered_ids, where=f"partition {p}'s selection results")])
+        thresholds.append(
+            ordered.column("kth_similarity").to_numpy()[
+                rows_of(part_ids, ordered_ids, where=f"partition {p}'s selection results")
+            ]
+        )
         candidate_ids.append(ordered_ids[:c])
-    return merge_group(np.concatenate(ids), np.concatenate(emb), np.concatenate(thresholds),
-                       np.concatenate(candidate_ids), keep, knn_k, params)
+    return merge_group(
+        np.concatenate(ids),
+        np.concatenate(emb),
+        np.concatenate(thresholds),
+        np.concatenate(candidate_ids),
+        keep,
+        knn_k,
+        params,
+    )
 
 
 @ray.remote
 def merge_round(budget: int, local: np.ndarray, *blocks: tuple[np.ndarray, sp.csr_matrix]) -> dict:
     start = time.perf_counter()
     order, gains, local_won = merge_select(list(blocks), budget, local)
-    return {"order": order, "gains": gains, "objective": float(gains.sum()), "local_won": local_won,
-            "points": sum(len(b[0]) for b in blocks), "seconds": time.perf_counter() - start}
+    return {
+        "order": order,
+        "gains": gains,
+        "objective": float(gains.sum()),
+        "local_won": local_won,
+        "points": sum(len(b[0]) for b in blocks),
+        "seconds": time.perf_counter() - start,
+    }

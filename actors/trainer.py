@@ -6,6 +6,7 @@ Nodes share no disk: workers are handed URIs (local path, s3://, gs://) and read
 into the stage's folder, which Ray Train uploads to; a restarted worker or a re-run of the same
 stage resumes from the latest one (Ray Train V2 resumes a run with the same name and storage path).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,8 +61,11 @@ class MetricsLog:
                 break
             keep.append(line)
         if len(keep) < step:  # only if the file was damaged behind a checkpoint: lines are published before one
-            print(f"[ingenious] {self.target}: steps {len(keep) + 1}..{step} were lost before the checkpoint at step "
-                  f"{step}; they are not recomputed (the run resumes from the checkpoint)", flush=True)
+            print(
+                f"[ingenious] {self.target}: steps {len(keep) + 1}..{step} were lost before the checkpoint at step "
+                f"{step}; they are not recomputed (the run resumes from the checkpoint)",
+                flush=True,
+            )
         return keep
 
     def append(self, metrics: dict) -> None:
@@ -76,8 +80,10 @@ def _progress(metrics: dict, *, name: str, steps: int) -> None:
     """A progress line per 5% of the run."""
     if metrics["step"] % max(1, steps // 20) == 0 or metrics["step"] == steps:
         # Not print(): Ray Train patches it to tee into its logger too, so every line came out twice.
-        sys.stdout.write(f"[ingenious] {name}: step {metrics['step']}/{steps} loss {metrics['loss']:.3f} "
-                         f"lr {metrics['lr']:.2e} {metrics['tokens_per_s']:.0f} tokens/s\n")
+        sys.stdout.write(
+            f"[ingenious] {name}: step {metrics['step']}/{steps} loss {metrics['loss']:.3f} "
+            f"lr {metrics['lr']:.2e} {metrics['tokens_per_s']:.0f} tokens/s\n"
+        )
         sys.stdout.flush()
 
 
@@ -87,23 +93,42 @@ def _is_location(name: str) -> bool:
 
 
 def launch_args(
-    *, train: TrainConfig, model: ModelConfig, data: str | Path, out_dir: str | Path,
-    select_dir: str | Path | None = None, fraction: float = 1.0, init_from: str | None = None,
+    *,
+    train: TrainConfig,
+    model: ModelConfig,
+    data: str | Path,
+    out_dir: str | Path,
+    select_dir: str | Path | None = None,
+    fraction: float = 1.0,
+    init_from: str | None = None,
 ) -> dict:
     """What train_worker needs, as plain data Ray can ship: URIs only (`data` is the prepare stage's
     folder, with tokenizer/ and sequences/; `init_from` a model folder or a hub name)."""
     data, out_dir = U.normalize(data), U.normalize(out_dir)
     if init_from and _is_location(init_from):
         init_from = U.normalize(init_from)
-    return {"train": dataclasses.asdict(train), "model": dataclasses.asdict(model),
-            "tokenizer": U.join(data, "tokenizer"), "sequences": U.join(data, "sequences"),
-            "select_dir": U.normalize(select_dir) if select_dir else None, "fraction": fraction,
-            "init_from": init_from, "out_dir": out_dir, "model_out": U.join(out_dir, "model")}
+    return {
+        "train": dataclasses.asdict(train),
+        "model": dataclasses.asdict(model),
+        "tokenizer": U.join(data, "tokenizer"),
+        "sequences": U.join(data, "sequences"),
+        "select_dir": U.normalize(select_dir) if select_dir else None,
+        "fraction": fraction,
+        "init_from": init_from,
+        "out_dir": out_dir,
+        "model_out": U.join(out_dir, "model"),
+    }
 
 
-def build_trainer(args: dict, *, rank: int, world: int, device: torch.device,
-                  wrap: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m,
-                  window_rows: int = WINDOW_ROWS) -> tuple[LMTrainer, PreTrainedTokenizerBase]:
+def build_trainer(
+    args: dict,
+    *,
+    rank: int,
+    world: int,
+    device: torch.device,
+    wrap: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m,
+    window_rows: int = WINDOW_ROWS,
+) -> tuple[LMTrainer, PreTrainedTokenizerBase]:
     """Everything a worker trains with, from the launch arguments alone (no Ray: the test's
     in-process reference and the benchmarks build the very same trainer). The model is on `device`;
     of the pool the worker keeps the ids and loads the tokens of `window_rows` rows at a time."""
@@ -119,11 +144,22 @@ def build_trainer(args: dict, *, rank: int, world: int, device: torch.device,
     schedule = SubsetSchedule(draws, global_batch=cfg.global_batch_size, redraw_every=cfg.redraw_every, seed=cfg.seed)
     init_from = args.get("init_from") or model_cfg.init_from
     if init_from:  # a folder is fetched to this node (once per process); a hub name is left to transformers
-        model_cfg = dataclasses.replace(model_cfg, init_from=str(U.local_dir(init_from)) if _is_location(init_from) else init_from)
+        model_cfg = dataclasses.replace(
+            model_cfg, init_from=str(U.local_dir(init_from)) if _is_location(init_from) else init_from
+        )
     torch.manual_seed(cfg.seed)  # identical initial weights on every worker
     model = build_model(model_cfg, vocab_size=len(tok), pad_id=tok.pad_token_id, eos_id=tok.eos_token_id)
-    trainer = LMTrainer(wrap(model.to(device)), pool, schedule, cfg, objective=Objective.for_model(tok, model_cfg),
-                        rank=rank, world=world, device=device, window_rows=window_rows)
+    trainer = LMTrainer(
+        wrap(model.to(device)),
+        pool,
+        schedule,
+        cfg,
+        objective=Objective.for_model(tok, model_cfg),
+        rank=rank,
+        world=world,
+        device=device,
+        window_rows=window_rows,
+    )
     return trainer, tok
 
 
@@ -138,8 +174,13 @@ def _save_model(model: torch.nn.Module, tok: PreTrainedTokenizerBase, target: st
 def train_worker(args: dict) -> None:
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
-    trainer, tok = build_trainer(args, rank=rank, world=ctx.get_world_size(), device=ray.train.torch.get_device(),
-                                 wrap=ray.train.torch.prepare_model)
+    trainer, tok = build_trainer(
+        args,
+        rank=rank,
+        world=ctx.get_world_size(),
+        device=ray.train.torch.get_device(),
+        wrap=ray.train.torch.prepare_model,
+    )
     cfg, device = trainer.cfg, trainer.device
     start = 0
     checkpoint = ray.train.get_checkpoint()
@@ -192,17 +233,23 @@ def train_in_task(args: dict, *, snapshots: tuple[int, ...] = ()) -> dict:
     return {"seconds": seconds, "final_loss": metrics["loss"], "steps": steps}
 
 
-def launch_training(args: dict, *, name: str, storage: str | Path, num_workers: int, use_gpu: bool,
-                    cpus_per_worker: int) -> dict:
+def launch_training(
+    args: dict, *, name: str, storage: str | Path, num_workers: int, use_gpu: bool, cpus_per_worker: int
+) -> dict:
     """Run train_worker on `num_workers` Ray Train workers; checkpoints go to `storage` (a URI: Ray
     Train's workers upload to object storage themselves)."""
     trainer = TorchTrainer(
         train_worker,
         train_loop_config=args,
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": cpus_per_worker}),
-        run_config=RunConfig(name=name, storage_path=U.normalize(storage), failure_config=FailureConfig(max_failures=2),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        scaling_config=ScalingConfig(
+            num_workers=num_workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker}
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=U.normalize(storage),
+            failure_config=FailureConfig(max_failures=2),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
     )
     result = trainer.fit()
     return dict(result.metrics or {})

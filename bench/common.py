@@ -1,4 +1,5 @@
 """Helpers shared by the benchmarks: synthetic embeddings, timing, peak memory."""
+
 from __future__ import annotations
 
 import statistics

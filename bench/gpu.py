@@ -17,6 +17,7 @@ Runs on CPU too (--model tiny --device cpu) so the test suite keeps it working.
 
     python -m bench.gpu --model bert-base --knn 1000000   # the device check: training, embedding, kNN
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,9 +56,15 @@ def measure(model_name: str, *, steps: int, batch: int, device: torch.device, wa
     torch.manual_seed(0)
     model = build_model(cfg, vocab_size=vocab, pad_id=0).to(device)
     train = TrainConfig(steps=warmup + steps, global_batch_size=batch, warmup_steps=1, subset="full")
-    schedule = SubsetSchedule(draw_function("full", np.arange(len(pool)), budget=len(pool), seed=0),
-                              global_batch=batch, redraw_every=None, seed=0)
-    objective = Objective(kind=cfg.kind, seq_len=cfg.seq_len, vocab_size=vocab, pad_id=0, mask_id=103, cls_id=101, sep_id=102)
+    schedule = SubsetSchedule(
+        draw_function("full", np.arange(len(pool)), budget=len(pool), seed=0),
+        global_batch=batch,
+        redraw_every=None,
+        seed=0,
+    )
+    objective = Objective(
+        kind=cfg.kind, seq_len=cfg.seq_len, vocab_size=vocab, pad_id=0, mask_id=103, cls_id=101, sep_id=102
+    )
     trainer = LMTrainer(model, pool, schedule, train, objective=objective, device=device)
     for step in range(warmup):
         trainer.train_step(step)
@@ -78,11 +85,17 @@ def measure(model_name: str, *, steps: int, batch: int, device: torch.device, wa
     for first in range(0, len(pool), batch):
         embed_batch(encoder, ids[first : first + batch], mask[first : first + batch], pooling="mean", layer=layer)
     embed_seconds = time.perf_counter() - start
-    return {"model": model_name, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "batch": batch, "seq_len": cfg.seq_len, "train_tokens_per_s": tokens / train_seconds,
-            "mfu": float(np.nanmean(mfu)) if not np.all(np.isnan(mfu)) else None,
-            "step_ms": 1000 * train_seconds / steps, "embed_sequences_per_s": len(pool) / embed_seconds,
-            "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
+    return {
+        "model": model_name,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "batch": batch,
+        "seq_len": cfg.seq_len,
+        "train_tokens_per_s": tokens / train_seconds,
+        "mfu": float(np.nanmean(mfu)) if not np.all(np.isnan(mfu)) else None,
+        "step_ms": 1000 * train_seconds / steps,
+        "embed_sequences_per_s": len(pool) / embed_seconds,
+        "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+    }
 
 
 def knn_graph_seconds(n: int, *, device: torch.device, d: int = 384, k: int = 20, seed: int = 0) -> dict:
@@ -140,11 +153,17 @@ def device_paths(device: torch.device, kind: str = "bert") -> dict:
         model = build_model(cfg, vocab_size=len(tok), pad_id=tok.pad_token_id, eos_id=tok.eos_token_id)
         model.save_pretrained(model_dir)
         sequences = [np.asarray(tok(" ".join(rng.choice(words, 6)))["input_ids"][: cfg.seq_len]) for _ in range(32)]
-        loss = heldout_loss(model.to(device), sequences, objective=Objective.for_model(tok, cfg, training=False), batch_size=8)
+        loss = heldout_loss(
+            model.to(device), sequences, objective=Objective.for_model(tok, cfg, training=False), batch_size=8
+        )
         tuning = FinetuneConfig(tasks=["sst2"], data_dir=str(data), epochs=8, batch_size=16)
         tuned = finetune(str(model_dir), load_task("sst2", data), tuning, seed=0, kind=kind, device=device)
-    return {"heldout_loss": loss["loss"], "finetune_accuracy": tuned["accuracy"], "finetune_device": tuned["device"],
-            "finetune_s": tuned["seconds"]}
+    return {
+        "heldout_loss": loss["loss"],
+        "finetune_accuracy": tuned["accuracy"],
+        "finetune_device": tuned["device"],
+        "finetune_s": tuned["seconds"],
+    }
 
 
 def main() -> None:

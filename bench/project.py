@@ -13,6 +13,7 @@ law is fitted rather than guessed:
 - BERT-base embedding (the embed stage's forward pass) in sequences per second per core.
 Then prints the projection for 41.5M sequences of 768-d embeddings on 1, 8 and 64 nodes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -84,10 +85,14 @@ def shard_pass_seconds() -> float:
         def scatter() -> None:
             for p, rows in enumerate(np.split(order, cuts)):
                 write_parquet(embedding_table(ids[rows], emb[rows]), Path(folder) / f"p-{p:05d}" / path.name)
+
         _, write_s = timed(scatter)
     total = 3 * read_s + assign_s + write_s
-    print(f"embedding shard pass: {SHARD} rows, d={PAPER_D}: read {read_s:.2f} s x 3, assign {assign_s:.2f} s, "
-          f"scatter {write_s:.2f} s = {total:.2f} s", flush=True)
+    print(
+        f"embedding shard pass: {SHARD} rows, d={PAPER_D}: read {read_s:.2f} s x 3, assign {assign_s:.2f} s, "
+        f"scatter {write_s:.2f} s = {total:.2f} s",
+        flush=True,
+    )
     return total
 
 
@@ -101,8 +106,11 @@ def merge_costs(knn_k: int) -> list[dict]:
         graph = candidate_edges(sims, nbrs, len(candidates), None)  # floors only thin the edges: no cost
         _, greedy_s = timed(lambda: lazy_greedy(FacilityLocation(KnnGraph(graph)), round(FRACTION * n)))
         rows.append({"n": n, "index_s": index_s, "search_s": search_s, "greedy_s": greedy_s})
-        print(f"merge round: {n} points, {len(candidates)} candidates: index {index_s:.2f} s, "
-              f"search {search_s:.2f} s, greedy {greedy_s:.2f} s", flush=True)
+        print(
+            f"merge round: {n} points, {len(candidates)} candidates: index {index_s:.2f} s, "
+            f"search {search_s:.2f} s, greedy {greedy_s:.2f} s",
+            flush=True,
+        )
     return rows
 
 
@@ -134,24 +142,33 @@ def project(partition: list[tuple[int, float]], shard_s: float, merge: list[dict
     n, budget = PAPER_N, FRACTION * PAPER_N
     partitions = math.ceil(n / PAPER_PARTITION)
     candidates = 2 * budget  # greedi_oversample 2
-    print(f"\ngrowth laws (seconds on one core): partition task {a:.2e} * size^{b:.2f}; merge search "
-          f"{search_a:.2e} * n^{search_b:.2f} (n/2 candidates); candidate index {index_a:.2e} * C^{index_b:.2f}; "
-          f"merge greedy {greedy_a:.2e} * n^{greedy_b:.2f}")
-    print(f"\n## Projection: {n / 1e6:.1f}M sequences, d={PAPER_D}, {partitions} partitions of {PAPER_PARTITION}, "
-          f"25% budget, {CORES_PER_NODE} cores a node")
+    print(
+        f"\ngrowth laws (seconds on one core): partition task {a:.2e} * size^{b:.2f}; merge search "
+        f"{search_a:.2e} * n^{search_b:.2f} (n/2 candidates); candidate index {index_a:.2e} * C^{index_b:.2f}; "
+        f"merge greedy {greedy_a:.2e} * n^{greedy_b:.2f}"
+    )
+    print(
+        f"\n## Projection: {n / 1e6:.1f}M sequences, d={PAPER_D}, {partitions} partitions of {PAPER_PARTITION}, "
+        f"25% budget, {CORES_PER_NODE} cores a node"
+    )
     print("| stage | core-hours | 1 node | 8 nodes | 64 nodes |")
     print("|---|---|---|---|---|")
     costs = {
         "embed (bert-base forward, CPU)": n / embed_per_s,
         "partition + scatter": n / SHARD * shard_s,
-        "kNN graphs + greedy (all partitions)": partitions * a * PAPER_PARTITION ** b,
-        "greedi `all_points` merge: every point's nearest candidates": search_a * n ** search_b,
+        "kNN graphs + greedy (all partitions)": partitions * a * PAPER_PARTITION**b,
+        "greedi `all_points` merge: every point's nearest candidates": search_a * n**search_b,
     }
-    serial = {"greedi `all_points` merge: candidate index + greedy (one task each)": index_a * candidates ** index_b
-              + greedy_a * n ** greedy_b}
+    serial = {
+        "greedi `all_points` merge: candidate index + greedy (one task each)": index_a * candidates**index_b
+        + greedy_a * n**greedy_b
+    }
     for name, core_s in costs.items():
-        print(f"| {name} | {core_s / 3600:.1f} | " + " | ".join(hours(core_s / (CORES_PER_NODE * k)) for k in (1, 8, 64))
-              + " |")
+        print(
+            f"| {name} | {core_s / 3600:.1f} | "
+            + " | ".join(hours(core_s / (CORES_PER_NODE * k)) for k in (1, 8, 64))
+            + " |"
+        )
     for name, secs in serial.items():
         print(f"| {name} | {secs / 3600:.1f} | " + " | ".join(hours(secs) for _ in range(3)) + " |")
 

@@ -10,6 +10,7 @@ symmetrised because submodlib's sparse mode symmetrises whatever it is given) an
 optimizer's subset with one objective. Part 2 measures the share of central greedy's advantage
 over a random subset that each distributed design keeps, with the objective over all n points.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,13 +44,22 @@ def compare_optimizers(
     objective = FacilityLocation(KnnGraph(sym))
     budget = round(fraction * n)
     (ours, _), ours_s, ours_mb = measure(lambda: lazy_greedy(objective, budget), repeats=5)
-    row = {"n": n, "k": k, "budget": budget, "graph_s": graph_s, "ours_s": ours_s, "ours_mb": ours_mb,
-           "ours_f": objective.evaluate(ours)}
+    row = {
+        "n": n,
+        "k": k,
+        "budget": budget,
+        "graph_s": graph_s,
+        "ours_s": ours_s,
+        "ours_mb": ours_mb,
+        "ours_f": objective.evaluate(ours),
+    }
     import submodlib
     from apricot import FacilityLocationSelection
 
     def run_submodlib(mode: str):
-        kwargs = {"sijs": sym, "num_neighbors": k} if mode == "sparse" else {"sijs": sym.toarray(), "separate_rep": False}
+        kwargs = (
+            {"sijs": sym, "num_neighbors": k} if mode == "sparse" else {"sijs": sym.toarray(), "separate_rep": False}
+        )
         fn = submodlib.FacilityLocationFunction(n=n, mode=mode, **kwargs)
         return [j for j, _ in fn.maximize(budget=budget, optimizer="LazyGreedy", show_progress=False)]
 
@@ -58,29 +68,40 @@ def compare_optimizers(
     modes = ["sparse", "dense"] if with_submodlib else []
     for mode in modes:
         chosen, secs, mb = measure(lambda: run_submodlib(mode), repeats=slow_repeats)
-        row.update({f"submodlib_{mode}_s": secs, f"submodlib_{mode}_mb": mb,
-                    f"submodlib_{mode}_f": objective.evaluate(chosen)})
+        row.update(
+            {f"submodlib_{mode}_s": secs, f"submodlib_{mode}_mb": mb, f"submodlib_{mode}_f": objective.evaluate(chosen)}
+        )
     # apricot reads a precomputed similarity as X[candidate, point]: hand it the transpose.
-    chosen, secs, mb = measure(lambda: FacilityLocationSelection(budget, metric="precomputed", optimizer="lazy")
-                               .fit(sym.T.tocsr()).ranking, repeats=slow_repeats)
+    chosen, secs, mb = measure(
+        lambda: FacilityLocationSelection(budget, metric="precomputed", optimizer="lazy").fit(sym.T.tocsr()).ranking,
+        repeats=slow_repeats,
+    )
     row.update({"apricot_s": secs, "apricot_mb": mb, "apricot_f": objective.evaluate(chosen)})
     return row
 
 
 def print_comparison(rows: list[dict]) -> None:
     print("\n## Greedy facility location on one kNN graph (seconds are medians; memory is peak extra RSS)")
-    print("| n | k | budget | graph s | ours s | submodlib sparse s (x) | submodlib dense s (x) | apricot s (x) | f ours/submodlib | f ours/apricot |")
+    print(
+        "| n | k | budget | graph s | ours s | submodlib sparse s (x) | submodlib dense s (x) | apricot s (x) "
+        "| f ours/submodlib | f ours/apricot |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+
         def cell(name: str) -> str:
             s = r.get(f"{name}_s")
             return "-" if s is None else f"{s:.2f} ({s / r['ours_s']:.0f}x)"
 
         def ratio(name: str) -> str:
             return "-" if f"{name}_f" not in r else f"{r['ours_f'] / r[f'{name}_f']:.5f}"
-        print(f"| {r['n']} | {r['k']} | {r['budget']} | {r['graph_s']:.2f} | {r['ours_s']:.4f} | {cell('submodlib_sparse')} | "
-              f"{cell('submodlib_dense')} | {cell('apricot')} | {ratio('submodlib_sparse')} | "
-              f"{ratio('apricot')} |")
+
+        print(
+            f"| {r['n']} | {r['k']} | {r['budget']} | {r['graph_s']:.2f} | {r['ours_s']:.4f} "
+            f"| {cell('submodlib_sparse')} | "
+            f"{cell('submodlib_dense')} | {cell('apricot')} | {ratio('submodlib_sparse')} | "
+            f"{ratio('apricot')} |"
+        )
 
 
 def local_solution(
@@ -106,9 +127,15 @@ def merged_solution(
     """The merge round over every point; `thresholds` None is the merge before it had edge floors."""
     candidates = np.sort(np.concatenate([o[: candidate_count(len(o), budget, len(x), oversample)] for o in orders]))
     cand = x[candidates]
-    blocks = [(np.arange(s, min(s + 20000, len(x))), candidate_graph(
-        x[s : s + 20000], cand, k, thresholds=None if thresholds is None else thresholds[s : s + 20000]))
-        for s in range(0, len(x), 20000)]
+    blocks = [
+        (
+            np.arange(s, min(s + 20000, len(x))),
+            candidate_graph(
+                x[s : s + 20000], cand, k, thresholds=None if thresholds is None else thresholds[s : s + 20000]
+            ),
+        )
+        for s in range(0, len(x), 20000)
+    ]
     order, _, _ = merge_select(blocks, min(budget, len(candidates)))
     return candidates[order]
 
@@ -147,28 +174,41 @@ def distributed_quality(
     (central, _), central_s, _ = measure(lambda: lazy_greedy(full, budget), repeats=1)
     rng = np.random.default_rng(0)
     randoms = [rng.choice(n, budget, replace=False) for _ in range(3)]
-    base = {"knn": float(np.mean([full.evaluate(r) for r in randoms])),
-            "dense": float(np.mean([dense_objective(x, r, rows_sample) for r in randoms]))}
+    base = {
+        "knn": float(np.mean([full.evaluate(r) for r in randoms])),
+        "dense": float(np.mean([dense_objective(x, r, rows_sample) for r in randoms])),
+    }
     top = {"knn": full.evaluate(central), "dense": dense_objective(x, central, rows_sample)}
     rows = []
 
     def add(design: str, subset: np.ndarray, seconds: float) -> None:
         f = {"knn": full.evaluate(subset), "dense": dense_objective(x, subset, rows_sample)}
         kept = {m: (f[m] - base[m]) / (top[m] - base[m]) for m in f}
-        rows.append({"design": design, "kept": kept["dense"], "kept_knn": kept["knn"], "seconds": seconds,
-                     "ratio": f["dense"] / top["dense"]})
+        rows.append(
+            {
+                "design": design,
+                "kept": kept["dense"],
+                "kept_knn": kept["knn"],
+                "seconds": seconds,
+                "ratio": f["dense"] / top["dense"],
+            }
+        )
 
     add("central exact greedy", central, graph_s + central_s)
     add("random subset", randoms[0], 0.0)
     for p in partitions:
         for kind in ("random", "cluster"):
+
             def shards() -> np.ndarray:
                 if kind == "random":
                     return random_partition(np.arange(n), p, seed=0)
                 fit = x[np.random.default_rng(0).choice(n, min(n, 100_000), replace=False)]
                 return nearest_centroid(x, spherical_kmeans(fit, p, seed=0))
+
             parts, part_s, _ = measure(shards, repeats=1)
-            (orders, local, floors, by_gain), local_s, _ = measure(lambda: local_solution(parts, x, k, budget), repeats=1)
+            (orders, local, floors, by_gain), local_s, _ = measure(
+                lambda: local_solution(parts, x, k, budget), repeats=1
+            )
             add(f"{kind} shards P={p}, no merge", local, part_s + local_s)
             add(f"{kind} shards P={p} + merge by gain (partitions' objectives)", by_gain, part_s + local_s)
             merged, merge_s, _ = measure(lambda: merged_solution(orders, x, k, budget, 2.0, None), repeats=1)
@@ -178,12 +218,18 @@ def distributed_quality(
     params = KnnParams(method="ivf", nprobe=16)
     approx, approx_s, _ = measure(lambda: knn_graph(x, k, params), repeats=1)
     (order, _), greedy_s, _ = measure(lambda: lazy_greedy(FacilityLocation(approx), budget), repeats=1)
-    add(f"global IVF graph (recall {knn_recall(x, approx, k, sample=500):.3f}) + central greedy", order, approx_s + greedy_s)
+    add(
+        f"global IVF graph (recall {knn_recall(x, approx, k, sample=500):.3f}) + central greedy",
+        order,
+        approx_s + greedy_s,
+    )
     print(f"\n## Distributed selection at n={n}, k={k}, budget {budget}: share of central greedy's advantage kept")
-    print(f"advantage kept = (f(S) - f(random)) / (f(central greedy) - f(random)). Main column: f with the dense "
-          f"cosine kernel over all n points, estimated on a fixed sample of {len(rows_sample)} points; "
-          f"second column: f on the exact k={k} graph that central greedy optimises. "
-          f"A random subset reaches {base['dense'] / top['dense']:.4f} of central greedy's dense f.")
+    print(
+        f"advantage kept = (f(S) - f(random)) / (f(central greedy) - f(random)). Main column: f with the dense "
+        f"cosine kernel over all n points, estimated on a fixed sample of {len(rows_sample)} points; "
+        f"second column: f on the exact k={k} graph that central greedy optimises. "
+        f"A random subset reaches {base['dense'] / top['dense']:.4f} of central greedy's dense f."
+    )
     print("| design | advantage kept (dense f) | advantage kept (kNN f) | f / f(central) | seconds |")
     print("|---|---|---|---|---|")
     for r in rows:
@@ -204,8 +250,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the small grid, under 5 minutes on 2 cores")
     parser.add_argument("--embeddings", help="an embed/ folder of a run: benchmark on those real embeddings")
-    parser.add_argument("--merge-quality", type=int, nargs="*", metavar="P",
-                        help="only the distributed-selection table at n = 100k, for these partition counts")
+    parser.add_argument(
+        "--merge-quality",
+        type=int,
+        nargs="*",
+        metavar="P",
+        help="only the distributed-selection table at n = 100k, for these partition counts",
+    )
     args = parser.parse_args()
     if args.embeddings:
         real_embeddings(Path(args.embeddings))
@@ -213,17 +264,23 @@ def main() -> None:
     if args.merge_quality:
         distributed_quality(100_000, 20, 0.25, args.merge_quality)
         return
-    grid = [(10_000, 10, 0.10)] if args.quick else [
-        (n, k, f) for n in (10_000, 50_000) for k in (10, 50) for f in (0.10, 0.25)]
-    rows = [compare_optimizers(n, k, f, with_submodlib=n <= 10_000, slow_repeats=1 if args.quick else 3)
-            for n, k, f in grid]
+    grid = (
+        [(10_000, 10, 0.10)]
+        if args.quick
+        else [(n, k, f) for n in (10_000, 50_000) for k in (10, 50) for f in (0.10, 0.25)]
+    )
+    rows = [
+        compare_optimizers(n, k, f, with_submodlib=n <= 10_000, slow_repeats=1 if args.quick else 3) for n, k, f in grid
+    ]
     print_comparison(rows)
     knn_methods(20_000 if args.quick else 100_000, 20)
     quality = distributed_quality(100_000, 20, 0.25, [8] if args.quick else [4, 8, 16])
     first = rows[0]
     default = next(r for r in quality if r["design"].startswith("cluster shards P=8, no merge"))
-    print(f"\nspeedup_vs_submodlib={first['submodlib_sparse_s'] / first['ours_s']:.0f} "
-          f"objective_ratio={first['ours_f'] / first['submodlib_sparse_f']:.5f} advantage_kept={default['kept']:.3f}")
+    print(
+        f"\nspeedup_vs_submodlib={first['submodlib_sparse_s'] / first['ours_s']:.0f} "
+        f"objective_ratio={first['ours_f'] / first['submodlib_sparse_f']:.5f} advantage_kept={default['kept']:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ it, and runs a few steps of a long run (1M steps), so its first window is full (
 into memory (dataio.rundir.read_sequences). Each measurement runs in a fresh process and reports
 that process's peak RSS (the worker's whole footprint: Python, torch, model, pool).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,12 @@ def write_pool(root: Path, n: int, seed: int = 0) -> None:
     from dataio.corpus import BUILTIN_WIKI, read_documents
     from training.tokenizer import train_tokenizer
 
-    tok = train_tokenizer([d.text for d in islice(read_documents(BUILTIN_WIKI), 300)], kind="bert",
-                          vocab_size=VOCAB, out_dir=root / "tokenizer")
+    tok = train_tokenizer(
+        [d.text for d in islice(read_documents(BUILTIN_WIKI), 300)],
+        kind="bert",
+        vocab_size=VOCAB,
+        out_dir=root / "tokenizer",
+    )
     rng = np.random.default_rng(seed)
     ids = rng.choice(2**62, size=n, replace=False).astype(np.int64)  # unique, unordered, like content hashes
     (root / "sequences").mkdir()
@@ -44,10 +49,13 @@ def write_pool(root: Path, n: int, seed: int = 0) -> None:
         rows = min(SHARD_ROWS, n - start)
         tokens = rng.integers(5, len(tok), size=(rows, SEQ_LEN), dtype=np.int32)
         tokens[:, 0], tokens[:, -1] = tok.cls_token_id, tok.sep_token_id
-        lists = pa.ListArray.from_arrays(pa.array(np.arange(0, rows * SEQ_LEN + 1, SEQ_LEN, dtype=np.int32)),
-                                         pa.array(tokens.ravel()))
-        pq.write_table(pa.table({"sequence_id": ids[start:start + rows], "input_ids": lists}),
-                       root / "sequences" / f"part-{f:05d}.parquet")
+        lists = pa.ListArray.from_arrays(
+            pa.array(np.arange(0, rows * SEQ_LEN + 1, SEQ_LEN, dtype=np.int32)), pa.array(tokens.ravel())
+        )
+        pq.write_table(
+            pa.table({"sequence_id": ids[start : start + rows], "input_ids": lists}),
+            root / "sequences" / f"part-{f:05d}.parquet",
+        )
 
 
 def worker(root: Path, *, subset: str, path: str, steps: int, window_rows: int) -> dict:
@@ -75,8 +83,13 @@ def worker(root: Path, *, subset: str, path: str, steps: int, window_rows: int) 
     for step in range(1, steps):
         trainer.train_step(step)
     later = (time.perf_counter() - later) / max(1, steps - 1)
-    return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "build_s": built,
-            "first_step_s": first, "step_s": later, "window_steps": trainer.window_steps}
+    return {
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "build_s": built,
+        "first_step_s": first,
+        "step_s": later,
+        "window_steps": trainer.window_steps,
+    }
 
 
 def main() -> None:
@@ -91,8 +104,17 @@ def main() -> None:
     parser.add_argument("--path", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(Path(args.worker), subset=args.subset, path=args.path, steps=args.steps,
-                                window_rows=args.window_rows)))
+        print(
+            json.dumps(
+                worker(
+                    Path(args.worker),
+                    subset=args.subset,
+                    path=args.path,
+                    steps=args.steps,
+                    window_rows=args.window_rows,
+                )
+            )
+        )
         return
     print(f"window: {args.window_rows} rows per worker (new path)")
     print(f"{'pool':>9} {'subset':>7} {'path':>4} {'peak RSS MB':>12} {'build s':>8} {'1st step s':>10} {'step s':>7}")
@@ -101,13 +123,32 @@ def main() -> None:
             write_pool(Path(tmp), n)
             for subset in args.subsets:
                 for path in args.paths:
-                    out = subprocess.run([sys.executable, "-m", "bench.train_memory", "--worker", tmp, "--subset", subset,
-                                          "--path", path, "--steps", str(args.steps),
-                                          "--window-rows", str(args.window_rows)],
-                                         check=True, capture_output=True, text=True).stdout
+                    out = subprocess.run(
+                        [
+                            sys.executable,
+                            "-m",
+                            "bench.train_memory",
+                            "--worker",
+                            tmp,
+                            "--subset",
+                            subset,
+                            "--path",
+                            path,
+                            "--steps",
+                            str(args.steps),
+                            "--window-rows",
+                            str(args.window_rows),
+                        ],
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                    ).stdout
                     r = json.loads(out.strip().splitlines()[-1])
-                    print(f"{n:>9} {subset:>7} {path:>4} {r['peak_rss_mb']:>12.0f} {r['build_s']:>8.1f} "
-                          f"{r['first_step_s']:>10.2f} {r['step_s']:>7.2f}", flush=True)
+                    print(
+                        f"{n:>9} {subset:>7} {path:>4} {r['peak_rss_mb']:>12.0f} {r['build_s']:>8.1f} "
+                        f"{r['first_step_s']:>10.2f} {r['step_s']:>7.2f}",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

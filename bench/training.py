@@ -6,6 +6,7 @@ Same model (the default config's small BERT), same sequences (the first 3,000 do
 embedded corpus, packed to 128 tokens), same batch and seed. Throughput is wall-clock tokens over
 steps 10..N (after warm-up), so it includes everything the Ray loop does between steps.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,9 @@ def ray_loop(root: Path, cfg, steps: int) -> float:
     out = root / "ray-run"
     out.mkdir()
     args = launch_args(train=train, model=cfg.model, data=root, out_dir=out)
-    launch_training(args, name="bench", storage=out / "ray", num_workers=1, use_gpu=False,
-                    cpus_per_worker=train.cpus_per_worker)
+    launch_training(
+        args, name="bench", storage=out / "ray", num_workers=1, use_gpu=False, cpus_per_worker=train.cpus_per_worker
+    )
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     # Tokens of steps WARMUP+1..N over the wall-clock between the ends of step WARMUP and step N.
     tokens = sum(m["tokens"] for m in lines[WARMUP:])
@@ -71,8 +73,10 @@ def main() -> None:
         ray.shutdown()
         after = plain_loop(root, cfg, args.steps)
     plain_tps = float(np.mean([before, after]))
-    print(f"plain loop: {before:.0f} and {after:.0f} tokens/s; Ray Train (1 worker, {cfg.train.cpus_per_worker} CPUs): "
-          f"{ray_tps:.0f} tokens/s; Ray overhead {100 * (1 - ray_tps / plain_tps):.1f}% of the plain mean")
+    print(
+        f"plain loop: {before:.0f} and {after:.0f} tokens/s; Ray Train (1 worker, {cfg.train.cpus_per_worker} CPUs): "
+        f"{ray_tps:.0f} tokens/s; Ray overhead {100 * (1 - ray_tps / plain_tps):.1f}% of the plain mean"
+    )
 
 
 if __name__ == "__main__":

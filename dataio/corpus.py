@@ -9,6 +9,7 @@ dataset (needs network and the `hub` extra). Files and folders may be local or o
 A corpus on object storage is read by the prepare tasks on the nodes, each its own documents
 (`corpus_files`, `count_documents` and `read_segments`): nothing is streamed through the driver.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -99,8 +100,9 @@ def corpus_files(source: str, *, any_file: bool = False) -> list[str]:
 
 
 def is_saved_dataset(source: str) -> bool:
-    return U.is_local(source) and any((Path(source).expanduser() / n).exists()
-                                      for n in ("dataset_info.json", "dataset_dict.json"))
+    return U.is_local(source) and any(
+        (Path(source).expanduser() / n).exists() for n in ("dataset_info.json", "dataset_dict.json")
+    )
 
 
 def read_documents(
@@ -141,8 +143,9 @@ def count_documents(uri: str, **fields) -> int:
     return sum(1 for _ in read_file(uri, **fields))
 
 
-def plan_segments(files: list[str], counts: list[int], *, max_documents: int | None,
-                  documents_per_shard: int) -> list[list[Segment]]:
+def plan_segments(
+    files: list[str], counts: list[int], *, max_documents: int | None, documents_per_shard: int
+) -> list[list[Segment]]:
     """Split the corpus' documents (files in order, at most `max_documents`) into shards of
     `documents_per_shard`: the same shards as slicing the whole document list."""
     shards: list[list[Segment]] = [[]]

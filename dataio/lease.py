@@ -6,10 +6,12 @@ the run directory's root before it reads anything, renews it while it runs and d
 a second run stops at once with an error that names the holder. A lease whose holder died (same host,
 process gone) or stopped renewing (its expiry passed: another host, or a hung process) is taken over.
 
-Locally the lease file is created exclusively (a hard link of a written file: atomic, never torn). Object stores offer no such create through
+Locally the lease file is created exclusively (a hard link of a written file: atomic, never torn).
+Object stores offer no such create through
 pyarrow, so there the lease is written and read back: of two runs starting within the same instant,
 the one whose write lands last holds it, and the other stops on the read-back.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,10 +48,12 @@ def is_stale(holder: dict, now: float) -> bool:
 
 
 def describe(holder: dict, where: str) -> str:
-    return (f"run directory {where} is in use by another run: host {holder.get('host')}, pid {holder.get('pid')}, "
-            f"started {holder.get('started')} (lease {where}/{LEASE}, renewed until "
-            f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(float(holder.get('expires', 0))))}); "
-            f"wait for it to finish, or use another run directory")
+    return (
+        f"run directory {where} is in use by another run: host {holder.get('host')}, pid {holder.get('pid')}, "
+        f"started {holder.get('started')} (lease {where}/{LEASE}, renewed until "
+        f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(float(holder.get('expires', 0))))}); "
+        f"wait for it to finish, or use another run directory"
+    )
 
 
 class Lease:
@@ -59,8 +63,12 @@ class Lease:
         self.fs, self.path, self.where = fs, f"{root.rstrip('/')}/{LEASE}", where
         self.local = isinstance(fs, pafs.LocalFileSystem)
         self.ttl_s, self.renew_s = ttl_s, renew_s
-        self.record = {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex,
-                       "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        self.record = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "token": uuid.uuid4().hex,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -91,8 +99,11 @@ class Lease:
         if holder is not None and not is_stale(holder, time.time()):
             raise ValueError(describe(holder, self.where))
         if holder is not None:  # a dead or expired holder's: take it over
-            print(f"[ingenious] taking over the stale lease of {holder.get('host')} pid {holder.get('pid')} "
-                  f"on {self.where}", flush=True)
+            print(
+                f"[ingenious] taking over the stale lease of {holder.get('host')} pid {holder.get('pid')} "
+                f"on {self.where}",
+                flush=True,
+            )
             self.fs.delete_file(self.path)
         self._write(exclusive=True)
         if (self.read() or {}).get("token") != self.record["token"]:  # another run's write landed last

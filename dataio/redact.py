@@ -5,6 +5,7 @@ filesystems accept). Run summaries, manifests, config.yaml, reports and error me
 people and systems the credentials were not meant for, so every URI goes through `redact` (or
 `redact_tree` for a whole config) before it is printed or written.
 """
+
 from __future__ import annotations
 
 import re
@@ -17,7 +18,9 @@ _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?:[^/?#@\s'\"]
 # ?access_key=...&secret_key=...&session_token=... (and the usual other names for a secret)
 _SECRET_PARAM = re.compile(
     r"(?P<key>[?&;](?:access_key|secret_key|session_token|access_key_id|secret_access_key|password|token|sig|"
-    r"signature|credentials?|X-Amz-Credential|X-Amz-Signature|X-Amz-Security-Token)=)[^&;#\s'\"]*", re.IGNORECASE)
+    r"signature|credentials?|X-Amz-Credential|X-Amz-Signature|X-Amz-Security-Token)=)[^&;#\s'\"]*",
+    re.IGNORECASE,
+)
 
 
 def redact(text: str) -> str:

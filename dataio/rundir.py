@@ -9,6 +9,7 @@ written last, after the outputs and the manifest, so a crashed stage is never mi
 finished one. Every file is written atomically, so a reader never sees half a shard and a resumed
 stage can trust every shard it finds; a torn or empty manifest is unfinished work.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,8 +27,19 @@ from dataio import uri as U
 from dataio.uri import read_parquet as read_table
 from dataio.uri import shard_files, write_parquet
 
-__all__ = ["RunDir", "config_hash", "embedding_table", "read_embeddings", "read_ids", "read_sequence_file",
-           "read_sequences", "read_table", "shard_files", "write_parquet", "write_shard_log"]
+__all__ = [
+    "RunDir",
+    "config_hash",
+    "embedding_table",
+    "read_embeddings",
+    "read_ids",
+    "read_sequence_file",
+    "read_sequences",
+    "read_table",
+    "shard_files",
+    "write_parquet",
+    "write_shard_log",
+]
 
 MARKER = "_SUCCESS"
 MANIFEST = "manifest.json"
@@ -90,18 +102,29 @@ class RunDir:
         downstream stage records as its input, so it reruns when this stage's outputs change."""
         if name not in self._digests:
             manifest = self.read_manifest(name)
-            ok = (manifest is not None and self.has_marker(name) and self._changed_output(name, manifest) is None)
+            ok = manifest is not None and self.has_marker(name) and self._changed_output(name, manifest) is None
             self._digests[name] = config_hash(manifest["outputs"]) if ok else None
         return self._digests[name]
 
     def resumable(self, name: str, digest: str, inputs: dict[str, str | None]) -> bool:
         """An unfinished stage's partial work (finished shards) made with this config and these inputs."""
         manifest = self.read_manifest(name)
-        return (manifest is not None and not self.has_marker(name)
-                and manifest.get("config_hash") == digest and (manifest.get("inputs") or {}) == inputs)
+        return (
+            manifest is not None
+            and not self.has_marker(name)
+            and manifest.get("config_hash") == digest
+            and (manifest.get("inputs") or {}) == inputs
+        )
 
-    def begin(self, name: str, digest: str, config: dict, inputs: dict[str, str | None] | None = None,
-              *, keep: bool | None = None) -> str:
+    def begin(
+        self,
+        name: str,
+        digest: str,
+        config: dict,
+        inputs: dict[str, str | None] | None = None,
+        *,
+        keep: bool | None = None,
+    ) -> str:
         """Open a stage for (re)running. Partial work is kept if `keep` (default: if it was made with
         the same config and inputs). A folder the pipeline did not write (no manifest) is never
         deleted: that is an error."""
@@ -110,23 +133,36 @@ class RunDir:
             keep = self.resumable(name, digest, inputs)
         if not keep:
             if U.list_files(folder, recursive=True) and not U.exists(U.join(folder, MANIFEST)):
-                raise ValueError(f"{folder} was not written by a pipeline run (it has no {MANIFEST}); "
-                                 f"move it out of the run directory: the stage {name!r} writes there")
+                raise ValueError(
+                    f"{folder} was not written by a pipeline run (it has no {MANIFEST}); "
+                    f"move it out of the run directory: the stage {name!r} writes there"
+                )
             U.delete_tree(folder)  # stale, torn or forced: its files belong to another config or attempt
         elif U.exists(U.join(folder, MARKER)):
             U.delete(U.join(folder, MARKER))
         U.make_dirs(folder)
         self._digests.pop(name, None)
-        U.write_json(U.join(folder, MANIFEST), {"stage": name, "config_hash": digest, "config": config,
-                                                "inputs": inputs, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        U.write_json(
+            U.join(folder, MANIFEST),
+            {
+                "stage": name,
+                "config_hash": digest,
+                "config": config,
+                "inputs": inputs,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            },
+        )
         return folder
 
     def finish(self, name: str, summary: dict) -> None:
         """Record every output's size and checksum, then the marker, last."""
         folder = self.stage(name)
         manifest = self.read_manifest(name) or {}
-        outputs = {U.relative(f, folder): U.fingerprint(f) for f in U.list_files(folder, recursive=True)
-                   if U.name(f) not in (MANIFEST, MARKER)}
+        outputs = {
+            U.relative(f, folder): U.fingerprint(f)
+            for f in U.list_files(folder, recursive=True)
+            if U.name(f) not in (MANIFEST, MARKER)
+        }
         manifest.update(summary, outputs=outputs, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         U.write_json(U.join(folder, MANIFEST), manifest)
         U.write_bytes(U.join(folder, MARKER), b"")
@@ -140,8 +176,13 @@ class RunDir:
 def write_shard_log(output: str, record: dict) -> None:
     """One log per shard: _logs/<shard>.json beside the shard's output, with where and how it ran (the
     leading underscore keeps Parquet dataset readers of the folder from taking it for data)."""
-    record = {"shard": U.name(output), "host": socket.gethostname(), "pid": os.getpid(),
-              "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **record}
+    record = {
+        "shard": U.name(output),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **record,
+    }
     stem = U.name(output).rsplit(".", 1)[0]
     U.write_json(U.join(U.parent(output), "_logs", f"{stem}.json"), record)
 
@@ -171,10 +212,12 @@ def read_sequences(folder: str | Path) -> tuple[np.ndarray, list[np.ndarray]]:
 
 def embedding_table(sequence_ids: np.ndarray, embeddings: np.ndarray) -> pa.Table:
     flat = pa.array(np.ascontiguousarray(embeddings, dtype=np.float32).ravel())
-    return pa.table({
-        "sequence_id": pa.array(sequence_ids, pa.int64()),
-        "embedding": pa.FixedSizeListArray.from_arrays(flat, embeddings.shape[1]),
-    })
+    return pa.table(
+        {
+            "sequence_id": pa.array(sequence_ids, pa.int64()),
+            "embedding": pa.FixedSizeListArray.from_arrays(flat, embeddings.shape[1]),
+        }
+    )
 
 
 def read_embeddings(

@@ -1,4 +1,5 @@
 """Readers of the select stage's outputs, for training, refresh and reports alike."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,4 +19,6 @@ def load_selection(select_dir: str | Path) -> tuple[list[tuple[np.ndarray, np.nd
     ids, p = probs.column("sequence_id").to_numpy(), probs.column("probability").to_numpy()
     starts = group_bounds(probs.column("shard").to_numpy())[0][1:]
     greedi_file = U.join(select_dir, "subset_greedi.parquet")
-    return list(zip(np.split(ids, starts), np.split(p, starts))), read_ids(greedi_file) if U.exists(greedi_file) else None
+    return list(zip(np.split(ids, starts), np.split(p, starts))), read_ids(greedi_file) if U.exists(
+        greedi_file
+    ) else None

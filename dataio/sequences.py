@@ -6,6 +6,7 @@ shard's first row; the tokens of a window of steps are loaded by `prefetch(rows)
 a time, and the previous window's are dropped. Memory is O(row group + window), never O(pool): the
 paper's 41.5M sequences of 128 tokens are >20 GB as Python arrays in every worker.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -60,7 +61,9 @@ class ParquetRows:
         """Load exactly these rows (any order, repeats allowed), dropping what was loaded before."""
         rows = np.unique(np.asarray(rows, dtype=np.int64))
         if len(rows) and not (0 <= rows[0] and rows[-1] < len(self)):
-            raise ValueError(f"rows {rows[0]}..{rows[-1]} out of range: the pool {self.folder} has {len(self)} sequences")
+            raise ValueError(
+                f"rows {rows[0]}..{rows[-1]} out of range: the pool {self.folder} has {len(self)} sequences"
+            )
         self._rows, self._chunks = np.empty(0, np.int64), []  # free the last window before reading the next
         chunk_starts = [0]
         for f in np.unique(np.searchsorted(self.starts, rows, side="right") - 1):
@@ -77,7 +80,9 @@ class ParquetRows:
         shard = U.parquet_file(file)
         bounds = np.cumsum([0] + [shard.metadata.row_group(g).num_rows for g in range(shard.num_row_groups)])
         if bounds[-1] != expected:
-            raise ValueError(f"{file} changed while training: it has {bounds[-1]} rows, {expected} when training started")
+            raise ValueError(
+                f"{file} changed while training: it has {bounds[-1]} rows, {expected} when training started"
+            )
         out = []
         for g in range(shard.num_row_groups):
             wanted = local[(local >= bounds[g]) & (local < bounds[g + 1])] - bounds[g]
@@ -93,4 +98,4 @@ class ParquetRows:
         c = int(np.searchsorted(self._chunk_starts, p, side="right")) - 1
         offsets, values = self._chunks[c]
         i = p - self._chunk_starts[c]
-        return values[offsets[i]:offsets[i + 1]]
+        return values[offsets[i] : offsets[i + 1]]

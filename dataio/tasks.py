@@ -9,6 +9,7 @@ Where a set has no public dev split we say here what stands in for it:
 - RTE: the RTE-3 test pairs (800) are the evaluation set, RTE-1/2/3 dev and RTE-1/2 test train;
 - OHSUMED: its own training/ and test/ folders (23 disease classes, one abstract per file).
 """
+
 from __future__ import annotations
 
 import csv
@@ -64,26 +65,43 @@ def _tsv(path: str, text: str, label: str) -> list[Example]:
 
 
 def sst2(root: str) -> Task:
-    return Task("sst2", _tsv(find(root, "sst2_train_full.tsv"), "sentence", "label"),
-                _tsv(find(root, "sst2_dev.tsv"), "sentence", "label"), 2, "accuracy")
+    return Task(
+        "sst2",
+        _tsv(find(root, "sst2_train_full.tsv"), "sentence", "label"),
+        _tsv(find(root, "sst2_dev.tsv"), "sentence", "label"),
+        2,
+        "accuracy",
+    )
 
 
 def cola(root: str) -> Task:
-    return Task("cola", _tsv(find(root, "cola_train.tsv"), "x", "y"),
-                _tsv(find(root, "cola_dev_in_domain.tsv"), "x", "y"), 2, "mcc")
+    return Task(
+        "cola",
+        _tsv(find(root, "cola_train.tsv"), "x", "y"),
+        _tsv(find(root, "cola_dev_in_domain.tsv"), "x", "y"),
+        2,
+        "mcc",
+    )
 
 
 def _msr(path: str) -> list[Example]:
     rows = list(csv.reader(_text(path), delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
     bad = [i + 2 for i, r in enumerate(rows) if len(r) != 5]
     if bad:
-        raise ValueError(f"{path}:{bad[0]}: expected 5 tab-separated fields (Quality, #1 ID, #2 ID, #1 String, #2 String)")
+        raise ValueError(
+            f"{path}:{bad[0]}: expected 5 tab-separated fields (Quality, #1 ID, #2 ID, #1 String, #2 String)"
+        )
     return [Example(r[3], r[4], float(r[0])) for r in rows]
 
 
 def mrpc(root: str) -> Task:
-    return Task("mrpc", _msr(find(root, "mrpc_msr_paraphrase_train.txt")),
-                _msr(find(root, "mrpc_msr_paraphrase_test.txt")), 2, "f1_accuracy")
+    return Task(
+        "mrpc",
+        _msr(find(root, "mrpc_msr_paraphrase_train.txt")),
+        _msr(find(root, "mrpc_msr_paraphrase_test.txt")),
+        2,
+        "f1_accuracy",
+    )
 
 
 def _sts(path: str) -> list[Example]:
@@ -133,8 +151,14 @@ def ohsumed(root: str) -> Task:
     return Task("ohsumed", as_examples[0], as_examples[1], len(classes), "accuracy")
 
 
-TASKS: dict[str, Callable[[str], Task]] = {"sst2": sst2, "cola": cola, "mrpc": mrpc, "stsb": stsb, "rte": rte,
-                                           "ohsumed": ohsumed}
+TASKS: dict[str, Callable[[str], Task]] = {
+    "sst2": sst2,
+    "cola": cola,
+    "mrpc": mrpc,
+    "stsb": stsb,
+    "rte": rte,
+    "ohsumed": ohsumed,
+}
 GLUE = ("sst2", "cola", "mrpc", "stsb", "rte")
 
 
@@ -143,8 +167,10 @@ def load_task(name: str, data_dir: str | Path) -> Task:
         raise ValueError(f"unknown downstream task {name!r}; known: {', '.join(TASKS)}")
     root = U.normalize(data_dir)
     if not U.exists(root) or U.is_file(root):
-        raise ValueError(f"downstream data folder {data_dir} does not exist on {socket.gethostname()} "
-                         f"(a local folder must be on every node that fine-tunes: use s3:// or gs:// otherwise)")
+        raise ValueError(
+            f"downstream data folder {data_dir} does not exist on {socket.gethostname()} "
+            f"(a local folder must be on every node that fine-tunes: use s3:// or gs:// otherwise)"
+        )
     task = TASKS[name](root)
     if not task.train or not task.dev:
         raise ValueError(f"downstream task {name!r} under {root}: empty train or evaluation set")

@@ -9,6 +9,7 @@ file that exists is a finished one.
 Credentials and endpoints come from the environment of each process (AWS_*, GOOGLE_*: an instance
 profile on a cluster, AWS_ENDPOINT_URL for an S3-compatible server), never from the URI string.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -36,7 +37,7 @@ def normalize(location: str | Path) -> str:
     text = str(location)
     if is_uri(text):
         if text.startswith("file://"):
-            return str(Path(text[len("file://"):]).expanduser().resolve())
+            return str(Path(text[len("file://") :]).expanduser().resolve())
         body, query = _split_query(text)
         scheme, rest = body.split("://", 1)
         if not rest.strip("/"):
@@ -63,7 +64,7 @@ def relative(uri: str, folder: str) -> str:
     body, base = _split_query(str(uri))[0], _split_query(str(folder))[0].rstrip("/")
     if not body.startswith(base + "/"):
         raise ValueError(f"{uri} is not under {folder}")
-    return body[len(base) + 1:]
+    return body[len(base) + 1 :]
 
 
 def name(uri: str) -> str:
@@ -95,7 +96,10 @@ def resolve(uri: str | Path) -> tuple[pafs.FileSystem, str]:
     scheme, rest = body.split("://", 1)
     authority, _, key = rest.partition("/")  # authority: [user:secret@]bucket
     try:
-        fs, bucket = _filesystem(f"{scheme}://{authority}{query}", os.environ.get("AWS_ENDPOINT_URL")), authority.rpartition("@")[2]
+        fs, bucket = (
+            _filesystem(f"{scheme}://{authority}{query}", os.environ.get("AWS_ENDPOINT_URL")),
+            authority.rpartition("@")[2],
+        )
     except (OSError, ValueError) as e:  # ArrowInvalid is a ValueError
         raise ValueError(f"{uri!r}: cannot open its filesystem ({e})") from e
     return fs, f"{bucket}/{key}".rstrip("/")
@@ -126,9 +130,12 @@ def list_files(folder: str, pattern: str = "*", *, recursive: bool = False) -> l
         return []
     out = []
     for f in fs.get_file_info(pafs.FileSelector(path, recursive=recursive)):
-        rel = f.path[len(path):].lstrip("/")
-        if f.type == pafs.FileType.File and not any(p.startswith(".") for p in rel.split("/")) \
-                and fnmatch.fnmatch(f.base_name, pattern):
+        rel = f.path[len(path) :].lstrip("/")
+        if (
+            f.type == pafs.FileType.File
+            and not any(p.startswith(".") for p in rel.split("/"))
+            and fnmatch.fnmatch(f.base_name, pattern)
+        ):
             out.append(join(folder, rel))
     return sorted(out)
 
@@ -369,4 +376,3 @@ def local_dir(uri: str) -> Path:
     if key not in _LOCAL_COPIES:
         _LOCAL_COPIES[key] = download_dir(uri, tempfile.mkdtemp(prefix="ingenious-"))
     return _LOCAL_COPIES[key]
-

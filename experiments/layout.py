@@ -1,10 +1,11 @@
 """What an experiment is and where its files live: one definition for the runner and the report.
 
-    <root>/pipelines/<variant>/       the variant's pipeline run directory (prepare ... select)
-    <root>/runs/<variant>/<arm>/seed<s>/   one trained model: train.json, scores.json, its model
-    <root>/runs/main/warmstart/       the warm start's own scores
-    <root>/results.md, *.png          the report (reporting/experiment_report.py)
+<root>/pipelines/<variant>/       the variant's pipeline run directory (prepare ... select)
+<root>/runs/<variant>/<arm>/seed<s>/   one trained model: train.json, scores.json, its model
+<root>/runs/main/warmstart/       the warm start's own scores
+<root>/results.md, *.png          the report (reporting/experiment_report.py)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ SELECTION_STAGES = ("prepare", "warmstart", "embed", "select")
 @dataclass(kw_only=True)
 class Run:
     """One trained model: an arm (or ablation) of a pipeline variant with one seed."""
+
     variant: str  # the pipeline it trains from: MAIN or an ablation's name
     arm: str
     seed: int

@@ -8,9 +8,11 @@ trains that many times longer and saves the model at every multiple of the base 
 `ablations` (pipeline and train overrides, one seed each). Every variant shares what its settings
 share: the warm start is trained once, and an ablation that changes only `select` reuses the
 embeddings. Each arm is one Ray task (one CPU), all submitted at once; each model is scored by
-held-out LM loss on every evaluation set and by `evaluate.downstream` fine-tuning. A finished arm, score or stage is never redone, so the
+held-out LM loss on every evaluation set and by `evaluate.downstream` fine-tuning. A finished arm, score or
+stage is never redone, so the
 command resumes after an interruption. reporting/experiment_report.py writes results.md and the plots.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,6 +51,8 @@ from training.loop import TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIGS = [CONFIG_DIR / "experiment-bert.yaml", CONFIG_DIR / "experiment-gpt2.yaml"]
+
+
 def _merge(base: dict, overrides: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in overrides.items():
@@ -79,13 +83,21 @@ def load_experiment(path: str | Path, *, base: Path | None = None) -> Experiment
     path, base = Path(path), base or Path.cwd()
     if not path.exists():
         raise ValueError(f"experiment config {path} does not exist")
-    raw = _check_keys(read_yaml(path) or {},
-                      ("name", "pipeline", "seeds", "arms", "ablations", "ablation_seed", "compare_to"), str(path))
+    raw = _check_keys(
+        read_yaml(path) or {},
+        ("name", "pipeline", "seeds", "arms", "ablations", "ablation_seed", "compare_to"),
+        str(path),
+    )
     for key in ("name", "pipeline", "seeds", "arms"):
         if key not in raw:
             raise ValueError(f"{path}: '{key}' is required")
     seeds = raw["seeds"]
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds) or len(set(seeds)) != len(seeds):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) for s in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
         raise ValueError(f"{path}: 'seeds' must be a non-empty list of distinct integers, got {seeds!r}")
     if min(seeds) < 0:
         raise ValueError(f"{path}: 'seeds' must be >= 0 (NumPy seeds are unsigned), got {seeds!r}")
@@ -105,7 +117,9 @@ def load_experiment(path: str | Path, *, base: Path | None = None) -> Experiment
     arms, ablations = _mapping(raw["arms"], f"{path}: arms"), _mapping(raw.get("ablations") or {}, f"{path}: ablations")
     for name in [*arms, *ablations]:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(name)) or name == WARMSTART:
-            raise ValueError(f"{path}: {name!r} cannot name an arm or ablation (letters, digits, _ . - only; not {WARMSTART!r})")
+            raise ValueError(
+                f"{path}: {name!r} cannot name an arm or ablation (letters, digits, _ . - only; not {WARMSTART!r})"
+            )
     if set(arms) & set(ablations):
         raise ValueError(f"{path}: {sorted(set(arms) & set(ablations))[0]!r} names both an arm and an ablation")
     for arm, spec in arms.items():
@@ -116,8 +130,12 @@ def load_experiment(path: str | Path, *, base: Path | None = None) -> Experiment
         train = _train_config(main.train, spec, f"arms.{arm}", path)
         train = dataclasses.replace(train, steps=train.steps * factor)
         snapshots = tuple(main.train.steps * i for i in range(1, factor))
-        runs += [Run(variant=MAIN, arm=arm, seed=s, train=dataclasses.replace(train, seed=s), snapshots=snapshots,
-                     group=MAIN) for s in seeds]
+        runs += [
+            Run(
+                variant=MAIN, arm=arm, seed=s, train=dataclasses.replace(train, seed=s), snapshots=snapshots, group=MAIN
+            )
+            for s in seeds
+        ]
     ablation_seed = raw.get("ablation_seed", seeds[0])
     if not isinstance(ablation_seed, int) or ablation_seed < 0:
         raise ValueError(f"{path}: 'ablation_seed' must be an integer >= 0, got {ablation_seed!r}")
@@ -128,8 +146,15 @@ def load_experiment(path: str | Path, *, base: Path | None = None) -> Experiment
         variant = name if spec.get("pipeline") else MAIN
         if variant != MAIN:
             pipelines[variant] = cfg
-        runs.append(Run(variant=variant, arm=name, seed=ablation_seed, train=dataclasses.replace(train, seed=ablation_seed),
-                        group="ablation"))
+        runs.append(
+            Run(
+                variant=variant,
+                arm=name,
+                seed=ablation_seed,
+                train=dataclasses.replace(train, seed=ablation_seed),
+                group="ablation",
+            )
+        )
         notes[name] = spec.get("note") or json.dumps({k: spec[k] for k in ("pipeline", "train") if k in spec})
     compare_to = raw.get("compare_to") or [next(iter(arms))]
     if not isinstance(compare_to, list) or any(a not in arms for a in compare_to):
@@ -148,18 +173,26 @@ def share_stages(root: Path, variant: Path, base_cfg: PipelineConfig, cfg: Pipel
             link.symlink_to((root / stage).resolve(), target_is_directory=True)
 
 
-def _pending_scores(folder: Path, models: dict[str, Path], cfg: PipelineConfig, sets: dict[str, list]) -> dict[str, Any]:
+def _pending_scores(
+    folder: Path, models: dict[str, Path], cfg: PipelineConfig, sets: dict[str, list]
+) -> dict[str, Any]:
     """Launch what is missing of a run's scores: held-out loss of each model (the final one and any
     snapshots) on each set, and fine-tuning of the final model. Results land in `folder`."""
     refs: dict[str, Any] = {}
     gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0  # a task uses a GPU only if it reserved one
     if not (folder / "eval.json").exists():
-        refs["eval"] = {f"{m}/{name}": evaluate_checkpoint.options(num_gpus=gpus).remote(str(d), seqs, model_cfg=cfg.model,
-                                                                   batch_size=cfg.evaluate.batch_size, seed=cfg.evaluate.seed)
-                        for m, d in models.items() for name, seqs in sets.items() if seqs}
+        refs["eval"] = {
+            f"{m}/{name}": evaluate_checkpoint.options(num_gpus=gpus).remote(
+                str(d), seqs, model_cfg=cfg.model, batch_size=cfg.evaluate.batch_size, seed=cfg.evaluate.seed
+            )
+            for m, d in models.items()
+            for name, seqs in sets.items()
+            if seqs
+        }
     if cfg.evaluate.downstream.tasks and not (folder / "downstream.json").exists():
-        refs["downstream"] = submit_downstream({folder.name: str(models["final"])}, cfg.evaluate.downstream, kind=cfg.model.kind,
-                                                gpus_per_task=gpus)[1]
+        refs["downstream"] = submit_downstream(
+            {folder.name: str(models["final"])}, cfg.evaluate.downstream, kind=cfg.model.kind, gpus_per_task=gpus
+        )[1]
     return refs
 
 
@@ -206,18 +239,35 @@ def run_experiment(exp: Experiment, out: Path) -> Path:
         if (folder / "train.json").exists():
             score(run, folder)
             continue
-        args = launch_args(train=run.train, model=pipe.model, data=pipes[run.variant] / "prepare", out_dir=folder,
-                           select_dir=pipes[run.variant] / "select", fraction=pipe.select.fraction,
-                           init_from=str(pipes[run.variant] / "warmstart" / "model"))
+        args = launch_args(
+            train=run.train,
+            model=pipe.model,
+            data=pipes[run.variant] / "prepare",
+            out_dir=folder,
+            select_dir=pipes[run.variant] / "select",
+            fraction=pipe.select.fraction,
+            init_from=str(pipes[run.variant] / "warmstart" / "model"),
+        )
         gpus = 1 if Context(pipe, RunDir(pipes[run.variant])).use_gpu(run.train.use_gpu) else 0
         task = train_in_task.options(num_cpus=run.train.cpus_per_worker, num_gpus=gpus)
         training[task.remote(args, snapshots=run.snapshots)] = (run, folder)
     while training:
         [done], _ = ray.wait(list(training), num_returns=1)
         run, folder = training.pop(done)
-        RunDir.write_json(folder / "train.json", {**ray.get(done), "variant": run.variant, "arm": run.arm, "seed": run.seed,
-                                                  "train": dataclasses.asdict(run.train)})
-        print(f"[ingenious] experiment {exp.name}: trained {run.variant}/{run.key} ({len(training)} runs left)", flush=True)
+        RunDir.write_json(
+            folder / "train.json",
+            {
+                **ray.get(done),
+                "variant": run.variant,
+                "arm": run.arm,
+                "seed": run.seed,
+                "train": dataclasses.asdict(run.train),
+            },
+        )
+        print(
+            f"[ingenious] experiment {exp.name}: trained {run.variant}/{run.key} ({len(training)} runs left)",
+            flush=True,
+        )
         score(run, folder)
         _flush_ready(scoring)
     _flush_ready(scoring, wait=True)
@@ -227,21 +277,31 @@ def run_experiment(exp: Experiment, out: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m jobs.experiment", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", action="append", default=None, metavar="PATH",
-                        help="experiment YAML (repeatable; default: configs/experiment-bert.yaml and experiment-gpt2.yaml)")
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=None,
+        metavar="PATH",
+        help="experiment YAML (repeatable; default: configs/experiment-bert.yaml and experiment-gpt2.yaml)",
+    )
     parser.add_argument("--out", default="runs", help="parent folder of the experiment folders (default: ./runs)")
     args = parser.parse_args(argv)
     base = Path(os.environ.get("INGENIOUS_BASE_DIR") or Path.cwd())
     if "://" in args.out:  # variants share finished stages by symbolic links, which object stores lack
-        raise SystemExit(f"--out {redact(args.out)}: an experiment's folder must be a local path (on a cluster, one "
-                         "every node mounts); object storage is not supported for experiments")
+        raise SystemExit(
+            f"--out {redact(args.out)}: an experiment's folder must be a local path (on a cluster, one "
+            "every node mounts); object storage is not supported for experiments"
+        )
     try:
         experiments = [load_experiment(p, base=base) for p in (args.config or DEFAULT_CONFIGS)]
     except ValueError as e:
         raise SystemExit(f"config error: {redact(str(e))}") from None
     for exp in experiments:
-        print(f"[ingenious] experiment {exp.name}: {len(exp.runs)} runs, variants {', '.join(exp.pipelines)}\n"
-              f"{yaml.safe_dump(redact_tree(exp.pipelines[MAIN].to_dict()), sort_keys=False)}", flush=True)
+        print(
+            f"[ingenious] experiment {exp.name}: {len(exp.runs)} runs, variants {', '.join(exp.pipelines)}\n"
+            f"{yaml.safe_dump(redact_tree(exp.pipelines[MAIN].to_dict()), sort_keys=False)}",
+            flush=True,
+        )
         root = run_experiment(exp, base / args.out)
         print((root / "results.md").read_text(), flush=True)
         print(f"results: {root / 'results.md'}", flush=True)

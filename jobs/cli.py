@@ -1,4 +1,5 @@
 """`ingenious` console command: `ingenious run` for the whole loop, or one stage by name."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,9 @@ from jobs.stages import STAGE_NAMES
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="ingenious", description="INGENIOUS subset selection for LM pretraining on Ray")
+    parser = argparse.ArgumentParser(
+        prog="ingenious", description="INGENIOUS subset selection for LM pretraining on Ray"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     add_common_args(sub.add_parser("run", help="the whole pipeline (skips finished stages)"))
     for name in STAGE_NAMES:

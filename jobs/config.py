@@ -4,6 +4,7 @@ Every section is a keyword-only dataclass that checks itself in __post_init__. U
 errors that name the key and the file (with a suggestion), so a typo never silently falls back
 to a default.
 """
+
 from __future__ import annotations
 
 import copy
@@ -65,8 +66,10 @@ class PrepareConfig:
         if self.vocab_size < 100 or self.documents_per_shard < 1 or self.min_tokens < 1:
             raise ValueError("prepare.vocab_size >= 100, documents_per_shard >= 1 and min_tokens >= 1 are required")
         if self.tokenizer_train_documents < 1 or self.num_cpus_per_task < 1:
-            raise ValueError("prepare.tokenizer_train_documents and prepare.num_cpus_per_task must be >= 1, got "
-                             f"{self.tokenizer_train_documents} and {self.num_cpus_per_task}")
+            raise ValueError(
+                "prepare.tokenizer_train_documents and prepare.num_cpus_per_task must be >= 1, got "
+                f"{self.tokenizer_train_documents} and {self.num_cpus_per_task}"
+            )
 
 
 @dataclass(kw_only=True)
@@ -103,7 +106,9 @@ class SelectConfig:
     kmeans_sample: int = 100_000  # points sampled to fit the partition centroids
     knn_k: int = 20
     knn_method: KnnMethod = "exact"
-    knn_nprobe: int = 8  # IVF cells per query: recall 1.000 at 15.6k and 0.9998 at 30k synthetic points, 40% faster than 16
+    knn_nprobe: int = (
+        8  # IVF cells per query: recall 1.000 at 15.6k and 0.9998 at 30k synthetic points, 40% faster than 16
+    )
     optimizer: Optimizer = "lazy"  # lazy (exact greedy) or stochastic
     epsilon: float = 0.01  # stochastic greedy only
     # The GreeDi merge round runs only when something uses its subset: strategy greedi, train.subset
@@ -140,10 +145,17 @@ class SelectConfig:
             raise ValueError(f"select.epsilon must be in (0, 1), got {self.epsilon}")
         if not (0.0 < self.cpus_per_task < math.inf) or not (0.0 <= self.gpus_per_task < math.inf):
             raise ValueError("select.cpus_per_task must be > 0 and gpus_per_task >= 0")
-        if (self.num_partitions is not None and self.num_partitions < 1) or self.partition_size < 1 or self.knn_k < 1 \
-                or not (1.0 <= self.greedi_oversample < math.inf) or not (1.0 <= self.max_partition_factor < math.inf):
-            raise ValueError("select.num_partitions (or null) >= 1, partition_size >= 1, knn_k >= 1, "
-                             "greedi_oversample >= 1 and max_partition_factor >= 1 are required")
+        if (
+            (self.num_partitions is not None and self.num_partitions < 1)
+            or self.partition_size < 1
+            or self.knn_k < 1
+            or not (1.0 <= self.greedi_oversample < math.inf)
+            or not (1.0 <= self.max_partition_factor < math.inf)
+        ):
+            raise ValueError(
+                "select.num_partitions (or null) >= 1, partition_size >= 1, knn_k >= 1, "
+                "greedi_oversample >= 1 and max_partition_factor >= 1 are required"
+            )
         if self.merge_max_candidates < 1:
             raise ValueError(f"select.merge_max_candidates must be >= 1, got {self.merge_max_candidates}")
         for key in ("knn_nprobe", "merge_nprobe"):  # FAISS would search no cell and find no neighbours
@@ -184,6 +196,7 @@ class EvaluateConfig:
 @dataclass(kw_only=True)
 class WarmStartConfig(TrainConfig):
     """The warm start trains on every sequence: `subset` is not a setting of it."""
+
     subset: Literal["full"] = dataclasses.field(default="full", init=False)
 
 
@@ -215,7 +228,9 @@ class PipelineConfig:
         if self.embed.encoder == "warmstart" and not (
             -self.model.num_layers - 1 <= self.embed.layer <= self.model.num_layers
         ):
-            raise ValueError(f"embed.layer {self.embed.layer} is out of range for model.num_layers={self.model.num_layers}")
+            raise ValueError(
+                f"embed.layer {self.embed.layer} is out of range for model.num_layers={self.model.num_layers}"
+            )
 
     def runs_greedi_merge(self) -> bool:
         """Whether anything uses the GreeDi subset, so the select stage must compute it."""
@@ -232,8 +247,10 @@ def check_name(value: Any, key: str) -> None:
     """A run or experiment name becomes a folder name (Ray Train's storage, experiment outputs): one
     plain path component, so `../../x` or `a/b` cannot write outside the folder meant for it."""
     if not isinstance(value, str) or not NAME.fullmatch(value):
-        raise ValueError(f"{key} {value!r} is not a plain name (letters, digits, _ . - only, starting with a "
-                         "letter or digit; no path separators)")
+        raise ValueError(
+            f"{key} {value!r} is not a plain name (letters, digits, _ . - only, starting with a "
+            "letter or digit; no path separators)"
+        )
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -314,8 +331,12 @@ def _coerce(hint: Any, value: Any, where: str, source: str) -> Any:
         if not isinstance(value, list):
             raise ValueError(f"{source}: '{where}' must be a list, got {value!r}")
         return [_coerce(typing.get_args(hint)[0], v, where, source) for v in value]
-    ok = {int: lambda v: isinstance(v, int) and not isinstance(v, bool), float: lambda v: isinstance(v, (int, float))
-          and not isinstance(v, bool), str: lambda v: isinstance(v, str), bool: lambda v: isinstance(v, bool)}
+    ok = {
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+        bool: lambda v: isinstance(v, bool),
+    }
     if hint in ok and not ok[hint](value):
         raise ValueError(f"{source}: '{where}' must be {hint.__name__}, got {value!r}")
     return float(value) if hint is float else value
@@ -328,8 +349,9 @@ def check_choices(section: Any, where: str) -> None:
     for f in dataclasses.fields(section):
         hint = hints[f.name]
         if typing.get_origin(hint) is Literal and getattr(section, f.name) not in typing.get_args(hint):
-            raise ValueError(f"{where}.{f.name} must be one of {', '.join(typing.get_args(hint))}, "
-                             f"got {getattr(section, f.name)!r}")
+            raise ValueError(
+                f"{where}.{f.name} must be one of {', '.join(typing.get_args(hint))}, got {getattr(section, f.name)!r}"
+            )
 
 
 def section_dict(section: Any, *, resources: bool = True) -> dict[str, Any]:
@@ -339,8 +361,9 @@ def section_dict(section: Any, *, resources: bool = True) -> dict[str, Any]:
     for f in dataclasses.fields(section):
         if f.init and (resources or f.name not in getattr(section, "RESOURCES", ())):
             value = getattr(section, f.name)
-            out[f.name] = section_dict(value, resources=resources) if dataclasses.is_dataclass(value) \
-                else copy.deepcopy(value)
+            out[f.name] = (
+                section_dict(value, resources=resources) if dataclasses.is_dataclass(value) else copy.deepcopy(value)
+            )
     return out
 
 
@@ -381,11 +404,17 @@ def resolve_paths(cfg: PipelineConfig, base: Path) -> PipelineConfig:
     model = dataclasses.replace(cfg.model, init_from=local_path(cfg.model.init_from, base))
     corpus = dataclasses.replace(cfg.corpus, source=local_path(cfg.corpus.source, base))
     prepare = dataclasses.replace(cfg.prepare, tokenizer=local_path(cfg.prepare.tokenizer, base))
-    embed = cfg.embed if cfg.embed.encoder == "warmstart" else dataclasses.replace(
-        cfg.embed, encoder=local_path(cfg.embed.encoder, base))
-    downstream = dataclasses.replace(cfg.evaluate.downstream, data_dir=local_path(cfg.evaluate.downstream.data_dir, base))
-    evaluate = dataclasses.replace(cfg.evaluate, external=[local_path(p, base) for p in cfg.evaluate.external],
-                                   downstream=downstream)
+    embed = (
+        cfg.embed
+        if cfg.embed.encoder == "warmstart"
+        else dataclasses.replace(cfg.embed, encoder=local_path(cfg.embed.encoder, base))
+    )
+    downstream = dataclasses.replace(
+        cfg.evaluate.downstream, data_dir=local_path(cfg.evaluate.downstream.data_dir, base)
+    )
+    evaluate = dataclasses.replace(
+        cfg.evaluate, external=[local_path(p, base) for p in cfg.evaluate.external], downstream=downstream
+    )
     return dataclasses.replace(cfg, model=model, corpus=corpus, prepare=prepare, embed=embed, evaluate=evaluate)
 
 

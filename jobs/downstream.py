@@ -9,6 +9,7 @@ has one (--use-gpu). Every (checkpoint, task, seed) is one Ray task; the table g
 convention: accuracy, Matthews correlation for CoLA, mean of F1 and accuracy for MRPC, mean of
 Pearson and Spearman for STS-B) as mean +- standard deviation over seeds, and their average.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,9 @@ from reporting.stats import INTERVAL_HEADER, format_interval
 from training.finetune import FinetuneConfig
 
 
-def submit_downstream(models: dict[str, str], cfg: FinetuneConfig, *, kind: str,
-                      gpus_per_task: float = 0.0) -> tuple[list[str], list[ray.ObjectRef]]:
+def submit_downstream(
+    models: dict[str, str], cfg: FinetuneConfig, *, kind: str, gpus_per_task: float = 0.0
+) -> tuple[list[str], list[ray.ObjectRef]]:
     """Launch one Ray task per (model, task, seed); returns each task's model name and its ref.
     `models` maps names to model folders (paths or URIs) that the nodes running the tasks can read."""
     if cfg.data_dir:  # a relative path means the driver's folder, not the one a task starts in
@@ -36,7 +38,9 @@ def submit_downstream(models: dict[str, str], cfg: FinetuneConfig, *, kind: str,
         load_task(task, cfg.data_dir)  # fail here, naming the missing file, before any task is launched
     remote = finetune_task.options(num_cpus=cfg.cpus_per_task, num_gpus=gpus_per_task)
     keys = [(name, task, seed) for name in models for task in cfg.tasks for seed in cfg.seeds]
-    return [name for name, _, _ in keys], [remote.remote(models[name], task, cfg, seed=seed, kind=kind) for name, task, seed in keys]
+    return [name for name, _, _ in keys], [
+        remote.remote(models[name], task, cfg, seed=seed, kind=kind) for name, task, seed in keys
+    ]
 
 
 def run_downstream(models: dict[str, str], cfg: FinetuneConfig, *, kind: str, gpus_per_task: float = 0.0) -> list[dict]:
@@ -85,23 +89,38 @@ def model_names(specs: list[str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m jobs.downstream", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", action="append", required=True,
-                        help="a checkpoint folder (path or URI), or NAME=FOLDER (repeatable)")
-    parser.add_argument("--data-dir", required=True, help="folder (path or URI) holding the task files (e.g. ../shared/data)")
+    parser.add_argument(
+        "--model", action="append", required=True, help="a checkpoint folder (path or URI), or NAME=FOLDER (repeatable)"
+    )
+    parser.add_argument(
+        "--data-dir", required=True, help="folder (path or URI) holding the task files (e.g. ../shared/data)"
+    )
     parser.add_argument("--tasks", default=",".join(GLUE), help=f"comma-separated, from {', '.join(TASKS)}")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--kind", default="bert", choices=["bert", "gpt2"])
     parser.add_argument("--max-train-examples", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="1e-3 for small models; 2e-5 for bert-base")
-    parser.add_argument("--use-gpu", default="auto", choices=["auto", "true", "false"],
-                        help="one GPU per fine-tuning task (auto: when the cluster has GPUs)")
-    parser.add_argument("--out", default="downstream", help="folder (path or URI) for downstream.jsonl and downstream.md")
+    parser.add_argument(
+        "--use-gpu",
+        default="auto",
+        choices=["auto", "true", "false"],
+        help="one GPU per fine-tuning task (auto: when the cluster has GPUs)",
+    )
+    parser.add_argument(
+        "--out", default="downstream", help="folder (path or URI) for downstream.jsonl and downstream.md"
+    )
     args = parser.parse_args(argv)
     models = model_names(args.model)
     try:
-        cfg = FinetuneConfig(tasks=args.tasks.split(","), data_dir=args.data_dir, seeds=[int(s) for s in args.seeds.split(",")],
-                             max_train_examples=args.max_train_examples, epochs=args.epochs, learning_rate=args.learning_rate)
+        cfg = FinetuneConfig(
+            tasks=args.tasks.split(","),
+            data_dir=args.data_dir,
+            seeds=[int(s) for s in args.seeds.split(",")],
+            max_train_examples=args.max_train_examples,
+            epochs=args.epochs,
+            learning_rate=args.learning_rate,
+        )
         ray.init()
         rows = run_downstream(models, cfg, kind=args.kind, gpus_per_task=gpus_wanted(args.use_gpu))
         table = write_results(rows, U.normalize(args.out))

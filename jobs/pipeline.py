@@ -7,6 +7,7 @@ hash (its own settings plus its inputs' hashes), its inputs' outputs are what th
 and its own outputs are intact; a stage that runs makes every later stage run. A run holds a lease on
 its run directory (dataio/lease.py): a second run on the same one stops at once.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,9 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.y
 def stage_hashes(cfg: PipelineConfig) -> dict[str, str]:
     hashes: dict[str, str] = {}
     for stage in STAGES:
-        hashes[stage.name] = config_hash({"settings": stage.settings(cfg), "upstream": [hashes[n] for n in stage.needs]})
+        hashes[stage.name] = config_hash(
+            {"settings": stage.settings(cfg), "upstream": [hashes[n] for n in stage.needs]}
+        )
     return hashes
 
 
@@ -63,8 +66,9 @@ def run_pipeline(
         return _run_stages(cfg, run, hashes, only=only, force=force)
 
 
-def _run_stages(cfg: PipelineConfig, run: RunDir, hashes: dict[str, str], *, only: list[str] | None,
-                force: list[str]) -> list[dict]:
+def _run_stages(
+    cfg: PipelineConfig, run: RunDir, hashes: dict[str, str], *, only: list[str] | None, force: list[str]
+) -> list[dict]:
     ctx, rows, dirty = Context(cfg, run), [], False
 
     def record_config() -> None:
@@ -78,11 +82,15 @@ def _run_stages(cfg: PipelineConfig, run: RunDir, hashes: dict[str, str], *, onl
             continue
         for need in stage.needs:
             if not run.is_done(need, hashes[need]):
-                raise ValueError(f"stage {stage.name!r} needs {need!r} finished with this config first "
-                                 f"(run `ingenious {need}` or `ingenious run`): {run.why_not_done(need, hashes[need])}")
+                raise ValueError(
+                    f"stage {stage.name!r} needs {need!r} finished with this config first "
+                    f"(run `ingenious {need}` or `ingenious run`): {run.why_not_done(need, hashes[need])}"
+                )
         why = run.why_not_done(stage.name, digest)
         if why is None and not dirty and stage.name not in force:
-            rows.append({"stage": stage.name, "status": "skipped", "seconds": 0.0, "peak_gb": None, "written": "(already done)"})
+            rows.append(
+                {"stage": stage.name, "status": "skipped", "seconds": 0.0, "peak_gb": None, "written": "(already done)"}
+            )
             continue
         dirty = True
         reason = "forced" if stage.name in force else why or "an earlier stage ran"
@@ -99,10 +107,25 @@ def _run_stages(cfg: PipelineConfig, run: RunDir, hashes: dict[str, str], *, onl
             stage.verify(ctx, out, summary)
         seconds, peak_gb = time.perf_counter() - start, memory.peak_total / 2**30
         peak_gpu_gb = round(memory.peak_gpu / 2**30, 3) if memory.peak_gpu is not None else None
-        run.finish(stage.name, {"seconds": seconds, "peak_rss_gb": round(peak_gb, 3), "peak_gpu_gb": peak_gpu_gb,
-                                "summary": redact_tree(summary), "upstream": {n: hashes[n] for n in stage.needs}})
-        rows.append({"stage": stage.name, "status": "ran", "seconds": seconds, "peak_gb": peak_gb,
-                     "written": redact(str(summary.get("written", "")))})
+        run.finish(
+            stage.name,
+            {
+                "seconds": seconds,
+                "peak_rss_gb": round(peak_gb, 3),
+                "peak_gpu_gb": peak_gpu_gb,
+                "summary": redact_tree(summary),
+                "upstream": {n: hashes[n] for n in stage.needs},
+            },
+        )
+        rows.append(
+            {
+                "stage": stage.name,
+                "status": "ran",
+                "seconds": seconds,
+                "peak_gb": peak_gb,
+                "written": redact(str(summary.get("written", ""))),
+            }
+        )
     if not any(r["status"] == "ran" for r in rows):
         record_config()
     return rows
@@ -118,8 +141,11 @@ def print_table(rows: list[dict], run_dir: str | Path) -> None:
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="pipeline YAML (default: configs/default.yaml)")
-    parser.add_argument("--run-dir", default=None,
-                        help="run directory, a path or s3://, gs:// URI (default: $INGENIOUS_RUN_ROOT/<name>, else ./runs/<name>)")
+    parser.add_argument(
+        "--run-dir",
+        default=None,
+        help="run directory, a path or s3://, gs:// URI (default: $INGENIOUS_RUN_ROOT/<name>, else ./runs/<name>)",
+    )
     parser.add_argument("--force", action="append", default=[], metavar="STAGE", help="redo this stage (repeatable)")
 
 
@@ -154,12 +180,16 @@ def execute(args: argparse.Namespace, only: list[str] | None) -> None:
         else:
             run_dir = args.run_dir if is_uri(args.run_dir or "") else base / (args.run_dir or Path("runs") / cfg.name)
         if in_ray_working_copy(base) and not (is_uri(run_dir) or Path(args.run_dir or "runs").is_absolute()):
-            raise ValueError(f"this job runs in Ray's temporary copy of the code ({base}), deleted with the job: "
-                             "give an absolute --run-dir on storage every node sees, or set INGENIOUS_BASE_DIR "
-                             "in the job's runtime env to the folder relative paths are meant from")
+            raise ValueError(
+                f"this job runs in Ray's temporary copy of the code ({base}), deleted with the job: "
+                "give an absolute --run-dir on storage every node sees, or set INGENIOUS_BASE_DIR "
+                "in the job's runtime env to the folder relative paths are meant from"
+            )
     except ValueError as e:
         raise SystemExit(f"config error: {redact(str(e))}") from None
-    print(f"[ingenious] config {args.config}:\n{yaml.safe_dump(redact_tree(cfg.to_dict()), sort_keys=False)}", flush=True)
+    print(
+        f"[ingenious] config {args.config}:\n{yaml.safe_dump(redact_tree(cfg.to_dict()), sort_keys=False)}", flush=True
+    )
     try:
         rows = run_pipeline(cfg, run_dir, only=only, force=args.force)
     except (ValueError, OSError) as e:  # OSError: storage the run cannot reach (a missing bucket, no network)

@@ -13,6 +13,7 @@ facility-location objective per sequence) before and after. Running it again on 
 changes nothing. The embedding settings are checked against the previous run's manifest; if they
 differ (another encoder, layer or pooling), every sequence is re-embedded, with a message saying so.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,8 +71,15 @@ def reuse_embeddings(ctx: Context, previous: RunDir, *, reuse: bool) -> dict:
             todo.append(U.join(todo_dir, U.name(shard)))
     from_warmstart = cfg.embed.encoder == "warmstart"
     encoder = U.join(previous.stage("warmstart"), "model") if from_warmstart else cfg.embed.encoder
-    embed_files(cfg, encoder=encoder, from_warmstart=from_warmstart, tokenizer=U.join(ctx.stage("prepare"), "tokenizer"),
-                todo=todo, out=fresh_dir, gpu=ctx.use_gpu(cfg.embed.use_gpu))
+    embed_files(
+        cfg,
+        encoder=encoder,
+        from_warmstart=from_warmstart,
+        tokenizer=U.join(ctx.stage("prepare"), "tokenizer"),
+        todo=todo,
+        out=fresh_dir,
+        gpu=ctx.use_gpu(cfg.embed.use_gpu),
+    )
     reused = embedded = 0
     for shard in shard_files(U.join(ctx.stage("prepare"), "sequences")):
         ids = read_ids(shard)
@@ -93,8 +101,9 @@ def reuse_embeddings(ctx: Context, previous: RunDir, *, reuse: bool) -> dict:
     return {"reused": reused, "embedded_now": embedded, "written": "part-*.parquet (sequence_id, embedding)"}
 
 
-def refresh(previous_dir: str | Path, corpus: str, *, out: str | Path | None = None,
-            config: str | Path | None = None) -> dict:
+def refresh(
+    previous_dir: str | Path, corpus: str, *, out: str | Path | None = None, config: str | Path | None = None
+) -> dict:
     """`config` (default: the previous run's config.yaml) sets how to embed and select this time.
     Every folder may be local or on object storage."""
     previous = RunDir(previous_dir)
@@ -103,12 +112,17 @@ def refresh(previous_dir: str | Path, corpus: str, *, out: str | Path | None = N
             raise ValueError(f"previous run {redact(previous.root)}: stage {stage!r} is not finished")
     old_cfg = load_config(config or previous.path("config.yaml"))
     cfg = dataclasses.replace(
-        old_cfg, corpus=dataclasses.replace(old_cfg.corpus, source=local_path(corpus, base_dir())),
+        old_cfg,
+        corpus=dataclasses.replace(old_cfg.corpus, source=local_path(corpus, base_dir())),
         prepare=dataclasses.replace(old_cfg.prepare, tokenizer=U.join(previous.stage("prepare"), "tokenizer")),
     )
     # One folder per (snapshot content, settings): the same pair again finds its diff and stops.
-    version = RunDir(U.join(U.normalize(out) if out else previous.path("refresh"),
-                            f"{snapshot_id(cfg)}-{stage_hashes(cfg)['select'][:8]}"))
+    version = RunDir(
+        U.join(
+            U.normalize(out) if out else previous.path("refresh"),
+            f"{snapshot_id(cfg)}-{stage_hashes(cfg)['select'][:8]}",
+        )
+    )
     diff = U.read_json(version.path("diff.json"))
     if diff is not None:
         print(f"[ingenious] refresh: snapshot already selected in {redact(version.root)}; nothing to do", flush=True)
@@ -120,8 +134,11 @@ def refresh(previous_dir: str | Path, corpus: str, *, out: str | Path | None = N
     embed_settings = previous.read_manifest("embed")["config"]["embed"]
     reuse = embed_settings == result_settings(cfg.embed)
     if not reuse:
-        print(f"[ingenious] refresh: embedding settings differ from {previous.stage('embed')} "
-              f"({embed_settings} vs {result_settings(cfg.embed)}): re-embedding every sequence", flush=True)
+        print(
+            f"[ingenious] refresh: embedding settings differ from {previous.stage('embed')} "
+            f"({embed_settings} vs {result_settings(cfg.embed)}): re-embedding every sequence",
+            flush=True,
+        )
     digest = stage_hashes(cfg)["embed"]
     if not version.is_done("embed", digest):
         version.begin("embed", digest, {"embed": result_settings(cfg.embed), "reused_from": redact(previous.root)})
@@ -146,13 +163,19 @@ def diff_report(previous: RunDir, version: RunDir) -> dict:
 
     def counts(before: np.ndarray, after: np.ndarray) -> dict:
         kept = int(np.isin(after, before).sum())
-        return {"before": len(before), "after": len(after), "kept": kept, "added": len(after) - kept,
-                "dropped": len(before) - kept}
+        return {
+            "before": len(before),
+            "after": len(after),
+            "kept": kept,
+            "added": len(after) - kept,
+            "dropped": len(before) - kept,
+        }
 
     draw0 = read_table(U.join(version.stage("select"), "subset_ingenious.parquet"))
     draw0 = draw0.filter(pc.equal(draw0.column("draw"), 0)).column("sequence_id").to_numpy()
     return {
-        "previous": redact(previous.root), "snapshot": U.name(version.root),
+        "previous": redact(previous.root),
+        "snapshot": U.name(version.root),
         "embedding": version.read_manifest("embed")["summary"],
         "pool": counts(old_ids, new_ids),
         "subset": counts(old_subset, new_subset),
@@ -166,17 +189,25 @@ def diff_report(previous: RunDir, version: RunDir) -> dict:
 
 
 def diff_markdown(diff: dict) -> str:
-    lines = [f"# Refresh {diff['snapshot']} (from {diff['previous']})", "",
-             f"Embeddings: {diff['embedding']['reused']} reused, {diff['embedding']['embedded_now']} computed.", "",
-             "| | before | after | kept | added | dropped |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# Refresh {diff['snapshot']} (from {diff['previous']})",
+        "",
+        f"Embeddings: {diff['embedding']['reused']} reused, {diff['embedding']['embedded_now']} computed.",
+        "",
+        "| | before | after | kept | added | dropped |",
+        "|---|---|---|---|---|---|",
+    ]
     for name in ("pool", "subset"):
         c = diff[name]
         lines.append(f"| {name} | {c['before']} | {c['after']} | {c['kept']} | {c['added']} | {c['dropped']} |")
     cov = diff["coverage"]
-    lines += ["", "Coverage (mean cosine similarity to the nearest selected sequence):",
-              f"previous subset on the previous pool {cov['previous_subset_on_previous_pool']:.4f}; "
-              f"what survives of it on the new pool {cov['previous_subset_on_new_pool']:.4f}; "
-              f"the new subset on the new pool {cov['new_subset_on_new_pool']:.4f}."]
+    lines += [
+        "",
+        "Coverage (mean cosine similarity to the nearest selected sequence):",
+        f"previous subset on the previous pool {cov['previous_subset_on_previous_pool']:.4f}; "
+        f"what survives of it on the new pool {cov['previous_subset_on_new_pool']:.4f}; "
+        f"the new subset on the new pool {cov['new_subset_on_new_pool']:.4f}.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -185,12 +216,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--previous", required=True, help="the run directory of the previous selection")
     parser.add_argument("--corpus", required=True, help="the new corpus snapshot (any corpus.source form)")
     parser.add_argument("--out", default=None, help="folder for snapshot versions (default: <previous>/refresh)")
-    parser.add_argument("--config", default=None, help="embed/select settings (default: the previous run's config.yaml)")
+    parser.add_argument(
+        "--config", default=None, help="embed/select settings (default: the previous run's config.yaml)"
+    )
     args = parser.parse_args(argv)
     base = base_dir()
     try:
-        refresh(local_path(args.previous, base), args.corpus, out=local_path(args.out, base),
-                config=local_path(args.config, base))
+        refresh(
+            local_path(args.previous, base),
+            args.corpus,
+            out=local_path(args.out, base),
+            config=local_path(args.config, base),
+        )
     except ValueError as e:
         raise SystemExit(f"error: {redact(str(e))}") from None
 

@@ -5,6 +5,7 @@ against the full-data arm are paired by seed (same seed = same masks, dropout an
 Selection cost is the embed + select wall-clock of the pipeline an arm's subsets come from.
 Coverage is the dense facility-location objective per point of a run's first draw (see Coverage).
 """
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,11 @@ def _cell(values: list[float], digits: int = 3) -> str:
 def _scores(folder: Path) -> dict:
     scores = _read(folder / "eval.json") or {}
     rows = (_read(folder / "downstream.json") or {}).get("rows", [])
-    return {"loss": {k: v["loss"] for k, v in scores.items()}, "tasks": {r["task"]: 100 * r["score"] for r in rows},
-            "glue": float(np.mean([100 * r["score"] for r in rows])) if rows else None}
+    return {
+        "loss": {k: v["loss"] for k, v in scores.items()},
+        "tasks": {r["task"]: 100 * r["score"] for r in rows},
+        "glue": float(np.mean([100 * r["score"] for r in rows])) if rows else None,
+    }
 
 
 class Coverage:
@@ -68,8 +72,7 @@ class Coverage:
     def __init__(self, root: Path):
         self.root, self._memo = root, {}
         main = pipeline_dir(root, MAIN)
-        ids = np.concatenate([read_ids(f)
-                              for f in shard_files(main / "prepare" / "sequences")])
+        ids = np.concatenate([read_ids(f) for f in shard_files(main / "prepare" / "sequences")])
         emb_ids, emb = read_embeddings(shard_files(main / "embed"))
         self.pool_ids = ids
         self.emb = normalize_embeddings(emb[rows_of(ids, emb_ids, where=f"the embeddings of {main}")])
@@ -81,7 +84,9 @@ class Coverage:
         if key not in self._memo:
             partitions, greedi = load_selection(pipeline_dir(self.root, variant) / "select")
             budget = max(1, round(fraction * len(self.pool_ids)))
-            rows = draw_function(subset, self.pool_ids, budget=budget, seed=seed, partitions=partitions, fixed_ids=greedi)(0)
+            rows = draw_function(
+                subset, self.pool_ids, budget=budget, seed=seed, partitions=partitions, fixed_ids=greedi
+            )(0)
             self._memo[key] = coverage(self.emb, self.emb[rows])
         return self._memo[key]
 
@@ -103,13 +108,23 @@ def collect(root: Path, exp: Experiment) -> list[dict]:
         if trained is None:
             continue
         pipe, fraction = pipeline_dir(root, run.variant), exp.pipelines[run.variant].select.fraction
-        selection_s = sum(_stage_seconds(pipe, s) for s in ("embed", "select")) if run.train.subset in SUBSET_ARMS else 0.0
+        selection_s = (
+            sum(_stage_seconds(pipe, s) for s in ("embed", "select")) if run.train.subset in SUBSET_ARMS else 0.0
+        )
         covered = cover(run.variant, run.train.subset, run.train.seed, fraction)
-        records.append({"run": run, "train_s": trained["seconds"], "selection_s": selection_s, **_scores(folder),
-                        "coverage": covered, "advantage": cover.advantage(covered, fraction),
-                        # the variant's greedy (GreeDi) subset: what its embeddings and partitions make of selection
-                        "topk_advantage": cover.advantage(cover(run.variant, "greedi", 0, fraction), fraction),
-                        "curve": _curve(folder / "metrics.jsonl")})
+        records.append(
+            {
+                "run": run,
+                "train_s": trained["seconds"],
+                "selection_s": selection_s,
+                **_scores(folder),
+                "coverage": covered,
+                "advantage": cover.advantage(covered, fraction),
+                # the variant's greedy (GreeDi) subset: what its embeddings and partitions make of selection
+                "topk_advantage": cover.advantage(cover(run.variant, "greedi", 0, fraction), fraction),
+                "curve": _curve(folder / "metrics.jsonl"),
+            }
+        )
     return records
 
 
@@ -130,23 +145,33 @@ def _main_table(records: list[dict], sets: list[str], warm: dict) -> list[str]:
     for r in records:
         if r["run"].group == MAIN:
             by_arm[r["run"].arm].append(r)
-    head = ["arm", "subset", "redraw every", "steps"] + [f"{s} loss" for s in sets] + ["GLUE avg", "coverage", "train s",
-                                                                                      "selection s"]
+    head = (
+        ["arm", "subset", "redraw every", "steps"]
+        + [f"{s} loss" for s in sets]
+        + ["GLUE avg", "coverage", "train s", "selection s"]
+    )
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     if warm["loss"]:
         losses = [f"{warm['loss'][f'final/{s}']:.3f}" if f"final/{s}" in warm["loss"] else "-" for s in sets]
         glue = f"{warm['glue']:.1f}" if warm["glue"] is not None else "-"
-        lines.append("| warm start (every arm's step 0) | full | - | 0 | " + " | ".join(losses) + f" | {glue} | - | - | - |")
+        lines.append(
+            "| warm start (every arm's step 0) | full | - | 0 | " + " | ".join(losses) + f" | {glue} | - | - | - |"
+        )
     for arm, rs in by_arm.items():
         t = rs[0]["run"].train
         losses = [_cell([r["loss"][f"final/{s}"] for r in rs if f"final/{s}" in r["loss"]]) for s in sets]
         glue = _cell([r["glue"] for r in rs if r["glue"] is not None], 1)
         cover = _cell([r["coverage"] for r in rs if r["coverage"] is not None], 4)
-        lines.append(f"| {arm} | {t.subset} | {t.redraw_every or '-'} | {t.steps} | " + " | ".join(losses)
-                     + f" | {glue} | {cover} | {np.mean([r['train_s'] for r in rs]):.0f} | {rs[0]['selection_s']:.0f} |")
+        lines.append(
+            f"| {arm} | {t.subset} | {t.redraw_every or '-'} | {t.steps} | "
+            + " | ".join(losses)
+            + f" | {glue} | {cover} | {np.mean([r['train_s'] for r in rs]):.0f} | {rs[0]['selection_s']:.0f} |"
+        )
         for step in rs[0]["run"].snapshots:  # the long arm stopped early, as the paper's early-stopping baseline
             losses = [_cell([r["loss"][f"step{step}/{s}"] for r in rs if f"step{step}/{s}" in r["loss"]]) for s in sets]
-            lines.append(f"| {arm} @ step {step} | {t.subset} | - | {step} | " + " | ".join(losses) + " | - | - | - | - |")
+            lines.append(
+                f"| {arm} @ step {step} | {t.subset} | - | {step} | " + " | ".join(losses) + " | - | - | - | - |"
+            )
     return lines
 
 
@@ -156,14 +181,26 @@ def _paired_table(records: list[dict], sets: list[str], reference: str) -> list[
     if reference not in arms:
         return []
     head = ["arm"] + [f"Δ {s} loss" for s in sets] + ["Δ GLUE avg"]
-    lines = [f"Paired by seed against `{reference}` (negative loss and positive GLUE = better than {reference}):", "",
-             "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    lines = [
+        f"Paired by seed against `{reference}` (negative loss and positive GLUE = better than {reference}):",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---" * len(head) + "|",
+    ]
     for arm in arms:
         if arm == reference:
             continue
         pairs = [(runs[(arm, s)], runs[(reference, s)]) for a, s in runs if a == arm and (reference, s) in runs]
-        cells = [_cell([a["loss"][f"final/{s}"] - b["loss"][f"final/{s}"] for a, b in pairs
-                        if f"final/{s}" in a["loss"] and f"final/{s}" in b["loss"]]) for s in sets]
+        cells = [
+            _cell(
+                [
+                    a["loss"][f"final/{s}"] - b["loss"][f"final/{s}"]
+                    for a, b in pairs
+                    if f"final/{s}" in a["loss"] and f"final/{s}" in b["loss"]
+                ]
+            )
+            for s in sets
+        ]
         glue = _cell([a["glue"] - b["glue"] for a, b in pairs if a["glue"] is not None and b["glue"] is not None], 1)
         lines.append(f"| {arm} | " + " | ".join(cells) + f" | {glue} |")
     return lines
@@ -179,7 +216,9 @@ def _task_table(records: list[dict], group: str, warm: dict | None = None) -> li
         lines.append("| warm start | " + " | ".join(f"{warm['tasks'].get(t, float('nan')):.1f}" for t in tasks) + " |")
     for arm in dict.fromkeys(r["run"].arm for r in rs):
         mine = [r for r in rs if r["run"].arm == arm]
-        lines.append(f"| {arm} | " + " | ".join(_cell([r["tasks"][t] for r in mine if t in r["tasks"]], 1) for t in tasks) + " |")
+        lines.append(
+            f"| {arm} | " + " | ".join(_cell([r["tasks"][t] for r in mine if t in r["tasks"]], 1) for t in tasks) + " |"
+        )
     return lines
 
 
@@ -189,19 +228,32 @@ def _ablation_table(records: list[dict], sets: list[str], exp: Experiment) -> li
         return []
     seed = rs[0]["run"].seed
     refs = [r for r in records if r["run"].group == MAIN and r["run"].seed == seed and r["run"].train.subset != "full"]
-    head = ["run", "what changes"] + [f"{s} loss" for s in sets] + ["GLUE avg", "coverage", "greedy gain kept",
-                                                                     "its greedy top-k's gain kept", "embed + select s"]
-    lines = [f"One seed ({seed}); the main arms with that seed for reference. Coverage: mean cosine similarity of each "
-             "pool sequence to its nearest sequence in the run's first draw, in the main embedding space; greedy gain "
-             "kept: (coverage - random's) / (the main greedy top-k's - random's); its greedy top-k's: the same for the GreeDi "
-             "subset of the run's own pipeline (what its embeddings and partitions make of greedy selection).", "",
-             "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    head = (
+        ["run", "what changes"]
+        + [f"{s} loss" for s in sets]
+        + ["GLUE avg", "coverage", "greedy gain kept", "its greedy top-k's gain kept", "embed + select s"]
+    )
+    lines = [
+        f"One seed ({seed}); the main arms with that seed for reference. Coverage: mean cosine similarity of each "
+        "pool sequence to its nearest sequence in the run's first draw, in the main embedding space; greedy gain "
+        "kept: (coverage - random's) / (the main greedy top-k's - random's); its greedy top-k's: the same for "
+        "the GreeDi subset of the run's own pipeline (what its embeddings and partitions make of greedy selection).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---" * len(head) + "|",
+    ]
     for r in refs + rs:
         note = exp.notes.get(r["run"].arm, "main pipeline (reference)")
         losses = [f"{r['loss'][f'final/{s}']:.3f}" if f"final/{s}" in r["loss"] else "-" for s in sets]
         glue = f"{r['glue']:.1f}" if r["glue"] is not None else "-"
-        cover = f"{r['coverage']:.4f} | {r['advantage']:.2f} | {r['topk_advantage']:.2f}" if r["coverage"] is not None else "- | - | -"
-        lines.append(f"| {r['run'].arm} | {note} | " + " | ".join(losses) + f" | {glue} | {cover} | {r['selection_s']:.0f} |")
+        cover = (
+            f"{r['coverage']:.4f} | {r['advantage']:.2f} | {r['topk_advantage']:.2f}"
+            if r["coverage"] is not None
+            else "- | - | -"
+        )
+        lines.append(
+            f"| {r['run'].arm} | {note} | " + " | ".join(losses) + f" | {glue} | {cover} | {r['selection_s']:.0f} |"
+        )
     return lines
 
 
@@ -220,10 +272,13 @@ def _stage_table(root: Path, records: list[dict]) -> list[str]:
     long = [(r["train_s"], r["run"].train.steps) for r in records if r["run"].group == MAIN and r["run"].snapshots]
     if short and long:
         steps = min(r["run"].train.steps for r in records if r["run"].group == MAIN)
-        lines += ["", f"Selection (embed + select) took {selection:.0f} s, {100 * selection / np.mean(short):.0f}% of one "
-                  f"{steps}-step arm's training ({np.mean(short):.0f} s); the {long[0][1]}-step full-data run took "
-                  f"{np.mean([s for s, _ in long]) - np.mean(short):.0f} s longer than a {steps}-step arm. Arms ran two at a "
-                  "time, one CPU each, so their seconds are per-CPU wall-clock."]
+        lines += [
+            "",
+            f"Selection (embed + select) took {selection:.0f} s, {100 * selection / np.mean(short):.0f}% of one "
+            f"{steps}-step arm's training ({np.mean(short):.0f} s); the {long[0][1]}-step full-data run took "
+            f"{np.mean([s for s, _ in long]) - np.mean(short):.0f} s longer than a {steps}-step arm. Arms ran two at a "
+            "time, one CPU each, so their seconds are per-CPU wall-clock.",
+        ]
     return lines
 
 
@@ -242,12 +297,14 @@ def plot_curves(records: list[dict], warm: dict, sets: list[str], out: Path, smo
             continue
         steps, loss = rs[0]["curve"][:n, 0], np.mean([r["curve"][:n, 1] for r in rs], axis=0)
         kernel = np.ones(min(smooth, n)) / min(smooth, n)
-        left.plot(steps[len(kernel) - 1:], np.convolve(loss, kernel, mode="valid"), label=f"{arm} (n={len(rs)})")
+        left.plot(steps[len(kernel) - 1 :], np.convolve(loss, kernel, mode="valid"), label=f"{arm} (n={len(rs)})")
         for name, ax in zip(sets, panels):
             scored = [r for r in rs if f"final/{name}" in r["loss"]]  # a report can be written mid-run
             if not scored:
                 continue
-            xs = sorted({int(k.split("/")[0].removeprefix("step")) for r in scored for k in r["loss"] if k.startswith("step")})
+            xs = sorted(
+                {int(k.split("/")[0].removeprefix("step")) for r in scored for k in r["loss"] if k.startswith("step")}
+            )
             ys = [np.mean([r["loss"][f"step{x}/{name}"] for r in scored]) for x in xs]
             xs, ys = xs + [int(steps[-1])], ys + [np.mean([r["loss"][f"final/{name}"] for r in scored])]
             if f"final/{name}" in warm["loss"]:
@@ -269,24 +326,51 @@ def write_report(root: Path, exp: Experiment) -> str:
     sets = _sets(records)
     plot_curves(records, warm, sets, root / "loss_curves.png")
     main = exp.pipelines[MAIN]
-    pool = ((_read(pipeline_dir(root, MAIN) / "prepare" / "manifest.json") or {}).get("summary") or {}).get("sequences") or 0
+    pool = ((_read(pipeline_dir(root, MAIN) / "prepare" / "manifest.json") or {}).get("summary") or {}).get(
+        "sequences"
+    ) or 0
     seen = main.train.steps * main.train.global_batch_size
-    regime = (f"The pool holds {pool:,} training sequences, so in {main.train.steps} steps the full-data arm sees it "
-              f"{seen / pool:.1f} times and a {main.select.fraction:.0%} subset {seen / (pool * main.select.fraction):.1f} "
-              f"times; the warm start saw it {main.warmstart.steps * main.warmstart.global_batch_size / pool:.1f} times. "
-              if pool else "")
-    parts = [f"# Experiment {exp.name}", "",
-             f"Model: {main.model.kind}, {main.model.num_layers} layers, hidden {main.model.hidden_size}, "
-             f"seq {main.model.seq_len}; warm start {main.warmstart.steps} steps; arms trained "
-             f"{main.train.steps} steps at batch {main.train.global_batch_size}; subset fraction {main.select.fraction}. "
-             f"{regime}Losses are masked-LM (BERT) or causal-LM (GPT-2) cross-entropy on sequences never trained on "
-             "(held-out documents of the corpus, and WikiText-2 validation); GLUE avg is the mean dev score over the "
-             "downstream tasks (x100).", "",
-             "## Arms", "", f"Each cell: {INTERVAL} (n shown).", "", *_main_table(records, sets, warm), "",
-             *[line for arm in exp.compare_to for line in [*_paired_table(records, sets, arm), ""]],
-             "## Downstream scores per task (dev sets, ×100)", "", *_task_table(records, MAIN, warm), "",
-             "## Ablations", "", *_ablation_table(records, sets, exp), "", *_task_table(records, "ablation"), "",
-             "## Wall-clock", "", *_stage_table(root, records), "", "![loss curves](loss_curves.png)", ""]
+    regime = (
+        f"The pool holds {pool:,} training sequences, so in {main.train.steps} steps the full-data arm sees it "
+        f"{seen / pool:.1f} times and a {main.select.fraction:.0%} subset {seen / (pool * main.select.fraction):.1f} "
+        f"times; the warm start saw it {main.warmstart.steps * main.warmstart.global_batch_size / pool:.1f} times. "
+        if pool
+        else ""
+    )
+    parts = [
+        f"# Experiment {exp.name}",
+        "",
+        f"Model: {main.model.kind}, {main.model.num_layers} layers, hidden {main.model.hidden_size}, "
+        f"seq {main.model.seq_len}; warm start {main.warmstart.steps} steps; arms trained "
+        f"{main.train.steps} steps at batch {main.train.global_batch_size}; subset fraction {main.select.fraction}. "
+        f"{regime}Losses are masked-LM (BERT) or causal-LM (GPT-2) cross-entropy on sequences never trained on "
+        "(held-out documents of the corpus, and WikiText-2 validation); GLUE avg is the mean dev score over the "
+        "downstream tasks (x100).",
+        "",
+        "## Arms",
+        "",
+        f"Each cell: {INTERVAL} (n shown).",
+        "",
+        *_main_table(records, sets, warm),
+        "",
+        *[line for arm in exp.compare_to for line in [*_paired_table(records, sets, arm), ""]],
+        "## Downstream scores per task (dev sets, ×100)",
+        "",
+        *_task_table(records, MAIN, warm),
+        "",
+        "## Ablations",
+        "",
+        *_ablation_table(records, sets, exp),
+        "",
+        *_task_table(records, "ablation"),
+        "",
+        "## Wall-clock",
+        "",
+        *_stage_table(root, records),
+        "",
+        "![loss curves](loss_curves.png)",
+        "",
+    ]
     text = "\n".join(parts)
     (root / "results.md").write_text(text)
     return text

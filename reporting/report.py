@@ -7,6 +7,7 @@ gain curve per partition, coverage of the selected subsets against random subset
 a 2-D projection (PCA) of selected and unselected embeddings, per-partition and per-stage time and
 memory, training loss curves, held-out and downstream evaluation, and the configs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,8 +70,12 @@ def subset_quality(run: RunDir, out: Path, seed: int = 0) -> tuple[str, dict]:
     for name, subset in subsets.items():
         rows = rows_of(subset, ids, where="the embeddings")
         randoms = [coverage(emb[sample], emb[rng.choice(len(ids), len(rows), replace=False)]) for _ in range(3)]
-        scores[name] = {"size": len(rows), "coverage": coverage(emb[sample], emb[rows]),
-                        "random_mean": float(np.mean(randoms)), "random_std": float(np.std(randoms))}
+        scores[name] = {
+            "size": len(rows),
+            "coverage": coverage(emb[sample], emb[rows]),
+            "random_mean": float(np.mean(randoms)),
+            "random_std": float(np.std(randoms)),
+        }
     centred = emb[sample] - emb[sample].mean(0)
     xy = centred @ np.linalg.svd(centred, full_matrices=False)[2][:2].T
     chosen = np.isin(ids[sample], shown)
@@ -83,8 +88,11 @@ def subset_quality(run: RunDir, out: Path, seed: int = 0) -> tuple[str, dict]:
 
 
 def timings(run: RunDir, out: Path) -> tuple[str | None, list[dict]]:
-    rows = [{"stage": s, **{k: m.get(k) for k in ("seconds", "peak_rss_gb")}}
-            for s in STAGE_NAMES if (m := run.read_manifest(s))]
+    rows = [
+        {"stage": s, **{k: m.get(k) for k in ("seconds", "peak_rss_gb")}}
+        for s in STAGE_NAMES
+        if (m := run.read_manifest(s))
+    ]
     stats = (run.read_manifest("select") or {}).get("summary", {}).get("per_partition", [])
     if not stats:
         return None, rows
@@ -152,14 +160,16 @@ def _render(run: RunDir, out: Path) -> None:
     downstream = U.join(run.stage("evaluate"), "downstream.md")
     quality = [{"subset": k, **v} for k, v in scores.items()]
     img = lambda name: f'<img src="{name}" alt="{name}">' if name else "<p>(not available)</p>"  # noqa: E731
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>ingenious-ray report: {html.escape(U.name(run.root))}</title>
-<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}} table{{border-collapse:collapse;margin:1em 0}}
+    title = f"ingenious-ray report: {html.escape(U.name(run.root))}"
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} img{{max-width:100%;border:1px solid #eee}}
 pre{{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}}</style></head><body>
 <h1>Run {html.escape(U.name(run.root))}</h1><p>{html.escape(redact(run.root))}</p>
-<h2>Subset</h2><p>{summary['budget']} of {summary['sequences']} sequences
-({100 * summary['budget'] / summary['sequences']:.1f}%), strategy <b>{html.escape(summary['strategy'])}</b>,
-{summary['partitions']} partition(s) ({html.escape(summary['partition'])}).</p>
+<h2>Subset</h2><p>{summary["budget"]} of {summary["sequences"]} sequences
+({100 * summary["budget"] / summary["sequences"]:.1f}%), strategy <b>{html.escape(summary["strategy"])}</b>,
+{summary["partitions"]} partition(s) ({html.escape(summary["partition"])}).</p>
 <h2>Coverage against random subsets of the same size</h2>
 <p>Coverage: mean cosine similarity of each pool sequence to its nearest selected one (the facility-location
 objective per sequence); random: mean and std over 3 seeded random subsets.</p>{_table(quality)}

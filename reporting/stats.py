@@ -1,4 +1,5 @@
 """Summaries over seeds, one definition for every table: mean and the t-based 95% confidence interval."""
+
 from __future__ import annotations
 
 import math

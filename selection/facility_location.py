@@ -5,6 +5,7 @@ neighbour to max(cover_i, s_ij), so its marginal gain is sum_i max(0, s_ij - cov
 column j of the graph. Gains are accumulated in float64, always in the column's storage order,
 so every optimizer computes bit-identical gains.
 """
+
 from __future__ import annotations
 
 import numba

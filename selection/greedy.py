@@ -5,6 +5,7 @@ Both return the greedy order and each element's marginal gain at insertion. Ties
 smallest index, so the two agree element for element (tests pin lazy to naive). Ordering a whole
 shard (budget = n) is what the `ingenious` strategy needs: every element gets a gain.
 """
+
 from __future__ import annotations
 
 import math
@@ -143,5 +144,6 @@ def stochastic_greedy(
     if not 0.0 < epsilon < 1.0:
         raise ValueError(f"stochastic greedy epsilon must be in (0, 1), got {epsilon}")
     sample = max(1, math.ceil(objective.n / budget * math.log(1.0 / epsilon)))
-    return _stochastic_greedy(objective.indptr, objective.indices, objective.data, objective.num_points,
-                              objective.n, budget, sample, seed)
+    return _stochastic_greedy(
+        objective.indptr, objective.indices, objective.data, objective.num_points, objective.n, budget, sample, seed
+    )

@@ -1,5 +1,6 @@
 """Sequence ids -> rows: the one lookup every reader of ids uses (sorted search, no dict: a dict of
 the paper's 41.5M ids would take gigabytes in every worker)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -14,6 +14,7 @@ wheel); otherwise they stay on the CPU with the same results. IVF cells are trai
 (seeded k-means on a sample: cheap), so the cells are the same on either device. A GPU index
 cannot be serialised: `index_to_cpu` first.
 """
+
 from __future__ import annotations
 
 import math
@@ -78,7 +79,9 @@ class KnnParams:
             raise ValueError(f"knn device must be one of {DEVICES}, got {self.device!r}")
 
 
-def knn_search(queries: np.ndarray, base: np.ndarray, k: int, params: KnnParams = KnnParams()) -> tuple[np.ndarray, np.ndarray]:
+def knn_search(
+    queries: np.ndarray, base: np.ndarray, k: int, params: KnnParams = KnnParams()
+) -> tuple[np.ndarray, np.ndarray]:
     """(similarities, indices), each (len(queries), k): the k most similar base rows per query.
 
     Both inputs must already be L2-normalised float32. Missing neighbours (approximate indexes
@@ -93,7 +96,9 @@ def knn_search(queries: np.ndarray, base: np.ndarray, k: int, params: KnnParams 
     return search_index(build_index(base, params), queries, k, params.query_block)
 
 
-def search_index(index: faiss.Index, queries: np.ndarray, k: int, query_block: int = 16384) -> tuple[np.ndarray, np.ndarray]:
+def search_index(
+    index: faiss.Index, queries: np.ndarray, k: int, query_block: int = 16384
+) -> tuple[np.ndarray, np.ndarray]:
     """Search a built FAISS index in blocks of queries (bounded memory)."""
     if queries.shape[1] != index.d:
         raise ValueError(f"dimension mismatch: queries have {queries.shape[1]}, the index has {index.d}")
@@ -218,7 +223,10 @@ def knn_recall(x: np.ndarray, graph: KnnGraph, k: int, *, sample: int = 1000, se
     _, exact = knn_search(xn[rows], xn, k)
     found = 0
     for r, truth in zip(rows, exact):
-        found += len(set(truth.tolist()) & set(graph.matrix.indices[graph.matrix.indptr[r] : graph.matrix.indptr[r + 1]].tolist()))
+        found += len(
+            set(truth.tolist())
+            & set(graph.matrix.indices[graph.matrix.indptr[r] : graph.matrix.indptr[r + 1]].tolist())
+        )
     return found / (len(rows) * k)
 
 

@@ -20,6 +20,7 @@ When the candidates exceed what one task should hold (`max_candidates`), partiti
 groups first (each group keeps its proportional part of `max_candidates`, judged on the group's own
 points), and the last round takes the union of the groups' choices.
 """
+
 from __future__ import annotations
 
 import math
@@ -73,7 +74,10 @@ def candidate_edges(
 
 
 def candidate_graph(
-    embeddings: np.ndarray, candidates: np.ndarray, knn_k: int, params: KnnParams = KnnParams(),
+    embeddings: np.ndarray,
+    candidates: np.ndarray,
+    knn_k: int,
+    params: KnnParams = KnnParams(),
     thresholds: np.ndarray | None = None,
 ) -> sp.csr_matrix:
     """Rows: the given points; columns: merge candidates (normalised); each row keeps its k best
@@ -119,8 +123,9 @@ def merge_groups(candidates: list[int], max_candidates: int) -> list[list[int]]:
     return groups
 
 
-def group_keep(candidates: int, points: int, total_candidates: int, max_candidates: int, budget: int,
-               total: int) -> int:
+def group_keep(
+    candidates: int, points: int, total_candidates: int, max_candidates: int, budget: int, total: int
+) -> int:
     """How many of its candidates a group passes to the last round: its proportional part of
     `max_candidates`, never below its share of the budget, never above what it has."""
     share = math.ceil(budget * points / total)
@@ -128,8 +133,13 @@ def group_keep(candidates: int, points: int, total_candidates: int, max_candidat
 
 
 def merge_group(
-    ids: np.ndarray, embeddings: np.ndarray, thresholds: np.ndarray, candidate_ids: np.ndarray, keep: int,
-    knn_k: int, params: KnnParams = KnnParams(),
+    ids: np.ndarray,
+    embeddings: np.ndarray,
+    thresholds: np.ndarray,
+    candidate_ids: np.ndarray,
+    keep: int,
+    knn_k: int,
+    params: KnnParams = KnnParams(),
 ) -> np.ndarray:
     """One group's merge in a round before the last: greedy over the group's candidates, judged on
     the group's own points (each through its nearest candidates above its threshold). Returns the

@@ -4,6 +4,7 @@
 P. The assignment depends only on (id, seed, P): not on file order, worker count or on which other
 sequences exist, so a corpus refresh keeps every surviving sequence in its partition.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -7,6 +7,7 @@ overshoots it: 60 partitions of 837 sequences at 25% drew 238 for 209). Draws ar
 (seed, draw index, partition), so any worker can recompute any draw and the result does not
 depend on how many workers there are.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,9 +43,7 @@ def partition_budgets(sizes: list[int], budget: int) -> list[int]:
     return shares
 
 
-def draw_subset(
-    partitions: list[tuple[np.ndarray, np.ndarray]], budget: int, *, seed: int, draw: int
-) -> np.ndarray:
+def draw_subset(partitions: list[tuple[np.ndarray, np.ndarray]], budget: int, *, seed: int, draw: int) -> np.ndarray:
     """Draw one subset of exactly `budget` ids. `partitions` is a list of (sequence_ids, probabilities),
     in partition order.
 
@@ -54,7 +53,9 @@ def draw_subset(
     if not 1 <= budget <= total:
         raise ValueError(f"subset budget must be in [1, {total}] (the corpus size), got {budget}")
     out = []
-    for part, ((ids, probs), k) in enumerate(zip(partitions, partition_budgets([len(ids) for ids, _ in partitions], budget))):
+    for part, ((ids, probs), k) in enumerate(
+        zip(partitions, partition_budgets([len(ids) for ids, _ in partitions], budget))
+    ):
         if k == 0:
             continue
         rng = np.random.default_rng([seed, draw, part])

@@ -3,6 +3,7 @@
 A partition's sequences are put in sequence-id order first so the greedy order (and its ties)
 depend only on the data, never on how the rows arrived.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,8 +35,14 @@ class ShardSelection:
 
 
 def order_shard(
-    sequence_ids: np.ndarray, embeddings: np.ndarray, knn_k: int, *, params: KnnParams = KnnParams(),
-    optimizer: str = "lazy", epsilon: float = 0.01, seed: int = 0,
+    sequence_ids: np.ndarray,
+    embeddings: np.ndarray,
+    knn_k: int,
+    *,
+    params: KnnParams = KnnParams(),
+    optimizer: str = "lazy",
+    epsilon: float = 0.01,
+    seed: int = 0,
 ) -> ShardSelection:
     """Greedy-order every element of a partition on its kNN graph."""
     if len(sequence_ids) != len(embeddings):

@@ -32,8 +32,15 @@ def s3_server():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     server.start()
     host, port = server.get_host_and_port()
-    os.environ.update({"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "test",
-                       "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"})
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+        }
+    )
     yield os.environ["AWS_ENDPOINT_URL"]
     server.stop()
 
@@ -57,13 +64,18 @@ def s3(s3_server):
 
 
 def bucket_keys(client, bucket: str, prefix: str) -> list[str]:
-    return [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-            for o in page.get("Contents", [])]
+    return [
+        o["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for o in page.get("Contents", [])
+    ]
 
 
 def bucket_files(client, bucket: str, prefix: str) -> dict[str, bytes]:
-    return {k[len(prefix):]: client.get_object(Bucket=bucket, Key=k)["Body"].read()
-            for k in bucket_keys(client, bucket, prefix)}
+    return {
+        k[len(prefix) :]: client.get_object(Bucket=bucket, Key=k)["Body"].read()
+        for k in bucket_keys(client, bucket, prefix)
+    }
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ writes (the test's temporary folders), so a stage that hands a worker a path on 
 fails there as it would on a real cluster. Corpus and run directory live on a moto S3 server on
 loopback, which every node reaches. Needs root (mount namespaces) and moto; the tests skip without.
 """
+
 from __future__ import annotations
 
 import os
@@ -50,46 +51,95 @@ class Cluster:
 
     def start_head(self, temp: Path) -> None:
         gcs = free_port()
-        ports = {f"--{name}": free_port() for name in ("dashboard-port", "dashboard-agent-listen-port",
-                                                      "ray-client-server-port", "node-manager-port",
-                                                      "object-manager-port", "metrics-export-port",
-                                                      "runtime-env-agent-port", "dashboard-agent-grpc-port")}
+        ports = {
+            f"--{name}": free_port()
+            for name in (
+                "dashboard-port",
+                "dashboard-agent-listen-port",
+                "ray-client-server-port",
+                "node-manager-port",
+                "object-manager-port",
+                "metrics-export-port",
+                "runtime-env-agent-port",
+                "dashboard-agent-grpc-port",
+            )
+        }
         self.head = subprocess.Popen(
-            [RAY, "start", "--head", "--block", "--num-cpus=0", f"--port={gcs}", "--dashboard-host=127.0.0.1",
-             f"--temp-dir={temp}", "--disable-usage-stats", *(f"{k}={v}" for k, v in ports.items())],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            [
+                RAY,
+                "start",
+                "--head",
+                "--block",
+                "--num-cpus=0",
+                f"--port={gcs}",
+                "--dashboard-host=127.0.0.1",
+                f"--temp-dir={temp}",
+                "--disable-usage-stats",
+                *(f"{k}={v}" for k, v in ports.items()),
+            ],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.env["RAY_ADDRESS"] = f"127.0.0.1:{gcs}"
 
     def add_node(self, num_cpus: int = 1) -> subprocess.Popen:
         """A worker node that cannot see `hidden`: a private tmpfs over each, then `ray start`."""
-        ports = " ".join(f"--{name}={free_port()}" for name in (
-            "dashboard-agent-listen-port", "node-manager-port", "object-manager-port", "metrics-export-port",
-            "runtime-env-agent-port", "dashboard-agent-grpc-port"))
+        ports = " ".join(
+            f"--{name}={free_port()}"
+            for name in (
+                "dashboard-agent-listen-port",
+                "node-manager-port",
+                "object-manager-port",
+                "metrics-export-port",
+                "runtime-env-agent-port",
+                "dashboard-agent-grpc-port",
+            )
+        )
         mounts = " && ".join(f"mount -t tmpfs tmpfs {h}" for h in self.hidden)
-        script = (f"{mounts} && exec {RAY} start --block --address={self.env['RAY_ADDRESS']} --num-cpus={num_cpus} "
-                  f"--disable-usage-stats {ports}")
-        node = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                                env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+        script = (
+            f"{mounts} && exec {RAY} start --block --address={self.env['RAY_ADDRESS']} --num-cpus={num_cpus} "
+            f"--disable-usage-stats {ports}"
+        )
+        node = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.nodes.append(node)
         return node
 
     def wait_for_cpus(self, cpus: int, timeout: float = 120) -> None:
-        probe = ("import ray; ray.init(log_to_driver=False); "
-                 "print(sum(n['Resources'].get('CPU', 0) for n in ray.nodes() if n['Alive']))")
+        probe = (
+            "import ray; ray.init(log_to_driver=False); "
+            "print(sum(n['Resources'].get('CPU', 0) for n in ray.nodes() if n['Alive']))"
+        )
         deadline = time.monotonic() + timeout
         while True:
-            answer = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=self.env,
-                                    timeout=120, cwd=ROOT)
+            answer = subprocess.run(
+                [sys.executable, "-c", probe], capture_output=True, text=True, env=self.env, timeout=120, cwd=ROOT
+            )
             if answer.returncode == 0 and float((answer.stdout.strip().splitlines() or ["0"])[-1]) >= cpus:
                 return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the cluster did not reach {cpus} CPUs: {answer.stdout[-300:]} {answer.stderr[-500:]}")
+                raise RuntimeError(
+                    f"the cluster did not reach {cpus} CPUs: {answer.stdout[-300:]} {answer.stderr[-500:]}"
+                )
             time.sleep(2)
 
     def driver(self, *args: str, **kw) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, *args], env=self.env, cwd=ROOT, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, **kw)
+        return subprocess.Popen(
+            [sys.executable, *args],
+            env=self.env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            **kw,
+        )
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -99,17 +149,29 @@ class Cluster:
 
 
 def can_unshare() -> bool:
-    return shutil.which("unshare") is not None and os.geteuid() == 0 and subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "true"], capture_output=True).returncode == 0
+    return (
+        shutil.which("unshare") is not None
+        and os.geteuid() == 0
+        and subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True).returncode
+        == 0
+    )
 
 
 def cluster_env(s3_endpoint: str) -> dict[str, str]:
-    env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "PYTHONPATH": str(ROOT),
-           "AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
-           # A lost node is declared dead within seconds, not the default half minute.
-           "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
-           "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+    env = {
+        **os.environ,
+        "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+        "PYTHONPATH": str(ROOT),
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        # A lost node is declared dead within seconds, not the default half minute.
+        "RAY_health_check_period_ms": "1000",
+        "RAY_health_check_failure_threshold": "3",
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+    }
     env["RAY_AUTH_MODE"] = "token"  # Ray 2.60: every process of a token cluster
     env.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
     env.pop("RAY_ADDRESS", None)

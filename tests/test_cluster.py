@@ -1,5 +1,6 @@
 """cluster.yaml passes the validation `ray up` runs (defaults filled in, then Ray's JSON schema), pins
 what every node runs, and sends each stage to the right nodes."""
+
 import re
 from pathlib import Path
 
@@ -42,11 +43,14 @@ def test_ray_python_and_cuda_are_pinned_to_the_local_ray():
 
 def test_run_directory_on_s3_with_an_instance_profile_on_every_node():
     config = cluster()
-    env = dict(o.removeprefix("--env=").split("=", 1) for o in config["docker"]["run_options"] if o.startswith("--env="))
+    env = dict(
+        o.removeprefix("--env=").split("=", 1) for o in config["docker"]["run_options"] if o.startswith("--env=")
+    )
     assert env["INGENIOUS_RUN_ROOT"].startswith("s3://") and env["AWS_DEFAULT_REGION"] == config["provider"]["region"]
     assert not re.search(r"AWS_(ACCESS_KEY_ID|SECRET_ACCESS_KEY|SESSION_TOKEN)", CLUSTER.read_text())  # no keys
-    profiles = {name: node["node_config"]["IamInstanceProfile"]["Arn"]
-                for name, node in config["available_node_types"].items()}
+    profiles = {
+        name: node["node_config"]["IamInstanceProfile"]["Arn"] for name, node in config["available_node_types"].items()
+    }
     assert set(profiles) == {"head", "cpu_worker", "gpu_worker"}
     assert all(re.fullmatch(r"arn:aws:iam::\d{12}:instance-profile/[\w+=,.@-]+", arn) for arn in profiles.values())
     assert profiles["cpu_worker"] == profiles["gpu_worker"] != profiles["head"]  # only the head may launch nodes
@@ -60,7 +64,9 @@ def test_disks_hold_the_embeddings_and_stages_land_by_resources():
     assert disk["cpu_worker"] > 2 * paper_embeddings_gb and disk["gpu_worker"] >= 200 and disk["head"] >= 100
     head_start = next(c for c in config["head_start_ray_commands"] if "ray start" in c)
     assert "--num-cpus=0" in head_start.split() and nodes["head"]["resources"] == {"CPU": 0}  # no task on the head
-    assert nodes["cpu_worker"]["min_workers"] >= 1 and not nodes["cpu_worker"]["node_config"]["InstanceType"].startswith(("g", "p"))
+    assert nodes["cpu_worker"]["min_workers"] >= 1 and not nodes["cpu_worker"]["node_config"][
+        "InstanceType"
+    ].startswith(("g", "p"))
     assert nodes["gpu_worker"]["min_workers"] >= 1  # `use_gpu: auto` sees a GPU from the start
 
 

@@ -15,8 +15,9 @@ def write(tmp_path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("path", sorted(set(CONFIGS.glob("*.yaml")) - set(CONFIGS.glob("experiment-*.yaml"))),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted(set(CONFIGS.glob("*.yaml")) - set(CONFIGS.glob("experiment-*.yaml"))), ids=lambda p: p.name
+)
 def test_shipped_configs_load(path):
     cfg = load_config(path)
     assert isinstance(cfg, PipelineConfig)
@@ -77,9 +78,11 @@ def test_sections_keep_defaults_for_unset_keys(tmp_path):
 def test_relative_paths_are_fixed_where_the_user_ran_the_command(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "corpus.jsonl").write_text("")
-    text = ("model: {init_from: runs/general/train/model}\ncorpus: {source: data/corpus.jsonl}\n"
-            "prepare: {tokenizer: bert-base-uncased}\nembed: {encoder: sentence-transformers/all-MiniLM-L6-v2}\n"
-            "evaluate: {external: [../wiki.tokens], downstream: {tasks: [sst2], data_dir: ./glue}}\n")
+    text = (
+        "model: {init_from: runs/general/train/model}\ncorpus: {source: data/corpus.jsonl}\n"
+        "prepare: {tokenizer: bert-base-uncased}\nembed: {encoder: sentence-transformers/all-MiniLM-L6-v2}\n"
+        "evaluate: {external: [../wiki.tokens], downstream: {tasks: [sst2], data_dir: ./glue}}\n"
+    )
     cfg = load_config(write(tmp_path, text), base=tmp_path)
     assert cfg.model.init_from == str(tmp_path / "runs/general/train/model")  # a path, though not made yet
     assert cfg.corpus.source == str(tmp_path / "data/corpus.jsonl")  # exists here
@@ -91,36 +94,42 @@ def test_relative_paths_are_fixed_where_the_user_ran_the_command(tmp_path):
     assert load_config(None).corpus.source == "builtin:wiki-offline"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("train: {seed: -1}\n", r"train\.seed must be >= 0, got -1"),  # was an OverflowError deep in NumPy
-    ("warmstart: {seed: -3}\n", r"warmstart\.seed must be >= 0"),
-    ("select: {seed: -1}\n", r"select\.seed must be >= 0"),
-    ("evaluate: {seed: -1}\n", r"evaluate\.seed must be >= 0"),
-    ("evaluate: {downstream: {seeds: [0, -1]}}\n", r"downstream\.seeds must be >= 0"),
-    ("train: {learning_rate: -0.001}\n", r"train\.learning_rate must be a finite number > 0, got -0\.001"),
-    ("train: {learning_rate: 0}\n", r"train\.learning_rate must be a finite number > 0"),
-    ("warmstart: {learning_rate: .nan}\n", r"warmstart\.learning_rate must be a finite number > 0, got nan"),
-    ("train: {max_grad_norm: 0}\n", r"train\.weight_decay must be finite and >= 0 .* max_grad_norm finite and > 0"),
-    ("train: {warmup_steps: -1}\n", r"train\.warmup_steps must be >= 0"),
-    ("train: {cpus_per_worker: 0}\n", r"train\.cpus_per_worker must be >= 1"),
-    ("select: {knn_nprobe: 0}\n", r"select\.knn_nprobe must be >= 1, got 0"),
-    ("select: {merge_nprobe: 0}\n", r"select\.merge_nprobe must be >= 1, got 0"),
-    ("select: {merge_max_candidates: 0}\n", r"select\.merge_max_candidates must be >= 1, got 0"),
-    ("select: {merge_objective: all_pionts}\n", r"'select\.merge_objective' must be one of partitions, all_points, got 'all_pionts'"),
-    ("embed: {pooling: first}\n", r"'embed\.pooling' must be one of auto, mean, last, got 'first'"),
-    ("train: {subset: all}\n", r"'train\.subset' must be one of full, ingenious, greedi, random, got 'all'"),
-    ("train: {use_gpu: 'true'}\n", r"'train\.use_gpu' must be bool or one of auto, got 'true'"),
-    ("embed: {cpus_per_actor: 0}\n", r"embed\.cpus_per_actor must be > 0, got 0"),
-    ("select: {kmeans_sample: 0}\n", r"select\.kmeans_sample must be >= 1"),
-    ("select: {max_partition_factor: .nan}\n", r"max_partition_factor >= 1"),
-    ("select: {memory_per_task_gb: 0}\n", r"select\.memory_per_task_gb must be > 0 or null"),
-    ("prepare: {num_cpus_per_task: 0}\n", r"prepare\.tokenizer_train_documents and prepare\.num_cpus_per_task"),
-    ("evaluate: {batch_size: 0}\n", r"evaluate\.batch_size"),
-    ("evaluate: {downstream: {learning_rate: -1.0}}\n", r"downstream\.learning_rate must be finite and > 0"),
-    ("model: {num_heads: 0}\n", r"model\.hidden_size, num_layers, num_heads and intermediate_size must be >= 1"),
-    ("model: {dropout: 1.0}\n", r"model\.dropout must be in \[0, 1\)"),
-    ("ray: {num_cpus: 0}\n", r"ray\.num_cpus must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("train: {seed: -1}\n", r"train\.seed must be >= 0, got -1"),  # was an OverflowError deep in NumPy
+        ("warmstart: {seed: -3}\n", r"warmstart\.seed must be >= 0"),
+        ("select: {seed: -1}\n", r"select\.seed must be >= 0"),
+        ("evaluate: {seed: -1}\n", r"evaluate\.seed must be >= 0"),
+        ("evaluate: {downstream: {seeds: [0, -1]}}\n", r"downstream\.seeds must be >= 0"),
+        ("train: {learning_rate: -0.001}\n", r"train\.learning_rate must be a finite number > 0, got -0\.001"),
+        ("train: {learning_rate: 0}\n", r"train\.learning_rate must be a finite number > 0"),
+        ("warmstart: {learning_rate: .nan}\n", r"warmstart\.learning_rate must be a finite number > 0, got nan"),
+        ("train: {max_grad_norm: 0}\n", r"train\.weight_decay must be finite and >= 0 .* max_grad_norm finite and > 0"),
+        ("train: {warmup_steps: -1}\n", r"train\.warmup_steps must be >= 0"),
+        ("train: {cpus_per_worker: 0}\n", r"train\.cpus_per_worker must be >= 1"),
+        ("select: {knn_nprobe: 0}\n", r"select\.knn_nprobe must be >= 1, got 0"),
+        ("select: {merge_nprobe: 0}\n", r"select\.merge_nprobe must be >= 1, got 0"),
+        ("select: {merge_max_candidates: 0}\n", r"select\.merge_max_candidates must be >= 1, got 0"),
+        (
+            "select: {merge_objective: all_pionts}\n",
+            r"'select\.merge_objective' must be one of partitions, all_points, got 'all_pionts'",
+        ),
+        ("embed: {pooling: first}\n", r"'embed\.pooling' must be one of auto, mean, last, got 'first'"),
+        ("train: {subset: all}\n", r"'train\.subset' must be one of full, ingenious, greedi, random, got 'all'"),
+        ("train: {use_gpu: 'true'}\n", r"'train\.use_gpu' must be bool or one of auto, got 'true'"),
+        ("embed: {cpus_per_actor: 0}\n", r"embed\.cpus_per_actor must be > 0, got 0"),
+        ("select: {kmeans_sample: 0}\n", r"select\.kmeans_sample must be >= 1"),
+        ("select: {max_partition_factor: .nan}\n", r"max_partition_factor >= 1"),
+        ("select: {memory_per_task_gb: 0}\n", r"select\.memory_per_task_gb must be > 0 or null"),
+        ("prepare: {num_cpus_per_task: 0}\n", r"prepare\.tokenizer_train_documents and prepare\.num_cpus_per_task"),
+        ("evaluate: {batch_size: 0}\n", r"evaluate\.batch_size"),
+        ("evaluate: {downstream: {learning_rate: -1.0}}\n", r"downstream\.learning_rate must be finite and > 0"),
+        ("model: {num_heads: 0}\n", r"model\.hidden_size, num_layers, num_heads and intermediate_size must be >= 1"),
+        ("model: {dropout: 1.0}\n", r"model\.dropout must be in \[0, 1\)"),
+        ("ray: {num_cpus: 0}\n", r"ray\.num_cpus must be >= 1"),
+    ],
+)
 def test_bad_values_name_the_key(tmp_path, text, message):
     with pytest.raises(ValueError, match=message) as err:
         load_config(write(tmp_path, text))

@@ -24,7 +24,10 @@ def test_jsonl_gz_parquet_and_txt_folder(tmp_path):
     assert [d.doc_id for d in read_documents(str(tmp_path / "txt"))] == ["x", "y"]
     (tmp_path / "abstracts.txt").write_text("First abstract.\n\n  Second abstract. \n")
     lines = list(read_documents(str(tmp_path / "abstracts.txt"), line_documents=True))
-    assert [(d.doc_id, d.text) for d in lines] == [("abstracts:1", "First abstract."), ("abstracts:3", "Second abstract.")]
+    assert [(d.doc_id, d.text) for d in lines] == [
+        ("abstracts:1", "First abstract."),
+        ("abstracts:3", "Second abstract."),
+    ]
 
 
 def test_bad_input_names_file_and_line(tmp_path):
@@ -81,9 +84,12 @@ def test_a_corpus_on_s3_reads_like_the_local_one(s3, tmp_path):
     files = corpus_files("s3://corpus/web")
     assert files == ["s3://corpus/web/a.jsonl", "s3://corpus/web/b.jsonl.gz"]
     fields = {"text_field": "text", "id_field": "id", "line_documents": False}
-    shards = plan_segments(files, [count_documents(f, **fields) for f in files], max_documents=25, documents_per_shard=7)
-    assert [[d.doc_id for d in read_segments(s, **fields)] for s in shards] == \
-        [[d.doc_id for d in docs[i : min(i + 7, 25)]] for i in range(0, 25, 7)]
+    shards = plan_segments(
+        files, [count_documents(f, **fields) for f in files], max_documents=25, documents_per_shard=7
+    )
+    assert [[d.doc_id for d in read_segments(s, **fields)] for s in shards] == [
+        [d.doc_id for d in docs[i : min(i + 7, 25)]] for i in range(0, 25, 7)
+    ]
     s3.put_object(Bucket="corpus", Key="bad/x.jsonl", Body=b'{"text": "fine"}\n{"text": broken\n')
     with pytest.raises(ValueError, match=r"s3://corpus/bad/x.jsonl:2: invalid JSON"):
         list(read_documents("s3://corpus/bad/x.jsonl"))

@@ -1,6 +1,7 @@
 """GPU paths right by construction, checked where no GPU is: a task computes on a GPU only when it
 reserved one, kNN takes the device its caller names, FAISS indexes reach the GPU only where faiss
 has GPU support and come back to the CPU for serialising. The GPU-only checks run where one is."""
+
 import numpy as np
 import pytest
 import torch
@@ -48,10 +49,15 @@ def test_ray_tasks_get_the_device_of_what_they_reserved(ray_cluster, tmp_path):
     words = ["alpha", "beta", "gamma", "delta"]
     tok = train_tokenizer(words * 5, kind="gpt2", vocab_size=80, out_dir=tmp_path / "model")
     cfg = ModelConfig(kind="gpt2", hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seq_len=16)
-    build_model(cfg, vocab_size=len(tok), pad_id=tok.pad_token_id, eos_id=tok.eos_token_id).save_pretrained(tmp_path / "model")
+    build_model(cfg, vocab_size=len(tok), pad_id=tok.pad_token_id, eos_id=tok.eos_token_id).save_pretrained(
+        tmp_path / "model"
+    )
     seqs = [np.asarray(tok("alpha beta gamma delta")["input_ids"][: cfg.seq_len])] * 4
-    result = ray_cluster.get(evaluate_checkpoint.options(num_gpus=0).remote(
-        str(tmp_path / "model"), seqs, model_cfg=cfg, batch_size=2, seed=0))
+    result = ray_cluster.get(
+        evaluate_checkpoint.options(num_gpus=0).remote(
+            str(tmp_path / "model"), seqs, model_cfg=cfg, batch_size=2, seed=0
+        )
+    )
     assert result["device"] == "cpu" and result["sequences"] == 4 and result["loss"] > 0
 
 

@@ -1,6 +1,7 @@
 """The evaluate stage on a run directory it finds only by its URI string: models, tokenizer and
 held-out shards read where they are, metrics and downstream results written there, each task on
 the device it reserved (here: none, so the CPU)."""
+
 import json
 
 import numpy as np
@@ -42,8 +43,10 @@ def test_evaluate_stage_reads_and_writes_the_run_directory_by_uri(ray_cluster, t
         tok.save_pretrained(folder)
     rng = np.random.default_rng(0)
     seqs = [[tok.cls_token_id, *rng.integers(5, len(tok), 20).tolist(), tok.sep_token_id] for _ in range(15)]
-    write_parquet(pa.table({"sequence_id": pa.array(np.arange(15, 0, -1), pa.int64()), "input_ids": seqs}),
-                  U.join(run.root, "prepare", "heldout", "part-00000.parquet"))
+    write_parquet(
+        pa.table({"sequence_id": pa.array(np.arange(15, 0, -1), pa.int64()), "input_ids": seqs}),
+        U.join(run.root, "prepare", "heldout", "part-00000.parquet"),
+    )
 
     summary = Evaluate().run(Context(cfg, run), U.join(run.root, "evaluate"))
 
@@ -53,5 +56,8 @@ def test_evaluate_stage_reads_and_writes_the_run_directory_by_uri(ray_cluster, t
     assert all(m["device"] == "cpu" and m["loss"] > 0 for m in metrics.values())
     assert metrics["train/heldout"]["sequences"] == 10  # evaluate.max_sequences of the 15
     rows = [json.loads(line) for line in U.read_text(U.join(run.root, "evaluate", "downstream.jsonl")).splitlines()]
-    assert [(r["model"], r["task"], r["device"]) for r in rows] == [("warmstart", "sst2", "cpu"), ("train", "sst2", "cpu")]
+    assert [(r["model"], r["task"], r["device"]) for r in rows] == [
+        ("warmstart", "sst2", "cpu"),
+        ("train", "sst2", "cpu"),
+    ]
     assert U.read_text(U.join(run.root, "evaluate", "downstream.md")) == summary["downstream"] + "\n"

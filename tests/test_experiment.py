@@ -1,5 +1,6 @@
 """The experiment runner: config validation, and a tiny arms x seeds experiment on a real local Ray
 cluster that shares stages between variants, scores every model and resumes without retraining."""
+
 import json
 
 import pytest
@@ -19,7 +20,10 @@ pipeline:
   train: {{steps: 4, global_batch_size: 8, warmup_steps: 1, subset: ingenious, redraw_every: 2, checkpoint_every: 4}}
   evaluate: {{max_sequences: 24, downstream: {{tasks: [sst2], data_dir: "{glue}", seeds: [0], epochs: 1}}}}
 """
-EXPERIMENT = "name: tiny-exp\n" + PIPELINE + """
+EXPERIMENT = (
+    "name: tiny-exp\n"
+    + PIPELINE
+    + """
 seeds: [0, 1]
 compare_to: [full, ingenious]
 arms:
@@ -30,6 +34,7 @@ ablations:
   one-draw: {{train: {{redraw_every: null}}, note: one draw}}
   random-2: {{pipeline: {{select: {{partition: random, num_partitions: 2}}}}}}
 """
+)
 
 
 def write(tmp_path, text: str, **paths) -> str:
@@ -41,8 +46,16 @@ def write(tmp_path, text: str, **paths) -> str:
 def test_config_builds_every_run(tmp_path):
     exp = load_experiment(write(tmp_path, EXPERIMENT), base=tmp_path)
     assert list(exp.pipelines) == [MAIN, "random-2"]
-    assert [(r.arm, r.seed) for r in exp.runs] == [("full", 0), ("full", 1), ("ingenious", 0), ("ingenious", 1),
-                                                   ("long", 0), ("long", 1), ("one-draw", 0), ("random-2", 0)]
+    assert [(r.arm, r.seed) for r in exp.runs] == [
+        ("full", 0),
+        ("full", 1),
+        ("ingenious", 0),
+        ("ingenious", 1),
+        ("long", 0),
+        ("long", 1),
+        ("one-draw", 0),
+        ("random-2", 0),
+    ]
     long = next(r for r in exp.runs if r.arm == "long")
     assert long.train.steps == 8 and long.snapshots == (4,) and long.train.subset == "full"
     one_draw = next(r for r in exp.runs if r.arm == "one-draw")
@@ -51,26 +64,37 @@ def test_config_builds_every_run(tmp_path):
     assert exp.pipelines[MAIN].corpus.source == str(tmp_path / "c.jsonl")  # relative paths from the base folder
 
 
-@pytest.mark.parametrize("edit, message", [
-    (("seeds: [0, 1]", "seeds: [0, 0]"), "distinct integers"),
-    (("arms:", "armz: {{}}\narms:"), "unknown key 'armz'"),
-    (("ingenious: {{subset: ingenious}}", "ingenious: {{subst: ingenious}}"), "unknown key 'arms.ingenious.subst'"),
-    (("ingenious: {{subset: ingenious}}", "ingenious: {{subset: best}}"),
-     "'arms.ingenious.subset' must be one of full, ingenious, greedi, random, got 'best'"),
-    (("steps_factor: 2", "steps_factor: 0"), "arms.long.steps_factor must be an integer >= 1"),
-    (("partition: random", "partitoin: random"), "ablations.random-2.pipeline.select.partitoin"),
-    (("note: one draw", "notes: one draw"), "ablations.one-draw: unknown key 'notes'"),
-    (("one-draw:", "full:"), "'full' names both an arm and an ablation"),
-    (("long:", "warmstart:"), "'warmstart' cannot name an arm"),
-    (("seeds: [0, 1]", "seeds: [0, 1]\nablation_seed: one"), "'ablation_seed' must be an integer"),
-    (("arms:\n  full: {{subset: full, redraw_every: null}}\n  ingenious: {{subset: ingenious}}\n"
-      "  long: {{subset: full, redraw_every: null, steps_factor: 2}}\n", "arms: [full]\n"), "arms must be a mapping"),
-    (("arms:", "arms: [full]\nablations:"), r"exp\.yaml, line 21: duplicate key 'ablations' \(first on line 17\)"),
-    (("seeds: [0, 1]", "seeds: [0, -1]"), "'seeds' must be >= 0"),
-    (("name: tiny-exp\n\n", "name: ../../x\n\n"), "'name' '../../x' is not a plain name"),
-    (("seeds: [0, 1]", "seeds: [0, 1]\nablation_seed: -2"), "'ablation_seed' must be an integer >= 0"),
-    (("compare_to: [full, ingenious]", "compare_to: [fulll]"), "'compare_to' must list arms"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (("seeds: [0, 1]", "seeds: [0, 0]"), "distinct integers"),
+        (("arms:", "armz: {{}}\narms:"), "unknown key 'armz'"),
+        (("ingenious: {{subset: ingenious}}", "ingenious: {{subst: ingenious}}"), "unknown key 'arms.ingenious.subst'"),
+        (
+            ("ingenious: {{subset: ingenious}}", "ingenious: {{subset: best}}"),
+            "'arms.ingenious.subset' must be one of full, ingenious, greedi, random, got 'best'",
+        ),
+        (("steps_factor: 2", "steps_factor: 0"), "arms.long.steps_factor must be an integer >= 1"),
+        (("partition: random", "partitoin: random"), "ablations.random-2.pipeline.select.partitoin"),
+        (("note: one draw", "notes: one draw"), "ablations.one-draw: unknown key 'notes'"),
+        (("one-draw:", "full:"), "'full' names both an arm and an ablation"),
+        (("long:", "warmstart:"), "'warmstart' cannot name an arm"),
+        (("seeds: [0, 1]", "seeds: [0, 1]\nablation_seed: one"), "'ablation_seed' must be an integer"),
+        (
+            (
+                "arms:\n  full: {{subset: full, redraw_every: null}}\n  ingenious: {{subset: ingenious}}\n"
+                "  long: {{subset: full, redraw_every: null, steps_factor: 2}}\n",
+                "arms: [full]\n",
+            ),
+            "arms must be a mapping",
+        ),
+        (("arms:", "arms: [full]\nablations:"), r"exp\.yaml, line 21: duplicate key 'ablations' \(first on line 17\)"),
+        (("seeds: [0, 1]", "seeds: [0, -1]"), "'seeds' must be >= 0"),
+        (("name: tiny-exp\n\n", "name: ../../x\n\n"), "'name' '../../x' is not a plain name"),
+        (("seeds: [0, 1]", "seeds: [0, 1]\nablation_seed: -2"), "'ablation_seed' must be an integer >= 0"),
+        (("compare_to: [full, ingenious]", "compare_to: [fulll]"), "'compare_to' must list arms"),
+    ],
+)
 def test_config_errors_name_the_key(tmp_path, edit, message):
     path = write(tmp_path, EXPERIMENT.replace(*edit))
     with pytest.raises(ValueError, match=message) as err:
@@ -79,7 +103,9 @@ def test_config_errors_name_the_key(tmp_path, edit, message):
 
 
 def test_missing_encoder_package_is_named(tmp_path):
-    text = EXPERIMENT.replace("one-draw:", "minilm: {{pipeline: {{embed: {{encoder: 'package:no_such_pkg/model'}}}}}}\n  one-draw:")
+    text = EXPERIMENT.replace(
+        "one-draw:", "minilm: {{pipeline: {{embed: {{encoder: 'package:no_such_pkg/model'}}}}}}\n  one-draw:"
+    )
     with pytest.raises(ValueError, match="no installed Python package named 'no_such_pkg'"):
         load_experiment(write(tmp_path, text), base=tmp_path)
 
@@ -99,18 +125,28 @@ def test_tiny_experiment_runs_scores_and_resumes(ray_cluster, tmp_path):
         scores = json.loads((folder / "eval.json").read_text())
         assert {"final/heldout"} <= set(scores) and all(v["loss"] > 0 for v in scores.values())
         assert [r["task"] for r in json.loads((folder / "downstream.json").read_text())["rows"]] == ["sst2"]
-        assert len((folder / "metrics.jsonl").read_text().splitlines()) == json.loads((folder / "train.json").read_text())["steps"]
+        assert (
+            len((folder / "metrics.jsonl").read_text().splitlines())
+            == json.loads((folder / "train.json").read_text())["steps"]
+        )
     long = runs[(MAIN, "long/seed0")]
     assert (long / "model-step4").is_dir() and "step4/heldout" in json.loads((long / "eval.json").read_text())
 
     def losses(key):
         return [json.loads(line)["loss"] for line in (runs[key] / "metrics.jsonl").read_text().splitlines()]
+
     assert losses((MAIN, "full/seed0")) != losses((MAIN, "full/seed1"))  # seeds differ
     assert losses((MAIN, "ingenious/seed0")) != losses((MAIN, "one-draw/seed0"))  # redraws change the data
 
     results = (root / "results.md").read_text()
-    for row in ("| full | full | - | 4 |", "| ingenious | ingenious | 2 | 4 |", "| long | full | - | 8 |",
-                "| long @ step 4 |", "| one-draw | one draw |", "| random-2 |"):
+    for row in (
+        "| full | full | - | 4 |",
+        "| ingenious | ingenious | 2 | 4 |",
+        "| long | full | - | 8 |",
+        "| long @ step 4 |",
+        "| one-draw | one draw |",
+        "| random-2 |",
+    ):
         assert row in results, row
     assert "Paired by seed against `full`" in results and "Paired by seed against `ingenious`" in results
     assert "(n=2)" in results and (root / "loss_curves.png").stat().st_size > 10_000

@@ -1,5 +1,6 @@
 """`ray job submit` against a real local head with the job server: the pipeline runs as a job, and
 its relative paths land in the user's folder, not in Ray's temporary copy of the code."""
+
 import json
 import os
 import secrets
@@ -49,11 +50,32 @@ def head(tmp_path_factory):
     # whose agent cannot bind answers "No available agent to submit job" forever.
     gcs, dashboard, agent, ray_client = (free_port() for _ in range(4))
     # Ray 2.60 heads require a token: the head, the job CLI and the job all get this one.
-    env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
-    proc = subprocess.Popen([RAY, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard}",
-                             f"--dashboard-agent-listen-port={agent}", f"--ray-client-server-port={ray_client}",
-                             "--dashboard-host=127.0.0.1", "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env = {
+        **os.environ,
+        "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(16),
+    }
+    proc = subprocess.Popen(
+        [
+            RAY,
+            "start",
+            "--head",
+            "--block",
+            f"--port={gcs}",
+            f"--dashboard-port={dashboard}",
+            f"--dashboard-agent-listen-port={agent}",
+            f"--ray-client-server-port={ray_client}",
+            "--dashboard-host=127.0.0.1",
+            "--num-cpus=2",
+            f"--temp-dir={temp}",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     address = f"http://127.0.0.1:{dashboard}"
     probe = [RAY, "job", "submit", "--address", address, "--", "python", "-c", "print('ready')"]
     deadline = time.monotonic() + 120
@@ -63,8 +85,10 @@ def head(tmp_path_factory):
             break
         if time.monotonic() > deadline:
             stop(proc)
-            pytest.fail(f"the Ray head's job server did not take a job within 2 minutes; last answer: "
-                        f"{answer.stderr[-500:]} (logs in {temp}/session_latest/logs)")
+            pytest.fail(
+                f"the Ray head's job server did not take a job within 2 minutes; last answer: "
+                f"{answer.stderr[-500:]} (logs in {temp}/session_latest/logs)"
+            )
         time.sleep(2)
     yield address, env
     stop(proc)
@@ -91,9 +115,25 @@ def test_pipeline_as_a_submitted_job(head, tmp_path):
     config = user / "job.yaml"
     config.write_text(JOB)
     runtime_env = {"env_vars": {"INGENIOUS_BASE_DIR": str(user), "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}}
-    command = [RAY, "job", "submit", "--address", address, "--working-dir", str(ROOT),
-               "--runtime-env-json", json.dumps({**runtime_env, "excludes": EXCLUDES}),
-               "--", "python", "-m", "jobs.pipeline", "--config", str(config), "--run-dir", "runs/job"]
+    command = [
+        RAY,
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--working-dir",
+        str(ROOT),
+        "--runtime-env-json",
+        json.dumps({**runtime_env, "excludes": EXCLUDES}),
+        "--",
+        "python",
+        "-m",
+        "jobs.pipeline",
+        "--config",
+        str(config),
+        "--run-dir",
+        "runs/job",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "evaluate   ran" in done.stdout
@@ -105,9 +145,23 @@ def test_pipeline_as_a_submitted_job(head, tmp_path):
 
 def test_relative_run_dir_without_a_base_is_refused(head):
     address, env = head
-    command = [RAY, "job", "submit", "--address", address, "--working-dir", str(ROOT),
-               "--runtime-env-json", json.dumps({"excludes": EXCLUDES}),
-               "--", "python", "-m", "jobs.pipeline", "--run-dir", "runs/lost"]
+    command = [
+        RAY,
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--working-dir",
+        str(ROOT),
+        "--runtime-env-json",
+        json.dumps({"excludes": EXCLUDES}),
+        "--",
+        "python",
+        "-m",
+        "jobs.pipeline",
+        "--run-dir",
+        "runs/lost",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode != 0
     assert "temporary copy of the code" in done.stdout + done.stderr
@@ -119,11 +173,14 @@ def test_the_job_api_refuses_a_request_without_the_token(head):
     address, env = head
     body = json.dumps({"entrypoint": "touch /tmp/ingenious-unauthenticated-job"}).encode()
     for headers in ({}, {"Authorization": "Bearer wrong-token"}):
-        request = urllib.request.Request(f"{address}/api/jobs/", data=body, method="POST",
-                                         headers={"Content-Type": "application/json", **headers})
+        request = urllib.request.Request(
+            f"{address}/api/jobs/", data=body, method="POST", headers={"Content-Type": "application/json", **headers}
+        )
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=30)
         assert refused.value.code in (401, 403)
-    listing = urllib.request.Request(f"{address}/api/jobs/", headers={"Authorization": f"Bearer {env['RAY_AUTH_TOKEN']}"})
+    listing = urllib.request.Request(
+        f"{address}/api/jobs/", headers={"Authorization": f"Bearer {env['RAY_AUTH_TOKEN']}"}
+    )
     with urllib.request.urlopen(listing, timeout=30) as answer:
         assert answer.status == 200

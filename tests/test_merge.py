@@ -1,4 +1,5 @@
 """The GreeDi merge round: edge floors, groups of partitions, and its quality against central greedy (no Ray)."""
+
 import math
 
 import numpy as np
@@ -44,8 +45,10 @@ def test_floored_merge_over_every_point_equals_central_greedy():
     graph = knn_graph(x, k)
     central, central_gains = lazy_greedy(FacilityLocation(graph), budget)
     floors = kth_similarity(graph, k)
-    blocks = [(np.arange(s, s + 100), candidate_graph(x[s : s + 100], x, k, thresholds=floors[s : s + 100]))
-              for s in range(0, 400, 100)]
+    blocks = [
+        (np.arange(s, s + 100), candidate_graph(x[s : s + 100], x, k, thresholds=floors[s : s + 100]))
+        for s in range(0, 400, 100)
+    ]
     order, gains, _ = merge_select(blocks[::-1], budget)
     assert order.tolist() == central.tolist()
     # Two FAISS searches over different query blocks round float32 similarities differently.
@@ -103,8 +106,9 @@ def test_floored_merge_keeps_central_greedys_advantage_on_the_knn_objective():
     candidates = np.sort(np.concatenate(candidates))
 
     def kept(thresholds) -> float:
-        order, _, _ = merge_select([(np.arange(3000), candidate_graph(x, x[candidates], k, thresholds=thresholds))],
-                                   budget)
+        order, _, _ = merge_select(
+            [(np.arange(3000), candidate_graph(x, x[candidates], k, thresholds=thresholds))], budget
+        )
         return (full.evaluate(candidates[order]) - random_value) / (central - random_value)
 
     floored, unfloored = kept(floors), kept(None)

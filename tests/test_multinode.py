@@ -2,6 +2,7 @@
 with corpus and run directory on S3: it finishes, every sequence is embedded exactly once, the
 subset is the single-node run's byte for byte, a lost node costs nothing, and a local run
 directory stops with an error naming the node that cannot see it."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,10 @@ from tests.conftest import bucket_files, bucket_keys
 from tests.multinode import Cluster, can_unshare, cluster_env, stop_group
 from tests.test_storage import put_corpus
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(not can_unshare(), reason="needs root and unshare (mount namespaces)")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not can_unshare(), reason="needs root and unshare (mount namespaces)"),
+]
 MODELS = {
     "bert": "{kind: bert, hidden_size: 32, num_layers: 2, num_heads: 2, intermediate_size: 64, seq_len: 64}",
     "gpt2": "{kind: gpt2, hidden_size: 32, num_layers: 2, num_heads: 2, intermediate_size: 64, seq_len: 64}",
@@ -57,11 +60,28 @@ def cluster(s3_server, tmp_path_factory):
         c.stop()
 
 
-def config(tmp_path: Path, *, kind: str, corpus: str, per_shard: int = 40, warm_steps: int = 2, train_steps: int = 4,
-           train_workers: int = 1) -> Path:
+def config(
+    tmp_path: Path,
+    *,
+    kind: str,
+    corpus: str,
+    per_shard: int = 40,
+    warm_steps: int = 2,
+    train_steps: int = 4,
+    train_workers: int = 1,
+) -> Path:
     path = tmp_path / f"{kind}.yaml"
-    path.write_text(CONFIG.format(name=kind, model=MODELS[kind], corpus=corpus, per_shard=per_shard,
-                                  warm_steps=warm_steps, train_steps=train_steps, train_workers=train_workers))
+    path.write_text(
+        CONFIG.format(
+            name=kind,
+            model=MODELS[kind],
+            corpus=corpus,
+            per_shard=per_shard,
+            warm_steps=warm_steps,
+            train_steps=train_steps,
+            train_workers=train_workers,
+        )
+    )
     return path
 
 
@@ -73,8 +93,13 @@ def run_driver(cluster: Cluster, cfg: Path, run_dir: str, *, timeout: float = 60
 
 
 def ids_of(files: dict[str, bytes], prefix: str) -> np.ndarray:
-    return np.concatenate([pq.read_table(pa.BufferReader(b)).column("sequence_id").to_numpy()
-                           for k, b in sorted(files.items()) if k.startswith(prefix) and k.endswith(".parquet")])
+    return np.concatenate(
+        [
+            pq.read_table(pa.BufferReader(b)).column("sequence_id").to_numpy()
+            for k, b in sorted(files.items())
+            if k.startswith(prefix) and k.endswith(".parquet")
+        ]
+    )
 
 
 @pytest.mark.parametrize("kind", ["bert", "gpt2"])
@@ -121,8 +146,9 @@ def wait_for(predicate, what: str, timeout: float = 300) -> None:
 def test_a_node_lost_mid_embed_and_mid_train(cluster, s3, tmp_path):
     """A worker node dies mid-embed, another mid-train (a replacement joins, as an autoscaler would
     bring one): the run finishes with every sequence embedded once and every step logged once."""
-    cfg = config(tmp_path, kind="bert", corpus=put_corpus(s3, 240), per_shard=10, warm_steps=2, train_steps=12,
-                 train_workers=2)
+    cfg = config(
+        tmp_path, kind="bert", corpus=put_corpus(s3, 240), per_shard=10, warm_steps=2, train_steps=12, train_workers=2
+    )
     driver = cluster.driver("-m", "jobs.pipeline", "--config", str(cfg), "--run-dir", "s3://runs/lost")
     try:
         wait_for(lambda: bucket_keys(s3, "runs", "lost/embed/part-"), "a first embedding shard")

@@ -1,4 +1,5 @@
 """The whole INGENIOUS loop on a real local Ray cluster, on a tiny corpus and model."""
+
 import dataclasses
 import json
 import math
@@ -46,6 +47,7 @@ def local_shards(folder) -> list[Path]:
     """A local run directory's shards as paths (the pipeline names them by URI strings)."""
     return [Path(f) for f in shard_uris(folder)]
 
+
 TINY = """
 name: tiny
 model: {{kind: bert, hidden_size: 32, num_layers: 2, num_heads: 2, intermediate_size: 64, seq_len: 64}}
@@ -85,8 +87,11 @@ def test_every_stage_ran_and_left_a_marker(tiny):
         assert manifest["seconds"] > 0 and 0.1 < manifest["peak_rss_gb"] < 20  # driver + local Ray processes
         assert manifest["peak_gpu_gb"] is None  # no GPU here
     assert "name: tiny" in (run / "config.yaml").read_text()
-    for shards, logs in (("prepare/sequences", "prepare/sequences/_logs"), ("embed", "embed/_logs"),
-                         ("select/partitions", "select/partitions/_logs")):  # one log per shard
+    for shards, logs in (
+        ("prepare/sequences", "prepare/sequences/_logs"),
+        ("embed", "embed/_logs"),
+        ("select/partitions", "select/partitions/_logs"),
+    ):  # one log per shard
         names = sorted(p.stem for p in local_shards(run / shards))
         assert names and sorted(p.stem for p in (run / logs).glob("*.json")) == names
         record = json.loads((run / logs / f"{names[0]}.json").read_text())
@@ -131,6 +136,7 @@ def kill_an_embedder_mid_shard(out) -> tuple[threading.Thread, dict]:
                 except (psutil.NoSuchProcess, psutil.AccessDenied, IndexError):
                     continue
             time.sleep(0.02)
+
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
     return thread, state
@@ -142,8 +148,13 @@ def test_killed_embedder_restarts_and_retries_its_shard(tiny, tmp_path):
     # and two shards keep the test short.
     slow = dataclasses.replace(cfg, embed=dataclasses.replace(cfg.embed, batch_size=1, num_actors=1))
     todo = local_shards(run / "prepare" / "sequences")[:2]
-    inputs = {"encoder": str(run / "warmstart" / "model"), "from_warmstart": True, "tokenizer": run / "prepare" / "tokenizer",
-              "todo": todo, "gpu": False}
+    inputs = {
+        "encoder": str(run / "warmstart" / "model"),
+        "from_warmstart": True,
+        "tokenizer": run / "prepare" / "tokenizer",
+        "todo": todo,
+        "gpu": False,
+    }
     began = time.perf_counter()
     embed_files(slow, out=tmp_path / "straight", **inputs)
     took = time.perf_counter() - began
@@ -170,9 +181,15 @@ def test_an_empty_prepare_shard_embeds_to_an_empty_shard(tiny, tmp_path):
     shutil.copytree(run / "prepare", tmp_path / "prepare")
     write_parquet(sequences_table([]), str(tmp_path / "prepare" / "sequences" / "part-09999.parquet"))
     todo = local_shards(tmp_path / "prepare" / "sequences")[-2:]
-    results = embed_files(cfg, encoder=str(run / "warmstart" / "model"), from_warmstart=True,
-                          tokenizer=str(tmp_path / "prepare" / "tokenizer"), todo=todo, out=str(tmp_path / "embed"),
-                          gpu=False)
+    results = embed_files(
+        cfg,
+        encoder=str(run / "warmstart" / "model"),
+        from_warmstart=True,
+        tokenizer=str(tmp_path / "prepare" / "tokenizer"),
+        todo=todo,
+        out=str(tmp_path / "embed"),
+        gpu=False,
+    )
     assert sorted(r["sequences"] for r in results)[0] == 0 and {r["dim"] for r in results} == {cfg.model.hidden_size}
     ids, emb = read_embeddings([str(tmp_path / "embed" / "part-09999.parquet")])
     assert len(ids) == 0 and emb.shape == (0, cfg.model.hidden_size)
@@ -233,8 +250,11 @@ def in_process_merge(run, scfg) -> np.ndarray:
     n = len(emb_ids)
     budget = round(scfg.fraction * n)
     local = max(partitions, key=lambda p: p[2][:budget].sum())[0][:budget]
-    candidates = np.unique(np.concatenate(
-        [ids[: candidate_count(len(ids), budget, n, scfg.greedi_oversample)] for ids, *_ in partitions] + [local]))
+    candidates = np.unique(
+        np.concatenate(
+            [ids[: candidate_count(len(ids), budget, n, scfg.greedi_oversample)] for ids, *_ in partitions] + [local]
+        )
+    )
     floor_ids = np.concatenate([p[0] for p in partitions])
     floors = np.concatenate([p[3] for p in partitions])[np.argsort(floor_ids)]
     by_id = np.argsort(emb_ids)
@@ -244,13 +264,17 @@ def in_process_merge(run, scfg) -> np.ndarray:
     for f in local_shards(run / "embed"):
         ids_f, emb_f = read_embeddings([f])
         rows = np.searchsorted(emb_ids[by_id], ids_f)
-        blocks.append((ids_f, candidate_graph(emb_f, base, scfg.knn_k, scfg.merge_knn_params(), thresholds=floors[rows])))
+        blocks.append(
+            (ids_f, candidate_graph(emb_f, base, scfg.knn_k, scfg.merge_knn_params(), thresholds=floors[rows]))
+        )
     order, _, _ = merge_select(blocks, budget, np.searchsorted(candidates, local))
     return candidates[order]
 
 
 def assert_select_matches_in_process(run, scfg):
-    probs = pq.read_table(run / "select" / "probabilities.parquet").sort_by([("shard", "ascending"), ("rank", "ascending")])
+    probs = pq.read_table(run / "select" / "probabilities.parquet").sort_by(
+        [("shard", "ascending"), ("rank", "ascending")]
+    )
     ids, gains, partitions = in_process_selection(run, scfg)
     assert probs.column("sequence_id").to_numpy().tobytes() == ids.tobytes()
     assert probs.column("gain").to_numpy().tobytes() == gains.tobytes()
@@ -266,8 +290,10 @@ def test_ray_selection_equals_in_process_selection(tiny):
 
 
 @pytest.mark.parametrize(
-    "change", [{"partition": "random"}, {"cpus_per_task": 2.0}, {"cpus_per_task": 0.5}],
-    ids=["random", "one-worker", "four-workers"])
+    "change",
+    [{"partition": "random"}, {"cpus_per_task": 2.0}, {"cpus_per_task": 0.5}],
+    ids=["random", "one-worker", "four-workers"],
+)
 def test_select_variants_on_a_copy_of_the_run(tiny, tmp_path, change):
     cfg, run, _ = tiny
     copy = tmp_path / "run"
@@ -291,8 +317,12 @@ def greedi_runs(tiny, tmp_path_factory):
     cap = budget + budget // 4  # below the ~2 x budget candidates, above any two partitions' share
     runs = {}
     every = {"merge_objective": "all_points"}
-    for name, change in (("by-gain", {}), ("one-round", every), ("two-rounds", {**every, "merge_max_candidates": cap}),
-                         ("two-rounds-four-workers", {**every, "merge_max_candidates": cap, "cpus_per_task": 0.5})):
+    for name, change in (
+        ("by-gain", {}),
+        ("one-round", every),
+        ("two-rounds", {**every, "merge_max_candidates": cap}),
+        ("two-rounds-four-workers", {**every, "merge_max_candidates": cap, "cpus_per_task": 0.5}),
+    ):
         copy = tmp_path_factory.mktemp("greedi") / "run"
         shutil.copytree(run, copy)
         variant = dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, greedi_merge=True, **change))
@@ -330,7 +360,9 @@ def test_greedi_tree_merge_has_the_budget_and_does_not_depend_on_workers(greedi_
     ids, _ = read_sequences(two / "prepare" / "sequences")
     assert len(merged) == summary["budget"] and merged.sequence_id.is_unique
     assert set(merged.sequence_id) <= set(ids.tolist())
-    assert (four / "select" / "subset_greedi.parquet").read_bytes() == (two / "select" / "subset_greedi.parquet").read_bytes()
+    assert (four / "select" / "subset_greedi.parquet").read_bytes() == (
+        two / "select" / "subset_greedi.parquet"
+    ).read_bytes()
 
 
 def test_training_and_evaluation_numbers(tiny):
@@ -348,10 +380,16 @@ def test_training_and_evaluation_numbers(tiny):
         assert result["tokens"] > 0 and 0 < result["loss"] < 20 and result["sequences"] <= cfg.evaluate.max_sequences
     rows = [json.loads(x) for x in (run / "evaluate" / "downstream.jsonl").read_text().splitlines()]
     assert [(r["model"], r["task"], r["seed"]) for r in rows] == [
-        ("warmstart", "sst2", 0), ("warmstart", "sst2", 1), ("train", "sst2", 0), ("train", "sst2", 1)]
+        ("warmstart", "sst2", 0),
+        ("warmstart", "sst2", 1),
+        ("train", "sst2", 0),
+        ("train", "sst2", 1),
+    ]
     assert all(r["train_examples"] == 48 and r["eval_examples"] == 20 and 0 <= r["accuracy"] <= 1 for r in rows)
     table = (run / "evaluate" / "downstream.md").read_text().splitlines()
-    assert table[0] == "| model (mean ± t 95% CI over seeds) | sst2 | average |" and table[2].startswith("| warmstart | ")
+    assert table[0] == "| model (mean ± t 95% CI over seeds) | sst2 | average |" and table[2].startswith(
+        "| warmstart | "
+    )
 
 
 def test_second_run_skips_every_stage(tiny):
@@ -366,12 +404,15 @@ def test_a_resource_only_change_reruns_nothing(tiny):
     cfg, run, _ = tiny
     before = {name: (run / name / "_SUCCESS").stat().st_mtime_ns for name in STAGE_NAMES}
     r = dataclasses.replace
-    variant = r(cfg, prepare=r(cfg.prepare, num_cpus_per_task=2),
-                warmstart=r(cfg.warmstart, checkpoint_every=1, use_gpu=True, cpus_per_worker=2),
-                embed=r(cfg.embed, num_actors=1, use_gpu=True, cpus_per_actor=2.0),
-                select=r(cfg.select, cpus_per_task=0.5, gpus_per_task=1.0, memory_per_task_gb=64.0),
-                train=r(cfg.train, checkpoint_every=2, use_gpu=False, cpus_per_worker=2),
-                evaluate=r(cfg.evaluate, downstream=r(cfg.evaluate.downstream, cpus_per_task=2)))
+    variant = r(
+        cfg,
+        prepare=r(cfg.prepare, num_cpus_per_task=2),
+        warmstart=r(cfg.warmstart, checkpoint_every=1, use_gpu=True, cpus_per_worker=2),
+        embed=r(cfg.embed, num_actors=1, use_gpu=True, cpus_per_actor=2.0),
+        select=r(cfg.select, cpus_per_task=0.5, gpus_per_task=1.0, memory_per_task_gb=64.0),
+        train=r(cfg.train, checkpoint_every=2, use_gpu=False, cpus_per_worker=2),
+        evaluate=r(cfg.evaluate, downstream=r(cfg.evaluate.downstream, cpus_per_task=2)),
+    )
     rows = run_pipeline(variant, run)
     assert [r["status"] for r in rows] == ["skipped"] * len(STAGE_NAMES)
     assert {name: (run / name / "_SUCCESS").stat().st_mtime_ns for name in STAGE_NAMES} == before
@@ -383,7 +424,13 @@ def test_forced_select_reproduces_the_subset_byte_for_byte_and_reruns_downstream
     before = {f: (run / "select" / f).read_bytes() for f in files}
     rows = run_pipeline(cfg, run, force=["select"])
     assert {r["stage"]: r["status"] for r in rows} == {
-        "prepare": "skipped", "warmstart": "skipped", "embed": "skipped", "select": "ran", "train": "ran", "evaluate": "ran"}
+        "prepare": "skipped",
+        "warmstart": "skipped",
+        "embed": "skipped",
+        "select": "ran",
+        "train": "ran",
+        "evaluate": "ran",
+    }
     assert {f: (run / "select" / f).read_bytes() for f in files} == before
 
 
@@ -397,7 +444,15 @@ def test_interrupted_select_resumes_only_missing_partitions(tiny):
     parts[0].unlink()
     (select / "subset.parquet").unlink()
     rows = run_pipeline(cfg, run, only=["select"])
-    assert rows == [{"stage": "select", "status": "ran", "seconds": rows[0]["seconds"], "peak_gb": rows[0]["peak_gb"], "written": rows[0]["written"]}]
+    assert rows == [
+        {
+            "stage": "select",
+            "status": "ran",
+            "seconds": rows[0]["seconds"],
+            "peak_gb": rows[0]["peak_gb"],
+            "written": rows[0]["written"],
+        }
+    ]
     assert {p: p.stat().st_mtime_ns for p in parts[1:]} == kept
     assert parts[0].exists() and (select / "subset.parquet").read_bytes() == subset
 
@@ -421,9 +476,12 @@ def test_cli_reports_config_errors(tmp_path):
 def test_gpt2_pipeline_end_to_end(tiny, tmp_path):
     cfg, run, _ = tiny
     gpt2 = dataclasses.replace(
-        cfg, name="tiny-gpt2", model=dataclasses.replace(cfg.model, kind="gpt2"),
+        cfg,
+        name="tiny-gpt2",
+        model=dataclasses.replace(cfg.model, kind="gpt2"),
         select=dataclasses.replace(cfg.select, strategy="greedi"),
-        train=dataclasses.replace(cfg.train, subset="greedi", steps=3, checkpoint_every=3))
+        train=dataclasses.replace(cfg.train, subset="greedi", steps=3, checkpoint_every=3),
+    )
     rows = run_pipeline(gpt2, tmp_path / "run")
     assert all(r["status"] == "ran" for r in rows)
     out = tmp_path / "run"
@@ -475,10 +533,18 @@ def test_refresh_embeds_exactly_the_new_sequences(tiny, tmp_path):
     new_ids, _ = read_sequences(version / "prepare" / "sequences")
     added = np.setdiff1d(new_ids, old_ids)
     assert len(added) > 0 and len(np.setdiff1d(old_ids, new_ids)) > 0
-    assert diff["embedding"] == {"reused": len(new_ids) - len(added), "embedded_now": len(added),
-                                 "written": "part-*.parquet (sequence_id, embedding)"}
-    assert diff["pool"] == {"before": len(old_ids), "after": len(new_ids), "kept": len(new_ids) - len(added),
-                            "added": len(added), "dropped": len(old_ids) - (len(new_ids) - len(added))}
+    assert diff["embedding"] == {
+        "reused": len(new_ids) - len(added),
+        "embedded_now": len(added),
+        "written": "part-*.parquet (sequence_id, embedding)",
+    }
+    assert diff["pool"] == {
+        "before": len(old_ids),
+        "after": len(new_ids),
+        "kept": len(new_ids) - len(added),
+        "added": len(added),
+        "dropped": len(old_ids) - (len(new_ids) - len(added)),
+    }
     old_vec = dict(zip(*read_embeddings(local_shards(run / "embed"))))
     new_emb_ids, new_emb = read_embeddings(local_shards(version / "embed"))
     assert sorted(new_emb_ids.tolist()) == sorted(new_ids.tolist())  # deleted ones dropped, every new one there
@@ -532,8 +598,21 @@ def test_report_renders_in_headless_chromium(tiny, tmp_path):
     if chromium is None:
         pytest.skip("no Chromium on this machine: the report was built but not rendered")
     shot = tmp_path / "shot.png"
-    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1100,2600",
-                    f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120, check=True)
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1100,2600",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     image = np.asarray(Image.open(shot).convert("RGB")).astype(float)
     assert image.shape[:2] == (2600, 1100)
     assert image.std() > 20  # text, tables and plots, not a blank or error page
@@ -557,13 +636,17 @@ def test_select_refuses_more_partitions_than_sequences_and_mixed_dimensions(tiny
     files = local_shards(copy / "embed")
     ids, emb = read_embeddings(files[-1:])
     write_parquet(embedding_table(ids, np.ones((len(ids), emb.shape[1] + 3), np.float32)), files[-1])
-    with pytest.raises(ValueError, match=rf"{files[-1].name}: embedding dimension {emb.shape[1] + 3} differs from "
-                                         rf"{emb.shape[1]}"):
+    with pytest.raises(
+        ValueError,
+        match=rf"{files[-1].name}: embedding dimension {emb.shape[1] + 3} differs from "
+        rf"{emb.shape[1]}",
+    ):
         partition([str(f) for f in files], cfg.select)
 
 
 # The run directory keeps its promises: reproducible from scratch, nothing stale counts as done,
 # torn files do not block resume, one run per run directory, nothing the run did not write is deleted.
+
 
 def _copy(run, tmp_path):
     copy = tmp_path / "run"
@@ -578,8 +661,10 @@ def test_from_scratch_twice_gives_the_same_bytes(tiny, tmp_path):
     rows = run_pipeline(cfg, tmp_path / "again", only=["prepare", "warmstart", "embed", "select"])
     assert [r["status"] for r in rows] == ["ran"] * 4
     again = tmp_path / "again"
-    same = ["prepare/tokenizer/tokenizer.json", *(f"select/{f}" for f in (
-        "subset.parquet", "subset_ingenious.parquet", "probabilities.parquet"))]  # (no merge: ingenious)
+    same = [
+        "prepare/tokenizer/tokenizer.json",
+        *(f"select/{f}" for f in ("subset.parquet", "subset_ingenious.parquet", "probabilities.parquet")),
+    ]  # (no merge: ingenious)
     same += [str(p.relative_to(run)) for p in local_shards(run / "prepare" / "sequences")]
     for name in same:
         assert (again / name).read_bytes() == (run / name).read_bytes(), name
@@ -639,7 +724,10 @@ def test_a_folder_the_run_did_not_write_is_never_deleted(tiny, tmp_path):
     assert (copy / "train" / "notes.txt").read_text() == "mine"
 
 
-HOLD_LEASE = "import sys, time; from dataio.lease import Lease; Lease.for_path(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)"
+HOLD_LEASE = (
+    "import sys, time; from dataio.lease import Lease; Lease.for_path(sys.argv[1]).acquire(); "
+    "print('held', flush=True); time.sleep(600)"
+)
 
 
 def test_one_run_per_run_directory(tiny, tmp_path):
@@ -647,8 +735,12 @@ def test_one_run_per_run_directory(tiny, tmp_path):
     holder that died is taken over."""
     cfg, run, _ = tiny
     copy = _copy(run, tmp_path)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LEASE, str(copy)], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LEASE, str(copy)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(ValueError, match=f"in use by another run: host {socket.gethostname()}, pid {holder.pid}"):

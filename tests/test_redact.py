@@ -1,4 +1,5 @@
 """Credentials in URIs never reach a log line or a file: the one helper every printer uses."""
+
 from dataio.redact import redact, redact_tree
 
 
@@ -13,5 +14,9 @@ def test_userinfo_and_secret_parameters_are_masked():
 
 def test_whole_configs_are_masked():
     tree = {"corpus": {"source": "s3://K:S@b/c"}, "external": ["https://u:p@h/f", 3], "n": None, "t": ("s3://K:S@b",)}
-    assert redact_tree(tree) == {"corpus": {"source": "s3://***@b/c"}, "external": ["https://***@h/f", 3], "n": None,
-                                 "t": ("s3://***@b",)}
+    assert redact_tree(tree) == {
+        "corpus": {"source": "s3://***@b/c"},
+        "external": ["https://***@h/f", 3],
+        "n": None,
+        "t": ("s3://***@b",),
+    }

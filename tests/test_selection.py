@@ -1,4 +1,5 @@
 """Selection math against brute-force references and submodlib (no Ray)."""
+
 import math
 
 import numpy as np
@@ -58,7 +59,8 @@ def test_objective_equals_submodlib():
     x = clustered(60, seed=3)
     graph = dense_graph(x)
     ours = FacilityLocation(graph)
-    theirs = submodlib.FacilityLocationFunction(n=60, mode="dense", separate_rep=False, sijs=graph.matrix.toarray().astype(np.float64)
+    theirs = submodlib.FacilityLocationFunction(
+        n=60, mode="dense", separate_rep=False, sijs=graph.matrix.toarray().astype(np.float64)
     )
     rng = np.random.default_rng(0)
     for size in (1, 5, 20, 60):
@@ -224,7 +226,10 @@ def test_merge_over_all_points_equals_central_greedy_when_every_point_is_a_candi
     ids = np.random.default_rng(3).permutation(300).astype(np.int64) * 7  # any ids, any order
     by_id = np.argsort(ids)
     candidates = normalize_embeddings(x[by_id])  # candidates in id order, like the select stage
-    blocks = [(ids[:120], candidate_graph(x[:120], candidates, 10)), (ids[120:], candidate_graph(x[120:], candidates, 10))]
+    blocks = [
+        (ids[:120], candidate_graph(x[:120], candidates, 10)),
+        (ids[120:], candidate_graph(x[120:], candidates, 10)),
+    ]
     order, gains, local_won = merge_select(blocks[::-1], 40)  # block order does not matter
     assert not local_won
     central_order, central_gains = lazy_greedy(FacilityLocation(knn_graph(x[by_id], 10)), 40)

@@ -1,6 +1,7 @@
 """A run directory and a corpus on S3 (a local S3-compatible server on loopback, the session's
 `s3_server`): every stage's tasks read and write the bucket themselves, and a rerun after an
 interrupted write resumes from the shards that made it."""
+
 import dataclasses
 import json
 import os
@@ -36,8 +37,9 @@ def remote_files(client, prefix: str) -> dict[str, bytes]:
 
 
 def put_corpus(s3, documents: int, key: str = "wiki.jsonl") -> str:
-    body = "".join(json.dumps({"id": d.doc_id, "text": d.text}) + "\n"
-                   for d in islice(read_documents(BUILTIN_WIKI), documents))
+    body = "".join(
+        json.dumps({"id": d.doc_id, "text": d.text}) + "\n" for d in islice(read_documents(BUILTIN_WIKI), documents)
+    )
     s3.put_object(Bucket="corpus", Key=key, Body=body.encode())
     return f"s3://corpus/{key}"
 
@@ -62,8 +64,14 @@ def test_stages_write_to_s3_and_resume_after_an_interrupted_write(ray_cluster, s
     manifest = json.loads(remote_files(s3, "exp/select/")["manifest.json"])
     assert rows[0]["status"] == "ran" and [p["partition"] for p in manifest["summary"]["per_partition"]] == [1]
     again = remote_files(s3, "exp/select/")
-    for name in ("_SUCCESS", "subset.parquet", "subset_ingenious.parquet", "probabilities.parquet",
-                 "partitions/part-00000.parquet", "partitions/part-00001.parquet"):
+    for name in (
+        "_SUCCESS",
+        "subset.parquet",
+        "subset_ingenious.parquet",
+        "probabilities.parquet",
+        "partitions/part-00000.parquet",
+        "partitions/part-00001.parquet",
+    ):
         assert again[name] == first[f"select/{name}"]  # the same bytes as the uninterrupted run
 
     # A config change: select starts afresh under a new hash and dies after one partition. None of
@@ -106,13 +114,22 @@ def test_one_run_per_uri(s3, tmp_path):
     cfg = load_config(_write(tmp_path, CONFIG.format(corpus=corpus)))
     holder = Lease(*U.resolve("s3://runs/held"), "s3://runs/held").acquire()
     try:
-        with pytest.raises(ValueError, match=f"s3://runs/held is in use by another run: host {socket.gethostname()}, "
-                                             f"pid {os.getpid()}"):
+        with pytest.raises(
+            ValueError, match=f"s3://runs/held is in use by another run: host {socket.gethostname()}, pid {os.getpid()}"
+        ):
             run_pipeline(cfg, "s3://runs/held")
-        assert [k for k in remote_files(s3, "held/") if k] == ["lease.json"]  # nothing else (a folder placeholder aside)
+        assert [k for k in remote_files(s3, "held/") if k] == [
+            "lease.json"
+        ]  # nothing else (a folder placeholder aside)
     finally:
         holder.release()
-    expired = {"host": "elsewhere", "pid": 1, "token": "x", "started": "2020-01-01T00:00:00", "expires": time.time() - 1}
+    expired = {
+        "host": "elsewhere",
+        "pid": 1,
+        "token": "x",
+        "started": "2020-01-01T00:00:00",
+        "expires": time.time() - 1,
+    }
     s3.put_object(Bucket="runs", Key="held/lease.json", Body=json.dumps(expired).encode())
     lease = Lease(*U.resolve("s3://runs/held"), "s3://runs/held").acquire()
     assert json.loads(remote_files(s3, "held/")["lease.json"])["pid"] == os.getpid()
@@ -125,8 +142,9 @@ KEY, SECRET = "AKIAREDACTMEKEY", "wJalrXUtnREDACTME+bPxRfiCY"
 
 def test_credentials_in_uris_are_never_printed_or_stored(ray_cluster, s3, tmp_path, capsys):
     corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"id": d.doc_id, "text": d.text}) + "\n"
-                              for d in islice(read_documents(BUILTIN_WIKI), 60)))
+    corpus.write_text(
+        "".join(json.dumps({"id": d.doc_id, "text": d.text}) + "\n" for d in islice(read_documents(BUILTIN_WIKI), 60))
+    )
     text = CONFIG.format(corpus=corpus) + f"evaluate: {{external: ['https://reader:{SECRET}@example.org/wiki.txt']}}\n"
     uri = f"s3://{KEY}:{SECRET}@runs/secret?region=us-east-1"
     main(["--config", str(_write(tmp_path, text)), "--run-dir", uri], only=["prepare"])

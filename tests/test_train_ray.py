@@ -1,5 +1,6 @@
 """Ray Train pretraining holds up: a killed worker restarts from the last checkpoint, a killed job
 resumes when rerun, and both end with exactly the metrics of an uninterrupted in-process run."""
+
 import json
 import os
 import signal
@@ -22,10 +23,21 @@ from training.model import ModelConfig
 
 pytestmark = pytest.mark.integration
 
-MODEL = ModelConfig(kind="bert", hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, seq_len=64,
-                    whole_word_masking=True)
-TRAIN = TrainConfig(steps=40, global_batch_size=16, learning_rate=1e-3, warmup_steps=4, subset="random",
-                    redraw_every=10, checkpoint_every=4, num_workers=1, cpus_per_worker=1, seed=3)
+MODEL = ModelConfig(
+    kind="bert", hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, seq_len=64, whole_word_masking=True
+)
+TRAIN = TrainConfig(
+    steps=40,
+    global_batch_size=16,
+    learning_rate=1e-3,
+    warmup_steps=4,
+    subset="random",
+    redraw_every=10,
+    checkpoint_every=4,
+    num_workers=1,
+    cpus_per_worker=1,
+    seed=3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +76,7 @@ def kill_when(out: Path, at_step: int, find: callable) -> tuple[threading.Thread
         victim.send_signal(signal.SIGSTOP)  # freeze it at once, then kill
         state["killed_at"] = len(path.read_text().splitlines())
         victim.kill()
+
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
     return thread, state
@@ -78,7 +91,9 @@ def train_worker_process() -> psutil.Process:
 def test_killed_worker_restarts_from_the_last_checkpoint(ray_cluster, data, reference, tmp_path):
     args = launch_args(train=TRAIN, model=MODEL, data=data, out_dir=tmp_path, fraction=0.5)
     watcher, state = kill_when(tmp_path, 6, train_worker_process)
-    launch_training(args, name="killed-worker", storage=tmp_path / "ray", num_workers=1, use_gpu=False, cpus_per_worker=1)
+    launch_training(
+        args, name="killed-worker", storage=tmp_path / "ray", num_workers=1, use_gpu=False, cpus_per_worker=1
+    )
     watcher.join(timeout=5)
     assert 6 <= state["killed_at"] < TRAIN.steps  # the worker died mid-run
     lines = metrics(tmp_path)
@@ -90,13 +105,18 @@ def test_killed_worker_restarts_from_the_last_checkpoint(ray_cluster, data, refe
 def test_killed_job_resumes_when_run_again_despite_a_torn_metrics_line(ray_cluster, data, reference, tmp_path):
     args = launch_args(train=TRAIN, model=MODEL, data=data, out_dir=tmp_path, fraction=0.5)
     (tmp_path / "args.json").write_text(json.dumps(args))
-    script = ("import json, sys, ray; from pathlib import Path; from actors.trainer import launch_training; "
-              "ray.init(address=sys.argv[1], log_to_driver=False); "
-              "launch_training(json.loads(Path(sys.argv[2]).read_text()), name='killed-job', storage=Path(sys.argv[3]), "
-              "num_workers=1, use_gpu=False, cpus_per_worker=1)")
+    script = (
+        "import json, sys, ray; from pathlib import Path; from actors.trainer import launch_training; "
+        "ray.init(address=sys.argv[1], log_to_driver=False); "
+        "launch_training(json.loads(Path(sys.argv[2]).read_text()), name='killed-job', storage=Path(sys.argv[3]), "
+        "num_workers=1, use_gpu=False, cpus_per_worker=1)"
+    )
     address = ray_cluster.get_runtime_context().gcs_address
-    driver = subprocess.Popen([sys.executable, "-c", script, address, str(tmp_path / "args.json"), str(tmp_path / "ray")],
-                              cwd=Path(__file__).resolve().parents[1], env={**os.environ, "PYTHONPATH": "."})
+    driver = subprocess.Popen(
+        [sys.executable, "-c", script, address, str(tmp_path / "args.json"), str(tmp_path / "ray")],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "PYTHONPATH": "."},
+    )
     watcher, state = kill_when(tmp_path, 10, lambda: psutil.Process(driver.pid))
     driver.wait(timeout=300)
     watcher.join(timeout=5)
@@ -116,7 +136,9 @@ def test_single_task_run_equals_in_process(ray_cluster, data, reference, tmp_pat
     result = ray_cluster.get(train_in_task.remote(args, snapshots=(20,)))
     assert [m["loss"] for m in metrics(tmp_path / "task")] == reference
     assert result["steps"] == TRAIN.steps and result["seconds"] > 0
-    assert (tmp_path / "task" / "model-step20" / "config.json").exists() and (tmp_path / "task" / "model" / "config.json").exists()
+    assert (tmp_path / "task" / "model-step20" / "config.json").exists() and (
+        tmp_path / "task" / "model" / "config.json"
+    ).exists()
 
 
 ON_S3 = """
@@ -140,26 +162,53 @@ def test_training_reads_and_writes_only_object_storage(ray_cluster, data, refere
     server.start()
     try:
         host, port = server.get_host_and_port()
-        env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-               "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
-        client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                              aws_access_key_id="test", aws_secret_access_key="test")
+        env = {
+            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+        }
+        client = boto3.client(
+            "s3",
+            endpoint_url=env["AWS_ENDPOINT_URL"],
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
         client.create_bucket(Bucket="runs")
         for name in ("tokenizer", "sequences"):
             for file in sorted(p for p in (data / name).rglob("*") if p.is_file()):
                 client.upload_file(str(file), "runs", f"prepare/{name}/{file.relative_to(data / name).as_posix()}")
         address = ray_cluster.get_runtime_context().gcs_address
-        subprocess.run([sys.executable, "-c", ON_S3, address, json.dumps(env)], check=True, timeout=600,
-                       cwd=Path(__file__).resolve().parents[1], env={**os.environ, **env, "PYTHONPATH": "."})
-        keys = {o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket="runs")
-                for o in page.get("Contents", [])}
+        subprocess.run(
+            [sys.executable, "-c", ON_S3, address, json.dumps(env)],
+            check=True,
+            timeout=600,
+            cwd=Path(__file__).resolve().parents[1],
+            env={**os.environ, **env, "PYTHONPATH": "."},
+        )
+        keys = {
+            o["Key"]
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket="runs")
+            for o in page.get("Contents", [])
+        }
         for run in ("train", "task"):
-            lines = [json.loads(x) for x in client.get_object(Bucket="runs", Key=f"{run}/metrics.jsonl")["Body"].read().splitlines()]
+            lines = [
+                json.loads(x)
+                for x in client.get_object(Bucket="runs", Key=f"{run}/metrics.jsonl")["Body"].read().splitlines()
+            ]
             assert [m["step"] for m in lines] == list(range(1, TRAIN.steps + 1))
             assert {"model/config.json", "model/model.safetensors", "model/tokenizer.json"} <= {
-                k[len(run) + 1:] for k in keys if k.startswith(f"{run}/model/")}
-        assert [m["loss"] for m in (json.loads(x) for x in client.get_object(
-            Bucket="runs", Key="train/metrics.jsonl")["Body"].read().splitlines())] == reference
+                k[len(run) + 1 :] for k in keys if k.startswith(f"{run}/model/")
+            }
+        assert [
+            m["loss"]
+            for m in (
+                json.loads(x)
+                for x in client.get_object(Bucket="runs", Key="train/metrics.jsonl")["Body"].read().splitlines()
+            )
+        ] == reference
         assert any(k.startswith("train/ray/on-s3/") and k.endswith("/state.pt") for k in keys)  # uploaded by the worker
         assert "task/model-step20/config.json" in keys
     finally:

@@ -1,4 +1,5 @@
 """Tokenizers, packing, subset schedules, the train loop's exact resume, embeddings (no Ray)."""
+
 import os
 import subprocess
 import sys
@@ -24,8 +25,12 @@ from training.packing import pack_document, pad_batch, sequence_id
 from training.subsets import SubsetSchedule, draw_function
 from training.tokenizer import load_tokenizer, train_tokenizer
 
-TEXTS = [f"the {w} of {v} is a thing that happens in the year {i}" for i, (w, v) in
-         enumerate((w, v) for w in ("history", "music", "science", "art") for v in ("rome", "china", "peru", "mali"))] * 5
+TEXTS = [
+    f"the {w} of {v} is a thing that happens in the year {i}"
+    for i, (w, v) in enumerate(
+        (w, v) for w in ("history", "music", "science", "art") for v in ("rome", "china", "peru", "mali")
+    )
+] * 5
 
 
 def test_real_vocabularies_load_from_files():
@@ -146,8 +151,9 @@ def test_random_and_ingenious_subsets_have_the_same_size():
 def test_mlm_masking_rates():
     ids = torch.randint(5, 300, (64, 128))
     mask = torch.ones_like(ids)
-    batch = lm_inputs("bert", ids, mask, mask_id=4, vocab_size=300, special_ids=[0, 2, 3],
-                      generator=torch.Generator().manual_seed(0))
+    batch = lm_inputs(
+        "bert", ids, mask, mask_id=4, vocab_size=300, special_ids=[0, 2, 3], generator=torch.Generator().manual_seed(0)
+    )
     chosen = batch["labels"] != -100
     assert 0.13 < chosen.float().mean() < 0.17
     assert 0.75 < (batch["input_ids"][chosen] == 4).float().mean() < 0.85
@@ -159,8 +165,16 @@ def test_whole_word_masking_masks_every_piece_of_a_chosen_word():
     ids = torch.randint(5, 300, (64, 128))
     ids[:, 1] = 7  # a continuation right after [CLS] starts a word of its own
     ids[:, 0], mask = 2, torch.ones_like(ids)
-    batch = lm_inputs("bert", ids, mask, mask_id=4, vocab_size=300, special_ids=[0, 2, 3],
-                      generator=torch.Generator().manual_seed(0), continues_word=continues_word)
+    batch = lm_inputs(
+        "bert",
+        ids,
+        mask,
+        mask_id=4,
+        vocab_size=300,
+        special_ids=[0, 2, 3],
+        generator=torch.Generator().manual_seed(0),
+        continues_word=continues_word,
+    )
     chosen = batch["labels"] != -100
     word = torch.cumsum(~continues_word[ids], dim=1)  # positions of one word share a number
     for row in range(8):
@@ -192,13 +206,33 @@ def test_nsp_pairs_keep_or_swap_the_second_segment():
 def tiny_trainer(kind: str, cfg: TrainConfig, seqs: list[np.ndarray] | ParquetRows, **kw) -> LMTrainer:
     torch.manual_seed(0)
     variant = kind == "bert+nsp+wwm"
-    model = build_model(ModelConfig(kind=kind.split("+")[0], hidden_size=32, num_layers=2, num_heads=2,
-                                    intermediate_size=64, seq_len=16, nsp=variant, whole_word_masking=variant),
-                        vocab_size=64, pad_id=0)
+    model = build_model(
+        ModelConfig(
+            kind=kind.split("+")[0],
+            hidden_size=32,
+            num_layers=2,
+            num_heads=2,
+            intermediate_size=64,
+            seq_len=16,
+            nsp=variant,
+            whole_word_masking=variant,
+        ),
+        vocab_size=64,
+        pad_id=0,
+    )
     draws = draw_function(cfg.subset, np.arange(len(seqs)), budget=len(seqs) // 2, seed=cfg.seed)
     schedule = SubsetSchedule(draws, global_batch=cfg.global_batch_size, redraw_every=cfg.redraw_every, seed=cfg.seed)
-    objective = Objective(kind=kind.split("+")[0], seq_len=16, vocab_size=64, pad_id=0, mask_id=4, cls_id=2, sep_id=3,
-                          nsp=variant, continues_word=torch.arange(64) >= 40 if variant else None)
+    objective = Objective(
+        kind=kind.split("+")[0],
+        seq_len=16,
+        vocab_size=64,
+        pad_id=0,
+        mask_id=4,
+        cls_id=2,
+        sep_id=3,
+        nsp=variant,
+        continues_word=torch.arange(64) >= 40 if variant else None,
+    )
     return LMTrainer(model, seqs, schedule, cfg, objective=objective, **kw)
 
 
@@ -208,14 +242,24 @@ def test_resume_continues_exactly(kind, tmp_path):
     seqs = [rng.integers(5, 64, size=rng.integers(6, 17)).astype(np.int32) for _ in range(40)]
     if kind != "gpt2":
         seqs = [np.array([2, *s[1:-1], 3], dtype=np.int32) for s in seqs]
-    cfg = TrainConfig(steps=8, global_batch_size=4, grad_accum=2, learning_rate=1e-3, warmup_steps=2,
-                      subset="random", redraw_every=3, seed=1)
+    cfg = TrainConfig(
+        steps=8,
+        global_batch_size=4,
+        grad_accum=2,
+        learning_rate=1e-3,
+        warmup_steps=2,
+        subset="random",
+        redraw_every=3,
+        seed=1,
+    )
     straight = tiny_trainer(kind, cfg, seqs)
     losses = [straight.train_step(s)["loss"] for s in range(8)]
     first = tiny_trainer(kind, cfg, seqs)
     for s in range(4):
         first.train_step(s)
-    save_state(first.state_dict(4), tmp_path / "state.pt")  # through the file, loaded weights-only, as Ray Train's workers do
+    save_state(
+        first.state_dict(4), tmp_path / "state.pt"
+    )  # through the file, loaded weights-only, as Ray Train's workers do
     resumed = tiny_trainer(kind, cfg, seqs)
     start = resumed.load_state_dict(load_state(tmp_path / "state.pt"))
     assert start == 4
@@ -228,7 +272,9 @@ def write_pool(folder: Path, n: int, *, shards: int, row_group: int) -> None:
     seqs = [np.array([2, *rng.integers(5, 64, size=rng.integers(4, 15)), 3], dtype=np.int32) for _ in range(n)]
     ids = rng.permutation(np.arange(10_000, 10_000 + n, dtype=np.int64))
     for f, part in enumerate(np.array_split(np.arange(n), shards)):
-        table = pa.table({"sequence_id": ids[part], "input_ids": pa.array([seqs[i].tolist() for i in part], pa.list_(pa.int32()))})
+        table = pa.table(
+            {"sequence_id": ids[part], "input_ids": pa.array([seqs[i].tolist() for i in part], pa.list_(pa.int32()))}
+        )
         pq.write_table(table, folder / f"part-{f:05d}.parquet", row_group_size=row_group)
 
 
@@ -236,8 +282,17 @@ def write_pool(folder: Path, n: int, *, shards: int, row_group: int) -> None:
 def test_workers_load_only_their_window_and_feed_what_the_whole_pool_in_memory_does(tmp_path, world):
     write_pool(tmp_path, 90, shards=3, row_group=7)
     reference_ids, everything = read_sequences(tmp_path)  # the slow obvious path: every sequence in memory
-    cfg = TrainConfig(steps=14, global_batch_size=8, grad_accum=2, learning_rate=1e-3, warmup_steps=2,
-                      subset="random", redraw_every=5, seed=2, num_workers=world)
+    cfg = TrainConfig(
+        steps=14,
+        global_batch_size=8,
+        grad_accum=2,
+        learning_rate=1e-3,
+        warmup_steps=2,
+        subset="random",
+        redraw_every=5,
+        seed=2,
+        num_workers=world,
+    )
     for rank in range(world):
         pool = ParquetRows(str(tmp_path))
         assert pool.ids.tolist() == reference_ids.tolist()
@@ -252,20 +307,36 @@ def test_workers_load_only_their_window_and_feed_what_the_whole_pool_in_memory_d
             assert all(s.dtype == np.int32 for m in got for s in m)
             window = trainer.schedule.window(step, trainer.window_steps)
             assert trainer.schedule.draw_index(window.start) == trainer.schedule.draw_index(window.stop - 1)
-            needed = np.unique(np.concatenate([trainer.schedule.worker_rows(s, rank, world)
-                                               for s in range(window.start, min(window.stop, cfg.steps))]))
+            needed = np.unique(
+                np.concatenate(
+                    [
+                        trainer.schedule.worker_rows(s, rank, world)
+                        for s in range(window.start, min(window.stop, cfg.steps))
+                    ]
+                )
+            )
             assert len(pool._rows) == len(needed) <= 17  # this window's rows, not the pool's 90
             outside = np.setdiff1d(np.arange(len(pool)), needed)[0]
             with pytest.raises(ValueError, match=f"row {outside} of the pool .* was not prefetched"):
                 pool.get(int(outside))
             if step >= 5:  # a run resumed at step 5, mid-window, feeds the same sequences
-                assert [[s.tolist() for s in m] for m in resumed.step_sequences(step)] == [[s.tolist() for s in m] for m in got]
+                assert [[s.tolist() for s in m] for m in resumed.step_sequences(step)] == [
+                    [s.tolist() for s in m] for m in got
+                ]
 
 
 def test_training_from_parquet_rows_equals_training_from_memory(tmp_path):
     write_pool(tmp_path, 40, shards=2, row_group=6)
-    cfg = TrainConfig(steps=6, global_batch_size=4, grad_accum=2, learning_rate=1e-3, warmup_steps=2,
-                      subset="random", redraw_every=3, seed=1)
+    cfg = TrainConfig(
+        steps=6,
+        global_batch_size=4,
+        grad_accum=2,
+        learning_rate=1e-3,
+        warmup_steps=2,
+        subset="random",
+        redraw_every=3,
+        seed=1,
+    )
     in_memory = tiny_trainer("bert", cfg, read_sequences(tmp_path)[1])
     from_parquet = tiny_trainer("bert", cfg, ParquetRows(str(tmp_path)), window_rows=5)
     assert [in_memory.train_step(s)["loss"] for s in range(6)] == [from_parquet.train_step(s)["loss"] for s in range(6)]
@@ -305,17 +376,26 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
 
 def test_embedding_pooling_ignores_padding():
     torch.manual_seed(0)
-    lm = build_model(ModelConfig(kind="bert", hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-                                 seq_len=16, dropout=0.0), vocab_size=64, pad_id=0)
+    lm = build_model(
+        ModelConfig(
+            kind="bert", hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seq_len=16, dropout=0.0
+        ),
+        vocab_size=64,
+        pad_id=0,
+    )
     encoder = lm.bert.eval()
     seqs = [np.array([2, 7, 8, 9, 3]), np.array([2, 10, 11, 12, 13, 14, 15, 3])]
     alone = embed_batch(encoder, *pad_batch(seqs[:1], 0, 5), pooling="mean", layer=-1)
     batched = embed_batch(encoder, *pad_batch(seqs, 0, 16), pooling="mean", layer=-1)
     np.testing.assert_allclose(batched[0], alone[0], rtol=1e-4, atol=1e-5)
     ids, mask = pad_batch(seqs, 0, 16)
-    hidden = encoder(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), output_hidden_states=True).hidden_states[1]
+    hidden = encoder(
+        input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), output_hidden_states=True
+    ).hidden_states[1]
     manual = hidden[1, :8].mean(0).detach().numpy()
-    np.testing.assert_allclose(embed_batch(encoder, ids, mask, pooling="mean", layer=1)[1], manual, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        embed_batch(encoder, ids, mask, pooling="mean", layer=1)[1], manual, rtol=1e-4, atol=1e-5
+    )
     last = embed_batch(encoder, ids, mask, pooling="last", layer=1)
     np.testing.assert_allclose(last[0], hidden[0, 4].detach().numpy(), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="layer 5 out of range"):

@@ -6,6 +6,7 @@ picking CUDA because it is visible would run on a card another task reserved. Th
 the GPUs it was granted (`ray.get_gpu_ids()` in a Ray task or actor); no Ray import here, so the
 same code runs on a machine without Ray.
 """
+
 from __future__ import annotations
 
 import socket
@@ -22,8 +23,10 @@ def task_device(gpu_ids: Sequence[int | str]) -> torch.device:
     if not torch.cuda.is_available():
         # A GPU reserved but unusable (a CPU build of torch, a broken driver) would silently run on
         # the CPU while holding the card: say so instead.
-        raise RuntimeError(f"GPUs {list(gpu_ids)} were reserved on {socket.gethostname()}, but torch "
-                           f"{torch.__version__} sees no CUDA device: install the CUDA build of torch there")
+        raise RuntimeError(
+            f"GPUs {list(gpu_ids)} were reserved on {socket.gethostname()}, but torch "
+            f"{torch.__version__} sees no CUDA device: install the CUDA build of torch there"
+        )
     return torch.device("cuda", 0)
 
 

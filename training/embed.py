@@ -6,6 +6,7 @@ embedding layer output, so hidden_states[i] is the output of block i; layer -1 i
 The encoder is a folder (a local path, or a URI on object storage fetched once per process) or a
 hub name; the caller picks the device (training/device.py), never this module.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,6 +3,7 @@
 BERT: masked-token cross-entropy with masks drawn from a fixed seed (every checkpoint sees the
 same masks), reported with its exponential (MLM pseudo-perplexity). GPT-2: token-level perplexity.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,7 +17,12 @@ from training.model import Objective
 
 @torch.inference_mode()
 def heldout_loss(
-    model: PreTrainedModel, sequences: list[np.ndarray], *, objective: Objective, batch_size: int = 64, seed: int = 1234,
+    model: PreTrainedModel,
+    sequences: list[np.ndarray],
+    *,
+    objective: Objective,
+    batch_size: int = 64,
+    seed: int = 1234,
 ) -> dict[str, float]:
     if not sequences:
         raise ValueError("held-out evaluation needs at least one sequence")

@@ -5,6 +5,7 @@ same from any saved checkpoint (BERT or GPT-2, via AutoModelForSequenceClassific
 fixed train subsample (the same examples for every checkpoint and seed, so arms compare like with
 like) and several seeds for the classifier head and data order.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,7 +34,9 @@ class FinetuneConfig:
     data_dir: str | None = None  # a folder (path or s3://, gs:// URI) holding the task files, found by name
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     epochs: int = 3
-    learning_rate: float = 1e-3  # for the small models trained here; BERT-base's recipe is 2e-5 (configs/bert-base.yaml)
+    learning_rate: float = (
+        1e-3  # for the small models trained here; BERT-base's recipe is 2e-5 (configs/bert-base.yaml)
+    )
     batch_size: int = 32
     max_len: int = 128
     warmup_fraction: float = 0.1
@@ -52,12 +55,19 @@ class FinetuneConfig:
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ValueError(f"downstream.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if not (0.0 < self.learning_rate < math.inf) or not (0.0 <= self.weight_decay < math.inf):
-            raise ValueError(f"downstream.learning_rate must be finite and > 0 (got {self.learning_rate}), "
-                             f"weight_decay finite and >= 0 (got {self.weight_decay})")
+            raise ValueError(
+                f"downstream.learning_rate must be finite and > 0 (got {self.learning_rate}), "
+                f"weight_decay finite and >= 0 (got {self.weight_decay})"
+            )
         if min(self.seeds) < 0:
             raise ValueError(f"downstream.seeds must be >= 0, got {self.seeds}")
-        if any(n is not None and n < 1 for n in (self.max_train_examples, self.max_eval_examples)) or self.cpus_per_task < 1:
-            raise ValueError("downstream.max_train_examples and max_eval_examples (or null) and cpus_per_task must be >= 1")
+        if (
+            any(n is not None and n < 1 for n in (self.max_train_examples, self.max_eval_examples))
+            or self.cpus_per_task < 1
+        ):
+            raise ValueError(
+                "downstream.max_train_examples and max_eval_examples (or null) and cpus_per_task must be >= 1"
+            )
 
 
 # The seed of the fixed train subsample: one constant, not the run's seed, so every checkpoint and
@@ -98,8 +108,9 @@ def task_metrics(task: Task, y: np.ndarray, pred: np.ndarray) -> dict[str, float
         out |= {"f1": f1_binary(y, pred), "mcc": matthews(y, pred)}
     else:
         out["macro_f1"] = float(np.mean([f1_binary(y == c, pred == c) for c in range(task.num_labels)]))
-    out["score"] = {"accuracy": accuracy, "mcc": out.get("mcc"),
-                    "f1_accuracy": (out.get("f1", 0.0) + accuracy) / 2}[task.score]
+    out["score"] = {"accuracy": accuracy, "mcc": out.get("mcc"), "f1_accuracy": (out.get("f1", 0.0) + accuracy) / 2}[
+        task.score
+    ]
     return out
 
 
@@ -117,8 +128,9 @@ class Encoder:
         return self.tok(texts, pairs, truncation=True, max_length=self.max_len, padding=True, return_tensors="pt")
 
 
-def finetune(model_uri: str, task: Task, cfg: FinetuneConfig, *, seed: int, kind: str,
-             device: torch.device = torch.device("cpu")) -> dict[str, float | int | str]:
+def finetune(
+    model_uri: str, task: Task, cfg: FinetuneConfig, *, seed: int, kind: str, device: torch.device = torch.device("cpu")
+) -> dict[str, float | int | str]:
     """Fine-tune the checkpoint (a folder's path or URI) on task.train (subsampled), evaluate on
     task.dev; returns metrics. Runs on `device` only: the caller decides (training/device.py)."""
     start = time.perf_counter()
@@ -128,7 +140,8 @@ def finetune(model_uri: str, task: Task, cfg: FinetuneConfig, *, seed: int, kind
     torch.manual_seed(seed)  # the classifier head's initialisation and dropout
     hf_logging.set_verbosity_error()  # the LM head left unused and the new classifier are expected, not news
     model = AutoModelForSequenceClassification.from_pretrained(
-        model_dir, num_labels=task.num_labels,
+        model_dir,
+        num_labels=task.num_labels,
         problem_type="regression" if task.num_labels == 1 else "single_label_classification",
     ).to(device)
     model.config.pad_token_id = encode.tok.pad_token_id
@@ -158,5 +171,12 @@ def finetune(model_uri: str, task: Task, cfg: FinetuneConfig, *, seed: int, kind
             predictions.append(logits.squeeze(-1) if task.num_labels == 1 else logits.argmax(-1))
     pred = torch.cat(predictions).float().cpu().numpy()
     y = np.array([e.label for e in dev], dtype=np.float32)
-    return {"task": task.name, "seed": seed, **task_metrics(task, y, pred), "train_examples": len(train),
-            "eval_examples": len(dev), "device": device.type, "seconds": time.perf_counter() - start}
+    return {
+        "task": task.name,
+        "seed": seed,
+        **task_metrics(task, y, pred),
+        "train_examples": len(train),
+        "eval_examples": len(dev),
+        "device": device.type,
+        "seconds": time.perf_counter() - start,
+    }

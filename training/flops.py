@@ -6,14 +6,20 @@ the PaLM paper's convention (Chowdhery et al. 2022, appendix B). N leaves out th
 but keeps the output projection onto the vocabulary (tied to the input embedding in BERT and GPT-2,
 so counted once as V x H). Only real tokens count, not padding.
 """
+
 from __future__ import annotations
 
 import torch
 
 # Dense bf16 peak FLOP/s by device name (datasheets, without sparsity); first match wins.
 PEAK_BF16 = (
-    ("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12), ("L40S", 362e12),
-    ("A10G", 70e12), ("L4", 121e12),
+    ("H200", 989e12),
+    ("H100 PCIe", 756e12),
+    ("H100", 989e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("A10G", 70e12),
+    ("L4", 121e12),
 )
 
 
@@ -22,7 +28,9 @@ def flops_per_token(model: torch.nn.Module, *, seq_len: int) -> float:
     cfg = model.config
     layers = getattr(cfg, "num_hidden_layers", None) or cfg.n_layer
     hidden = getattr(cfg, "hidden_size", None) or cfg.n_embd
-    embedding = sum(p.numel() for n, p in model.named_parameters() if "embeddings" in n or n.startswith("transformer.w"))
+    embedding = sum(
+        p.numel() for n, p in model.named_parameters() if "embeddings" in n or n.startswith("transformer.w")
+    )
     weights = sum(p.numel() for p in model.parameters()) - embedding + cfg.vocab_size * hidden
     return 6.0 * weights + 12.0 * layers * hidden * seq_len
 

@@ -5,6 +5,7 @@ MLM masks and dropout. So the state to checkpoint is just model, optimizer, LR s
 step number, and a resumed run reproduces the uninterrupted one exactly. A worker holds the tokens
 of one window of steps at a time (its rows of the next `window_rows`), never the whole pool.
 """
+
 from __future__ import annotations
 
 import math
@@ -68,8 +69,10 @@ class TrainConfig:
         if not (0.0 < self.learning_rate < math.inf):
             raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate}")
         if not (0.0 <= self.weight_decay < math.inf) or not (0.0 < self.max_grad_norm < math.inf):
-            raise ValueError(f"weight_decay must be finite and >= 0 (got {self.weight_decay}), "
-                             f"max_grad_norm finite and > 0 (got {self.max_grad_norm})")
+            raise ValueError(
+                f"weight_decay must be finite and >= 0 (got {self.weight_decay}), "
+                f"max_grad_norm finite and > 0 (got {self.max_grad_norm})"
+            )
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.seed < 0:  # NumPy seeds are unsigned: a negative one fails deep inside a worker
@@ -89,8 +92,10 @@ def load_state(path: Path, device: torch.device | str = "cpu") -> dict:
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise ValueError(f"checkpoint {path} holds more than weights and training state; refused to load it "
-                         f"({str(e).splitlines()[0]})") from None
+        raise ValueError(
+            f"checkpoint {path} holds more than weights and training state; refused to load it "
+            f"({str(e).splitlines()[0]})"
+        ) from None
 
 
 def step_seed(*parts: int) -> int:
@@ -103,9 +108,17 @@ WINDOW_ROWS = 1 << 18  # rows a worker loads at once: 134 MB of 128-token sequen
 
 class LMTrainer:
     def __init__(
-        self, model: torch.nn.Module, sequences: RowSource | Sequence[np.ndarray], schedule: SubsetSchedule,
-        cfg: TrainConfig, *, objective: Objective, rank: int = 0, world: int = 1,
-        device: torch.device = CPU, window_rows: int = WINDOW_ROWS,
+        self,
+        model: torch.nn.Module,
+        sequences: RowSource | Sequence[np.ndarray],
+        schedule: SubsetSchedule,
+        cfg: TrainConfig,
+        *,
+        objective: Objective,
+        rank: int = 0,
+        world: int = 1,
+        device: torch.device = CPU,
+        window_rows: int = WINDOW_ROWS,
     ):
         if window_rows < 1:
             raise ValueError(f"LMTrainer: window_rows must be >= 1, got {window_rows}")
@@ -115,8 +128,9 @@ class LMTrainer:
         # Steps per window: as many as fill window_rows with this worker's share of each global batch.
         self.window_steps = max(1, window_rows // -(-schedule.global_batch // world))
         self._window = range(0)  # the steps whose rows are loaded
-        self.optimizer = torch.optim.AdamW(adamw_groups(model, cfg.weight_decay), lr=cfg.learning_rate,
-                                           betas=(0.9, 0.999), eps=1e-6)
+        self.optimizer = torch.optim.AdamW(
+            adamw_groups(model, cfg.weight_decay), lr=cfg.learning_rate, betas=(0.9, 0.999), eps=1e-6
+        )
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, cfg.warmup_steps, cfg.steps)
         self.autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
         peak = peak_flops(device)
@@ -125,8 +139,12 @@ class LMTrainer:
 
     def state_dict(self, step: int) -> dict:
         model = getattr(self.model, "module", self.model)
-        return {"model": model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "step": step}
+        return {
+            "model": model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": step,
+        }
 
     def load_state_dict(self, state: dict) -> int:
         getattr(self.model, "module", self.model).load_state_dict(state["model"])
@@ -140,7 +158,9 @@ class LMTrainer:
         if step not in self._window:
             self._window = self.schedule.window(step, self.window_steps)
             steps = range(self._window.start, min(self._window.stop, self.cfg.steps))
-            self.sequences.prefetch(np.concatenate([self.schedule.worker_rows(s, self.rank, self.world) for s in steps]))
+            self.sequences.prefetch(
+                np.concatenate([self.schedule.worker_rows(s, self.rank, self.world) for s in steps])
+            )
         rows = self.schedule.worker_rows(step, self.rank, self.world)
         return [[self.sequences.get(r) for r in micro] for micro in np.array_split(rows, self.cfg.grad_accum)]
 
@@ -173,8 +193,15 @@ class LMTrainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         tokens_per_s = float(stats[1]) / (time.perf_counter() - start)
-        metrics = {"step": step + 1, "loss": float(stats[0]), "lr": lr, "grad_norm": float(grad_norm),
-                   "tokens": int(stats[1]), "tokens_per_s": tokens_per_s, "draw": self.schedule.draw_index(step)}
+        metrics = {
+            "step": step + 1,
+            "loss": float(stats[0]),
+            "lr": lr,
+            "grad_norm": float(grad_norm),
+            "tokens": int(stats[1]),
+            "tokens_per_s": tokens_per_s,
+            "draw": self.schedule.draw_index(step),
+        }
         if self.mfu_per_token_s:
             metrics["mfu"] = tokens_per_s * self.mfu_per_token_s
         return metrics

@@ -2,6 +2,7 @@
 
 The model knows nothing of parallelism: DDP and devices are the launcher's business.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -46,8 +47,10 @@ class ModelConfig:
         if self.kind not in KINDS:
             raise ValueError(f"model.kind must be one of {KINDS}, got {self.kind!r}")
         if min(self.hidden_size, self.num_layers, self.num_heads, self.intermediate_size) < 1:
-            raise ValueError("model.hidden_size, num_layers, num_heads and intermediate_size must be >= 1, got "
-                             f"{self.hidden_size}, {self.num_layers}, {self.num_heads}, {self.intermediate_size}")
+            raise ValueError(
+                "model.hidden_size, num_layers, num_heads and intermediate_size must be >= 1, got "
+                f"{self.hidden_size}, {self.num_layers}, {self.num_heads}, {self.intermediate_size}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.hidden_size % self.num_heads:
@@ -70,28 +73,50 @@ def build_model(cfg: ModelConfig, *, vocab_size: int, pad_id: int, eos_id: int |
     """A randomly initialised model (or `cfg.init_from`). `eos_id` is GPT-2's <|endoftext|>, its bos and eos
     alike; left unset, GPT2Config would keep id 50256, outside any vocabulary trained here."""
     if cfg.init_from:
-        auto = AutoModelForCausalLM if cfg.kind == "gpt2" else AutoModelForPreTraining if cfg.nsp else AutoModelForMaskedLM
+        auto = (
+            AutoModelForCausalLM if cfg.kind == "gpt2" else AutoModelForPreTraining if cfg.nsp else AutoModelForMaskedLM
+        )
         return auto.from_pretrained(cfg.init_from)
     if cfg.kind == "bert":
         config = BertConfig(
-            vocab_size=vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
-            num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
-            max_position_embeddings=max(BERT_POSITIONS, cfg.seq_len), hidden_dropout_prob=cfg.dropout,
-            attention_probs_dropout_prob=cfg.dropout, pad_token_id=pad_id,
+            vocab_size=vocab_size,
+            hidden_size=cfg.hidden_size,
+            num_hidden_layers=cfg.num_layers,
+            num_attention_heads=cfg.num_heads,
+            intermediate_size=cfg.intermediate_size,
+            max_position_embeddings=max(BERT_POSITIONS, cfg.seq_len),
+            hidden_dropout_prob=cfg.dropout,
+            attention_probs_dropout_prob=cfg.dropout,
+            pad_token_id=pad_id,
         )
         return BertForPreTraining(config) if cfg.nsp else BertForMaskedLM(config)
     config = GPT2Config(
-        vocab_size=vocab_size, n_embd=cfg.hidden_size, n_layer=cfg.num_layers, n_head=cfg.num_heads,
-        n_inner=cfg.intermediate_size, n_positions=max(GPT2_POSITIONS, cfg.seq_len), resid_pdrop=cfg.dropout,
-        embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, pad_token_id=pad_id, bos_token_id=eos_id,
+        vocab_size=vocab_size,
+        n_embd=cfg.hidden_size,
+        n_layer=cfg.num_layers,
+        n_head=cfg.num_heads,
+        n_inner=cfg.intermediate_size,
+        n_positions=max(GPT2_POSITIONS, cfg.seq_len),
+        resid_pdrop=cfg.dropout,
+        embd_pdrop=cfg.dropout,
+        attn_pdrop=cfg.dropout,
+        pad_token_id=pad_id,
+        bos_token_id=eos_id,
         eos_token_id=eos_id,
     )
     return GPT2LMHeadModel(config)
 
 
 def lm_inputs(
-    kind: str, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, mask_id: int | None, vocab_size: int,
-    special_ids: list[int], generator: torch.Generator, mlm_probability: float = 0.15,
+    kind: str,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    mask_id: int | None,
+    vocab_size: int,
+    special_ids: list[int],
+    generator: torch.Generator,
+    mlm_probability: float = 0.15,
     continues_word: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Model inputs with labels. BERT: BERT's 80/10/10 masking drawn from `generator` (so a step's
@@ -167,10 +192,18 @@ class Objective:
         if training and cfg.whole_word_masking:
             pieces = tok.convert_ids_to_tokens(list(range(len(tok))))
             continues_word = torch.tensor([bool(p) and p.startswith("##") for p in pieces])
-        return cls(kind=cfg.kind, seq_len=cfg.seq_len, vocab_size=len(tok), pad_id=tok.pad_token_id,
-                   mask_id=tok.mask_token_id, cls_id=tok.cls_token_id, sep_id=tok.sep_token_id,
-                   mlm_probability=cfg.mlm_probability if training else 0.15, continues_word=continues_word,
-                   nsp=training and cfg.nsp)
+        return cls(
+            kind=cfg.kind,
+            seq_len=cfg.seq_len,
+            vocab_size=len(tok),
+            pad_id=tok.pad_token_id,
+            mask_id=tok.mask_token_id,
+            cls_id=tok.cls_token_id,
+            sep_id=tok.sep_token_id,
+            mlm_probability=cfg.mlm_probability if training else 0.15,
+            continues_word=continues_word,
+            nsp=training and cfg.nsp,
+        )
 
     @property
     def special_ids(self) -> list[int]:
@@ -179,11 +212,21 @@ class Objective:
     def batch(self, sequences: list[np.ndarray], generator: torch.Generator) -> dict[str, torch.Tensor]:
         nsp_labels = None
         if self.nsp:
-            sequences, types, nsp_labels = nsp_pairs(sequences, cls_id=self.cls_id, sep_id=self.sep_id, generator=generator)
+            sequences, types, nsp_labels = nsp_pairs(
+                sequences, cls_id=self.cls_id, sep_id=self.sep_id, generator=generator
+            )
         ids, mask = pad_batch(sequences, self.pad_id, self.seq_len)
-        batch = lm_inputs(self.kind, torch.from_numpy(ids), torch.from_numpy(mask), mask_id=self.mask_id,
-                          vocab_size=self.vocab_size, special_ids=self.special_ids, generator=generator,
-                          mlm_probability=self.mlm_probability, continues_word=self.continues_word)
+        batch = lm_inputs(
+            self.kind,
+            torch.from_numpy(ids),
+            torch.from_numpy(mask),
+            mask_id=self.mask_id,
+            vocab_size=self.vocab_size,
+            special_ids=self.special_ids,
+            generator=generator,
+            mlm_probability=self.mlm_probability,
+            continues_word=self.continues_word,
+        )
         if nsp_labels is not None:
             batch["token_type_ids"] = torch.from_numpy(pad_batch(types, 0, self.seq_len)[0])
             batch["next_sentence_label"] = nsp_labels
@@ -194,5 +237,7 @@ def adamw_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """AdamW parameter groups: weight decay on the weight matrices, none on biases and LayerNorm
     weights (the parameters with fewer than 2 dimensions), as BERT was trained."""
     params = list(model.parameters())
-    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]

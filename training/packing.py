@@ -5,6 +5,7 @@ on its document: a corpus refresh that edits one article changes only that artic
 BERT: [CLS] chunk [SEP]; GPT-2: chunk, with <|endoftext|> closing a document's last chunk.
 A trailing chunk shorter than `min_tokens` is dropped (too little context to be worth a slot).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,7 +20,13 @@ def sequence_id(tokens: np.ndarray) -> int:
 
 
 def pack_document(
-    token_ids: list[int], *, kind: str, seq_len: int, min_tokens: int, cls_id: int | None, sep_id: int | None,
+    token_ids: list[int],
+    *,
+    kind: str,
+    seq_len: int,
+    min_tokens: int,
+    cls_id: int | None,
+    sep_id: int | None,
     eos_id: int | None,
 ) -> list[np.ndarray]:
     if kind == "bert":

@@ -6,6 +6,7 @@ walked in epochs, each shuffled by (seed, d, epoch). Any worker can compute any 
 needs nothing but the step number, and each worker takes rows rank::world of the global batch, so
 the global batch is the same whatever the worker count.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -75,8 +76,13 @@ def random_draw_rng(seed: int, draw: int) -> np.random.Generator:
 
 
 def draw_function(
-    mode: str, pool_ids: np.ndarray, *, budget: int, seed: int,
-    partitions: list[tuple[np.ndarray, np.ndarray]] | None = None, fixed_ids: np.ndarray | None = None,
+    mode: str,
+    pool_ids: np.ndarray,
+    *,
+    budget: int,
+    seed: int,
+    partitions: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    fixed_ids: np.ndarray | None = None,
 ) -> Callable[[int], np.ndarray]:
     """draw index -> rows of the pool, for each subset mode.
 
@@ -99,14 +105,18 @@ def draw_function(
         if partitions is None:
             raise ValueError("subset 'ingenious' needs the selection's probabilities")
         # Drawing from partitions of rows draws the rows of what partitions of ids would draw.
-        rows = np.split(rows_for(np.concatenate([ids for ids, _ in partitions])),
-                        np.cumsum([len(ids) for ids, _ in partitions])[:-1])
+        rows = np.split(
+            rows_for(np.concatenate([ids for ids, _ in partitions])),
+            np.cumsum([len(ids) for ids, _ in partitions])[:-1],
+        )
         row_partitions = [(r, p) for r, (_, p) in zip(rows, partitions)]
         return lambda d: draw_subset(row_partitions, budget, seed=seed, draw=d)
     if mode == "greedi":
         if fixed_ids is None:
-            raise ValueError("subset 'greedi' needs the merged subset (select/subset_greedi.parquet): the select stage "
-                             "computes it when select.strategy or train.subset is greedi, or select.greedi_merge is true")
+            raise ValueError(
+                "subset 'greedi' needs the merged subset (select/subset_greedi.parquet): the select stage "
+                "computes it when select.strategy or train.subset is greedi, or select.greedi_merge is true"
+            )
         fixed_rows = rows_for(fixed_ids)
         return lambda d: fixed_rows
     raise ValueError(f"unknown subset mode {mode!r}")

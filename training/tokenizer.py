@@ -3,6 +3,7 @@
 `load_tokenizer` accepts a saved tokenizer folder, a bare WordPiece `vocab.txt`, a folder holding a
 GPT-2 `vocab.json` + `merges.txt`, or a hub name (for users with network access).
 """
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,14 @@ def _train_wordpiece(texts: list[str], vocab_size: int) -> BertWordPieceTokenize
         continuing.update("".join(w[1:] for w in words))
     alphabet = sorted(sorted(counts), key=lambda c: -counts[c])[:WORDPIECE_ALPHABET]
     pinned = [f"##{c}" for c in sorted(continuing & set(alphabet))]
-    raw.train_from_iterator(texts, vocab_size=vocab_size, special_tokens=BERT_SPECIALS + pinned,
-                            initial_alphabet=alphabet, limit_alphabet=len(alphabet), show_progress=False)
+    raw.train_from_iterator(
+        texts,
+        vocab_size=vocab_size,
+        special_tokens=BERT_SPECIALS + pinned,
+        initial_alphabet=alphabet,
+        limit_alphabet=len(alphabet),
+        show_progress=False,
+    )
     state = json.loads(raw._tokenizer.to_str())
     state["added_tokens"] = [t for t in state["added_tokens"] if t["content"] in BERT_SPECIALS]
     raw._tokenizer = Tokenizer.from_str(json.dumps(state))
@@ -67,11 +74,18 @@ def _train_wordpiece(texts: list[str], vocab_size: int) -> BertWordPieceTokenize
 def _wrap(raw: BaseTokenizer, kind: str) -> PreTrainedTokenizerFast:
     """A transformers tokenizer around a `tokenizers` one, with the family's special tokens named."""
     if kind == "bert":
-        return PreTrainedTokenizerFast(tokenizer_object=raw._tokenizer, unk_token="[UNK]", pad_token="[PAD]",
-                                       cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+        return PreTrainedTokenizerFast(
+            tokenizer_object=raw._tokenizer,
+            unk_token="[UNK]",
+            pad_token="[PAD]",
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            mask_token="[MASK]",
+        )
     # GPT-2 has no pad token; padded positions are masked out, so the end-of-text token serves.
-    return PreTrainedTokenizerFast(tokenizer_object=raw._tokenizer, bos_token=GPT2_EOS, eos_token=GPT2_EOS,
-                                   unk_token=GPT2_EOS, pad_token=GPT2_EOS)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=raw._tokenizer, bos_token=GPT2_EOS, eos_token=GPT2_EOS, unk_token=GPT2_EOS, pad_token=GPT2_EOS
+    )
 
 
 def load_tokenizer(name_or_path: str, *, kind: str) -> PreTrainedTokenizerBase:
@@ -93,7 +107,16 @@ def load_tokenizer(name_or_path: str, *, kind: str) -> PreTrainedTokenizerBase:
     return tok
 
 
-def pack_tokens(tok: PreTrainedTokenizerBase, token_ids: list[int], *, kind: str, seq_len: int, min_tokens: int) -> list:
+def pack_tokens(
+    tok: PreTrainedTokenizerBase, token_ids: list[int], *, kind: str, seq_len: int, min_tokens: int
+) -> list:
     """pack_document with this tokenizer's [CLS]/[SEP]/<|endoftext|> ids."""
-    return pack_document(token_ids, kind=kind, seq_len=seq_len, min_tokens=min_tokens, cls_id=tok.cls_token_id,
-                         sep_id=tok.sep_token_id, eos_id=tok.eos_token_id)
+    return pack_document(
+        token_ids,
+        kind=kind,
+        seq_len=seq_len,
+        min_tokens=min_tokens,
+        cls_id=tok.cls_token_id,
+        sep_id=tok.sep_token_id,
+        eos_id=tok.eos_token_id,
+    )

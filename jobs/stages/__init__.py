@@ -1,5 +1,6 @@
 """The pipeline's stages, in order. Each is a small class with `settings` (what its hash covers)
 and `run` (do the work into its folder, return a summary)."""
+
 from jobs.stages.base import Context, Stage
 from jobs.stages.embed import Embed
 from jobs.stages.evaluate import Evaluate

@@ -4,6 +4,7 @@ Output shards mirror prepare's (embed/part-i.parquet for sequences/part-i.parque
 run embeds only the shards that have no output yet. An Embedder whose process dies mid-shard is
 restarted and the shard retried (actors/embedder.py), so one lost actor does not fail the stage.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,16 +25,23 @@ def pooling_for(cfg: PipelineConfig, *, from_warmstart: bool) -> str:
     return "last" if (from_warmstart and cfg.model.kind == "gpt2") else "mean"
 
 
-def embed_files(cfg: PipelineConfig, *, encoder: str, from_warmstart: bool, tokenizer: str, todo: list[str],
-                out: str, gpu: bool) -> list[dict]:
+def embed_files(
+    cfg: PipelineConfig, *, encoder: str, from_warmstart: bool, tokenizer: str, todo: list[str], out: str, gpu: bool
+) -> list[dict]:
     """Embed each sequences shard in `todo` into out/<same name>, with a pool of Embedder actors."""
     pooling = pooling_for(cfg, from_warmstart=from_warmstart)
     if not todo:
         return []
     actors = [
         Embedder.options(num_cpus=cfg.embed.cpus_per_actor, num_gpus=1 if gpu else 0).remote(
-            encoder, pooling=pooling, layer=cfg.embed.layer, batch_size=cfg.embed.batch_size,
-            run_tokenizer=tokenizer, kind=cfg.model.kind, retokenize=not from_warmstart)
+            encoder,
+            pooling=pooling,
+            layer=cfg.embed.layer,
+            batch_size=cfg.embed.batch_size,
+            run_tokenizer=tokenizer,
+            kind=cfg.model.kind,
+            retokenize=not from_warmstart,
+        )
         for _ in range(min(cfg.embed.num_actors, len(todo)))
     ]
     pool = ActorPool(actors)
@@ -55,13 +63,28 @@ class Embed(Stage):
         inputs = shard_files(U.join(ctx.stage("prepare"), "sequences"))
         todo = [f for f in inputs if not U.exists(U.join(out, U.name(f)))]
         gpu = ctx.use_gpu(cfg.embed.use_gpu)
-        results = embed_files(cfg, encoder=encoder, from_warmstart=from_warmstart,
-                              tokenizer=U.join(ctx.stage("prepare"), "tokenizer"), todo=todo, out=out, gpu=gpu)
+        results = embed_files(
+            cfg,
+            encoder=encoder,
+            from_warmstart=from_warmstart,
+            tokenizer=U.join(ctx.stage("prepare"), "tokenizer"),
+            todo=todo,
+            out=out,
+            gpu=gpu,
+        )
         pooling = pooling_for(cfg, from_warmstart=from_warmstart)
         dims = {r["dim"] for r in results}
-        return {"shards": len(inputs), "embedded_now": len(todo), "sequences_embedded_now": sum(r["sequences"] for r in results),
-                "dim": dims.pop() if len(dims) == 1 else None, "encoder": encoder, "pooling": pooling,
-                "layer": cfg.embed.layer, "gpu": gpu, "written": "part-*.parquet (sequence_id, embedding)"}
+        return {
+            "shards": len(inputs),
+            "embedded_now": len(todo),
+            "sequences_embedded_now": sum(r["sequences"] for r in results),
+            "dim": dims.pop() if len(dims) == 1 else None,
+            "encoder": encoder,
+            "pooling": pooling,
+            "layer": cfg.embed.layer,
+            "gpu": gpu,
+            "written": "part-*.parquet (sequence_id, embedding)",
+        }
 
     def verify(self, ctx: Context, out: str, summary: dict) -> None:
         """Every sequences shard has its embedding shard, with the same sequence ids."""

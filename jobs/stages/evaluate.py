@@ -7,6 +7,7 @@ The driver reads the (small, capped) evaluation sets and hands them to the tasks
 its model from the run directory by URI on whichever node runs it, on a GPU it reserved when the
 cluster has one.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,8 +38,14 @@ class Evaluate(Stage):
         models = {"warmstart": U.join(ctx.stage("warmstart"), "model"), "train": U.join(ctx.stage("train"), "model")}
         gpus = 1.0 if ctx.use_gpu("auto") else 0.0
         remote = evaluate_checkpoint.options(num_gpus=gpus)
-        refs = {(m, s): remote.remote(uri, seqs, model_cfg=cfg.model, batch_size=cfg.evaluate.batch_size, seed=cfg.evaluate.seed)
-                for m, uri in models.items() for s, seqs in sets.items() if seqs}
+        refs = {
+            (m, s): remote.remote(
+                uri, seqs, model_cfg=cfg.model, batch_size=cfg.evaluate.batch_size, seed=cfg.evaluate.seed
+            )
+            for m, uri in models.items()
+            for s, seqs in sets.items()
+            if seqs
+        }
         results = {f"{m}/{s}": r for (m, s), r in zip(refs, ray.get(list(refs.values())))}
         U.write_json(U.join(out, "metrics.json"), results)
         summary = {"results": results, "written": "metrics.json"}
@@ -48,7 +55,10 @@ class Evaluate(Stage):
             summary["empty_sets"] = empty
         if cfg.evaluate.downstream.tasks:
             rows = run_downstream(models, cfg.evaluate.downstream, kind=cfg.model.kind, gpus_per_task=gpus)
-            summary |= {"downstream": write_results(rows, out), "written": "metrics.json, downstream.jsonl, downstream.md"}
+            summary |= {
+                "downstream": write_results(rows, out),
+                "written": "metrics.json, downstream.jsonl, downstream.md",
+            }
         return summary
 
 
@@ -65,6 +75,8 @@ def evaluation_sets(ctx: Context) -> dict[str, list[np.ndarray]]:
         packed: list[np.ndarray] = []
         for doc in read_documents(path):
             tokens = tok(doc.text, add_special_tokens=False)["input_ids"]
-            packed += pack_tokens(tok, tokens, kind=cfg.model.kind, seq_len=cfg.model.seq_len, min_tokens=cfg.prepare.min_tokens)
+            packed += pack_tokens(
+                tok, tokens, kind=cfg.model.kind, seq_len=cfg.model.seq_len, min_tokens=cfg.prepare.min_tokens
+            )
         sets[Path(U.name(path)).stem] = packed[: cfg.evaluate.max_sequences]
     return sets

@@ -7,6 +7,7 @@ dataset) is read by the driver and shipped. Either way the shards are the same: 
 corpus order, `documents_per_shard` a shard. Exact duplicate sequences are dropped (first
 occurrence kept, train before held-out, so no held-out sequence is also trained on).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,9 +39,14 @@ class Prepare(Stage):
     def settings(self, cfg: PipelineConfig) -> dict:
         # The content, not only the names: a corpus or tokenizer rewritten in place must rerun prepare.
         tokenizer = cfg.prepare.tokenizer
-        return {"corpus": dataclasses.asdict(cfg.corpus), "prepare": result_settings(cfg.prepare),
-                "kind": cfg.model.kind, "seq_len": cfg.model.seq_len, "corpus_content": corpus_snapshot(cfg.corpus.source),
-                "tokenizer_content": corpus_snapshot(tokenizer) if tokenizer and U.exists(tokenizer) else None}
+        return {
+            "corpus": dataclasses.asdict(cfg.corpus),
+            "prepare": result_settings(cfg.prepare),
+            "kind": cfg.model.kind,
+            "seq_len": cfg.model.seq_len,
+            "corpus_content": corpus_snapshot(cfg.corpus.source),
+            "tokenizer_content": corpus_snapshot(tokenizer) if tokenizer and U.exists(tokenizer) else None,
+        }
 
     def plan(self, ctx: Context) -> tuple[list, int, list[str]]:
         """The shards (documents, or corpus segments read by the tasks), the document count and the
@@ -51,8 +57,9 @@ class Prepare(Stage):
         if not U.is_local(ccfg.source):  # read on the nodes: the driver sees only counts and segments
             files = corpus_files(ccfg.source)
             counts = gather([count_file_documents.remote(f, fields) for f in files], "prepare: counting", "files")
-            shards = plan_segments(files, counts, max_documents=ccfg.max_documents,
-                                   documents_per_shard=pcfg.documents_per_shard)
+            shards = plan_segments(
+                files, counts, max_documents=ccfg.max_documents, documents_per_shard=pcfg.documents_per_shard
+            )
             num_docs = sum(b - a for shard in shards for _, a, b in shard)
             sample = islice(read_documents(ccfg.source, **fields), pcfg.tokenizer_train_documents)
             texts = [d.text for d in sample]
@@ -76,28 +83,45 @@ class Prepare(Stage):
             heldout_path = U.join(out, "heldout", f"part-{i:05d}.parquet")
             if U.exists(train_path) and U.exists(heldout_path):
                 continue  # finished before an interruption
-            refs.append(prepare_shard.options(num_cpus=pcfg.num_cpus_per_task).remote(
-                shard, fields=fields, tokenizer_path=tokenizer_dir, kind=cfg.model.kind, seq_len=cfg.model.seq_len,
-                min_tokens=pcfg.min_tokens, heldout_fraction=pcfg.heldout_fraction,
-                train_path=train_path, heldout_path=heldout_path))
+            refs.append(
+                prepare_shard.options(num_cpus=pcfg.num_cpus_per_task).remote(
+                    shard,
+                    fields=fields,
+                    tokenizer_path=tokenizer_dir,
+                    kind=cfg.model.kind,
+                    seq_len=cfg.model.seq_len,
+                    min_tokens=pcfg.min_tokens,
+                    heldout_fraction=pcfg.heldout_fraction,
+                    train_path=train_path,
+                    heldout_path=heldout_path,
+                )
+            )
         gather(refs, "prepare", "shards")
         dropped = drop_duplicates(shard_files(U.join(out, "sequences")) + shard_files(U.join(out, "heldout")))
         train_n = sum(U.parquet_rows(f) for f in shard_files(U.join(out, "sequences")))
         heldout_n = sum(U.parquet_rows(f) for f in shard_files(U.join(out, "heldout")))
         if train_n == 0:
             raise ValueError(f"corpus {ccfg.source!r} gave no training sequences (min_tokens={pcfg.min_tokens})")
-        return {"documents": num_docs, "shards": len(shards), "shards_prepared_now": len(refs), "sequences": train_n,
-                "heldout_sequences": heldout_n, "duplicates_dropped": dropped,
-                "vocab_size": len(load_tokenizer(str(U.local_dir(tokenizer_dir)), kind=cfg.model.kind)),
-                "written": "tokenizer/, sequences/, heldout/"}
+        return {
+            "documents": num_docs,
+            "shards": len(shards),
+            "shards_prepared_now": len(refs),
+            "sequences": train_n,
+            "heldout_sequences": heldout_n,
+            "duplicates_dropped": dropped,
+            "vocab_size": len(load_tokenizer(str(U.local_dir(tokenizer_dir)), kind=cfg.model.kind)),
+            "written": "tokenizer/, sequences/, heldout/",
+        }
 
     def verify(self, ctx: Context, out: str, summary: dict) -> None:
         for folder in ("sequences", "heldout"):
             names = {U.name(f) for f in shard_files(U.join(out, folder))}
             expected = {f"part-{i:05d}.parquet" for i in range(summary["shards"])}
             if names != expected:
-                raise ValueError(f"{U.join(out, folder)}: shards {sorted(expected - names)} are missing "
-                                 f"(and {sorted(names - expected)} unexpected)")
+                raise ValueError(
+                    f"{U.join(out, folder)}: shards {sorted(expected - names)} are missing "
+                    f"(and {sorted(names - expected)} unexpected)"
+                )
 
     @staticmethod
     def _tokenizer(cfg: PipelineConfig, texts: list[str], target: str) -> str:

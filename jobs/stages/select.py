@@ -8,6 +8,7 @@ when the merge runs), and subset.parquet, a copy of the configured strategy's su
 partitions/part-p.parquet hold each task's result, so a resumed run orders only the partitions
 that have none.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,8 +60,10 @@ class Select(Stage):
             raise ValueError(f"select.fraction={scfg.fraction} of {n} sequences selects nothing")
         merge_all_points = ctx.cfg.runs_greedi_merge() and scfg.merge_objective == "all_points"
         if merge_all_points and budget > scfg.merge_max_candidates:
-            raise ValueError(f"select.merge_max_candidates={scfg.merge_max_candidates} is below the budget ({budget} "
-                             "sequences): the last merge round must hold at least the budget; raise it")
+            raise ValueError(
+                f"select.merge_max_candidates={scfg.merge_max_candidates} is below the budget ({budget} "
+                "sequences): the last merge round must hold at least the budget; raise it"
+            )
         task = {"num_cpus": scfg.cpus_per_task}
         if scfg.memory_per_task_gb:
             task["memory"] = int(scfg.memory_per_task_gb * 2**30)
@@ -68,31 +71,60 @@ class Select(Stage):
         todo = [p for p, f in partition_files.items() if not U.exists(f)]
         scatter = U.join(out, "scatter")  # the all_points merge's group rounds read it too
         if todo or merge_all_points:
-            ray.get([scatter_shard.remote(f, fp, scatter) for f, fp in zip(embed_files, parts_per_file)
-                     if not U.exists(U.join(scatter, U.name(f)))])
+            ray.get(
+                [
+                    scatter_shard.remote(f, fp, scatter)
+                    for f, fp in zip(embed_files, parts_per_file)
+                    if not U.exists(U.join(scatter, U.name(f)))
+                ]
+            )
         seconds = {"partition": time.perf_counter() - clock}
         clock = time.perf_counter()
-        stats = gather([order_partition.options(**task, num_gpus=scfg.gpus_per_task).remote(
-            p, scatter, scfg.knn_k, scfg.knn_params(), scfg.optimizer, scfg.epsilon, scfg.seed,
-            partition_files[p]) for p in todo], "select: kNN graph + greedy", "partitions")
+        stats = gather(
+            [
+                order_partition.options(**task, num_gpus=scfg.gpus_per_task).remote(
+                    p,
+                    scatter,
+                    scfg.knn_k,
+                    scfg.knn_params(),
+                    scfg.optimizer,
+                    scfg.epsilon,
+                    scfg.seed,
+                    partition_files[p],
+                )
+                for p in todo
+            ],
+            "select: kNN graph + greedy",
+            "partitions",
+        )
         seconds["greedy"] = time.perf_counter() - clock
         # Every partition's result, by name (never "the files that happen to be there"), covering the pool.
         ordered = pa.concat_tables([read_table(f) for f in partition_files.values()])
         ordered = ordered.sort_by([("shard", "ascending"), ("rank", "ascending")])
         if ordered.num_rows != n or not np.array_equal(np.sort(ordered.column("sequence_id").to_numpy()), np.sort(ids)):
-            raise ValueError(f"{U.join(out, 'partitions')}: the partitions' results hold {ordered.num_rows} sequences, "
-                             f"not the {n} embedded ones")
+            raise ValueError(
+                f"{U.join(out, 'partitions')}: the partitions' results hold {ordered.num_rows} sequences, "
+                f"not the {n} embedded ones"
+            )
 
         # ingenious: Taylor-softmax probabilities per partition, and draw 0 (training redraws the rest).
         shard = ordered.column("shard").to_numpy()
         bounds = group_bounds(shard)[0][1:]
         seq_ids, gains = ordered.column("sequence_id").to_numpy(), ordered.column("gain").to_numpy()
         probs = np.concatenate([taylor_softmax(g) for g in np.split(gains, bounds)])
-        write_parquet(ordered.select(["sequence_id", "shard", "rank", "gain"]).append_column(
-            "probability", pa.array(probs, pa.float64())), U.join(out, "probabilities.parquet"))
-        draw0 = draw_subset(list(zip(np.split(seq_ids, bounds), np.split(probs, bounds))), budget, seed=scfg.seed, draw=0)
-        write_parquet(pa.table({"sequence_id": pa.array(draw0, pa.int64()),
-                                "draw": pa.array(np.zeros(len(draw0), np.int32))}), U.join(out, "subset_ingenious.parquet"))
+        write_parquet(
+            ordered.select(["sequence_id", "shard", "rank", "gain"]).append_column(
+                "probability", pa.array(probs, pa.float64())
+            ),
+            U.join(out, "probabilities.parquet"),
+        )
+        draw0 = draw_subset(
+            list(zip(np.split(seq_ids, bounds), np.split(probs, bounds))), budget, seed=scfg.seed, draw=0
+        )
+        write_parquet(
+            pa.table({"sequence_id": pa.array(draw0, pa.int64()), "draw": pa.array(np.zeros(len(draw0), np.int32))}),
+            U.join(out, "subset_ingenious.parquet"),
+        )
 
         written = ["probabilities.parquet", "subset.parquet", "subset_ingenious.parquet"]
         merged = None
@@ -100,27 +132,52 @@ class Select(Stage):
             clock = time.perf_counter()
             merged = greedi(embed_files, scatter, U.join(out, "partitions"), ordered, budget, scfg, task)
             seconds["merge"] = time.perf_counter() - clock
-            write_parquet(pa.table({"sequence_id": pa.array(merged["sequence_ids"], pa.int64()),
-                                    "rank": pa.array(np.arange(len(merged["sequence_ids"])), pa.int64()),
-                                    "gain": pa.array(merged["gains"], pa.float64())}), U.join(out, "subset_greedi.parquet"))
+            write_parquet(
+                pa.table(
+                    {
+                        "sequence_id": pa.array(merged["sequence_ids"], pa.int64()),
+                        "rank": pa.array(np.arange(len(merged["sequence_ids"])), pa.int64()),
+                        "gain": pa.array(merged["gains"], pa.float64()),
+                    }
+                ),
+                U.join(out, "subset_greedi.parquet"),
+            )
             written.append("subset_greedi.parquet")
         U.write_bytes(U.join(out, "subset.parquet"), U.read_bytes(U.join(out, f"subset_{scfg.strategy}.parquet")))
         U.delete_tree(scatter)  # a copy of the embeddings, needed only until here
         sizes = np.bincount(shard)
         sizes = sizes[sizes > 0]
-        merge_summary = {} if merged is None else {
-            "greedi_candidates": merged["candidates"], "greedi_rounds": merged["rounds"],
-            "greedi_subset": len(merged["sequence_ids"]), "greedi_objective": merged["objective"],
-            "greedi_kept_local_solution": merged["local_won"]}
+        merge_summary = (
+            {}
+            if merged is None
+            else {
+                "greedi_candidates": merged["candidates"],
+                "greedi_rounds": merged["rounds"],
+                "greedi_subset": len(merged["sequence_ids"]),
+                "greedi_objective": merged["objective"],
+                "greedi_kept_local_solution": merged["local_won"],
+            }
+        )
         return {
-            "sequences": n, "budget": budget, "partition": scfg.partition, "partitions": int(len(sizes)),
-            "largest_partition": int(sizes.max()), "smallest_partition": int(sizes.min()),
-            "ingenious_subset": len(draw0), **merge_summary,
-            "partition_objective": float(gains.sum()), "strategy": scfg.strategy,
-            "phases_run": list(seconds), "seconds_by_phase": seconds,
-            "partition_task_seconds": sum(s["seconds"] for s in stats), "per_partition": stats,
-            "knn_recall": (float(np.mean([s["knn_recall"] for s in stats])) if stats and stats[0]["knn_recall"] is not None
-                           else None),
+            "sequences": n,
+            "budget": budget,
+            "partition": scfg.partition,
+            "partitions": int(len(sizes)),
+            "largest_partition": int(sizes.max()),
+            "smallest_partition": int(sizes.min()),
+            "ingenious_subset": len(draw0),
+            **merge_summary,
+            "partition_objective": float(gains.sum()),
+            "strategy": scfg.strategy,
+            "phases_run": list(seconds),
+            "seconds_by_phase": seconds,
+            "partition_task_seconds": sum(s["seconds"] for s in stats),
+            "per_partition": stats,
+            "knn_recall": (
+                float(np.mean([s["knn_recall"] for s in stats]))
+                if stats and stats[0]["knn_recall"] is not None
+                else None
+            ),
             "written": ", ".join(written),
         }
 
@@ -131,8 +188,10 @@ def partition(embed_files: list[str], scfg: SelectConfig) -> tuple[list[np.ndarr
     total = sum(len(i) for i in ids)
     num_partitions = scfg.partitions_for(total)
     if num_partitions > total:
-        raise ValueError(f"select.num_partitions={num_partitions} is larger than the pool ({total} sequences in "
-                         f"{len(embed_files)} embedding shards): use at most {total}, or null for automatic")
+        raise ValueError(
+            f"select.num_partitions={num_partitions} is larger than the pool ({total} sequences in "
+            f"{len(embed_files)} embedding shards): use at most {total}, or null for automatic"
+        )
     if scfg.partition == "random" or num_partitions == 1:
         return ids, [random_partition(i, num_partitions, scfg.seed) for i in ids]
     rate = min(1.0, scfg.kmeans_sample / total)
@@ -141,8 +200,10 @@ def partition(embed_files: list[str], scfg: SelectConfig) -> tuple[list[np.ndarr
     if len(set(dims.values())) > 1:
         first = next(iter(dims))
         odd = next(f for f, d in dims.items() if d != dims[first])
-        raise ValueError(f"{odd}: embedding dimension {dims[odd]} differs from {dims[first]} in {first}; "
-                         "every shard of embed/ must come from the same encoder (rerun embed with --force)")
+        raise ValueError(
+            f"{odd}: embedding dimension {dims[odd]} differs from {dims[first]} in {first}; "
+            "every shard of embed/ must come from the same encoder (rerun embed with --force)"
+        )
     sample_ids = np.concatenate([s[0] for s in samples])
     sample = np.concatenate([s[1] for s in samples])[np.argsort(sample_ids, kind="stable")]  # order-free
     centroids = spherical_kmeans(sample, min(num_partitions, len(sample)), seed=scfg.seed)
@@ -154,7 +215,12 @@ def partition(embed_files: list[str], scfg: SelectConfig) -> tuple[list[np.ndarr
 
 
 def greedi(
-    embed_files: list[str], scatter: str, partitions_dir: str, ordered: pa.Table, budget: int, scfg: SelectConfig,
+    embed_files: list[str],
+    scatter: str,
+    partitions_dir: str,
+    ordered: pa.Table,
+    budget: int,
+    scfg: SelectConfig,
     task: dict,
 ) -> dict:
     """Merge round. `partitions`: greedy on the union of the partitions' objectives (their orders
@@ -168,8 +234,14 @@ def greedi(
     ids, gains = ordered.column("sequence_id").to_numpy(), ordered.column("gain").to_numpy()
     if scfg.merge_objective == "partitions":  # exact greedy on the union: no local solution can beat it
         rows = merge_by_gain(ids, gains, budget)
-        return {"sequence_ids": ids[rows], "gains": gains[rows], "objective": float(gains[rows].sum()),
-                "local_won": False, "candidates": len(ids), "rounds": 1}
+        return {
+            "sequence_ids": ids[rows],
+            "gains": gains[rows],
+            "objective": float(gains[rows].sum()),
+            "local_won": False,
+            "candidates": len(ids),
+            "rounds": 1,
+        }
     shard = ordered.column("shard").to_numpy()
     bounds = np.flatnonzero(np.diff(shard)) + 1
     partition_ids = [int(p[0]) for p in np.split(shard, bounds)]
@@ -181,11 +253,33 @@ def greedi(
     rounds = 1
     if sum(counts) > scfg.merge_max_candidates:
         groups = merge_groups(counts, scfg.merge_max_candidates)
-        keep = [group_keep(sum(counts[i] for i in g), sum(len(orders[i]) for i in g), sum(counts),
-                           scfg.merge_max_candidates, budget, n) for g in groups]
-        chosen = gather([group_merge.options(**task).remote(
-            [partition_ids[i] for i in g], scatter, partitions_dir, [counts[i] for i in g], k, scfg.knn_k,
-            scfg.merge_knn_params()) for g, k in zip(groups, keep)], "select: merge groups", "groups")
+        keep = [
+            group_keep(
+                sum(counts[i] for i in g),
+                sum(len(orders[i]) for i in g),
+                sum(counts),
+                scfg.merge_max_candidates,
+                budget,
+                n,
+            )
+            for g in groups
+        ]
+        chosen = gather(
+            [
+                group_merge.options(**task).remote(
+                    [partition_ids[i] for i in g],
+                    scatter,
+                    partitions_dir,
+                    [counts[i] for i in g],
+                    k,
+                    scfg.knn_k,
+                    scfg.merge_knn_params(),
+                )
+                for g, k in zip(groups, keep)
+            ],
+            "select: merge groups",
+            "groups",
+        )
         candidate_ids = np.unique(np.concatenate(chosen + [local_ids]))
         rounds = 2
     else:

@@ -1,4 +1,5 @@
 """warmstart and train: Ray Train pretraining on all sequences, then on the selected subsets."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,13 +12,32 @@ from jobs.stages.base import Context, Stage
 from training.loop import TrainConfig
 
 
-def _train(ctx: Context, out: str, cfg: TrainConfig, *, name: str, init_from: str | None, select_dir: str | None) -> dict:
-    args = launch_args(train=cfg, model=ctx.cfg.model, data=ctx.stage("prepare"), out_dir=out, select_dir=select_dir,
-                       fraction=ctx.cfg.select.fraction, init_from=init_from)
-    metrics = launch_training(args, name=f"{ctx.cfg.name}-{name}", storage=join(out, "ray"), num_workers=cfg.num_workers,
-                              use_gpu=ctx.use_gpu(cfg.use_gpu), cpus_per_worker=cfg.cpus_per_worker)
-    return {"final_loss": metrics.get("loss"), "steps": cfg.steps, "subset": cfg.subset,
-            "written": "model/, metrics.jsonl, ray/ (checkpoints)"}
+def _train(
+    ctx: Context, out: str, cfg: TrainConfig, *, name: str, init_from: str | None, select_dir: str | None
+) -> dict:
+    args = launch_args(
+        train=cfg,
+        model=ctx.cfg.model,
+        data=ctx.stage("prepare"),
+        out_dir=out,
+        select_dir=select_dir,
+        fraction=ctx.cfg.select.fraction,
+        init_from=init_from,
+    )
+    metrics = launch_training(
+        args,
+        name=f"{ctx.cfg.name}-{name}",
+        storage=join(out, "ray"),
+        num_workers=cfg.num_workers,
+        use_gpu=ctx.use_gpu(cfg.use_gpu),
+        cpus_per_worker=cfg.cpus_per_worker,
+    )
+    return {
+        "final_loss": metrics.get("loss"),
+        "steps": cfg.steps,
+        "subset": cfg.subset,
+        "written": "model/, metrics.jsonl, ray/ (checkpoints)",
+    }
 
 
 def verify_training(out: str, steps: int) -> None:
@@ -26,8 +46,10 @@ def verify_training(out: str, steps: int) -> None:
         raise ValueError(f"{join(out, 'model')} is missing or incomplete (no {FOLDER_COMPLETE})")
     logged = [json.loads(line)["step"] for line in read_text(join(out, "metrics.jsonl")).splitlines() if line]
     if logged != list(range(1, steps + 1)):
-        raise ValueError(f"{join(out, 'metrics.jsonl')} logs steps {logged[:3]}...{logged[-3:]} "
-                         f"({len(logged)} lines), not 1..{steps}")
+        raise ValueError(
+            f"{join(out, 'metrics.jsonl')} logs steps {logged[:3]}...{logged[-3:]} "
+            f"({len(logged)} lines), not 1..{steps}"
+        )
 
 
 class TrainingStage(Stage):
@@ -54,5 +76,11 @@ class Train(TrainingStage):
         return {"train": result_settings(cfg.train)}
 
     def run(self, ctx: Context, out: str) -> dict:
-        return _train(ctx, out, ctx.cfg.train, name="train", init_from=join(ctx.stage("warmstart"), "model"),
-                      select_dir=ctx.stage("select"))
+        return _train(
+            ctx,
+            out,
+            ctx.cfg.train,
+            name="train",
+            init_from=join(ctx.stage("warmstart"), "model"),
+            select_dir=ctx.stage("select"),
+        )
