@@ -147,7 +147,7 @@ def test_a_node_lost_mid_embed_and_mid_train(cluster, s3, tmp_path):
     """A worker node dies mid-embed, another mid-train (a replacement joins, as an autoscaler would
     bring one): the run finishes with every sequence embedded once and every step logged once."""
     cfg = config(
-        tmp_path, kind="bert", corpus=put_corpus(s3, 240), per_shard=10, warm_steps=2, train_steps=12, train_workers=2
+        tmp_path, kind="bert", corpus=put_corpus(s3, 160), per_shard=8, warm_steps=2, train_steps=8, train_workers=2
     )
     driver = cluster.driver("-m", "jobs.pipeline", "--config", str(cfg), "--run-dir", "s3://runs/lost")
     try:
@@ -166,4 +166,4 @@ def test_a_node_lost_mid_embed_and_mid_train(cluster, s3, tmp_path):
     sequences, embedded = ids_of(files, "prepare/sequences/"), ids_of(files, "embed/part-")
     assert len(embedded) == len(np.unique(embedded)) and np.array_equal(np.sort(embedded), np.sort(sequences))
     steps = [json.loads(line)["step"] for line in files["train/metrics.jsonl"].decode().splitlines()]
-    assert steps == list(range(1, 13))
+    assert steps == list(range(1, 9))
