@@ -163,21 +163,28 @@ def write_bytes(uri: str, data: bytes) -> None:
     """Atomic (and durable, locally): a reader sees the old file or the whole new one."""
     fs, path = resolve(uri)
     if isinstance(fs, pafs.LocalFileSystem):
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        with tmp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-        fsync_dir(target.parent)
+        with _local_atomic(path) as tmp:
+            tmp.write_bytes(data)
         return
     try:
         with fs.open_output_stream(path) as f:  # the object appears when the upload completes
             f.write(data)
     except OSError as e:  # a missing bucket, no permission
         raise ValueError(f"{uri}: cannot be written ({e})") from e
+
+
+@contextmanager
+def _local_atomic(path: str) -> Iterator[Path]:
+    """A temporary name beside local `path` to write to; when the block ends without an error it is
+    flushed to disk and renamed into place, so `path` holds the old file or the whole new one."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    yield tmp
+    with tmp.open("rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    fsync_dir(target.parent)
 
 
 def write_text(uri: str, text: str) -> None:
@@ -258,12 +265,8 @@ def fingerprint(uri: str, sample_bytes: int = 1 << 20) -> dict:
 def write_parquet(table: pa.Table, uri: str) -> None:
     fs, path = resolve(uri)
     if isinstance(fs, pafs.LocalFileSystem):
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        pq.write_table(table, tmp)
-        _fsync(tmp)
-        os.replace(tmp, target)
+        with _local_atomic(path) as tmp:
+            pq.write_table(table, tmp)
         return
     try:
         pq.write_table(table, path, filesystem=fs)
@@ -271,23 +274,13 @@ def write_parquet(table: pa.Table, uri: str) -> None:
         raise ValueError(f"{uri}: cannot be written ({e})") from e
 
 
-def _fsync(path: Path) -> None:
-    with path.open("rb") as f:
-        os.fsync(f.fileno())
-
-
 @contextmanager
 def parquet_writer(uri: str, schema: pa.Schema, **options) -> Iterator[pq.ParquetWriter]:
     """A ParquetWriter whose file appears at `uri` whole, when the block ends without an error."""
     fs, path = resolve(uri)
     if isinstance(fs, pafs.LocalFileSystem):
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        with pq.ParquetWriter(tmp, schema, **options) as writer:
+        with _local_atomic(path) as tmp, pq.ParquetWriter(tmp, schema, **options) as writer:
             yield writer
-        _fsync(tmp)
-        os.replace(tmp, target)
         return
     buffer = pa.BufferOutputStream()  # uploaded in one put: an exception leaves no object behind
     with pq.ParquetWriter(buffer, schema, **options) as writer:
