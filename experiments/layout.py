@@ -3,6 +3,10 @@
 <root>/pipelines/<variant>/       the variant's pipeline run directory (prepare ... select)
 <root>/runs/<variant>/<arm>/seed<s>/   one trained model: train.json, scores.json, its model
 <root>/runs/main/warmstart/       the warm start's own scores
+<root>/pool/                      the built pool, when the experiment names a pool config
+<root>/oracles/<category>-seed<s>.parquet   an oracle arm's subset (sequence ids of one category)
+<root>/gate.json                  the gate's verdict, when the experiment has a gate
+<root>/best_of.json               which arm the `best_of` rule gave more seeds
 <root>/results.md, *.png          the report (reporting/experiment_report.py)
 """
 
@@ -29,6 +33,7 @@ class Run:
     train: TrainConfig
     snapshots: tuple[int, ...] = ()
     group: str = ""  # MAIN (the arms x seeds table) or "ablation"
+    oracle: str | None = None  # trains on a random budget-sized subset of this pool category
 
     @property
     def key(self) -> str:
@@ -42,6 +47,27 @@ class Experiment:
     runs: list[Run]
     notes: dict[str, str]  # ablation -> what it changes, for the report
     compare_to: list[str]  # arms every other arm is compared with, paired by seed
+    pool: Path | None = None  # a pool builder config (dataio/webpool.py): the corpus of every variant
+    primary: str = "heldout"  # the evaluation set the gate and steps-to-target are judged on
+    gate: Gate | None = None
+    best_of: BestOf | None = None
+
+
+@dataclass(kw_only=True)
+class BestOf:
+    """After every run of `arms` is scored, the one with the lowest mean primary loss gets `seeds` too."""
+
+    arms: list[str]
+    seeds: list[int]
+
+
+@dataclass(kw_only=True)
+class Gate:
+    """Before the other arms run: `arm` must beat `against` on the primary loss, paired by seed, with the
+    t 95% interval of the difference below zero, or the pool cannot tell arms apart."""
+
+    arm: str
+    against: str
 
 
 def pipeline_dir(root: Path, variant: str) -> Path:
@@ -54,3 +80,19 @@ def run_dir(root: Path, run: Run) -> Path:
 
 def warmstart_dir(root: Path) -> Path:
     return root / "runs" / MAIN / WARMSTART
+
+
+def pool_dir(root: Path) -> Path:
+    return root / "pool"
+
+
+def oracle_file(root: Path, category: str, seed: int) -> Path:
+    return root / "oracles" / f"{category}-seed{seed}.parquet"
+
+
+def gate_file(root: Path) -> Path:
+    return root / "gate.json"
+
+
+def best_of_file(root: Path) -> Path:
+    return root / "best_of.json"

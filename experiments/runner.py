@@ -25,19 +25,28 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import numpy as np
 import yaml
 
 from actors.evaluator import evaluate_checkpoint
 from actors.trainer import launch_args, train_in_task
 from dataio.redact import redact, redact_tree
 from dataio.rundir import RunDir
+from dataio.webpool import build_pool, pool_files
+from experiments.categories import oracle_subset, sequence_categories, write_oracle
 from experiments.layout import (
     MAIN,
     SELECTION_STAGES,
     WARMSTART,
+    BestOf,
     Experiment,
+    Gate,
     Run,
+    best_of_file,
+    gate_file,
+    oracle_file,
     pipeline_dir,
+    pool_dir,
     run_dir,
     warmstart_dir,
 )
@@ -47,6 +56,7 @@ from jobs.pipeline import connect_ray, run_pipeline, stage_hashes
 from jobs.stages import Context
 from jobs.stages.evaluate import evaluation_sets
 from reporting.experiment_report import write_report
+from reporting.stats import mean_interval
 from training.loop import TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -85,7 +95,20 @@ def load_experiment(path: str | Path, *, base: Path | None = None) -> Experiment
         raise ValueError(f"experiment config {path} does not exist")
     raw = _check_keys(
         read_yaml(path) or {},
-        ("name", "pipeline", "seeds", "arms", "ablations", "ablation_seed", "compare_to"),
+        (
+            "name",
+            "pipeline",
+            "seeds",
+            "arms",
+            "ablations",
+            "ablation_seed",
+            "compare_to",
+            "pool",
+            "primary",
+            "gate",
+            "eval_every",
+            "best_of",
+        ),
         str(path),
     )
     for key in ("name", "pipeline", "seeds", "arms"):
@@ -122,19 +145,41 @@ def load_experiment(path: str | Path, *, base: Path | None = None) -> Experiment
             )
     if set(arms) & set(ablations):
         raise ValueError(f"{path}: {sorted(set(arms) & set(ablations))[0]!r} names both an arm and an ablation")
+    eval_every = raw.get("eval_every")
+    if eval_every is not None and (not isinstance(eval_every, int) or eval_every < 1):
+        raise ValueError(f"{path}: 'eval_every' must be an integer >= 1 or absent, got {eval_every!r}")
     for arm, spec in arms.items():
         spec = dict(_mapping(spec or {}, f"{path}: arms.{arm}"))
         factor = spec.pop("steps_factor", 1)
         if not isinstance(factor, int) or factor < 1:
             raise ValueError(f"{path}: arms.{arm}.steps_factor must be an integer >= 1, got {factor!r}")
+        arm_seeds = spec.pop("seeds", seeds)
+        if not isinstance(arm_seeds, list) or not arm_seeds or not all(isinstance(s, int) and s >= 0 for s in arm_seeds):
+            raise ValueError(f"{path}: arms.{arm}.seeds must be a non-empty list of integers >= 0, got {arm_seeds!r}")
+        oracle = spec.pop("oracle", None)
+        if oracle is not None:
+            if "pool" not in raw:
+                raise ValueError(f"{path}: arms.{arm}.oracle needs a 'pool' (its categories name the oracle's data)")
+            if "subset" in spec:
+                raise ValueError(f"{path}: arms.{arm}: an oracle arm trains on its category; drop 'subset'")
+            # The file is written by the runner (oracle_file) once the pool is prepared.
+            spec |= {"subset": "file", "subset_file": f"oracle:{oracle}"}
         train = _train_config(main.train, spec, f"arms.{arm}", path)
         train = dataclasses.replace(train, steps=train.steps * factor)
-        snapshots = tuple(main.train.steps * i for i in range(1, factor))
+        snapshots = {main.train.steps * i for i in range(1, factor)}
+        if eval_every:  # held-out loss along the way: curves and steps-to-target
+            snapshots |= set(range(eval_every, train.steps, eval_every))
         runs += [
             Run(
-                variant=MAIN, arm=arm, seed=s, train=dataclasses.replace(train, seed=s), snapshots=snapshots, group=MAIN
+                variant=MAIN,
+                arm=arm,
+                seed=s,
+                train=dataclasses.replace(train, seed=s),
+                snapshots=tuple(sorted(snapshots)),
+                group=MAIN,
+                oracle=oracle,
             )
-            for s in seeds
+            for s in arm_seeds
         ]
     ablation_seed = raw.get("ablation_seed", seeds[0])
     if not isinstance(ablation_seed, int) or ablation_seed < 0:
@@ -159,7 +204,40 @@ def load_experiment(path: str | Path, *, base: Path | None = None) -> Experiment
     compare_to = raw.get("compare_to") or [next(iter(arms))]
     if not isinstance(compare_to, list) or any(a not in arms for a in compare_to):
         raise ValueError(f"{path}: 'compare_to' must list arms (of {', '.join(arms)}), got {compare_to!r}")
-    return Experiment(name=str(raw["name"]), pipelines=pipelines, runs=runs, notes=notes, compare_to=compare_to)
+    gate = None
+    if "gate" in raw:
+        spec = _check_keys(raw["gate"], ("arm", "against"), f"{path}: gate")
+        if any(spec.get(k) not in arms for k in ("arm", "against")):
+            raise ValueError(f"{path}: gate.arm and gate.against must name arms (of {', '.join(arms)}), got {spec!r}")
+        gate = Gate(arm=spec["arm"], against=spec["against"])
+    pool = None
+    if "pool" in raw:
+        pool = (base / str(raw["pool"])).resolve()
+        if not pool.is_file():
+            raise ValueError(f"{path}: pool config {pool} does not exist")
+    best_of = None
+    if "best_of" in raw:
+        spec = _check_keys(raw["best_of"], ("arms", "seeds"), f"{path}: best_of")
+        names, extra = spec.get("arms"), spec.get("seeds")
+        if not isinstance(names, list) or not names or any(a not in arms for a in names):
+            raise ValueError(f"{path}: best_of.arms must list arms (of {', '.join(arms)}), got {names!r}")
+        if not isinstance(extra, list) or not extra or not all(isinstance(x, int) and x >= 0 for x in extra):
+            raise ValueError(f"{path}: best_of.seeds must be a non-empty list of integers >= 0, got {extra!r}")
+        best_of = BestOf(arms=names, seeds=extra)
+    primary = raw.get("primary", "heldout")
+    if not isinstance(primary, str):
+        raise ValueError(f"{path}: 'primary' must name an evaluation set, got {primary!r}")
+    return Experiment(
+        name=str(raw["name"]),
+        pipelines=pipelines,
+        runs=runs,
+        notes=notes,
+        compare_to=compare_to,
+        pool=pool,
+        primary=primary,
+        gate=gate,
+        best_of=best_of,
+    )
 
 
 def share_stages(root: Path, variant: Path, base_cfg: PipelineConfig, cfg: PipelineConfig) -> None:
@@ -212,19 +290,140 @@ def _flush_ready(scoring: dict[Path, dict], *, wait: bool = False) -> None:
             del scoring[folder]
 
 
+def with_pool(exp: Experiment, root: Path) -> Experiment:
+    """Build the experiment's pool (once) and make it every variant's corpus; its clean held-out
+    passages become the first external evaluation set."""
+    files = build_pool(exp.pool, pool_dir(root))
+
+    def use(cfg: PipelineConfig) -> PipelineConfig:
+        evaluate = dataclasses.replace(
+            cfg.evaluate, external=[str(files["heldout"]), *[p for p in cfg.evaluate.external if p != str(files["heldout"])]]
+        )
+        corpus = dataclasses.replace(cfg.corpus, source=str(files["pool"]))
+        return dataclasses.replace(cfg, corpus=corpus, evaluate=evaluate)
+
+    return dataclasses.replace(exp, pipelines={v: use(cfg) for v, cfg in exp.pipelines.items()})
+
+
+def with_oracles(exp: Experiment, root: Path) -> Experiment:
+    """Write each oracle run's subset (a draw from its category of the prepared pool) and point its
+    train config at it."""
+    oracles = [r for r in exp.runs if r.oracle]
+    if not oracles:
+        return exp
+    prepare = pipeline_dir(root, MAIN) / "prepare"
+    ids, cats = sequence_categories(prepare, pool_files(pool_dir(root))["pool"])
+    budget = max(1, round(exp.pipelines[MAIN].select.fraction * len(ids)))  # the trainer's budget
+    runs = []
+    for run in exp.runs:
+        if run.oracle:
+            path = oracle_file(root, run.oracle, run.seed)
+            if not path.exists():
+                write_oracle(path, oracle_subset(ids, cats, run.oracle, budget=budget, seed=run.seed))
+            run = dataclasses.replace(run, train=dataclasses.replace(run.train, subset_file=str(path)))
+        runs.append(run)
+    return dataclasses.replace(exp, runs=runs)
+
+
+def judge_gate(root: Path, exp: Experiment, gate: Gate) -> dict:
+    """The gate's verdict from the scored runs: the paired difference of the primary loss."""
+    mine, theirs = primary_losses(root, exp, gate.arm), primary_losses(root, exp, gate.against)
+    diffs = [mine[s] - theirs[s] for s in sorted(mine) if s in theirs]
+    mean, half = mean_interval(diffs) if diffs else (float("nan"), None)
+    passed = half is not None and mean + half < 0
+    verdict = {
+        "arm": gate.arm,
+        "against": gate.against,
+        "set": exp.primary,
+        "differences": diffs,
+        "mean": mean,
+        "half_width": half,
+        "passed": passed,
+    }
+    RunDir.write_json(gate_file(root), verdict)
+    return verdict
+
+
+def primary_losses(root: Path, exp: Experiment, arm: str) -> dict[int, float]:
+    """Seed -> final primary loss of every scored main run of `arm`."""
+    out = {}
+    for run in exp.runs:
+        scores = run_dir(root, run) / "eval.json"
+        if run.arm == arm and run.group == MAIN and scores.exists():
+            out[run.seed] = json.loads(scores.read_text())[f"final/{exp.primary}"]["loss"]
+    return out
+
+
+def with_best_of(exp: Experiment, root: Path) -> Experiment:
+    """The `best_of` arm's extra runs, once chosen: the arm with the lowest mean primary loss over its
+    scored seeds, recorded in best_of.json so a rerun and the report add the same runs."""
+    if exp.best_of is None:
+        return exp
+    path = best_of_file(root)
+    if not path.exists():
+        means = {a: float(np.mean(list(losses.values()))) for a in exp.best_of.arms if (losses := primary_losses(root, exp, a))}
+        if len(means) < len(exp.best_of.arms):
+            return exp  # not every candidate is scored yet
+        RunDir.write_json(path, {"chosen": min(means, key=means.get), "mean_primary_loss": means})
+    chosen = json.loads(path.read_text())["chosen"]
+    template = next(r for r in exp.runs if r.arm == chosen and r.group == MAIN)
+    have = {r.seed for r in exp.runs if r.arm == chosen}
+    extra = [
+        dataclasses.replace(template, seed=s, train=dataclasses.replace(template.train, seed=s))
+        for s in exp.best_of.seeds
+        if s not in have
+    ]
+    return dataclasses.replace(exp, runs=exp.runs + extra)
+
+
 def run_experiment(exp: Experiment, out: Path) -> Path:
-    """Train and score every run (skipping finished ones); returns the experiment folder."""
+    """Train and score every run (skipping finished ones); returns the experiment folder. With a gate,
+    its two arms run first, and the rest only if the gate's arm clearly beats the other."""
     root = out / exp.name
+    if exp.pool is not None:
+        exp = with_pool(exp, root)
     pipes = {v: pipeline_dir(root, v) for v in exp.pipelines}
     connect_ray(exp.pipelines[MAIN])
     for variant, cfg in exp.pipelines.items():  # the main pipeline first: the others link its stages
         if variant != MAIN:
             share_stages(pipes[MAIN], pipes[variant], exp.pipelines[MAIN], cfg)
         run_pipeline(cfg, pipes[variant], only=list(SELECTION_STAGES))
+    exp = with_oracles(exp, root)
     sets = evaluation_sets(Context(exp.pipelines[MAIN], RunDir(pipes[MAIN])))
     warm = warmstart_dir(root)  # the common starting point, scored like an arm
     warm.mkdir(parents=True, exist_ok=True)
     scoring = {warm: _pending_scores(warm, {"final": pipes[MAIN] / "warmstart" / "model"}, exp.pipelines[MAIN], sets)}
+    runs = exp.runs
+    if exp.gate is not None:
+        first = [r for r in runs if r.group == MAIN and r.arm in (exp.gate.arm, exp.gate.against)]
+        _train_and_score(root, exp, first, scoring, sets)
+        verdict = judge_gate(root, exp, exp.gate)
+        if not verdict["passed"]:
+            write_report(root, exp)
+            raise SystemExit(
+                f"[ingenious] experiment {exp.name}: gate failed: {exp.gate.arm} - {exp.gate.against} "
+                f"{exp.primary} loss = {verdict['mean']:.4f} ± {verdict['half_width'] or float('nan'):.4f} "
+                "(t 95% CI) does not exclude 0. The pool cannot separate arms: raise its redundancy and noise "
+                f"(the pool config {exp.pool}) or train longer, before spending the other runs. "
+                f"Report so far: {root / 'results.md'}"
+            )
+        print(
+            f"[ingenious] experiment {exp.name}: gate passed ({exp.gate.arm} - {exp.gate.against} = "
+            f"{verdict['mean']:.4f} ± {verdict['half_width']:.4f})",
+            flush=True,
+        )
+        runs = [r for r in runs if r not in first]
+    _train_and_score(root, exp, runs, scoring, sets)
+    more = with_best_of(exp, root)
+    if more is not exp:
+        _train_and_score(root, more, [r for r in more.runs if r not in exp.runs], scoring, sets)
+    write_report(root, more)
+    return root
+
+
+def _train_and_score(root: Path, exp: Experiment, runs: list[Run], scoring: dict[Path, dict], sets: dict) -> None:
+    """Train every unfinished run of `runs` and score each as it finishes; returns when all are scored."""
+    pipes = {v: pipeline_dir(root, v) for v in exp.pipelines}
 
     def score(run: Run, folder: Path) -> None:
         models = {"final": folder / "model"} | {f"step{s}": folder / f"model-step{s}" for s in run.snapshots}
@@ -232,7 +431,7 @@ def run_experiment(exp: Experiment, out: Path) -> Path:
 
     # Every run is submitted at once, main arms seed by seed and then the ablations, the longest first
     # within a seed, so no CPU waits behind a barrier; each run is scored as soon as it is trained.
-    order = sorted(exp.runs, key=lambda r: (r.group != MAIN, r.seed if r.group == MAIN else 0, -r.train.steps))
+    order = sorted(runs, key=lambda r: (r.group != MAIN, r.seed if r.group == MAIN else 0, -r.train.steps))
     training: dict[ray.ObjectRef, tuple[Run, Path]] = {}
     for run in order:
         folder, pipe = run_dir(root, run), exp.pipelines[run.variant]
@@ -271,8 +470,6 @@ def run_experiment(exp: Experiment, out: Path) -> Path:
         score(run, folder)
         _flush_ready(scoring)
     _flush_ready(scoring, wait=True)
-    write_report(root, exp)
-    return root
 
 
 def main(argv: list[str] | None = None) -> None:

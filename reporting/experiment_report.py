@@ -28,6 +28,7 @@ from experiments.layout import (  # noqa: E402
     run_dir,
     warmstart_dir,
 )
+from reporting.pool_report import composition_table, gate_section, steps_table  # noqa: E402
 from reporting.stats import INTERVAL, format_interval  # noqa: E402
 from selection.facility_location import coverage  # noqa: E402
 from selection.ids import rows_of  # noqa: E402
@@ -135,9 +136,9 @@ def _curve(path: Path) -> np.ndarray:
     return np.array([[r["step"], r["loss"]] for r in rows], dtype=np.float64)
 
 
-def _sets(records: list[dict]) -> list[str]:
+def _sets(records: list[dict], primary: str) -> list[str]:
     names = {k.split("/", 1)[1] for r in records for k in r["loss"] if k.startswith("final/")}
-    return sorted(names, key=lambda n: (n != "heldout", n))
+    return sorted(names, key=lambda n: (n != primary, n != "heldout", n))
 
 
 def _main_table(records: list[dict], sets: list[str], warm: dict) -> list[str]:
@@ -323,7 +324,7 @@ def plot_curves(records: list[dict], warm: dict, sets: list[str], out: Path, smo
 
 def write_report(root: Path, exp: Experiment) -> str:
     records, warm = collect(root, exp), _scores(warmstart_dir(root))
-    sets = _sets(records)
+    sets = _sets(records, exp.primary)
     plot_curves(records, warm, sets, root / "loss_curves.png")
     main = exp.pipelines[MAIN]
     pool = ((_read(pipeline_dir(root, MAIN) / "prepare" / "manifest.json") or {}).get("summary") or {}).get(
@@ -347,13 +348,17 @@ def write_report(root: Path, exp: Experiment) -> str:
         "(held-out documents of the corpus, and WikiText-2 validation); GLUE avg is the mean dev score over the "
         "downstream tasks (x100).",
         "",
+        *gate_section(root, exp.gate),
         "## Arms",
         "",
-        f"Each cell: {INTERVAL} (n shown).",
+        f"Each cell: {INTERVAL} (n shown). The primary metric is the `{exp.primary}` loss.",
         "",
         *_main_table(records, sets, warm),
         "",
         *[line for arm in exp.compare_to for line in [*_paired_table(records, sets, arm), ""]],
+        *[line for arm in exp.compare_to for line in [*steps_table(records, warm, exp.primary, arm), ""]],
+        *composition_table(records, pool_shares),
+        "",
         "## Downstream scores per task (dev sets, ×100)",
         "",
         *_task_table(records, MAIN, warm),
