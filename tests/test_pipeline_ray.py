@@ -860,3 +860,21 @@ def test_interrupted_dedup_resumes_only_missing_clusters(dedup_runs):
     assert run_pipeline(variant, copy, only=["select"])[0]["status"] == "ran"
     assert {p: p.stat().st_mtime_ns for p in parts[1:]} == kept and parts[0].exists()
     assert {f: (select / f).read_bytes() for f in before} == before
+
+
+def test_the_embedding_space_refuses_mixed_dimensions(tiny, tmp_path):
+    from dataio.rundir import embedding_table, write_parquet
+    from jobs.stages.select import embedding_space
+
+    cfg, run, _ = tiny
+    copy = _copy(run, tmp_path)
+    files = local_shards(copy / "embed")
+    scfg = dataclasses.replace(cfg.select, center=True)
+    space, info = embedding_space([str(f) for f in files], scfg)
+    _, emb = read_embeddings(files)
+    np.testing.assert_allclose(space.mean, emb.astype(np.float64).mean(axis=0), rtol=1e-9, atol=1e-12)
+    assert info["center"] and not info["whiten"]
+    ids, emb = read_embeddings(files[-1:])
+    write_parquet(embedding_table(ids, np.ones((len(ids), emb.shape[1] + 3), np.float32)), files[-1])
+    with pytest.raises(ValueError, match=rf"{files[-1].name}: embedding dimension {emb.shape[1] + 3} differs from"):
+        embedding_space([str(f) for f in files], scfg)
