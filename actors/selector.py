@@ -16,37 +16,66 @@ import scipy.sparse as sp
 
 from dataio import uri as U
 from dataio.rundir import embedding_table, read_embeddings, read_table, write_parquet, write_shard_log
+from selection.dedup import score_cluster
 from selection.ids import rows_of
 from selection.knn import KnnParams, build_index, index_to_cpu, normalize_embeddings, search_index
 from selection.merge import candidate_edges as threshold_edges
 from selection.merge import merge_group, merge_select
 from selection.partition import group_bounds, nearest_centroid, splitmix64
 from selection.shard import order_shard
+from selection.space import Moments, Space, apply_space, moments
 
 
 @ray.remote
-def sample_embeddings(embed_file: str, rate: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A hash-chosen sample of one shard (the same rows whichever worker reads it)."""
-    ids, emb = read_embeddings([embed_file])
-    keep = np.ones(len(ids), dtype=bool)
+def shard_moments(embed_file: str) -> Moments:
+    """One shard's share of the pool's mean and covariance (the embedding space's map step)."""
+    return moments(read_embeddings([embed_file])[1])
+
+
+@ray.remote
+def sample_embeddings(
+    embed_file: str, rate: float, seed: int, space: Space | None = None, keep: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A hash-chosen sample of one shard (of its ids in `keep`, if given), the same rows whichever
+    worker reads it, normalised in the selection space."""
+    ids, emb = read_embeddings([embed_file], keep=keep)
+    emb = apply_space(space, emb)
+    chosen = np.ones(len(ids), dtype=bool)
     if rate < 1.0:
         with np.errstate(over="ignore"):
-            keep = splitmix64(ids.astype(np.uint64) ^ splitmix64(np.uint64(seed))) < np.uint64(int(rate * 2**64))
-    return ids[keep], normalize_embeddings(emb[keep], embed_file) if keep.any() else emb[:0]
+            chosen = splitmix64(ids.astype(np.uint64) ^ splitmix64(np.uint64(seed))) < np.uint64(int(rate * 2**64))
+    return ids[chosen], normalize_embeddings(emb[chosen], embed_file) if chosen.any() else emb[:0]
 
 
 @ray.remote
-def assign_clusters(embed_file: str, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def assign_clusters(
+    embed_file: str, centroids: np.ndarray, space: Space | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     ids, emb = read_embeddings([embed_file])
-    return ids, nearest_centroid(normalize_embeddings(emb, embed_file), centroids)
+    return ids, nearest_centroid(normalize_embeddings(apply_space(space, emb), embed_file), centroids)
 
 
 @ray.remote
-def scatter_shard(embed_file: str, partitions: np.ndarray, out_dir: str) -> int:
+def centroid_similarity(
+    embed_file: str, centroids: np.ndarray, space: Space | None, keep: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, nearest centroid, similarity to it) of one shard's rows whose ids are in `keep` (D4's pruning)."""
+    ids, emb = read_embeddings([embed_file], keep=keep)
+    if not len(ids):
+        return ids, np.empty(0, np.int64), np.empty(0, np.float32)
+    sims = normalize_embeddings(apply_space(space, emb), embed_file) @ centroids.T
+    nearest = np.argmax(sims, axis=1)
+    return ids, nearest.astype(np.int64), sims[np.arange(len(ids)), nearest]
+
+
+@ray.remote
+def scatter_shard(embed_file: str, partitions: np.ndarray, out_dir: str, space: Space | None = None) -> int:
     """Copy one embedding shard to out_dir/<shard name> with its rows grouped by partition, one
     Parquet row group per partition, so a partition task reads only its own row group of each shard
-    (one file per shard and partition cost 25 ms a file: 1,280 files at 1M points in 64 partitions)."""
+    (one file per shard and partition cost 25 ms a file: 1,280 files at 1M points in 64 partitions).
+    The copy holds the embeddings in the selection space (not yet normalised)."""
     ids, emb = read_embeddings([embed_file])
+    emb = apply_space(space, emb)
     order = np.argsort(partitions, kind="stable")
     part = partitions[order].astype(np.int32)
     table = embedding_table(ids[order], emb[order]).append_column("partition", pa.array(part))
@@ -105,25 +134,54 @@ def order_partition(
 
 
 @ray.remote
-def candidate_index(embed_files: list[str], candidate_ids: np.ndarray, params: KnnParams) -> np.ndarray:
+def candidate_index(
+    embed_files: list[str], candidate_ids: np.ndarray, params: KnnParams, space: Space | None = None
+) -> np.ndarray:
     """Build the merge candidates' index once (candidates in id order) and ship it serialized."""
     ids, emb = read_embeddings(embed_files, keep=candidate_ids)
-    emb = normalize_embeddings(emb[np.argsort(ids, kind="stable")])
+    emb = normalize_embeddings(apply_space(space, emb[np.argsort(ids, kind="stable")]))
     return faiss.serialize_index(index_to_cpu(build_index(emb, params)))  # a GPU index cannot be serialised
 
 
 @ray.remote
 def candidate_edges(
-    embed_file: str, index_bytes: np.ndarray, knn_k: int, thresholds: tuple[np.ndarray, np.ndarray]
+    embed_file: str,
+    index_bytes: np.ndarray,
+    knn_k: int,
+    thresholds: tuple[np.ndarray, np.ndarray],
+    space: Space | None = None,
 ) -> tuple[np.ndarray, sp.csr_matrix]:
     """For every point of one shard, its k most similar merge candidates above its own k-th
     neighbour's similarity: (point ids, CSR rows). `thresholds` is (every sequence id, sorted;
     its threshold)."""
     index = faiss.deserialize_index(index_bytes)
     ids, emb = read_embeddings([embed_file])
-    sims, nbrs = search_index(index, normalize_embeddings(emb, embed_file), min(knn_k, index.ntotal))
+    queries = normalize_embeddings(apply_space(space, emb), embed_file)
+    sims, nbrs = search_index(index, queries, min(knn_k, index.ntotal))
     own = thresholds[1][rows_of(ids, thresholds[0], where=f"the selection results ({embed_file})")]
     return ids, threshold_edges(sims, nbrs, index.ntotal, own)
+
+
+@ray.remote
+def dedup_partition(partition: int, scatter_dir: str, out_path: str) -> dict:
+    """SemDeDup scores of one cluster partition (its rows of the scattered shards), written to out_path."""
+    start = time.perf_counter()
+    ids, emb = read_partition(scatter_dir, partition)
+    scores = score_cluster(ids, normalize_embeddings(emb, f"selection partition {partition}"))
+    write_parquet(
+        pa.table(
+            {
+                "sequence_id": pa.array(scores.sequence_ids, pa.int64()),
+                "cluster": pa.array(np.full(len(ids), partition), pa.int32()),
+                "centroid_similarity": pa.array(scores.centroid_similarity, pa.float32()),
+                "duplicate_score": pa.array(scores.duplicate_score, pa.float32()),
+            }
+        ),
+        out_path,
+    )
+    stats = {"partition": partition, "size": len(ids), "seconds": time.perf_counter() - start}
+    write_shard_log(out_path, stats)
+    return stats
 
 
 @ray.remote

@@ -9,6 +9,7 @@ import numpy as np
 from dataio import uri as U
 from dataio.rundir import read_ids
 from selection.partition import group_bounds
+from training.subsets import FIXED_SUBSETS
 
 
 def load_selection(select_dir: str | Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray | None]:
@@ -18,7 +19,17 @@ def load_selection(select_dir: str | Path) -> tuple[list[tuple[np.ndarray, np.nd
     probs = probs.sort_by([("shard", "ascending"), ("rank", "ascending")])
     ids, p = probs.column("sequence_id").to_numpy(), probs.column("probability").to_numpy()
     starts = group_bounds(probs.column("shard").to_numpy())[0][1:]
-    greedi_file = U.join(select_dir, "subset_greedi.parquet")
-    return list(zip(np.split(ids, starts), np.split(p, starts))), read_ids(greedi_file) if U.exists(
-        greedi_file
-    ) else None
+    return list(zip(np.split(ids, starts), np.split(p, starts))), fixed_subset_ids("greedi", select_dir)
+
+
+def fixed_subset_ids(mode: str, select_dir: str | Path | None, subset_file: str | None = None) -> np.ndarray | None:
+    """The ids of a fixed subset mode: select/subset_<mode>.parquet (None where the select stage did not
+    write it), or for `file` the user's Parquet file (which must exist); None for the drawn modes."""
+    if mode == "file":
+        if subset_file is None or not U.exists(str(subset_file)):
+            raise ValueError(f"train.subset_file {subset_file!r} does not exist")
+        return read_ids(subset_file)
+    if mode not in FIXED_SUBSETS or select_dir is None:
+        return None
+    path = U.join(str(select_dir), f"subset_{mode}.parquet")
+    return read_ids(path) if U.exists(path) else None

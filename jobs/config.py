@@ -30,7 +30,11 @@ from training.loop import TrainConfig
 from training.model import ModelConfig
 
 Partition = Literal["cluster", "random"]
-Strategy = Literal["ingenious", "greedi"]
+# The subsets the select stage can write; all but ingenious are fixed lists (select/subset_<name>.parquet).
+# perplexity is written by the select stage's perplexity strategy (the train stage only reads it here).
+Strategy = Literal["ingenious", "greedi", "semdedup", "d4", "perplexity"]
+ExtraSubset = Literal["greedi", "semdedup", "d4", "perplexity"]
+DEDUP_SUBSETS = ("semdedup", "d4")
 MergeObjective = Literal["partitions", "all_points"]
 Pooling = Literal["auto", "mean", "last"]
 
@@ -94,7 +98,7 @@ class EmbedConfig:
 
 @dataclass(kw_only=True)
 class SelectConfig:
-    strategy: Strategy = "ingenious"  # which subset the train stage uses by default: ingenious or greedi
+    strategy: Strategy = "ingenious"  # the subset copied to subset.parquet (see Strategy)
     fraction: float = 0.25
     partition: Partition = "cluster"  # cluster (k-means cells; keeps greedy's quality) or random (the paper's)
     # None: as few partitions as fit `partition_size` points each. bench/selection.py measured that
@@ -114,6 +118,23 @@ class SelectConfig:
     # The GreeDi merge round runs only when something uses its subset: strategy greedi, train.subset
     # greedi, or greedi_merge: true (e.g. an experiment's GreeDi arm over an ingenious pipeline).
     greedi_merge: bool = False
+    # More fixed subsets to compute in the same run besides the strategy's and train.subset's (e.g. every
+    # arm of an experiment from one selection): any of greedi, semdedup, d4, perplexity.
+    also: list[ExtraSubset] = field(default_factory=list)
+    # The embedding space (selection/space.py): subtract the pool mean before cosine similarity, or
+    # whiten with the pool covariance (implies centring; eps relative to the mean eigenvalue).
+    center: bool = False
+    whiten: bool = False
+    whiten_eps: float = 1e-3
+    # SemDeDup (selection/dedup.py) within the cluster partitions: a point goes when an earlier point of its
+    # cluster (ordered least similar to the centroid first) is more similar than this. 0.95 is the paper's
+    # eps = 0.05 range. Its subset is round(fraction * n) of the kept points drawn uniformly, or every kept
+    # point when fewer remain (the shortfall is in the stage summary).
+    dedup_threshold: float = 0.95
+    # D4: SemDeDup to this share of the pool (the threshold chosen so it remains), re-cluster, and keep the
+    # round(fraction * n) points farthest from their new centroid. Clusters: null = the partition count.
+    d4_dedup_keep: float = 0.75
+    d4_clusters: int | None = None
     # What the merge maximises. `partitions`: the sum of the partitions' own kNN objectives; greedy on
     # it merges the partitions' greedy orders by gain, exactly, with no pass over the data (at n = 100k
     # it kept 0.98 of central greedy's advantage on both objectives with 16 and 64 cluster partitions).
@@ -167,6 +188,17 @@ class SelectConfig:
             raise ValueError(f"select.seed must be >= 0, got {self.seed}")
         if self.memory_per_task_gb is not None and not (0.0 < self.memory_per_task_gb < math.inf):
             raise ValueError(f"select.memory_per_task_gb must be > 0 or null, got {self.memory_per_task_gb}")
+        for name in self.also:
+            if name not in typing.get_args(ExtraSubset):
+                raise ValueError(f"select.also entries must be among {typing.get_args(ExtraSubset)}, got {name!r}")
+        if not 0.0 < self.dedup_threshold <= 1.0:
+            raise ValueError(f"select.dedup_threshold must be in (0, 1], got {self.dedup_threshold}")
+        if not 0.0 < self.d4_dedup_keep <= 1.0:
+            raise ValueError(f"select.d4_dedup_keep must be in (0, 1], got {self.d4_dedup_keep}")
+        if self.d4_clusters is not None and self.d4_clusters < 1:
+            raise ValueError(f"select.d4_clusters must be >= 1 or null, got {self.d4_clusters}")
+        if not (0.0 < self.whiten_eps < math.inf):
+            raise ValueError(f"select.whiten_eps must be > 0, got {self.whiten_eps}")
 
     def partitions_for(self, n: int) -> int:
         return self.num_partitions or max(1, math.ceil(n / self.partition_size))
@@ -231,10 +263,33 @@ class PipelineConfig:
             raise ValueError(
                 f"embed.layer {self.embed.layer} is out of range for model.num_layers={self.model.num_layers}"
             )
+        dedup = self.dedup_subsets()
+        if dedup and self.select.partition == "random":
+            raise ValueError(
+                f"{' and '.join(dedup)} (from select.strategy, select.also or train.subset) deduplicate "
+                "within the k-means clusters: set select.partition: cluster, not random"
+            )
+        if "d4" in dedup and self.select.d4_dedup_keep < self.select.fraction:
+            raise ValueError(
+                f"select.d4_dedup_keep={self.select.d4_dedup_keep} keeps less than the budget "
+                f"(select.fraction={self.select.fraction}): D4 prunes the deduplicated pool down to the budget"
+            )
+
+    def fixed_subsets(self) -> set[str]:
+        """The fixed subsets something uses (the strategy, train.subset, select.also, greedi_merge), so
+        the select stage must write them."""
+        wanted = {self.select.strategy, self.train.subset, *self.select.also}
+        if self.select.greedi_merge:
+            wanted.add("greedi")
+        return wanted & set(typing.get_args(ExtraSubset))
 
     def runs_greedi_merge(self) -> bool:
         """Whether anything uses the GreeDi subset, so the select stage must compute it."""
-        return self.select.strategy == "greedi" or self.select.greedi_merge or self.train.subset == "greedi"
+        return "greedi" in self.fixed_subsets()
+
+    def dedup_subsets(self) -> list[str]:
+        """The SemDeDup-based subsets the select stage must write, in a fixed order."""
+        return [name for name in DEDUP_SUBSETS if name in self.fixed_subsets()]
 
     def to_dict(self) -> dict[str, Any]:
         return section_dict(self)
@@ -415,7 +470,10 @@ def resolve_paths(cfg: PipelineConfig, base: Path) -> PipelineConfig:
     evaluate = dataclasses.replace(
         cfg.evaluate, external=[local_path(p, base) for p in cfg.evaluate.external], downstream=downstream
     )
-    return dataclasses.replace(cfg, model=model, corpus=corpus, prepare=prepare, embed=embed, evaluate=evaluate)
+    train = dataclasses.replace(cfg.train, subset_file=local_path(cfg.train.subset_file, base))
+    return dataclasses.replace(
+        cfg, model=model, corpus=corpus, prepare=prepare, embed=embed, train=train, evaluate=evaluate
+    )
 
 
 def load_config(path: str | Path | None, *, base: Path | None = None) -> PipelineConfig:

@@ -61,7 +61,9 @@ def test_use_gpu_takes_yaml_booleans_and_auto(tmp_path):
 
 def test_choices_are_checked_in_sections_built_in_code():
     cfg = PipelineConfig()
-    with pytest.raises(ValueError, match=r"select\.strategy must be one of ingenious, greedi, got 'best'"):
+    with pytest.raises(
+        ValueError, match=r"select\.strategy must be one of ingenious, greedi, semdedup, d4, perplexity, got 'best'"
+    ):
         dataclasses.replace(cfg.select, strategy="best")
     with pytest.raises(ValueError, match=r"use_gpu must be true, false or auto, got 'yes'"):
         dataclasses.replace(cfg.train, use_gpu="yes")
@@ -119,7 +121,11 @@ def test_relative_paths_are_fixed_where_the_user_ran_the_command(tmp_path):
             r"'select\.merge_objective' must be one of partitions, all_points, got 'all_pionts'",
         ),
         ("embed: {pooling: first}\n", r"'embed\.pooling' must be one of auto, mean, last, got 'first'"),
-        ("train: {subset: all}\n", r"'train\.subset' must be one of full, ingenious, greedi, random, got 'all'"),
+        (
+            "train: {subset: all}\n",
+            r"'train\.subset' must be one of full, ingenious, greedi, random, semdedup, d4, perplexity, file, "
+            r"got 'all'",
+        ),
         ("train: {use_gpu: 'true'}\n", r"'train\.use_gpu' must be bool or one of auto, got 'true'"),
         ("embed: {cpus_per_actor: 0}\n", r"embed\.cpus_per_actor must be > 0, got 0"),
         ("select: {kmeans_sample: 0}\n", r"select\.kmeans_sample must be >= 1"),

@@ -750,3 +750,131 @@ def test_one_run_per_run_directory(tiny, tmp_path):
         holder.wait()
     assert [r["status"] for r in run_pipeline(cfg, copy, only=["prepare"])] == ["skipped"]  # a dead holder's lease
     assert not (copy / "lease.json").exists()
+
+
+# SemDeDup and D4 in the centred embedding space (selection/dedup.py, selection/space.py).
+
+
+@pytest.fixture(scope="module")
+def dedup_runs(tiny, tmp_path_factory):
+    """The tiny run's selection with strategy semdedup, also d4, center: true, once with one concurrent
+    task (then training on the d4 subset) and once with four."""
+    cfg, run, _ = tiny
+    r = dataclasses.replace
+    runs = {}
+    for name, cpus in (("one", 2.0), ("four", 0.5)):
+        copy = tmp_path_factory.mktemp("dedup") / "run"
+        shutil.copytree(run, copy)
+        variant = r(
+            cfg,
+            select=r(cfg.select, strategy="semdedup", also=["d4"], center=True, cpus_per_task=cpus),
+            train=r(cfg.train, subset="d4"),
+        )
+        stages = ["select", "train"] if name == "one" else ["select"]
+        rows = run_pipeline(variant, copy, only=stages)
+        assert [row["status"] for row in rows] == ["ran"] * len(stages)
+        runs[name] = (variant, copy, json.loads((copy / "select" / "manifest.json").read_text())["summary"])
+    return runs
+
+
+def in_process_dedup(run, scfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(SemDeDup kept ids, SemDeDup subset, D4 subset) recomputed in one process from the pure functions,
+    in the centred space fitted from the shards' moments in shard order."""
+    from selection.dedup import dedup_to_ratio, prune_prototypical, score_cluster, semdedup_keep, semdedup_subset
+    from selection.space import fit_space, moments
+
+    files = local_shards(run / "embed")
+    total = moments(read_embeddings(files[:1])[1])
+    for f in files[1:]:
+        total = total + moments(read_embeddings([f])[1])
+    space = fit_space(total, whiten=scfg.whiten, eps=scfg.whiten_eps)
+    emb_ids, emb = read_embeddings(files)
+    xn = normalize_embeddings(space.apply(emb))
+    centroids = spherical_kmeans(xn[np.argsort(emb_ids, kind="stable")], scfg.num_partitions, seed=scfg.seed)
+    clusters = nearest_centroid(xn, centroids)
+    max_size = math.ceil(scfg.max_partition_factor * len(emb_ids) / scfg.num_partitions)
+    parts = split_oversized(emb_ids, clusters, np.bincount(clusters, minlength=len(centroids)), max_size, scfg.seed)
+    scored = [score_cluster(emb_ids[parts == p], xn[parts == p]) for p in np.unique(parts)]
+    ids = np.concatenate([s.sequence_ids for s in scored])
+    scores = np.concatenate([s.duplicate_score for s in scored])
+    budget = round(scfg.fraction * len(ids))
+    kept = ids[semdedup_keep(scores, scfg.dedup_threshold)]
+    d4_kept, _ = dedup_to_ratio(ids, scores, round(scfg.d4_dedup_keep * len(ids)))
+    d4_kept = np.sort(d4_kept)
+    kx = xn[rows_of_ids(d4_kept, emb_ids)]
+    d4_centroids = spherical_kmeans(kx, scfg.d4_clusters or scfg.num_partitions, seed=scfg.seed)
+    sims = (kx @ d4_centroids.T)[np.arange(len(kx)), nearest_centroid(kx, d4_centroids)]
+    return kept, semdedup_subset(kept, budget, scfg.seed), d4_kept[prune_prototypical(d4_kept, sims, budget)]
+
+
+def rows_of_ids(ids, among):
+    from selection.ids import rows_of
+
+    return rows_of(ids, among, where="the embeddings")
+
+
+def test_semdedup_and_d4_files_sizes_and_in_process_equality(dedup_runs):
+    variant, copy, summary = dedup_runs["one"]
+    select = copy / "select"
+    budget = summary["budget"]
+    semdedup = pq.read_table(select / "subset_semdedup.parquet")
+    d4 = pq.read_table(select / "subset_d4.parquet")
+    assert semdedup.column_names == ["sequence_id", "cluster", "centroid_similarity", "duplicate_score"]
+    assert d4.column_names == ["sequence_id", "rank", "cluster", "centroid_similarity"]
+    assert (select / "subset.parquet").read_bytes() == (select / "subset_semdedup.parquet").read_bytes()
+    kept, semdedup_ids, d4_ids = in_process_dedup(copy, variant.select)
+    assert summary["semdedup_kept"] == len(kept) and summary["semdedup_subset"] == min(len(kept), budget)
+    assert summary["semdedup_shortfall"] == budget - min(len(kept), budget)
+    assert semdedup.column("sequence_id").to_numpy().tolist() == semdedup_ids.tolist()
+    assert (semdedup.column("duplicate_score").to_numpy() <= variant.select.dedup_threshold).all()
+    assert len(d4) == budget == summary["d4_subset"] and d4.column("sequence_id").to_numpy().tolist() == d4_ids.tolist()
+    assert np.all(np.diff(d4.column("centroid_similarity").to_numpy()) >= 0)  # least prototypical first
+    assert summary["space"]["center"] and not summary["space"]["whiten"] and summary["space"]["mean_norm"] > 0
+    assert summary["phases_run"] == ["partition", "greedy", "dedup"]
+    assert len(local_shards(select / "dedup")) == summary["partitions"] and not (select / "scatter").exists()
+
+
+def test_semdedup_and_d4_do_not_depend_on_the_number_of_tasks(dedup_runs):
+    _, one, _ = dedup_runs["one"]
+    _, four, _ = dedup_runs["four"]
+    for f in ("subset.parquet", "subset_semdedup.parquet", "subset_d4.parquet", "probabilities.parquet"):
+        assert (one / "select" / f).read_bytes() == (four / "select" / f).read_bytes(), f
+
+
+def test_training_on_the_d4_subset(dedup_runs):
+    variant, copy, _ = dedup_runs["one"]
+    lines = [json.loads(x) for x in (copy / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == list(range(1, variant.train.steps + 1))
+    assert all(np.isfinite(m["loss"]) for m in lines)
+    assert json.loads((copy / "train" / "manifest.json").read_text())["summary"]["subset"] == "d4"
+
+
+def test_interrupted_dedup_resumes_only_missing_clusters(dedup_runs):
+    variant, copy, _ = dedup_runs["four"]
+    select = copy / "select"
+    parts = local_shards(select / "dedup")
+    kept = {p: p.stat().st_mtime_ns for p in parts[1:]}
+    before = {f: (select / f).read_bytes() for f in ("subset_semdedup.parquet", "subset_d4.parquet")}
+    (select / "_SUCCESS").unlink()  # as if the stage died after its first cluster
+    parts[0].unlink()
+    assert run_pipeline(variant, copy, only=["select"])[0]["status"] == "ran"
+    assert {p: p.stat().st_mtime_ns for p in parts[1:]} == kept and parts[0].exists()
+    assert {f: (select / f).read_bytes() for f in before} == before
+
+
+def test_the_embedding_space_refuses_mixed_dimensions(tiny, tmp_path):
+    from dataio.rundir import embedding_table, write_parquet
+    from jobs.stages.select import embedding_space
+
+    cfg, run, _ = tiny
+    copy = _copy(run, tmp_path)
+    files = local_shards(copy / "embed")
+    scfg = dataclasses.replace(cfg.select, center=True)
+    space, info = embedding_space([str(f) for f in files], scfg)
+    _, emb = read_embeddings(files)
+    np.testing.assert_allclose(space.mean, emb.astype(np.float64).mean(axis=0), rtol=1e-9, atol=1e-12)
+    assert info["center"] and not info["whiten"]
+    ids, emb = read_embeddings(files[-1:])
+    write_parquet(embedding_table(ids, np.ones((len(ids), emb.shape[1] + 3), np.float32)), files[-1])
+    with pytest.raises(ValueError, match=rf"{files[-1].name}: embedding dimension {emb.shape[1] + 3} differs from"):
+        embedding_space([str(f) for f in files], scfg)

@@ -38,6 +38,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     seed: int = 0
     subset: SubsetMode = "ingenious"
+    subset_file: str | None = None  # subset `file`: a Parquet file (path or URI) with a sequence_id column
     redraw_every: int | None = None  # R: steps between subset draws (None: one draw)
     checkpoint_every: int = 500
     num_workers: int = 1
@@ -52,6 +53,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.subset not in SUBSET_MODES:
             raise ValueError(f"subset must be one of {SUBSET_MODES}, got {self.subset!r}")
+        if (self.subset == "file") != (self.subset_file is not None):
+            raise ValueError(
+                f"subset_file is for subset 'file' and it needs one: got subset {self.subset!r}, "
+                f"subset_file {self.subset_file!r}"
+            )
         if self.steps < 1 or self.num_workers < 1 or self.grad_accum < 1:
             raise ValueError("steps, num_workers and grad_accum must be >= 1")
         if self.global_batch_size % (self.num_workers * self.grad_accum):

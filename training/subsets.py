@@ -17,7 +17,11 @@ import numpy as np
 # The random arm's draws come from their own SeedSequence stream (a spawn key), apart from the batch
 # orders' [seed, draw, epoch] entropy: drawing from [seed, draw, 7] reused the stream of epoch 7's order.
 RANDOM_DRAW_STREAM = 1
-SubsetMode = Literal["full", "ingenious", "greedi", "random"]
+# Fixed subsets: one list of ids for the whole run, written by the select stage as select/subset_<name>.parquet
+# (`file`: the user's own Parquet of sequence ids, train.subset_file).
+FixedSubset = Literal["greedi", "semdedup", "d4", "perplexity"]
+FIXED_SUBSETS: tuple[str, ...] = get_args(FixedSubset)
+SubsetMode = Literal["full", "ingenious", "greedi", "random", "semdedup", "d4", "perplexity", "file"]
 SUBSET_MODES: tuple[str, ...] = get_args(SubsetMode)
 
 
@@ -87,7 +91,8 @@ def draw_function(
     """draw index -> rows of the pool, for each subset mode.
 
     full: every row; random: `budget` rows drawn uniformly per draw; ingenious: the paper's
-    Taylor-softmax draw from per-partition (ids, probabilities); greedi: the fixed merged subset.
+    Taylor-softmax draw from per-partition (ids, probabilities); greedi, semdedup, d4, perplexity and
+    file: the fixed subset `fixed_ids`, every draw.
     """
     from selection.ids import rows_of
     from selection.sampling import (
@@ -111,12 +116,17 @@ def draw_function(
         )
         row_partitions = [(r, p) for r, (_, p) in zip(rows, partitions)]
         return lambda d: draw_subset(row_partitions, budget, seed=seed, draw=d)
-    if mode == "greedi":
+    if mode in FIXED_SUBSETS or mode == "file":
+        source = "train.subset_file" if mode == "file" else f"select/subset_{mode}.parquet"
         if fixed_ids is None:
             raise ValueError(
-                "subset 'greedi' needs the merged subset (select/subset_greedi.parquet): the select stage "
-                "computes it when select.strategy or train.subset is greedi, or select.greedi_merge is true"
+                f"subset {mode!r} needs its fixed subset ({source}): the select stage writes it when "
+                f"select.strategy or train.subset is {mode}, or select.also lists it"
+                if mode != "file"
+                else "subset 'file' needs train.subset_file, a Parquet file with a sequence_id column"
             )
-        fixed_rows = rows_for(fixed_ids)
+        if len(np.unique(fixed_ids)) != len(fixed_ids):
+            raise ValueError(f"subset {mode!r}: {source} lists a sequence id more than once")
+        fixed_rows = rows_of(fixed_ids, pool_ids, where=f"the training pool ({source})")
         return lambda d: fixed_rows
     raise ValueError(f"unknown subset mode {mode!r}")

@@ -4,9 +4,14 @@
 Partitions are `cluster` (spherical k-means cells fitted on a sample, oversized cells split) or
 `random` (the paper's). Files: probabilities.parquet (sequence_id, shard, rank, gain, probability),
 subset_ingenious.parquet (sequence_id, draw), subset_greedi.parquet (sequence_id, rank, gain; only
-when the merge runs), and subset.parquet, a copy of the configured strategy's subset.
-partitions/part-p.parquet hold each task's result, so a resumed run orders only the partitions
-that have none.
+when the merge runs), subset_semdedup.parquet (sequence_id, cluster, centroid_similarity,
+duplicate_score) and subset_d4.parquet (sequence_id, rank, cluster, centroid_similarity), each only
+when something uses it, and subset.parquet, a copy of the configured strategy's subset.
+partitions/part-p.parquet hold each task's result (dedup/part-p.parquet each cluster's SemDeDup
+scores), so a resumed run redoes only the partitions that have none.
+
+Every embedding the stage reads is first put in the selection space (select.center / select.whiten,
+selection/space.py), fitted once by a map-reduce over the shards.
 """
 
 from __future__ import annotations
@@ -23,20 +28,25 @@ from actors.selector import (
     assign_clusters,
     candidate_edges,
     candidate_index,
+    centroid_similarity,
+    dedup_partition,
     group_merge,
     merge_round,
     order_partition,
     sample_embeddings,
     scatter_shard,
+    shard_moments,
 )
 from dataio import uri as U
 from dataio.rundir import read_ids, read_table, shard_files, write_parquet
 from jobs.config import PipelineConfig, SelectConfig, result_settings
 from jobs.stages.base import Context, Stage
+from selection.dedup import dedup_to_ratio, prune_prototypical, semdedup_keep, semdedup_subset
 from selection.ids import rows_of
 from selection.merge import candidate_count, group_keep, merge_by_gain, merge_groups
 from selection.partition import group_bounds, random_partition, spherical_kmeans, split_oversized
 from selection.sampling import draw_subset, taylor_softmax
+from selection.space import Space, fit_space, space_summary
 
 
 class Select(Stage):
@@ -44,14 +54,19 @@ class Select(Stage):
     needs = ("embed",)
 
     def settings(self, cfg: PipelineConfig) -> dict:
-        return {"select": result_settings(cfg.select), "greedi_merge": cfg.runs_greedi_merge()}
+        return {
+            "select": result_settings(cfg.select),
+            "greedi_merge": cfg.runs_greedi_merge(),
+            "dedup_subsets": cfg.dedup_subsets(),
+        }
 
     def run(self, ctx: Context, out: str) -> dict:
         scfg = ctx.cfg.select
         embed_files = shard_files(ctx.stage("embed"))
         expected = sum(U.parquet_rows(f) for f in shard_files(U.join(ctx.stage("prepare"), "sequences")))
         clock = time.perf_counter()
-        ids_per_file, parts_per_file = partition(embed_files, scfg)
+        space, space_info = embedding_space(embed_files, scfg)
+        ids_per_file, parts_per_file = partition(embed_files, scfg, space)
         ids, parts = np.concatenate(ids_per_file), np.concatenate(parts_per_file)
         if len(ids) != expected:
             raise ValueError(f"embed/ holds {len(ids)} embeddings but prepare/ has {expected} sequences")
@@ -69,11 +84,13 @@ class Select(Stage):
             task["memory"] = int(scfg.memory_per_task_gb * 2**30)
         partition_files = {int(p): U.join(out, "partitions", f"part-{p:05d}.parquet") for p in np.unique(parts)}
         todo = [p for p, f in partition_files.items() if not U.exists(f)]
-        scatter = U.join(out, "scatter")  # the all_points merge's group rounds read it too
-        if todo or merge_all_points:
+        scatter = U.join(out, "scatter")  # the all_points merge's group rounds and SemDeDup read it too
+        dedup_files = {p: U.join(out, "dedup", f"part-{p:05d}.parquet") for p in partition_files}
+        dedup_todo = [p for p, f in dedup_files.items() if not U.exists(f)] if ctx.cfg.dedup_subsets() else []
+        if todo or merge_all_points or dedup_todo:
             ray.get(
                 [
-                    scatter_shard.remote(f, fp, scatter)
+                    scatter_shard.remote(f, fp, scatter, space)
                     for f, fp in zip(embed_files, parts_per_file)
                     if not U.exists(U.join(scatter, U.name(f)))
                 ]
@@ -130,7 +147,7 @@ class Select(Stage):
         merged = None
         if ctx.cfg.runs_greedi_merge():
             clock = time.perf_counter()
-            merged = greedi(embed_files, scatter, U.join(out, "partitions"), ordered, budget, scfg, task)
+            merged = greedi(embed_files, scatter, U.join(out, "partitions"), ordered, budget, scfg, task, space)
             seconds["merge"] = time.perf_counter() - clock
             write_parquet(
                 pa.table(
@@ -143,7 +160,18 @@ class Select(Stage):
                 U.join(out, "subset_greedi.parquet"),
             )
             written.append("subset_greedi.parquet")
-        U.write_bytes(U.join(out, "subset.parquet"), U.read_bytes(U.join(out, f"subset_{scfg.strategy}.parquet")))
+        dedup_summary = {}
+        if ctx.cfg.dedup_subsets():
+            clock = time.perf_counter()
+            dedup_summary = dedup_subsets(
+                ctx.cfg.dedup_subsets(), embed_files, scatter, out, dedup_files, dedup_todo, budget, scfg, task, space
+            )
+            seconds["dedup"] = time.perf_counter() - clock
+            written += [f"subset_{name}.parquet" for name in ctx.cfg.dedup_subsets()]
+        strategy_file = U.join(out, f"subset_{scfg.strategy}.parquet")
+        if not U.exists(strategy_file):
+            raise ValueError(f"select.strategy {scfg.strategy!r}: this select stage did not write {strategy_file}")
+        U.write_bytes(U.join(out, "subset.parquet"), U.read_bytes(strategy_file))
         U.delete_tree(scatter)  # a copy of the embeddings, needed only until here
         sizes = np.bincount(shard)
         sizes = sizes[sizes > 0]
@@ -167,6 +195,8 @@ class Select(Stage):
             "smallest_partition": int(sizes.min()),
             "ingenious_subset": len(draw0),
             **merge_summary,
+            **dedup_summary,
+            "space": space_info,
             "partition_objective": float(gains.sum()),
             "strategy": scfg.strategy,
             "phases_run": list(seconds),
@@ -182,7 +212,27 @@ class Select(Stage):
         }
 
 
-def partition(embed_files: list[str], scfg: SelectConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def embedding_space(embed_files: list[str], scfg: SelectConfig) -> tuple[Space | None, dict]:
+    """The selection space fitted on the whole pool (None: raw embeddings), and its summary: one
+    task per shard returns its moments, added here in shard order."""
+    if not (scfg.center or scfg.whiten):
+        return None, space_summary(None, None)
+    parts = ray.get([shard_moments.remote(f) for f in embed_files])
+    total = parts[0]
+    for f, m in zip(embed_files[1:], parts[1:]):
+        if m.total.shape != total.total.shape:
+            raise ValueError(
+                f"{f}: embedding dimension {m.total.shape[0]} differs from {total.total.shape[0]} in "
+                f"{embed_files[0]}; every shard of embed/ must come from the same encoder (rerun embed with --force)"
+            )
+        total = total + m
+    space = fit_space(total, whiten=scfg.whiten, eps=scfg.whiten_eps)
+    return space, space_summary(space, total)
+
+
+def partition(
+    embed_files: list[str], scfg: SelectConfig, space: Space | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per embedding shard: (sequence ids, partition of each), from the data and seed alone."""
     ids = [read_ids(f) for f in embed_files]
     total = sum(len(i) for i in ids)
@@ -195,7 +245,7 @@ def partition(embed_files: list[str], scfg: SelectConfig) -> tuple[list[np.ndarr
     if scfg.partition == "random" or num_partitions == 1:
         return ids, [random_partition(i, num_partitions, scfg.seed) for i in ids]
     rate = min(1.0, scfg.kmeans_sample / total)
-    samples = ray.get([sample_embeddings.remote(f, rate, scfg.seed) for f in embed_files])
+    samples = ray.get([sample_embeddings.remote(f, rate, scfg.seed, space) for f in embed_files])
     dims = {f: s[1].shape[1] for f, s in zip(embed_files, samples)}
     if len(set(dims.values())) > 1:
         first = next(iter(dims))
@@ -207,7 +257,7 @@ def partition(embed_files: list[str], scfg: SelectConfig) -> tuple[list[np.ndarr
     sample_ids = np.concatenate([s[0] for s in samples])
     sample = np.concatenate([s[1] for s in samples])[np.argsort(sample_ids, kind="stable")]  # order-free
     centroids = spherical_kmeans(sample, min(num_partitions, len(sample)), seed=scfg.seed)
-    labelled = ray.get([assign_clusters.remote(f, centroids) for f in embed_files])
+    labelled = ray.get([assign_clusters.remote(f, centroids, space) for f in embed_files])
     clusters = np.concatenate([x[1] for x in labelled])
     sizes = np.bincount(clusters, minlength=len(centroids))
     max_size = math.ceil(scfg.max_partition_factor * total / num_partitions)
@@ -222,6 +272,7 @@ def greedi(
     budget: int,
     scfg: SelectConfig,
     task: dict,
+    space: Space | None,
 ) -> dict:
     """Merge round. `partitions`: greedy on the union of the partitions' objectives (their orders
     merged by gain). `all_points`: each partition's greedy prefix (its oversampled budget share) becomes a
@@ -286,11 +337,96 @@ def greedi(
         candidate_ids = np.unique(np.concatenate([o[:c] for o, c in zip(orders, counts)] + [local_ids]))
     by_id = np.argsort(ids, kind="stable")
     thresholds = ray.put((ids[by_id], ordered.column("kth_similarity").to_numpy()[by_id]))
-    index = candidate_index.options(**task).remote(embed_files, candidate_ids, scfg.merge_knn_params())
-    blocks = [candidate_edges.options(**task).remote(f, index, scfg.knn_k, thresholds) for f in embed_files]
+    index = candidate_index.options(**task).remote(embed_files, candidate_ids, scfg.merge_knn_params(), space)
+    blocks = [candidate_edges.options(**task).remote(f, index, scfg.knn_k, thresholds, space) for f in embed_files]
     local = rows_of(local_ids, candidate_ids, where="the merge candidates")
     merged = ray.get(merge_round.options(**task).remote(min(budget, len(candidate_ids)), local, *blocks))
     merged["sequence_ids"] = candidate_ids[merged["order"]]
     merged["candidates"] = len(candidate_ids)
     merged["rounds"] = rounds
     return merged
+
+
+def dedup_subsets(
+    names: list[str],
+    embed_files: list[str],
+    scatter: str,
+    out: str,
+    dedup_files: dict[int, str],
+    todo: list[int],
+    budget: int,
+    scfg: SelectConfig,
+    task: dict,
+    space: Space | None,
+) -> dict:
+    """SemDeDup and D4 (selection/dedup.py). SemDeDup's clusters are the stage's cluster partitions
+    (its k-means cells; an oversized cell split by id hash is deduplicated piece by piece), one task
+    each, scoring every point once; the threshold (SemDeDup) or the target ratio (D4) is then a cut
+    on the scores here. D4 re-clusters what its dedup kept (k-means on a hash sample of it, as the
+    partitions are fitted) and keeps the budget's points farthest from their centroid, one task per
+    embedding shard."""
+    gather(
+        [dedup_partition.options(**task).remote(p, scatter, dedup_files[p]) for p in todo],
+        "select: SemDeDup",
+        "clusters",
+    )
+    scores = pa.concat_tables([read_table(f) for f in dedup_files.values()])
+    ids = scores.column("sequence_id").to_numpy()
+    dup = scores.column("duplicate_score").to_numpy()
+    summary = {}
+    if "semdedup" in names:
+        kept = semdedup_keep(dup, scfg.dedup_threshold)
+        chosen = semdedup_subset(ids[kept], budget, scfg.seed)
+        write_parquet(
+            scores.take(pa.array(rows_of(chosen, ids, where="the SemDeDup scores"))).select(
+                ["sequence_id", "cluster", "centroid_similarity", "duplicate_score"]
+            ),
+            U.join(out, "subset_semdedup.parquet"),
+        )
+        summary |= {
+            "semdedup_kept": int(kept.sum()),
+            "semdedup_subset": len(chosen),
+            "semdedup_shortfall": budget - len(chosen),
+        }
+    if "d4" in names:
+        keep = round(scfg.d4_dedup_keep * len(ids))
+        if keep < budget:
+            raise ValueError(
+                f"select.d4_dedup_keep={scfg.d4_dedup_keep} keeps {keep} of {len(ids)} sequences, fewer than "
+                f"the budget ({budget}): raise it to at least select.fraction"
+            )
+        kept, threshold = dedup_to_ratio(ids, dup, keep)
+        kept_ref = ray.put(kept)
+        num_clusters = scfg.d4_clusters or scfg.partitions_for(len(ids))
+        rate = min(1.0, scfg.kmeans_sample / keep)
+        samples = ray.get([sample_embeddings.remote(f, rate, scfg.seed, space, kept_ref) for f in embed_files])
+        sample_ids = np.concatenate([s[0] for s in samples])
+        sample = np.concatenate([s[1] for s in samples])[np.argsort(sample_ids, kind="stable")]  # order-free
+        if num_clusters > len(sample):
+            raise ValueError(
+                f"select.d4_clusters={num_clusters} is more than the {len(sample)} sampled points D4 re-clusters"
+            )
+        centroids = spherical_kmeans(sample, num_clusters, seed=scfg.seed)
+        nearest = ray.get([centroid_similarity.remote(f, centroids, space, kept_ref) for f in embed_files])
+        d4_ids = np.concatenate([x[0] for x in nearest])
+        clusters = np.concatenate([x[1] for x in nearest])
+        sims = np.concatenate([x[2] for x in nearest])
+        rows = prune_prototypical(d4_ids, sims, budget)
+        write_parquet(
+            pa.table(
+                {
+                    "sequence_id": pa.array(d4_ids[rows], pa.int64()),
+                    "rank": pa.array(np.arange(len(rows)), pa.int64()),
+                    "cluster": pa.array(clusters[rows], pa.int32()),
+                    "centroid_similarity": pa.array(sims[rows], pa.float32()),
+                }
+            ),
+            U.join(out, "subset_d4.parquet"),
+        )
+        summary |= {
+            "d4_dedup_kept": keep,
+            "d4_dedup_threshold": threshold,
+            "d4_clusters": num_clusters,
+            "d4_subset": len(rows),
+        }
+    return summary
