@@ -26,12 +26,11 @@ from ray.train.torch import TorchTrainer
 from transformers import PreTrainedTokenizerBase
 
 from dataio import uri as U
-from dataio.selection import fixed_subset_ids, load_selection
+from dataio.selection import subset_schedule
 from dataio.sequences import ParquetRows
 from training.device import task_device
 from training.loop import WINDOW_ROWS, LMTrainer, TrainConfig, load_state, save_state
 from training.model import ModelConfig, Objective, build_model
-from training.subsets import SubsetSchedule, draw_function
 from training.tokenizer import load_tokenizer
 
 STATE_FILE = "state.pt"
@@ -137,13 +136,7 @@ def build_trainer(
         torch.set_num_threads(cfg.cpus_per_worker)
     tok = load_tokenizer(str(U.local_dir(args["tokenizer"])), kind=model_cfg.kind)
     pool = ParquetRows(args["sequences"])
-    budget = max(1, round(args.get("fraction", 1.0) * len(pool)))
-    select_dir = args.get("select_dir")
-    partitions = load_selection(select_dir)[0] if select_dir and cfg.subset == "ingenious" else None
-    fixed = fixed_subset_ids(cfg.subset, select_dir, cfg.subset_file)
-    draws = draw_function(cfg.subset, pool.ids, budget=budget, seed=cfg.seed, partitions=partitions, fixed_ids=fixed)
-    del partitions, fixed  # the draw function keeps them as pool rows
-    schedule = SubsetSchedule(draws, global_batch=cfg.global_batch_size, redraw_every=cfg.redraw_every, seed=cfg.seed)
+    schedule = subset_schedule(cfg, pool.ids, fraction=args.get("fraction", 1.0), select_dir=args.get("select_dir"))
     init_from = args.get("init_from") or model_cfg.init_from
     if init_from:  # a folder is fetched to this node (once per process); a hub name is left to transformers
         model_cfg = dataclasses.replace(

@@ -9,7 +9,8 @@ import numpy as np
 from dataio import uri as U
 from dataio.rundir import read_ids
 from selection.partition import group_bounds
-from training.subsets import FIXED_SUBSETS
+from training.loop import TrainConfig
+from training.subsets import FIXED_SUBSETS, SubsetSchedule, draw_function
 
 
 def load_selection(select_dir: str | Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray | None]:
@@ -33,3 +34,15 @@ def fixed_subset_ids(mode: str, select_dir: str | Path | None, subset_file: str 
         return None
     path = U.join(str(select_dir), f"subset_{mode}.parquet")
     return read_ids(path) if U.exists(path) else None
+
+
+def subset_schedule(
+    cfg: TrainConfig, pool_ids: np.ndarray, *, fraction: float, select_dir: str | Path | None
+) -> SubsetSchedule:
+    """The rows of every step of a run: its subset draws (from the select stage's outputs) walked in
+    epochs. The trainer and the reports that reconstruct what a run trained on both call this."""
+    budget = max(1, round(fraction * len(pool_ids)))
+    partitions = load_selection(select_dir)[0] if select_dir and cfg.subset == "ingenious" else None
+    fixed = fixed_subset_ids(cfg.subset, select_dir, cfg.subset_file)
+    draws = draw_function(cfg.subset, pool_ids, budget=budget, seed=cfg.seed, partitions=partitions, fixed_ids=fixed)
+    return SubsetSchedule(draws, global_batch=cfg.global_batch_size, redraw_every=cfg.redraw_every, seed=cfg.seed)

@@ -43,6 +43,8 @@ from dataio import uri as U
 from dataio.corpus import read_documents
 
 CATEGORIES = ("clean", "near_duplicate", "boilerplate", "word_salad", "garbage", "off_domain")
+POOL_FILE = "pool.jsonl.gz"  # {"id", "text", "category"} a line: the corpus
+HELDOUT_FILE = "heldout_clean.jsonl"  # {"id", "text"} a line: evaluate.external's set "heldout_clean"
 ID_PREFIX = {"clean": "clean", "boilerplate": "boiler", "word_salad": "salad", "garbage": "garbage"}
 ID_PREFIX |= {"off_domain": "offdomain", "near_duplicate": "dup"}
 
@@ -487,8 +489,8 @@ def write_pool(cfg: WebPoolConfig, out: str) -> dict:
 
     pool, held, facts = build(cfg)
     files = {
-        "pool.jsonl.gz": gzip.compress(_jsonl(pool), compresslevel=6, mtime=0),  # mtime 0: same bytes each run
-        "heldout_clean.jsonl": _jsonl(held),
+        POOL_FILE: gzip.compress(_jsonl(pool), compresslevel=6, mtime=0),  # mtime 0: same bytes each run
+        HELDOUT_FILE: _jsonl(held),
     }
     for name, data in files.items():
         U.write_bytes(U.join(out, name), data)

@@ -24,15 +24,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-import ray
 import numpy as np
+import ray
 import yaml
 
 from actors.evaluator import evaluate_checkpoint
 from actors.trainer import launch_args, train_in_task
 from dataio.redact import redact, redact_tree
 from dataio.rundir import RunDir
-from dataio.webpool import build_pool, pool_files
+from dataio.webpool import HELDOUT_FILE, POOL_FILE, write_pool
+from dataio.webpool import load_config as load_pool_config
 from experiments.categories import oracle_subset, sequence_categories, write_oracle
 from experiments.layout import (
     MAIN,
@@ -58,6 +59,7 @@ from jobs.stages.evaluate import evaluation_sets
 from reporting.experiment_report import write_report
 from reporting.stats import mean_interval
 from training.loop import TrainConfig
+from training.subsets import FIXED_SUBSETS
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIGS = [CONFIG_DIR / "experiment-bert.yaml", CONFIG_DIR / "experiment-gpt2.yaml"]
@@ -129,8 +131,16 @@ def load_experiment(path: str | Path, *, base: Path | None = None) -> Experiment
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
 
+    # The fixed subsets the arms train on are computed once, by the main pipeline's select stage.
+    arm_subsets = {(spec or {}).get("subset") for spec in _mapping(raw["arms"], f"{path}: arms").values()}
+
     def pipeline(overrides: dict, where: str) -> PipelineConfig:
-        cfg = resolve_paths(build_section(PipelineConfig, _merge(raw["pipeline"], overrides), where, str(path)), base)
+        merged = _merge(raw["pipeline"], overrides)
+        if not overrides:
+            also = [*(merged.get("select") or {}).get("also", [])]
+            also += [s for s in FIXED_SUBSETS if s in arm_subsets and s not in also and s != "greedi"]
+            merged = _merge(merged, {"select": {"also": also}})
+        cfg = resolve_paths(build_section(PipelineConfig, merged, where, str(path)), base)
         # Every variant computes its GreeDi subset: the greedi arm trains on it, and the report
         # measures each variant's coverage against its greedy top-k.
         return dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, greedi_merge=True))
@@ -154,7 +164,7 @@ def load_experiment(path: str | Path, *, base: Path | None = None) -> Experiment
         if not isinstance(factor, int) or factor < 1:
             raise ValueError(f"{path}: arms.{arm}.steps_factor must be an integer >= 1, got {factor!r}")
         arm_seeds = spec.pop("seeds", seeds)
-        if not isinstance(arm_seeds, list) or not arm_seeds or not all(isinstance(s, int) and s >= 0 for s in arm_seeds):
+        if not (isinstance(arm_seeds, list) and arm_seeds and all(isinstance(s, int) and s >= 0 for s in arm_seeds)):
             raise ValueError(f"{path}: arms.{arm}.seeds must be a non-empty list of integers >= 0, got {arm_seeds!r}")
         oracle = spec.pop("oracle", None)
         if oracle is not None:
@@ -291,16 +301,20 @@ def _flush_ready(scoring: dict[Path, dict], *, wait: bool = False) -> None:
 
 
 def with_pool(exp: Experiment, root: Path) -> Experiment:
-    """Build the experiment's pool (once) and make it every variant's corpus; its clean held-out
-    passages become the first external evaluation set."""
-    files = build_pool(exp.pool, pool_dir(root))
+    """Build the experiment's pool (once: the builder is deterministic) and make it every variant's
+    corpus; its clean held-out passages become the first external evaluation set."""
+    folder = pool_dir(root)
+    if not (folder / "manifest.json").exists():  # written last
+        write_pool(load_pool_config(exp.pool), str(folder))
+    pool, heldout = str(folder / POOL_FILE), str(folder / HELDOUT_FILE)
 
     def use(cfg: PipelineConfig) -> PipelineConfig:
-        evaluate = dataclasses.replace(
-            cfg.evaluate, external=[str(files["heldout"]), *[p for p in cfg.evaluate.external if p != str(files["heldout"])]]
+        external = [heldout, *[p for p in cfg.evaluate.external if p != heldout]]
+        return dataclasses.replace(
+            cfg,
+            corpus=dataclasses.replace(cfg.corpus, source=pool),
+            evaluate=dataclasses.replace(cfg.evaluate, external=external),
         )
-        corpus = dataclasses.replace(cfg.corpus, source=str(files["pool"]))
-        return dataclasses.replace(cfg, corpus=corpus, evaluate=evaluate)
 
     return dataclasses.replace(exp, pipelines={v: use(cfg) for v, cfg in exp.pipelines.items()})
 
@@ -312,7 +326,7 @@ def with_oracles(exp: Experiment, root: Path) -> Experiment:
     if not oracles:
         return exp
     prepare = pipeline_dir(root, MAIN) / "prepare"
-    ids, cats = sequence_categories(prepare, pool_files(pool_dir(root))["pool"])
+    ids, cats = sequence_categories(prepare, pool_dir(root) / POOL_FILE)
     budget = max(1, round(exp.pipelines[MAIN].select.fraction * len(ids)))  # the trainer's budget
     runs = []
     for run in exp.runs:
@@ -361,7 +375,8 @@ def with_best_of(exp: Experiment, root: Path) -> Experiment:
         return exp
     path = best_of_file(root)
     if not path.exists():
-        means = {a: float(np.mean(list(losses.values()))) for a in exp.best_of.arms if (losses := primary_losses(root, exp, a))}
+        scored = {a: primary_losses(root, exp, a) for a in exp.best_of.arms}
+        means = {a: float(np.mean(list(losses.values()))) for a, losses in scored.items() if losses}
         if len(means) < len(exp.best_of.arms):
             return exp  # not every candidate is scored yet
         RunDir.write_json(path, {"chosen": min(means, key=means.get), "mean_primary_loss": means})

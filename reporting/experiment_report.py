@@ -19,12 +19,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dataio.rundir import read_embeddings, read_ids, shard_files  # noqa: E402
-from dataio.selection import load_selection  # noqa: E402
+from dataio.selection import subset_schedule  # noqa: E402
+from dataio.sequences import ParquetRows  # noqa: E402
+from dataio.webpool import POOL_FILE  # noqa: E402
+from experiments.categories import composition, sequence_categories  # noqa: E402
 from experiments.layout import (  # noqa: E402
     MAIN,
     SELECTION_STAGES,
     Experiment,
+    Run,
     pipeline_dir,
+    pool_dir,
     run_dir,
     warmstart_dir,
 )
@@ -33,9 +38,9 @@ from reporting.stats import INTERVAL, format_interval  # noqa: E402
 from selection.facility_location import coverage  # noqa: E402
 from selection.ids import rows_of  # noqa: E402
 from selection.knn import normalize_embeddings  # noqa: E402
-from training.subsets import draw_function  # noqa: E402
+from training.loop import TrainConfig  # noqa: E402
 
-SUBSET_ARMS = ("ingenious", "greedi")  # subset modes whose cost includes embedding and selection
+SUBSET_ARMS = ("ingenious", "greedi", "semdedup", "d4", "perplexity")  # costs include embedding and selection
 
 
 def _read(path: Path) -> dict | None:
@@ -78,16 +83,16 @@ class Coverage:
         self.pool_ids = ids
         self.emb = normalize_embeddings(emb[rows_of(ids, emb_ids, where=f"the embeddings of {main}")])
 
-    def __call__(self, variant: str, subset: str, seed: int, fraction: float) -> float | None:
+    def __call__(
+        self, variant: str, subset: str, seed: int, fraction: float, subset_file: str | None = None
+    ) -> float | None:
         if subset == "full":
             return None
-        key = (variant, subset, seed, fraction)  # the random and greedy references recur for every run
+        key = (variant, subset, seed, fraction, subset_file)  # the random and greedy references recur for every run
         if key not in self._memo:
-            partitions, greedi = load_selection(pipeline_dir(self.root, variant) / "select")
-            budget = max(1, round(fraction * len(self.pool_ids)))
-            rows = draw_function(
-                subset, self.pool_ids, budget=budget, seed=seed, partitions=partitions, fixed_ids=greedi
-            )(0)
+            train = TrainConfig(subset=subset, seed=seed, subset_file=subset_file)
+            select = pipeline_dir(self.root, variant) / "select"
+            rows = subset_schedule(train, self.pool_ids, fraction=fraction, select_dir=select).draw_rows(0)
             self._memo[key] = coverage(self.emb, self.emb[rows])
         return self._memo[key]
 
@@ -100,8 +105,27 @@ class Coverage:
         return (value - randoms) / (self(MAIN, "greedi", 0, fraction) - randoms)
 
 
-def collect(root: Path, exp: Experiment) -> list[dict]:
-    """One record per finished run: its settings, train seconds, held-out losses, downstream scores."""
+class Composition:
+    """What each run trained on, by pool category: every training example of its schedule (the same
+    function of the config and seed the trainer walks), joined to the pool's categories."""
+
+    def __init__(self, root: Path, exp: Experiment):
+        self.root, self.exp = root, exp
+        self.ids, self.cats = sequence_categories(pipeline_dir(root, MAIN) / "prepare", pool_dir(root) / POOL_FILE)
+        self.pool_ids = ParquetRows(str(pipeline_dir(root, MAIN) / "prepare" / "sequences")).ids
+        self.pool = composition(self.ids, self.cats, self.ids)
+
+    def __call__(self, run: Run) -> tuple[dict[str, float], int]:
+        select = pipeline_dir(self.root, run.variant) / "select"
+        fraction = self.exp.pipelines[run.variant].select.fraction
+        schedule = subset_schedule(run.train, self.pool_ids, fraction=fraction, select_dir=select)
+        trained = self.pool_ids[np.concatenate([schedule.batch_rows(s) for s in range(run.train.steps)])]
+        return composition(self.ids, self.cats, trained), len(np.unique(trained))
+
+
+def collect(root: Path, exp: Experiment, composed: Composition | None = None) -> list[dict]:
+    """One record per finished run: its settings, train seconds, held-out losses, downstream scores,
+    and with a categorised pool its composition."""
     records, cover = [], Coverage(root)
     for run in exp.runs:
         folder = run_dir(root, run)
@@ -112,7 +136,8 @@ def collect(root: Path, exp: Experiment) -> list[dict]:
         selection_s = (
             sum(_stage_seconds(pipe, s) for s in ("embed", "select")) if run.train.subset in SUBSET_ARMS else 0.0
         )
-        covered = cover(run.variant, run.train.subset, run.train.seed, fraction)
+        covered = cover(run.variant, run.train.subset, run.train.seed, fraction, run.train.subset_file)
+        shares, distinct = composed(run) if composed else (None, None)
         records.append(
             {
                 "run": run,
@@ -124,6 +149,8 @@ def collect(root: Path, exp: Experiment) -> list[dict]:
                 # the variant's greedy (GreeDi) subset: what its embeddings and partitions make of selection
                 "topk_advantage": cover.advantage(cover(run.variant, "greedi", 0, fraction), fraction),
                 "curve": _curve(folder / "metrics.jsonl"),
+                "composition": shares,
+                "distinct": distinct,
             }
         )
     return records
@@ -323,7 +350,9 @@ def plot_curves(records: list[dict], warm: dict, sets: list[str], out: Path, smo
 
 
 def write_report(root: Path, exp: Experiment) -> str:
-    records, warm = collect(root, exp), _scores(warmstart_dir(root))
+    composed = Composition(root, exp) if exp.pool is not None else None
+    records, warm = collect(root, exp, composed), _scores(warmstart_dir(root))
+    pool_shares = composed.pool if composed else None
     sets = _sets(records, exp.primary)
     plot_curves(records, warm, sets, root / "loss_curves.png")
     main = exp.pipelines[MAIN]

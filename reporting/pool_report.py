@@ -85,8 +85,10 @@ def steps_table(records: list[dict], warm: dict, name: str, reference: str) -> l
     for arm, rs in by_arm.items():
         steps = [steps_to_target(eval_curve(r, warm, name), target) for r in rs]
         reached = [s for s in steps if s is not None]
-        cell = f"{format_interval(reached, 0)} (n={len(reached)})" if len(reached) > 1 else (
-            f"{reached[0]:.0f}" if reached else "-"
+        cell = (
+            f"{format_interval(reached, 0)} (n={len(reached)})"
+            if len(reached) > 1
+            else (f"{reached[0]:.0f}" if reached else "-")
         )
         lines.append(f"| {arm} | {cell} | {len(reached)} of {len(rs)} |")
     return lines
