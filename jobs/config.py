@@ -30,7 +30,7 @@ from training.loop import TrainConfig
 from training.model import ModelConfig
 
 Partition = Literal["cluster", "random"]
-Strategy = Literal["ingenious", "greedi"]
+Strategy = Literal["ingenious", "greedi", "perplexity"]
 MergeObjective = Literal["partitions", "all_points"]
 Pooling = Literal["auto", "mean", "last"]
 
@@ -81,6 +81,10 @@ class EmbedConfig:
     num_actors: int = 1
     use_gpu: bool | Literal["auto"] = "auto"
     cpus_per_actor: float = 1.0  # Ray CPUs of each Embedder actor (its torch threads on a CPU-only node)
+    # Each sequence's mean token cross-entropy under the warm-started model, a float32 `loss` column of
+    # the embedding shards (training/embed.py). BERT's masks are drawn from (seed, sequence_id) alone.
+    sequence_loss: bool = False
+    seed: int = 0
 
     RESOURCES: ClassVar[tuple[str, ...]] = ("num_actors", "use_gpu", "cpus_per_actor")
 
@@ -90,6 +94,13 @@ class EmbedConfig:
             raise ValueError("embed.batch_size and embed.num_actors must be >= 1")
         if not (0.0 < self.cpus_per_actor < math.inf):
             raise ValueError(f"embed.cpus_per_actor must be > 0, got {self.cpus_per_actor}")
+        if self.sequence_loss and self.encoder != "warmstart":  # another encoder's LM head scores its own text
+            raise ValueError(
+                f"embed.sequence_loss is the run's own model's loss: it needs embed.encoder: warmstart, "
+                f"got embed.encoder={self.encoder!r}"
+            )
+        if self.seed < 0:
+            raise ValueError(f"embed.seed must be >= 0, got {self.seed}")
 
 
 @dataclass(kw_only=True)
@@ -133,6 +144,9 @@ class SelectConfig:
     cpus_per_task: float = 1.0  # Ray resources of each partition / merge task
     gpus_per_task: float = 0.0  # with knn_method torch, partition graphs are built on the task's GPU
     memory_per_task_gb: float | None = None  # declared to Ray so big partitions are not packed together
+    # The perplexity band (selection/perplexity.py): where the kept loss ranks sit among the dropped ones.
+    # 0.5 drops equal shares of the lowest losses (boilerplate, duplicates) and the highest (garbage).
+    perplexity_center: float = 0.5
 
     # The selection is the same bytes whatever the number of concurrent tasks (tests/test_pipeline_ray.py).
     RESOURCES: ClassVar[tuple[str, ...]] = ("cpus_per_task", "gpus_per_task", "memory_per_task_gb")
@@ -167,6 +181,8 @@ class SelectConfig:
             raise ValueError(f"select.seed must be >= 0, got {self.seed}")
         if self.memory_per_task_gb is not None and not (0.0 < self.memory_per_task_gb < math.inf):
             raise ValueError(f"select.memory_per_task_gb must be > 0 or null, got {self.memory_per_task_gb}")
+        if not 0.0 <= self.perplexity_center <= 1.0:
+            raise ValueError(f"select.perplexity_center must be in [0, 1], got {self.perplexity_center}")
 
     def partitions_for(self, n: int) -> int:
         return self.num_partitions or max(1, math.ceil(n / self.partition_size))
@@ -231,10 +247,21 @@ class PipelineConfig:
             raise ValueError(
                 f"embed.layer {self.embed.layer} is out of range for model.num_layers={self.model.num_layers}"
             )
+        if self.runs_perplexity() and not self.embed.sequence_loss:
+            raise ValueError(
+                "select.strategy or train.subset is perplexity, which ranks sequences by their loss: "
+                "set embed.sequence_loss: true"
+            )
+        if self.warmstart.init_optimizer and not self.model.init_from:
+            raise ValueError("warmstart.init_optimizer needs model.init_from (a model folder with optimizer.pt)")
 
     def runs_greedi_merge(self) -> bool:
         """Whether anything uses the GreeDi subset, so the select stage must compute it."""
         return self.select.strategy == "greedi" or self.select.greedi_merge or self.train.subset == "greedi"
+
+    def runs_perplexity(self) -> bool:
+        """Whether anything uses the perplexity band, so the select stage must compute it."""
+        return self.select.strategy == "perplexity" or self.train.subset == "perplexity"
 
     def to_dict(self) -> dict[str, Any]:
         return section_dict(self)

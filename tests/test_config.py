@@ -58,7 +58,7 @@ def test_use_gpu_takes_yaml_booleans_and_auto(tmp_path):
 
 def test_choices_are_checked_in_sections_built_in_code():
     cfg = PipelineConfig()
-    with pytest.raises(ValueError, match=r"select\.strategy must be one of ingenious, greedi, got 'best'"):
+    with pytest.raises(ValueError, match=r"select\.strategy must be one of ingenious, greedi, perplexity, got 'best'"):
         dataclasses.replace(cfg.select, strategy="best")
     with pytest.raises(ValueError, match=r"use_gpu must be true, false or auto, got 'yes'"):
         dataclasses.replace(cfg.train, use_gpu="yes")

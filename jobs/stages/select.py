@@ -4,7 +4,8 @@
 Partitions are `cluster` (spherical k-means cells fitted on a sample, oversized cells split) or
 `random` (the paper's). Files: probabilities.parquet (sequence_id, shard, rank, gain, probability),
 subset_ingenious.parquet (sequence_id, draw), subset_greedi.parquet (sequence_id, rank, gain; only
-when the merge runs), and subset.parquet, a copy of the configured strategy's subset.
+when the merge runs), subset_perplexity.parquet (sequence_id, loss; only when something uses the
+perplexity band), and subset.parquet, a copy of the configured strategy's subset.
 partitions/part-p.parquet hold each task's result, so a resumed run orders only the partitions
 that have none.
 """
@@ -36,6 +37,7 @@ from jobs.stages.base import Context, Stage
 from selection.ids import rows_of
 from selection.merge import candidate_count, group_keep, merge_by_gain, merge_groups
 from selection.partition import group_bounds, random_partition, spherical_kmeans, split_oversized
+from selection.perplexity import perplexity_band
 from selection.sampling import draw_subset, taylor_softmax
 
 
@@ -44,7 +46,11 @@ class Select(Stage):
     needs = ("embed",)
 
     def settings(self, cfg: PipelineConfig) -> dict:
-        return {"select": result_settings(cfg.select), "greedi_merge": cfg.runs_greedi_merge()}
+        return {
+            "select": result_settings(cfg.select),
+            "greedi_merge": cfg.runs_greedi_merge(),
+            "perplexity": cfg.runs_perplexity(),
+        }
 
     def run(self, ctx: Context, out: str) -> dict:
         scfg = ctx.cfg.select
@@ -143,6 +149,11 @@ class Select(Stage):
                 U.join(out, "subset_greedi.parquet"),
             )
             written.append("subset_greedi.parquet")
+        band = {}
+        if ctx.cfg.runs_perplexity():
+            target = U.join(out, "subset_perplexity.parquet")
+            band = perplexity_subset(embed_files, budget, scfg.perplexity_center, target)
+            written.append("subset_perplexity.parquet")
         U.write_bytes(U.join(out, "subset.parquet"), U.read_bytes(U.join(out, f"subset_{scfg.strategy}.parquet")))
         U.delete_tree(scatter)  # a copy of the embeddings, needed only until here
         sizes = np.bincount(shard)
@@ -167,6 +178,7 @@ class Select(Stage):
             "smallest_partition": int(sizes.min()),
             "ingenious_subset": len(draw0),
             **merge_summary,
+            **band,
             "partition_objective": float(gains.sum()),
             "strategy": scfg.strategy,
             "phases_run": list(seconds),
@@ -180,6 +192,27 @@ class Select(Stage):
             ),
             "written": ", ".join(written),
         }
+
+
+def perplexity_subset(embed_files: list[str], budget: int, center: float, target: str) -> dict:
+    """The perplexity band of the pool (selection/perplexity.py) from the embedding shards' `loss`
+    column, written to `target` (sequence_id, loss) in rank order; returns its summary entries."""
+    for f in embed_files:
+        if "loss" not in U.parquet_file(f).schema_arrow.names:
+            raise ValueError(f"{f} has no loss column: the perplexity band needs embed.sequence_loss: true")
+    pool = pa.concat_tables([read_table(f, ["sequence_id", "loss"]) for f in embed_files])
+    ids, losses = pool.column("sequence_id").to_numpy(), pool.column("loss").to_numpy()
+    rows = perplexity_band(ids, losses, budget, center=center)
+    write_parquet(
+        pa.table({"sequence_id": pa.array(ids[rows], pa.int64()), "loss": pa.array(losses[rows], pa.float32())}),
+        target,
+    )
+    kept = losses[rows]
+    return {
+        "perplexity_subset": len(rows),
+        "perplexity_loss_range": [float(kept.min()), float(kept.max())] if len(rows) else None,
+        "pool_loss_median": float(np.median(losses)),
+    }
 
 
 def partition(embed_files: list[str], scfg: SelectConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
