@@ -9,13 +9,15 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pyarrow as pa
 import ray
 import torch
 from transformers import AutoTokenizer
 
 from dataio.rundir import embedding_table, read_sequence_file, write_parquet, write_shard_log
 from training.device import task_device
-from training.embed import embed_batch, load_encoder, local_model
+from training.embed import embed_batch, embed_with_loss, load_encoder, local_model
+from training.model import ModelConfig, Objective
 from training.packing import pad_batch
 from training.tokenizer import load_tokenizer
 
@@ -42,14 +44,25 @@ class Embedder:
         run_tokenizer: str,
         kind: str,
         retokenize: bool,
+        sequence_loss: bool = False,
+        seed: int = 0,
     ):
+        """sequence_loss: the model is loaded with its LM head and each sequence's loss is a `loss`
+        column beside its embedding (training/embed.py; seeded by `seed`). Only for the run's own model."""
+        if sequence_loss and retokenize:
+            raise ValueError("sequence_loss is the run's own model's loss; another encoder retokenizes the text")
         # CUDA only when Ray gave this actor a GPU: a visible GPU may be reserved by another task.
         self.device = task_device(ray.get_gpu_ids())
         if self.device.type == "cpu":
             torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
-        self.model = load_encoder(encoder_path, self.device)
+        self.model = load_encoder(encoder_path, self.device, lm_head=kind if sequence_loss else None)
         self.pooling, self.layer, self.batch_size = pooling, layer, batch_size
         self.run_tok = load_tokenizer(local_model(run_tokenizer), kind=kind)
+        # The evaluation protocol's objective: token-level masking at 15%, no NSP.
+        self.objective = (
+            Objective.for_model(self.run_tok, ModelConfig(kind=kind), training=False) if sequence_loss else None
+        )
+        self.seed = seed
         self.enc_tok = AutoTokenizer.from_pretrained(local_model(encoder_path)) if retokenize else None
         self.pad_id = (self.enc_tok or self.run_tok).pad_token_id
 
@@ -60,25 +73,47 @@ class Embedder:
         limit = min(ENCODER_MAX_TOKENS, self.enc_tok.model_max_length)
         return [np.asarray(s) for s in self.enc_tok(texts, truncation=True, max_length=limit)["input_ids"]]
 
+    def _table(self, ids: np.ndarray, embeddings: np.ndarray, loss: np.ndarray | None) -> pa.Table:
+        table = embedding_table(ids, embeddings)
+        return table if self.objective is None else table.append_column("loss", pa.array(loss, pa.float32()))
+
     def embed_shard(self, sequences_path: str, out_path: str) -> dict:
         start = time.perf_counter()
         ids, seqs = read_sequence_file(sequences_path)
         if not len(ids):  # a shard whose documents were all held out or too short
             dim = self.model.config.hidden_size  # every pooling returns a hidden state
-            write_parquet(embedding_table(ids, np.empty((0, dim), np.float32)), out_path)
+            write_parquet(self._table(ids, np.empty((0, dim), np.float32), np.empty(0, np.float32)), out_path)
             return {"sequences": 0, "dim": dim, "device": self.device.type}
         seqs = self._encoder_ids(seqs)
         # Length-sorted batches pad little; the output is keyed by sequence_id, so order is free.
         order = np.argsort([len(s) for s in seqs], kind="stable")
-        out = []
+        out, losses = [], []
         for first in range(0, len(order), self.batch_size):
-            batch = [seqs[r] for r in order[first : first + self.batch_size]]
+            rows = order[first : first + self.batch_size]
+            batch = [seqs[r] for r in rows]
+            if self.objective is not None:
+                emb, loss = embed_with_loss(
+                    self.model,
+                    batch,
+                    ids[rows],
+                    objective=self.objective,
+                    pooling=self.pooling,
+                    layer=self.layer,
+                    seed=self.seed,
+                )
+                out.append(emb)
+                losses.append(loss)
+                continue
             input_ids, mask = pad_batch(batch, self.pad_id, max(len(s) for s in batch))
             out.append(embed_batch(self.model, input_ids, mask, pooling=self.pooling, layer=self.layer))
         emb = np.concatenate(out)
         restored = np.empty_like(emb)
         restored[order] = emb
-        write_parquet(embedding_table(ids, restored), out_path)
+        loss = None
+        if losses:
+            loss = np.empty(len(ids), np.float32)
+            loss[order] = np.concatenate(losses)
+        write_parquet(self._table(ids, restored, loss), out_path)
         result = {"sequences": len(ids), "dim": int(emb.shape[1]), "device": self.device.type}
         seconds = time.perf_counter() - start
         write_shard_log(out_path, {**result, "seconds": seconds, "sequences_per_s": len(ids) / seconds})

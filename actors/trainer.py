@@ -34,6 +34,7 @@ from training.model import ModelConfig, Objective, build_model
 from training.tokenizer import load_tokenizer
 
 STATE_FILE = "state.pt"
+OPTIMIZER_FILE = "optimizer.pt"  # beside a published model: its AdamW state, for train.init_optimizer
 
 
 class MetricsLog:
@@ -100,9 +101,11 @@ def launch_args(
     select_dir: str | Path | None = None,
     fraction: float = 1.0,
     init_from: str | None = None,
+    save_optimizer: bool = False,
 ) -> dict:
     """What train_worker needs, as plain data Ray can ship: URIs only (`data` is the prepare stage's
-    folder, with tokenizer/ and sequences/; `init_from` a model folder or a hub name)."""
+    folder, with tokenizer/ and sequences/; `init_from` a model folder or a hub name). `save_optimizer`:
+    the final AdamW state is published beside the model (model/optimizer.pt), as a warm start does."""
     data, out_dir = U.normalize(data), U.normalize(out_dir)
     if init_from and _is_location(init_from):
         init_from = U.normalize(init_from)
@@ -116,6 +119,7 @@ def launch_args(
         "init_from": init_from,
         "out_dir": out_dir,
         "model_out": U.join(out_dir, "model"),
+        "save_optimizer": save_optimizer,
     }
 
 
@@ -155,14 +159,32 @@ def build_trainer(
         device=device,
         window_rows=window_rows,
     )
+    if cfg.init_optimizer:
+        if not init_from or not _is_location(init_from):
+            raise ValueError(
+                f"train.init_optimizer needs init_from to be a model folder with {OPTIMIZER_FILE}, got {init_from!r}"
+            )
+        source = U.join(init_from, OPTIMIZER_FILE)
+        local = Path(model_cfg.init_from) / OPTIMIZER_FILE  # the folder was fetched whole above
+        if not local.exists():
+            raise ValueError(
+                f"train.init_optimizer: {source} does not exist (a warm start from before optimizer states "
+                "were published has none: rerun the warm start)"
+            )
+        trainer.load_moments(load_state(local, device), source)
     return trainer, tok
 
 
-def _save_model(model: torch.nn.Module, tok: PreTrainedTokenizerBase, target: str) -> None:
-    """save_pretrained into a local folder, then to `target` (a URI), whole."""
+def _save_model(
+    model: torch.nn.Module, tok: PreTrainedTokenizerBase, target: str, optimizer: torch.optim.Optimizer | None = None
+) -> None:
+    """save_pretrained (and the optimizer's state, if given) into a local folder, then to `target` (a
+    URI), whole."""
     with tempfile.TemporaryDirectory() as tmp:
         getattr(model, "module", model).save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        if optimizer is not None:
+            save_state(optimizer.state_dict(), Path(tmp) / OPTIMIZER_FILE)
         U.upload_dir(tmp, target)
 
 
@@ -199,7 +221,7 @@ def train_worker(args: dict) -> None:
                     save_state(trainer.state_dict(done), Path(tmp) / STATE_FILE)
                 ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp) if log else None)
     if rank == 0:
-        _save_model(trainer.model, tok, args["model_out"])
+        _save_model(trainer.model, tok, args["model_out"], trainer.optimizer if args.get("save_optimizer") else None)
 
 
 @ray.remote
@@ -224,7 +246,7 @@ def train_in_task(args: dict, *, snapshots: tuple[int, ...] = ()) -> dict:
             _save_model(trainer.model, tok, U.join(out, f"model-step{metrics['step']}"))
     seconds = time.perf_counter() - start
     log.publish()
-    _save_model(trainer.model, tok, args["model_out"])
+    _save_model(trainer.model, tok, args["model_out"], trainer.optimizer if args.get("save_optimizer") else None)
     return {"seconds": seconds, "final_loss": metrics["loss"], "steps": steps}
 
 

@@ -85,6 +85,10 @@ class EmbedConfig:
     num_actors: int = 1
     use_gpu: bool | Literal["auto"] = "auto"
     cpus_per_actor: float = 1.0  # Ray CPUs of each Embedder actor (its torch threads on a CPU-only node)
+    # Each sequence's mean token cross-entropy under the warm-started model, a float32 `loss` column of
+    # the embedding shards (training/embed.py). BERT's masks are drawn from (seed, sequence_id) alone.
+    sequence_loss: bool = False
+    seed: int = 0
 
     RESOURCES: ClassVar[tuple[str, ...]] = ("num_actors", "use_gpu", "cpus_per_actor")
 
@@ -94,6 +98,13 @@ class EmbedConfig:
             raise ValueError("embed.batch_size and embed.num_actors must be >= 1")
         if not (0.0 < self.cpus_per_actor < math.inf):
             raise ValueError(f"embed.cpus_per_actor must be > 0, got {self.cpus_per_actor}")
+        if self.sequence_loss and self.encoder != "warmstart":  # another encoder's LM head scores its own text
+            raise ValueError(
+                f"embed.sequence_loss is the run's own model's loss: it needs embed.encoder: warmstart, "
+                f"got embed.encoder={self.encoder!r}"
+            )
+        if self.seed < 0:
+            raise ValueError(f"embed.seed must be >= 0, got {self.seed}")
 
 
 @dataclass(kw_only=True)
@@ -154,6 +165,9 @@ class SelectConfig:
     cpus_per_task: float = 1.0  # Ray resources of each partition / merge task
     gpus_per_task: float = 0.0  # with knn_method torch, partition graphs are built on the task's GPU
     memory_per_task_gb: float | None = None  # declared to Ray so big partitions are not packed together
+    # The perplexity band (selection/perplexity.py): where the kept loss ranks sit among the dropped ones.
+    # 0.5 drops equal shares of the lowest losses (boilerplate, duplicates) and the highest (garbage).
+    perplexity_center: float = 0.5
 
     # The selection is the same bytes whatever the number of concurrent tasks (tests/test_pipeline_ray.py).
     RESOURCES: ClassVar[tuple[str, ...]] = ("cpus_per_task", "gpus_per_task", "memory_per_task_gb")
@@ -199,6 +213,8 @@ class SelectConfig:
             raise ValueError(f"select.d4_clusters must be >= 1 or null, got {self.d4_clusters}")
         if not (0.0 < self.whiten_eps < math.inf):
             raise ValueError(f"select.whiten_eps must be > 0, got {self.whiten_eps}")
+        if not 0.0 <= self.perplexity_center <= 1.0:
+            raise ValueError(f"select.perplexity_center must be in [0, 1], got {self.perplexity_center}")
 
     def partitions_for(self, n: int) -> int:
         return self.num_partitions or max(1, math.ceil(n / self.partition_size))
@@ -274,6 +290,13 @@ class PipelineConfig:
                 f"select.d4_dedup_keep={self.select.d4_dedup_keep} keeps less than the budget "
                 f"(select.fraction={self.select.fraction}): D4 prunes the deduplicated pool down to the budget"
             )
+        if self.runs_perplexity() and not self.embed.sequence_loss:
+            raise ValueError(
+                "select.strategy, select.also or train.subset uses perplexity, which ranks sequences by their loss: "
+                "set embed.sequence_loss: true"
+            )
+        if self.warmstart.init_optimizer and not self.model.init_from:
+            raise ValueError("warmstart.init_optimizer needs model.init_from (a model folder with optimizer.pt)")
 
     def fixed_subsets(self) -> set[str]:
         """The fixed subsets something uses (the strategy, train.subset, select.also, greedi_merge), so
@@ -290,6 +313,10 @@ class PipelineConfig:
     def dedup_subsets(self) -> list[str]:
         """The SemDeDup-based subsets the select stage must write, in a fixed order."""
         return [name for name in DEDUP_SUBSETS if name in self.fixed_subsets()]
+
+    def runs_perplexity(self) -> bool:
+        """Whether anything uses the perplexity band, so the select stage must compute it."""
+        return "perplexity" in self.fixed_subsets()
 
     def to_dict(self) -> dict[str, Any]:
         return section_dict(self)

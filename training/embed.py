@@ -5,6 +5,13 @@ BERT-base). GPT-2: hidden_states[layer] at the last non-pad token. hidden_states
 embedding layer output, so hidden_states[i] is the output of block i; layer -1 is the last.
 The encoder is a folder (a local path, or a URI on object storage fetched once per process) or a
 hub name; the caller picks the device (training/device.py), never this module.
+
+With the LM head kept (embed.sequence_loss), embed_with_loss also gives each sequence's mean token
+cross-entropy. GPT-2: next-token loss over the non-pad tokens, from the very forward pass whose hidden
+states are pooled. BERT: masked-LM loss over 15% of the non-special tokens with BERT's 80/10/10
+corruption (training.model.lm_inputs, evaluation's token-level protocol), drawn from a generator
+seeded by (seed, sequence_id) alone, so a sequence's loss does not depend on its batch; the masked
+copy takes a second forward pass, as the embedding must see the sequence unmasked.
 """
 
 from __future__ import annotations
@@ -13,9 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModel, PreTrainedModel
+import torch.nn.functional as F
+from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, PreTrainedModel
 
 from dataio.uri import is_uri, local_dir
+from training.loop import step_seed
+from training.model import Objective, lm_inputs
+from training.packing import pad_batch
+
+MLM_PROBABILITY = 0.15  # the sequence loss's masking rate, BERT's (and evaluation's)
+IGNORE = -100  # a label no loss is taken on (transformers' convention)
 
 
 def local_model(location: str) -> str:
@@ -24,23 +38,34 @@ def local_model(location: str) -> str:
     return str(local_dir(location)) if is_uri(location) or Path(location).is_absolute() else location
 
 
-def load_encoder(location: str, device: torch.device) -> PreTrainedModel:
-    model = AutoModel.from_pretrained(local_model(location))  # drops the LM head: only hidden states are needed
-    return model.to(device).eval()
+def load_encoder(location: str, device: torch.device, *, lm_head: str | None = None) -> PreTrainedModel:
+    """The encoder without its LM head (only hidden states are needed), or with the head of model kind
+    `lm_head` (bert: masked LM, gpt2: causal LM) for embed_with_loss."""
+    auto = {None: AutoModel, "gpt2": AutoModelForCausalLM, "bert": AutoModelForMaskedLM}[lm_head]
+    return auto.from_pretrained(local_model(location)).to(device).eval()
+
+
+def _check_layer(model: PreTrainedModel, layer: int) -> None:
+    n_layers = int(model.config.num_hidden_layers)
+    if not -n_layers - 1 <= layer <= n_layers:
+        raise ValueError(f"embedding layer {layer} out of range for a model with {n_layers} layers")
 
 
 @torch.inference_mode()
 def embed_batch(
     model: PreTrainedModel, input_ids: np.ndarray, attention_mask: np.ndarray, *, pooling: str, layer: int
 ) -> np.ndarray:
-    n_layers = int(model.config.num_hidden_layers)
-    if not -n_layers - 1 <= layer <= n_layers:
-        raise ValueError(f"embedding layer {layer} out of range for a model with {n_layers} layers")
+    _check_layer(model, layer)
     device = next(model.parameters()).device
     ids = torch.as_tensor(input_ids, device=device)
     mask = torch.as_tensor(attention_mask, device=device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[layer]
+    return _pool(hidden, mask, pooling)
+
+
+def _pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> np.ndarray:
+    device = hidden.device
     hidden = hidden.float()
     if pooling == "mean":
         m = mask.unsqueeze(-1).to(hidden.dtype)
@@ -51,3 +76,65 @@ def embed_batch(
     else:
         raise ValueError(f"pooling must be 'mean' or 'last', got {pooling!r}")
     return pooled.cpu().numpy().astype(np.float32)
+
+
+def masked_copy(
+    sequence: np.ndarray, sequence_id: int, *, seed: int, objective: Objective
+) -> tuple[np.ndarray, np.ndarray]:
+    """BERT's masked input and labels for one sequence, a function of (seed, sequence_id) and its tokens."""
+    generator = torch.Generator().manual_seed(
+        step_seed(seed, sequence_id & 0xFFFFFFFF, (sequence_id >> 32) & 0xFFFFFFFF)
+    )
+    ids = torch.as_tensor(np.asarray(sequence, dtype=np.int64))[None]
+    batch = lm_inputs(
+        "bert",
+        ids,
+        torch.ones_like(ids),
+        mask_id=objective.mask_id,
+        vocab_size=objective.vocab_size,
+        special_ids=objective.special_ids,
+        generator=generator,
+        mlm_probability=MLM_PROBABILITY,
+    )
+    return batch["input_ids"][0].numpy(), batch["labels"][0].numpy()
+
+
+def sequence_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each row's mean cross-entropy over its labelled positions (NaN for a row with none)."""
+    per_token = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
+    return per_token.sum(1) / (labels != IGNORE).sum(1)
+
+
+@torch.inference_mode()
+def embed_with_loss(
+    model: PreTrainedModel,
+    sequences: list[np.ndarray],
+    sequence_ids: np.ndarray,
+    *,
+    objective: Objective,
+    pooling: str,
+    layer: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings as embed_batch gives them, float32 per-sequence losses) of a batch of sequences, with
+    a model loaded with its LM head (load_encoder(lm_head=kind))."""
+    _check_layer(model, layer)
+    device = next(model.parameters()).device
+    length = max(len(s) for s in sequences)
+    input_ids, attention_mask = pad_batch(sequences, objective.pad_id, length)
+    ids = torch.as_tensor(input_ids, device=device)
+    mask = torch.as_tensor(attention_mask, device=device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        if objective.kind == "gpt2":
+            out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+            hidden = out.hidden_states[layer]
+            labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, IGNORE)
+            losses = sequence_losses(out.logits[:, :-1], labels)
+        else:
+            encoder = model.base_model  # the embedding sees the unmasked sequence, as without the head
+            hidden = encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[layer]
+            copies = [masked_copy(s, int(i), seed=seed, objective=objective) for s, i in zip(sequences, sequence_ids)]
+            masked = torch.as_tensor(pad_batch([c[0] for c in copies], objective.pad_id, length)[0], device=device)
+            labels = torch.as_tensor(pad_batch([c[1] for c in copies], IGNORE, length)[0], device=device)
+            losses = sequence_losses(model(input_ids=masked, attention_mask=mask).logits, labels)
+    return _pool(hidden, mask, pooling), losses.cpu().numpy().astype(np.float32)

@@ -13,8 +13,9 @@ import pickle
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, get_args
 
 import numpy as np
 import torch
@@ -26,6 +27,9 @@ from training.flops import flops_per_token, peak_flops
 from training.model import Objective, adamw_groups
 from training.subsets import SUBSET_MODES, SubsetMode, SubsetSchedule
 
+Schedule = Literal["linear", "constant"]
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+
 
 @dataclass(kw_only=True)
 class TrainConfig:
@@ -34,6 +38,15 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per worker per step
     learning_rate: float = 1e-4
     warmup_steps: int = 100
+    # linear: warm-up, then a linear decay to 0 at the last step. constant: warm-up, the peak rate, then
+    # a linear decay to 0 over the last `cooldown_steps`. A warm start run `constant` with no cool-down
+    # ends at the peak, so runs continued from it (warmup_steps 0) go on at that rate instead of
+    # warming up again from a model that has already converged at a rate of 0.
+    schedule: Schedule = "linear"
+    cooldown_steps: int = 0
+    # Start from the AdamW moments saved beside `init_from`'s model (optimizer.pt, which the warm
+    # start writes), not from zero moments whose first steps are each a full-size sign step.
+    init_optimizer: bool = False
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     seed: int = 0
@@ -81,6 +94,17 @@ class TrainConfig:
             )
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.cooldown_steps < 0:
+            raise ValueError(f"cooldown_steps must be >= 0, got {self.cooldown_steps}")
+        if self.schedule == "linear" and self.cooldown_steps:  # linear decays over every step after warm-up
+            raise ValueError(f"cooldown_steps ({self.cooldown_steps}) needs schedule: constant; schedule is linear")
+        if self.schedule == "constant" and self.warmup_steps + self.cooldown_steps > self.steps:
+            raise ValueError(
+                f"warmup_steps + cooldown_steps must be <= steps, got {self.warmup_steps} + "
+                f"{self.cooldown_steps} > {self.steps}"
+            )
         if self.seed < 0:  # NumPy seeds are unsigned: a negative one fails deep inside a worker
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.cpus_per_worker < 1:
@@ -102,6 +126,22 @@ def load_state(path: Path, device: torch.device | str = "cpu") -> dict:
             f"checkpoint {path} holds more than weights and training state; refused to load it "
             f"({str(e).splitlines()[0]})"
         ) from None
+
+
+def constant_factor(step: int, *, warmup: int, cooldown: int, steps: int) -> float:
+    """The `constant` schedule's LR multiplier at `step`: the warm-up of transformers' linear schedule
+    (step / warmup), then 1, then (steps - step) / cooldown over the last `cooldown` steps, so the
+    rate after the last step is 0 as in the linear schedule."""
+    if step < warmup:
+        return step / warmup
+    return min(1.0, (steps - step) / cooldown) if cooldown else 1.0
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    if cfg.schedule == "linear":
+        return get_linear_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
+    factor = partial(constant_factor, warmup=cfg.warmup_steps, cooldown=cfg.cooldown_steps, steps=cfg.steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def step_seed(*parts: int) -> int:
@@ -137,7 +177,7 @@ class LMTrainer:
         self.optimizer = torch.optim.AdamW(
             adamw_groups(model, cfg.weight_decay), lr=cfg.learning_rate, betas=(0.9, 0.999), eps=1e-6
         )
-        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, cfg.warmup_steps, cfg.steps)
+        self.scheduler = lr_scheduler(self.optimizer, cfg)
         self.autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
         peak = peak_flops(device)
         # MFU = achieved FLOP/s over the peak of all workers' devices; None off GPU.
@@ -157,6 +197,24 @@ class LMTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         return int(state["step"])
+
+    def load_moments(self, state: dict, source: str) -> None:
+        """AdamW's moments and step counts from another run's optimizer state (`source` names its file);
+        this run's own hyperparameters (its learning rate and schedule, weight decay) are kept."""
+        settings = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+        try:
+            self.optimizer.load_state_dict(state)
+        except (ValueError, KeyError) as e:
+            raise ValueError(f"{source} does not fit this model's parameter groups: {e}") from None
+        for group, own in zip(self.optimizer.param_groups, settings):
+            group.update(own)
+            for p in group["params"]:
+                moment = self.optimizer.state.get(p, {}).get("exp_avg")
+                if moment is not None and moment.shape != p.shape:
+                    raise ValueError(
+                        f"{source} does not fit this model's parameter groups: a moment of shape "
+                        f"{tuple(moment.shape)} for a parameter of shape {tuple(p.shape)}"
+                    )
 
     def step_sequences(self, step: int) -> list[list[np.ndarray]]:
         """This worker's micro-batches of `step`, as token arrays; the window's rows are loaded when

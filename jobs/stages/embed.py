@@ -41,6 +41,8 @@ def embed_files(
             run_tokenizer=tokenizer,
             kind=cfg.model.kind,
             retokenize=not from_warmstart,
+            sequence_loss=cfg.embed.sequence_loss,
+            seed=cfg.embed.seed,
         )
         for _ in range(min(cfg.embed.num_actors, len(todo)))
     ]
@@ -83,7 +85,8 @@ class Embed(Stage):
             "pooling": pooling,
             "layer": cfg.embed.layer,
             "gpu": gpu,
-            "written": "part-*.parquet (sequence_id, embedding)",
+            "sequence_loss": cfg.embed.sequence_loss,
+            "written": f"part-*.parquet (sequence_id, embedding{', loss' if cfg.embed.sequence_loss else ''})",
         }
 
     def verify(self, ctx: Context, out: str, summary: dict) -> None:

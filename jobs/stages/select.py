@@ -4,9 +4,10 @@
 Partitions are `cluster` (spherical k-means cells fitted on a sample, oversized cells split) or
 `random` (the paper's). Files: probabilities.parquet (sequence_id, shard, rank, gain, probability),
 subset_ingenious.parquet (sequence_id, draw), subset_greedi.parquet (sequence_id, rank, gain; only
-when the merge runs), subset_semdedup.parquet (sequence_id, cluster, centroid_similarity,
-duplicate_score) and subset_d4.parquet (sequence_id, rank, cluster, centroid_similarity), each only
-when something uses it, and subset.parquet, a copy of the configured strategy's subset.
+when the merge runs), subset_perplexity.parquet (sequence_id, loss), subset_semdedup.parquet
+(sequence_id, cluster, centroid_similarity, duplicate_score) and subset_d4.parquet (sequence_id,
+rank, cluster, centroid_similarity), each only when something uses it, and subset.parquet, a copy
+of the configured strategy's subset.
 partitions/part-p.parquet hold each task's result (dedup/part-p.parquet each cluster's SemDeDup
 scores), so a resumed run redoes only the partitions that have none.
 
@@ -45,6 +46,7 @@ from selection.dedup import dedup_to_ratio, prune_prototypical, semdedup_keep, s
 from selection.ids import rows_of
 from selection.merge import candidate_count, group_keep, merge_by_gain, merge_groups
 from selection.partition import group_bounds, random_partition, spherical_kmeans, split_oversized
+from selection.perplexity import perplexity_band
 from selection.sampling import draw_subset, taylor_softmax
 from selection.space import Space, fit_space, space_summary
 
@@ -58,6 +60,7 @@ class Select(Stage):
             "select": result_settings(cfg.select),
             "greedi_merge": cfg.runs_greedi_merge(),
             "dedup_subsets": cfg.dedup_subsets(),
+            "perplexity": cfg.runs_perplexity(),
         }
 
     def run(self, ctx: Context, out: str) -> dict:
@@ -168,6 +171,12 @@ class Select(Stage):
             )
             seconds["dedup"] = time.perf_counter() - clock
             written += [f"subset_{name}.parquet" for name in ctx.cfg.dedup_subsets()]
+        band = {}
+        if ctx.cfg.runs_perplexity():
+            band = perplexity_subset(
+                embed_files, budget, scfg.perplexity_center, U.join(out, "subset_perplexity.parquet")
+            )
+            written.append("subset_perplexity.parquet")
         strategy_file = U.join(out, f"subset_{scfg.strategy}.parquet")
         if not U.exists(strategy_file):
             raise ValueError(f"select.strategy {scfg.strategy!r}: this select stage did not write {strategy_file}")
@@ -197,6 +206,7 @@ class Select(Stage):
             **merge_summary,
             **dedup_summary,
             "space": space_info,
+            **band,
             "partition_objective": float(gains.sum()),
             "strategy": scfg.strategy,
             "phases_run": list(seconds),
@@ -210,6 +220,27 @@ class Select(Stage):
             ),
             "written": ", ".join(written),
         }
+
+
+def perplexity_subset(embed_files: list[str], budget: int, center: float, target: str) -> dict:
+    """The perplexity band of the pool (selection/perplexity.py) from the embedding shards' `loss`
+    column, written to `target` (sequence_id, loss) in rank order; returns its summary entries."""
+    for f in embed_files:
+        if "loss" not in U.parquet_file(f).schema_arrow.names:
+            raise ValueError(f"{f} has no loss column: the perplexity band needs embed.sequence_loss: true")
+    pool = pa.concat_tables([read_table(f, ["sequence_id", "loss"]) for f in embed_files])
+    ids, losses = pool.column("sequence_id").to_numpy(), pool.column("loss").to_numpy()
+    rows = perplexity_band(ids, losses, budget, center=center)
+    write_parquet(
+        pa.table({"sequence_id": pa.array(ids[rows], pa.int64()), "loss": pa.array(losses[rows], pa.float32())}),
+        target,
+    )
+    kept = losses[rows]
+    return {
+        "perplexity_subset": len(rows),
+        "perplexity_loss_range": [float(kept.min()), float(kept.max())] if len(rows) else None,
+        "pool_loss_median": float(np.median(losses)),
+    }
 
 
 def embedding_space(embed_files: list[str], scfg: SelectConfig) -> tuple[Space | None, dict]:

@@ -5,15 +5,22 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from actors.trainer import launch_args, launch_training
-from dataio.uri import FOLDER_COMPLETE, folder_complete, join, read_text
+from actors.trainer import OPTIMIZER_FILE, launch_args, launch_training
+from dataio.uri import FOLDER_COMPLETE, exists, folder_complete, join, read_text
 from jobs.config import PipelineConfig, result_settings
 from jobs.stages.base import Context, Stage
 from training.loop import TrainConfig
 
 
 def _train(
-    ctx: Context, out: str, cfg: TrainConfig, *, name: str, init_from: str | None, select_dir: str | None
+    ctx: Context,
+    out: str,
+    cfg: TrainConfig,
+    *,
+    name: str,
+    init_from: str | None,
+    select_dir: str | None,
+    save_optimizer: bool = False,
 ) -> dict:
     args = launch_args(
         train=cfg,
@@ -23,6 +30,7 @@ def _train(
         select_dir=select_dir,
         fraction=ctx.cfg.select.fraction,
         init_from=init_from,
+        save_optimizer=save_optimizer,
     )
     metrics = launch_training(
         args,
@@ -65,7 +73,21 @@ class WarmStart(TrainingStage):
         return {"model": dataclasses.asdict(cfg.model), "warmstart": result_settings(cfg.warmstart)}
 
     def run(self, ctx: Context, out: str) -> dict:
-        return _train(ctx, out, ctx.cfg.warmstart, name="warmstart", init_from=ctx.cfg.model.init_from, select_dir=None)
+        # Its AdamW state is published beside the model, for runs continued with train.init_optimizer.
+        return _train(
+            ctx,
+            out,
+            ctx.cfg.warmstart,
+            name="warmstart",
+            init_from=ctx.cfg.model.init_from,
+            select_dir=None,
+            save_optimizer=True,
+        )
+
+    def verify(self, ctx: Context, out: str, summary: dict) -> None:
+        super().verify(ctx, out, summary)
+        if not exists(join(out, "model", OPTIMIZER_FILE)):
+            raise ValueError(f"{join(out, 'model', OPTIMIZER_FILE)} is missing: the warm start's optimizer state")
 
 
 class Train(TrainingStage):
