@@ -23,7 +23,7 @@ from selection.ids import rows_of
 ORACLE_STREAM = 2
 
 
-def sequence_categories(prepare_dir: str | Path, pool_file: str | Path) -> tuple[np.ndarray, np.ndarray]:
+def sequence_categories(prepare_dir: str | Path, pool_file: str) -> tuple[np.ndarray, np.ndarray]:
     """(training sequence ids sorted, the category of each) from prepare's shards and the pool."""
     by_doc = categories(pool_file)
     ids, docs = [], []

@@ -326,7 +326,7 @@ def with_oracles(exp: Experiment, root: Path) -> Experiment:
     if not oracles:
         return exp
     prepare = pipeline_dir(root, MAIN) / "prepare"
-    ids, cats = sequence_categories(prepare, pool_dir(root) / POOL_FILE)
+    ids, cats = sequence_categories(prepare, str(pool_dir(root) / POOL_FILE))
     budget = max(1, round(exp.pipelines[MAIN].select.fraction * len(ids)))  # the trainer's budget
     runs = []
     for run in exp.runs:

@@ -111,7 +111,7 @@ class Composition:
 
     def __init__(self, root: Path, exp: Experiment):
         self.root, self.exp = root, exp
-        self.ids, self.cats = sequence_categories(pipeline_dir(root, MAIN) / "prepare", pool_dir(root) / POOL_FILE)
+        self.ids, self.cats = sequence_categories(pipeline_dir(root, MAIN) / "prepare", str(pool_dir(root) / POOL_FILE))
         self.pool_ids = ParquetRows(str(pipeline_dir(root, MAIN) / "prepare" / "sequences")).ids
         self.pool = composition(self.ids, self.cats, self.ids)
 

@@ -102,19 +102,21 @@ def test_oracle_subset_and_composition():
 
 def test_gate_verdict_from_paired_losses(tmp_path):
     (tmp_path / "pool.yaml").write_text("documents: 10\n")
-    exp = load_experiment(write(tmp_path, EXPERIMENT), base=tmp_path)
+    exp = load_experiment(write(tmp_path, EXPERIMENT.replace("seeds: [0, 1]\n", "seeds: [0, 1, 2]\n")), base=tmp_path)
 
     def score(arm, seed, loss):
         folder = tmp_path / "runs" / MAIN / arm / f"seed{seed}"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "eval.json").write_text(json.dumps({"final/heldout_clean": {"loss": loss}}))
 
-    for seed, (oracle, rand) in enumerate([(3.0, 3.5), (3.1, 3.5)]):
+    for seed, (oracle, rand) in enumerate([(3.0, 3.5), (3.1, 3.5), (3.05, 3.5)]):
         score("oracle-clean", seed, oracle)
         score("random-fixed", seed, rand)
     verdict = judge_gate(tmp_path, exp, Gate(arm="oracle-clean", against="random-fixed"))
-    assert verdict["passed"] and verdict["differences"] == pytest.approx([-0.5, -0.4])
-    score("oracle-clean", 1, 3.9)  # differences -0.5 and +0.4: the interval holds 0
+    # mean -0.45, t 95% half-width 4.30 * 0.05 / sqrt(3) = 0.124: clearly below 0
+    assert verdict["passed"] and verdict["differences"] == pytest.approx([-0.5, -0.4, -0.45])
+    assert verdict["half_width"] == pytest.approx(0.124, abs=1e-3)
+    score("oracle-clean", 1, 3.9)  # differences -0.5, +0.4, -0.45: the interval holds 0
     assert not judge_gate(tmp_path, exp, Gate(arm="oracle-clean", against="random-fixed"))["passed"]
     assert json.loads((tmp_path / "gate.json").read_text())["passed"] is False
 
