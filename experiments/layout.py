@@ -7,6 +7,7 @@
 <root>/oracles/<category>-seed<s>.parquet   an oracle arm's subset (sequence ids of one category)
 <root>/gate.json                  the gate's verdict, when the experiment has a gate
 <root>/best_of.json               which arm the `best_of` rule gave more seeds
+<root>/baselines.json             each evaluation set's loss under a unigram model of the pool
 <root>/results.md, *.png          the report (reporting/experiment_report.py)
 """
 
@@ -92,6 +93,10 @@ def oracle_file(root: Path, category: str, seed: int) -> Path:
 
 def gate_file(root: Path) -> Path:
     return root / "gate.json"
+
+
+def baselines_file(root: Path) -> Path:
+    return root / "baselines.json"
 
 
 def best_of_file(root: Path) -> Path:

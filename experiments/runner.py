@@ -31,7 +31,7 @@ import yaml
 from actors.evaluator import evaluate_checkpoint
 from actors.trainer import launch_args, train_in_task
 from dataio.redact import redact, redact_tree
-from dataio.rundir import RunDir
+from dataio.rundir import RunDir, read_sequences
 from dataio.webpool import HELDOUT_FILE, POOL_FILE, write_pool
 from dataio.webpool import load_config as load_pool_config
 from experiments.categories import oracle_subset, sequence_categories, write_oracle
@@ -43,6 +43,7 @@ from experiments.layout import (
     Experiment,
     Gate,
     Run,
+    baselines_file,
     best_of_file,
     gate_file,
     oracle_file,
@@ -58,8 +59,10 @@ from jobs.stages import Context
 from jobs.stages.evaluate import evaluation_sets
 from reporting.experiment_report import write_report
 from reporting.stats import mean_interval
+from training.evaluate import predicted_tokens, unigram_loss
 from training.loop import TrainConfig
 from training.subsets import FIXED_SUBSETS
+from training.tokenizer import load_tokenizer
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIGS = [CONFIG_DIR / "experiment-bert.yaml", CONFIG_DIR / "experiment-gpt2.yaml"]
@@ -339,6 +342,27 @@ def with_oracles(exp: Experiment, root: Path) -> Experiment:
     return dataclasses.replace(exp, runs=runs)
 
 
+def write_baselines(root: Path, cfg: PipelineConfig, sets: dict[str, list]) -> None:
+    """The loss on each evaluation set of a unigram model of the training pool: an arm that does not
+    beat it by far has learned word frequencies only, and its differences say little."""
+    if baselines_file(root).exists():
+        return
+    prepare = pipeline_dir(root, MAIN) / "prepare"
+    tok = load_tokenizer(str(prepare / "tokenizer"), kind=cfg.model.kind)
+    special = list(tok.all_special_ids)
+    train = predicted_tokens(read_sequences(prepare / "sequences")[1], kind=cfg.model.kind, special_ids=special)
+    RunDir.write_json(
+        baselines_file(root),
+        {
+            f"unigram/{name}": unigram_loss(
+                train, predicted_tokens(seqs, kind=cfg.model.kind, special_ids=special), len(tok)
+            )
+            for name, seqs in sets.items()
+            if seqs
+        },
+    )
+
+
 def judge_gate(root: Path, exp: Experiment, gate: Gate) -> dict:
     """The gate's verdict from the scored runs: the paired difference of the primary loss."""
     mine, theirs = primary_losses(root, exp, gate.arm), primary_losses(root, exp, gate.against)
@@ -405,6 +429,7 @@ def run_experiment(exp: Experiment, out: Path) -> Path:
         run_pipeline(cfg, pipes[variant], only=list(SELECTION_STAGES))
     exp = with_oracles(exp, root)
     sets = evaluation_sets(Context(exp.pipelines[MAIN], RunDir(pipes[MAIN])))
+    write_baselines(root, exp.pipelines[MAIN], sets)
     warm = warmstart_dir(root)  # the common starting point, scored like an arm
     warm.mkdir(parents=True, exist_ok=True)
     scoring = {warm: _pending_scores(warm, {"final": pipes[MAIN] / "warmstart" / "model"}, exp.pipelines[MAIN], sets)}

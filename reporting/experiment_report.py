@@ -28,6 +28,7 @@ from experiments.layout import (  # noqa: E402
     SELECTION_STAGES,
     Experiment,
     Run,
+    baselines_file,
     pipeline_dir,
     pool_dir,
     run_dir,
@@ -168,7 +169,7 @@ def _sets(records: list[dict], primary: str) -> list[str]:
     return sorted(names, key=lambda n: (n != primary, n != "heldout", n))
 
 
-def _main_table(records: list[dict], sets: list[str], warm: dict) -> list[str]:
+def _main_table(records: list[dict], sets: list[str], warm: dict, baselines: dict | None = None) -> list[str]:
     by_arm: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         if r["run"].group == MAIN:
@@ -184,6 +185,13 @@ def _main_table(records: list[dict], sets: list[str], warm: dict) -> list[str]:
         glue = f"{warm['glue']:.1f}" if warm["glue"] is not None else "-"
         lines.append(
             "| warm start (every arm's step 0) | full | - | 0 | " + " | ".join(losses) + f" | {glue} | - | - | - |"
+        )
+    if baselines:
+        losses = [f"{baselines[f'unigram/{s}']:.3f}" if f"unigram/{s}" in baselines else "-" for s in sets]
+        lines.append(
+            "| unigram model of the pool (word frequencies only) | - | - | - | "
+            + " | ".join(losses)
+            + " | - | - | - | - |"
         )
     for arm, rs in by_arm.items():
         t = rs[0]["run"].train
@@ -382,7 +390,7 @@ def write_report(root: Path, exp: Experiment) -> str:
         "",
         f"Each cell: {INTERVAL} (n shown). The primary metric is the `{exp.primary}` loss.",
         "",
-        *_main_table(records, sets, warm),
+        *_main_table(records, sets, warm, _read(baselines_file(root))),
         "",
         *[line for arm in exp.compare_to for line in [*_paired_table(records, sets, arm), ""]],
         *[line for arm in exp.compare_to for line in [*steps_table(records, warm, exp.primary, arm), ""]],

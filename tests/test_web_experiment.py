@@ -13,6 +13,7 @@ from experiments.categories import composition, oracle_subset
 from experiments.layout import MAIN, Gate
 from experiments.runner import judge_gate, load_experiment, run_experiment
 from reporting.pool_report import steps_to_target
+from training.evaluate import predicted_tokens, unigram_loss
 
 WORDS = "river stone city music light garden winter market bridge forest paper engine island valley".split()
 
@@ -87,6 +88,14 @@ def test_steps_to_target_interpolates():
     assert steps_to_target(curve, 4.0) == 10.0
     assert steps_to_target(curve, 5.5) == 0.0
     assert steps_to_target(curve, 2.9) is None
+
+
+def test_unigram_baseline_by_hand():
+    train = np.array([0, 0, 1, 2])  # add-one counts 3, 2, 2, 1 of 8
+    assert unigram_loss(train, np.array([0, 3]), 4) == pytest.approx(-(np.log(3 / 8) + np.log(1 / 8)) / 2)
+    seqs = [np.array([5, 1, 2, 6]), np.array([5, 3, 6])]
+    assert predicted_tokens(seqs, kind="gpt2", special_ids=[5, 6]).tolist() == [1, 2, 6, 3, 6]
+    assert predicted_tokens(seqs, kind="bert", special_ids=[5, 6]).tolist() == [1, 2, 3]
 
 
 def test_oracle_subset_and_composition():
@@ -164,6 +173,7 @@ def test_web_experiment_oracle_best_of_and_composition(ray_cluster, tmp_path):
 
     results = (root / "results.md").read_text()
     assert "The primary metric is the `heldout_clean` loss" in results
+    assert "| unigram model of the pool (word frequencies only) |" in results
     assert "Steps to reach `random-fixed`'s final heldout_clean loss" in results
 
     def cells(line: str) -> list[str]:

@@ -41,3 +41,22 @@ def heldout_loss(
         count += n
     loss = total / max(count, 1)
     return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": count, "sequences": len(sequences)}
+
+
+def predicted_tokens(sequences: list[np.ndarray], *, kind: str, special_ids: list[int]) -> np.ndarray:
+    """The tokens a held-out loss scores: GPT-2 every token after the first (next-token prediction);
+    BERT the maskable ones (masks are a uniform 15% of them, so their mean is the masked mean's
+    expectation)."""
+    if kind == "gpt2":
+        parts = [np.asarray(s[1:]) for s in sequences]
+    else:
+        parts = [np.asarray(s)[~np.isin(s, special_ids)] for s in sequences]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def unigram_loss(train: np.ndarray, held: np.ndarray, vocab_size: int) -> float:
+    """Cross-entropy (nats per token) of `held` under the add-one unigram model of `train`: the loss a
+    model that learned only word frequencies would have, the floor an LM must clear to have learned
+    anything from context."""
+    counts = np.bincount(train, minlength=vocab_size).astype(np.float64) + 1.0
+    return float(-np.mean(np.log(counts[held] / counts.sum())))
