@@ -375,15 +375,23 @@ def write_report(root: Path, exp: Experiment) -> str:
         if pool
         else ""
     )
+    if pool and main.train.redraw_every:  # a redrawn subset is walked only until the next draw
+        passes = main.train.redraw_every * main.train.global_batch_size / (pool * main.select.fraction)
+        regime += (
+            f"A redrawn subset is walked for {main.train.redraw_every} steps ({passes:.2f} passes over it) before "
+            "the next draw; see `distinct` below for how much of the pool the redraw arms saw. "
+        )
+    downstream = [*_task_table(records, MAIN, warm)]
     parts = [
         f"# Experiment {exp.name}",
         "",
         f"Model: {main.model.kind}, {main.model.num_layers} layers, hidden {main.model.hidden_size}, "
         f"seq {main.model.seq_len}; warm start {main.warmstart.steps} steps; arms trained "
         f"{main.train.steps} steps at batch {main.train.global_batch_size}; subset fraction {main.select.fraction}. "
-        f"{regime}Losses are masked-LM (BERT) or causal-LM (GPT-2) cross-entropy on sequences never trained on "
-        "(held-out documents of the corpus, and WikiText-2 validation); GLUE avg is the mean dev score over the "
-        "downstream tasks (x100).",
+        f"{regime}Losses are {'masked' if main.model.kind == 'bert' else 'causal'}-LM cross-entropy (nats per "
+        f"token) on sequences never trained on: {', '.join(f'`{n}`' for n in sets)} (`heldout`: held-out documents "
+        "of the corpus; the others: `evaluate.external` files by name); GLUE avg is the mean dev score over the "
+        "downstream tasks (x100), where the experiment fine-tunes.",
         "",
         *gate_section(root, exp.gate),
         "## Arms",
@@ -396,10 +404,7 @@ def write_report(root: Path, exp: Experiment) -> str:
         *[line for arm in exp.compare_to for line in [*steps_table(records, warm, exp.primary, arm), ""]],
         *composition_table(records, pool_shares),
         "",
-        "## Downstream scores per task (dev sets, ×100)",
-        "",
-        *_task_table(records, MAIN, warm),
-        "",
+        *(["## Downstream scores per task (dev sets, ×100)", "", *downstream, ""] if downstream else []),
         "## Ablations",
         "",
         *_ablation_table(records, sets, exp),
