@@ -109,7 +109,7 @@ def order_partition(
             ids, emb, knn_k, params=params, optimizer=optimizer, epsilon=epsilon, seed=seed + partition
         )
     except ValueError as e:
-        raise ValueError(f"selection partition {partition} ({scatter_dir}): {e}") from None
+        raise ValueError(f"selection partition {partition} ({scatter_dir}): {e}") from e
     write_parquet(
         pa.table(
             {

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from ray.train.torch import TorchTrainer
 from transformers import PreTrainedTokenizerBase
 
 from dataio import uri as U
+from dataio.log import get_logger
 from dataio.selection import subset_schedule
 from dataio.sequences import ParquetRows
 from training.device import task_device
@@ -35,6 +35,8 @@ from training.tokenizer import load_tokenizer
 
 STATE_FILE = "state.pt"
 OPTIMIZER_FILE = "optimizer.pt"  # beside a published model: its AdamW state, for train.init_optimizer
+
+log = get_logger(__name__)
 
 
 class MetricsLog:
@@ -61,10 +63,9 @@ class MetricsLog:
                 break
             keep.append(line)
         if len(keep) < step:  # only if the file was damaged behind a checkpoint: lines are published before one
-            print(
-                f"[ingenious] {self.target}: steps {len(keep) + 1}..{step} were lost before the checkpoint at step "
-                f"{step}; they are not recomputed (the run resumes from the checkpoint)",
-                flush=True,
+            log.info(
+                f"{self.target}: steps {len(keep) + 1}..{step} were lost before the checkpoint at step "
+                f"{step}; they are not recomputed (the run resumes from the checkpoint)"
             )
         return keep
 
@@ -79,12 +80,12 @@ class MetricsLog:
 def _progress(metrics: dict, *, name: str, steps: int) -> None:
     """A progress line per 5% of the run."""
     if metrics["step"] % max(1, steps // 20) == 0 or metrics["step"] == steps:
-        # Not print(): Ray Train patches it to tee into its logger too, so every line came out twice.
-        sys.stdout.write(
-            f"[ingenious] {name}: step {metrics['step']}/{steps} loss {metrics['loss']:.3f} "
-            f"lr {metrics['lr']:.2e} {metrics['tokens_per_s']:.0f} tokens/s\n"
+        # Not print(): Ray Train patches it to tee into its root logger too, so every line came out
+        # twice. The `ingenious` logger writes to stdout itself and does not propagate to that root.
+        log.info(
+            f"{name}: step {metrics['step']}/{steps} loss {metrics['loss']:.3f} "
+            f"lr {metrics['lr']:.2e} {metrics['tokens_per_s']:.0f} tokens/s"
         )
-        sys.stdout.flush()
 
 
 def _is_location(name: str) -> bool:

@@ -292,8 +292,8 @@ def read_parquet(uri: str, columns: list[str] | None = None, filters: list | Non
     fs, path = resolve(uri)
     try:
         return pq.read_table(path, columns=columns, filters=filters, filesystem=fs)
-    except FileNotFoundError:
-        raise ValueError(f"{uri}: no such file") from None
+    except FileNotFoundError as e:
+        raise ValueError(f"{uri}: no such file") from e
     except Exception as e:  # pyarrow raises several types for corrupt files
         raise ValueError(f"{uri}: not a readable Parquet file ({e})") from e
 

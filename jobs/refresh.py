@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from dataio import uri as U
 from dataio.corpus import corpus_snapshot
+from dataio.log import configure, get_logger
 from dataio.redact import redact
 from dataio.rundir import (
     RunDir,
@@ -43,6 +44,8 @@ from jobs.stages.embed import embed_files
 from selection.facility_location import coverage
 from selection.ids import rows_of
 from selection.knn import normalize_embeddings
+
+log = get_logger(__name__)
 
 
 def snapshot_id(cfg: PipelineConfig) -> str:
@@ -125,7 +128,7 @@ def refresh(
     )
     diff = U.read_json(version.path("diff.json"))
     if diff is not None:
-        print(f"[ingenious] refresh: snapshot already selected in {redact(version.root)}; nothing to do", flush=True)
+        log.info(f"refresh: snapshot already selected in {redact(version.root)}; nothing to do")
         return diff
     connect_ray(cfg)
     run_pipeline(cfg, version.root, only=["prepare"])
@@ -134,10 +137,9 @@ def refresh(
     embed_settings = previous.read_manifest("embed")["config"]["embed"]
     reuse = embed_settings == result_settings(cfg.embed)
     if not reuse:
-        print(
-            f"[ingenious] refresh: embedding settings differ from {previous.stage('embed')} "
-            f"({embed_settings} vs {result_settings(cfg.embed)}): re-embedding every sequence",
-            flush=True,
+        log.info(
+            f"refresh: embedding settings differ from {previous.stage('embed')} "
+            f"({embed_settings} vs {result_settings(cfg.embed)}): re-embedding every sequence"
         )
     digest = stage_hashes(cfg)["embed"]
     if not version.is_done("embed", digest):
@@ -220,6 +222,7 @@ def main(argv: list[str] | None = None) -> None:
         "--config", default=None, help="embed/select settings (default: the previous run's config.yaml)"
     )
     args = parser.parse_args(argv)
+    configure()
     base = base_dir()
     try:
         refresh(
@@ -229,6 +232,7 @@ def main(argv: list[str] | None = None) -> None:
             config=local_path(args.config, base),
         )
     except ValueError as e:
+        log.debug("refresh failed", exc_info=True)
         raise SystemExit(f"error: {redact(str(e))}") from None
 
 

@@ -18,11 +18,14 @@ import ray
 from actors.evaluator import evaluate_checkpoint
 from dataio import uri as U
 from dataio.corpus import read_documents
+from dataio.log import get_logger
 from dataio.rundir import read_sequences
 from jobs.config import PipelineConfig, result_settings
 from jobs.downstream import run_downstream, write_results
 from jobs.stages.base import Context, Stage
 from training.tokenizer import load_tokenizer, pack_tokens
+
+log = get_logger(__name__)
 
 
 class Evaluate(Stage):
@@ -51,7 +54,7 @@ class Evaluate(Stage):
         summary = {"results": results, "written": "metrics.json"}
         empty = [s for s, seqs in sets.items() if not seqs]
         if empty:  # e.g. a corpus too small for prepare.heldout_fraction to set a document aside
-            print(f"[ingenious] evaluate: no sequences in {', '.join(empty)}; skipped", flush=True)
+            log.info(f"evaluate: no sequences in {', '.join(empty)}; skipped")
             summary["empty_sets"] = empty
         if cfg.evaluate.downstream.tasks:
             rows = run_downstream(models, cfg.evaluate.downstream, kind=cfg.model.kind, gpus_per_task=gpus)
