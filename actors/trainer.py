@@ -25,6 +25,7 @@ from ray.train.torch import TorchTrainer
 from transformers import PreTrainedTokenizerBase
 
 from dataio import uri as U
+from dataio.contracts import PrepareOutputs, TrainOutputs
 from dataio.log import get_logger
 from dataio.selection import subset_schedule
 from dataio.sequences import ParquetRows
@@ -113,13 +114,13 @@ def launch_args(
     return {
         "train": dataclasses.asdict(train),
         "model": dataclasses.asdict(model),
-        "tokenizer": U.join(data, "tokenizer"),
-        "sequences": U.join(data, "sequences"),
+        "tokenizer": U.join(data, PrepareOutputs.TOKENIZER),
+        "sequences": U.join(data, PrepareOutputs.SEQUENCES),
         "select_dir": U.normalize(select_dir) if select_dir else None,
         "fraction": fraction,
         "init_from": init_from,
         "out_dir": out_dir,
-        "model_out": U.join(out_dir, "model"),
+        "model_out": U.join(out_dir, TrainOutputs.MODEL),
         "save_optimizer": save_optimizer,
     }
 
@@ -205,7 +206,7 @@ def train_worker(args: dict) -> None:
     if checkpoint:
         with checkpoint.as_directory() as folder:
             start = trainer.load_state_dict(load_state(Path(folder) / STATE_FILE, device))
-    log = MetricsLog(U.join(args["out_dir"], "metrics.jsonl"), resume_at=start) if rank == 0 else None
+    log = MetricsLog(U.join(args["out_dir"], TrainOutputs.METRICS), resume_at=start) if rank == 0 else None
     if log:
         log.publish()  # the published file never shows steps beyond the checkpoint the run goes on from
 
@@ -235,7 +236,7 @@ def train_in_task(args: dict, *, snapshots: tuple[int, ...] = ()) -> dict:
     device = task_device(ray.get_gpu_ids())
     trainer, tok = build_trainer(args, rank=0, world=1, device=device)
     out, steps = args["out_dir"], trainer.cfg.steps
-    log = MetricsLog(U.join(out, "metrics.jsonl"))
+    log = MetricsLog(U.join(out, TrainOutputs.METRICS))
     U.delete(log.target)  # an interrupted attempt's lines
     start = time.perf_counter()
     for step in range(steps):

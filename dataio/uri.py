@@ -27,6 +27,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from dataio.contracts import MARKER
+
 
 def is_uri(path: str | Path) -> bool:
     return "://" in str(path)
@@ -235,7 +237,7 @@ def delete_tree(uri: str) -> None:
         shutil.rmtree(path)
         return
     files = [f.path for f in fs.get_file_info(pafs.FileSelector(path, recursive=True)) if f.type == pafs.FileType.File]
-    for f in sorted(files, key=lambda p: not p.endswith("/_SUCCESS")):
+    for f in sorted(files, key=lambda p: not p.endswith(f"/{MARKER}")):
         fs.delete_file(f)
     fs.delete_dir_contents(path, missing_dir_ok=True)
 

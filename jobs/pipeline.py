@@ -21,6 +21,7 @@ import yaml
 from actors.monitor import PeakRss
 from actors.nodes import require_visible
 from dataio import uri as U
+from dataio.contracts import RUN_CONFIG
 from dataio.lease import Lease
 from dataio.log import configure, get_logger
 from dataio.redact import redact, redact_tree
@@ -77,7 +78,7 @@ def _run_stages(
     def record_config() -> None:
         """config.yaml describes the run directory's stages: it changes only once a stage of this
         config is about to write (a bad config that fails its checks leaves the old one)."""
-        U.write_text(run.path("config.yaml"), yaml.safe_dump(redact_tree(cfg.to_dict()), sort_keys=False))
+        U.write_text(run.path(RUN_CONFIG), yaml.safe_dump(redact_tree(cfg.to_dict()), sort_keys=False))
 
     for stage in STAGES:
         digest = hashes[stage.name]

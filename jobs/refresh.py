@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from dataio import uri as U
+from dataio.contracts import RUN_CONFIG, PrepareOutputs, SelectOutputs, TrainOutputs
 from dataio.corpus import corpus_snapshot
 from dataio.log import configure, get_logger
 from dataio.redact import redact
@@ -56,7 +57,7 @@ def snapshot_id(cfg: PipelineConfig) -> str:
 
 def subset_ids(select_dir: str) -> np.ndarray:
     """The subset the train stage uses (the configured strategy's, subset.parquet)."""
-    return read_ids(U.join(select_dir, "subset.parquet"))
+    return read_ids(U.join(select_dir, SelectOutputs.SUBSET))
 
 
 def reuse_embeddings(ctx: Context, previous: RunDir, *, reuse: bool) -> dict:
@@ -65,7 +66,7 @@ def reuse_embeddings(ctx: Context, previous: RunDir, *, reuse: bool) -> dict:
     old_ids, old_emb = read_embeddings(shard_files(previous.stage("embed"))) if reuse else (np.empty(0, np.int64), None)
     todo_dir, fresh_dir = U.join(out, "todo"), U.join(out, "fresh")
     todo = []
-    for shard in shard_files(U.join(ctx.stage("prepare"), "sequences")):
+    for shard in shard_files(U.join(ctx.stage("prepare"), PrepareOutputs.SEQUENCES)):
         table = read_table(shard)
         ids = table.column("sequence_id").to_numpy()
         missing = rows_of(ids, old_ids, where="the previous embeddings", missing_ok=True) < 0
@@ -73,18 +74,18 @@ def reuse_embeddings(ctx: Context, previous: RunDir, *, reuse: bool) -> dict:
             write_parquet(table.filter(missing), U.join(todo_dir, U.name(shard)))
             todo.append(U.join(todo_dir, U.name(shard)))
     from_warmstart = cfg.embed.encoder == "warmstart"
-    encoder = U.join(previous.stage("warmstart"), "model") if from_warmstart else cfg.embed.encoder
+    encoder = U.join(previous.stage("warmstart"), TrainOutputs.MODEL) if from_warmstart else cfg.embed.encoder
     embed_files(
         cfg,
         encoder=encoder,
         from_warmstart=from_warmstart,
-        tokenizer=U.join(ctx.stage("prepare"), "tokenizer"),
+        tokenizer=U.join(ctx.stage("prepare"), PrepareOutputs.TOKENIZER),
         todo=todo,
         out=fresh_dir,
         gpu=ctx.use_gpu(cfg.embed.use_gpu),
     )
     reused = embedded = 0
-    for shard in shard_files(U.join(ctx.stage("prepare"), "sequences")):
+    for shard in shard_files(U.join(ctx.stage("prepare"), PrepareOutputs.SEQUENCES)):
         ids = read_ids(shard)
         old_rows = rows_of(ids, old_ids, where="the previous embeddings", missing_ok=True)
         known = old_rows >= 0
@@ -113,11 +114,13 @@ def refresh(
     for stage in ("prepare", "warmstart", "embed", "select"):
         if not previous.has_marker(stage):
             raise ValueError(f"previous run {redact(previous.root)}: stage {stage!r} is not finished")
-    old_cfg = load_config(config or previous.path("config.yaml"))
+    old_cfg = load_config(config or previous.path(RUN_CONFIG))
     cfg = dataclasses.replace(
         old_cfg,
         corpus=dataclasses.replace(old_cfg.corpus, source=local_path(corpus, base_dir())),
-        prepare=dataclasses.replace(old_cfg.prepare, tokenizer=U.join(previous.stage("prepare"), "tokenizer")),
+        prepare=dataclasses.replace(
+            old_cfg.prepare, tokenizer=U.join(previous.stage("prepare"), PrepareOutputs.TOKENIZER)
+        ),
     )
     # One folder per (snapshot content, settings): the same pair again finds its diff and stops.
     version = RunDir(
@@ -173,7 +176,7 @@ def diff_report(previous: RunDir, version: RunDir) -> dict:
             "dropped": len(before) - kept,
         }
 
-    draw0 = read_table(U.join(version.stage("select"), "subset_ingenious.parquet"))
+    draw0 = read_table(U.join(version.stage("select"), SelectOutputs.subset("ingenious")))
     draw0 = draw0.filter(pc.equal(draw0.column("draw"), 0)).column("sequence_id").to_numpy()
     return {
         "previous": redact(previous.root),
