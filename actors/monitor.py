@@ -1,7 +1,8 @@
 """What a running job tells its user: progress lines for long stages and the peak memory of a stage.
 
-Progress goes to stdout as plain lines (a job's log is a file, not a terminal): one at every tenth
-of the work or every 30 s, whichever comes first, with an estimate of the time left.
+Progress goes to the log (dataio/log.py: stdout) as plain lines (a job's log is a file, not a
+terminal): one at every tenth of the work or every 30 s, whichever comes first, with an estimate of
+the time left.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from typing import Any, TypeVar
 
 import psutil
 import ray
+
+from dataio.log import get_logger
+
+log = get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -28,11 +33,10 @@ class Progress:
         if tenth > self.last_tenth or now - self.last_line >= self.every_s or self.done == self.total:
             elapsed = now - self.start
             left = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
-            print(
-                f"[ingenious] {self.what}: {self.done}/{self.total} {self.unit} "
+            log.info(
+                f"{self.what}: {self.done}/{self.total} {self.unit} "
                 f"({100 * self.done / max(self.total, 1):.0f}%), "
-                f"{elapsed:.0f} s elapsed, ~{left:.0f} s left",
-                flush=True,
+                f"{elapsed:.0f} s elapsed, ~{left:.0f} s left"
             )
             self.last_line, self.last_tenth = now, tenth
 

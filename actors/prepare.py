@@ -11,6 +11,7 @@ import pyarrow as pa
 import ray
 
 from dataio import uri as U
+from dataio.contracts import PrepareOutputs
 from dataio.corpus import Segment, count_documents, read_segments
 from dataio.rundir import write_parquet, write_shard_log
 from training.packing import sequence_id
@@ -26,12 +27,13 @@ def is_heldout(text: str, fraction: float) -> bool:
 def sequences_table(rows: list[tuple[str, int, object]]) -> pa.Table:
     return pa.table(
         {
-            "sequence_id": pa.array([sequence_id(t) for _, _, t in rows], pa.int64()),
-            "doc_id": pa.array([d for d, _, _ in rows], pa.string()),
-            "chunk": pa.array([c for _, c, _ in rows], pa.int32()),
-            "input_ids": pa.array([t.tolist() for _, _, t in rows], pa.list_(pa.int32())),
-            "num_tokens": pa.array([len(t) for _, _, t in rows], pa.int32()),
-        }
+            "sequence_id": [sequence_id(t) for _, _, t in rows],
+            "doc_id": [d for d, _, _ in rows],
+            "chunk": [c for _, c, _ in rows],
+            "input_ids": [t.tolist() for _, _, t in rows],
+            "num_tokens": [len(t) for _, _, t in rows],
+        },
+        schema=PrepareOutputs.SEQUENCE_SCHEMA,
     )
 
 
@@ -77,8 +79,8 @@ def prepare_shard(
 def write_local_sequences(texts: list[str], root: Path, *, kind: str, seq_len: int, vocab_size: int) -> None:
     """The prepare stage's outputs (root/tokenizer, root/sequences) in one process, without held-out
     split or Ray: for benchmarks and tests that need a small pool of real training sequences."""
-    tok = train_tokenizer(texts, kind=kind, vocab_size=vocab_size, out_dir=root / "tokenizer")
+    tok = train_tokenizer(texts, kind=kind, vocab_size=vocab_size, out_dir=root / PrepareOutputs.TOKENIZER)
     rows = []
     for d, ids in enumerate(tok(texts, add_special_tokens=False)["input_ids"]):
         rows += [(str(d), c, t) for c, t in enumerate(pack_tokens(tok, ids, kind=kind, seq_len=seq_len, min_tokens=16))]
-    write_parquet(sequences_table(rows), str(root / "sequences" / "part-00000.parquet"))
+    write_parquet(sequences_table(rows), str(root / PrepareOutputs.SEQUENCES / "part-00000.parquet"))

@@ -15,6 +15,7 @@ import ray
 import scipy.sparse as sp
 
 from dataio import uri as U
+from dataio.contracts import shard_name
 from dataio.rundir import embedding_table, read_embeddings, read_table, write_parquet, write_shard_log
 from selection.dedup import score_cluster
 from selection.ids import rows_of
@@ -109,7 +110,7 @@ def order_partition(
             ids, emb, knn_k, params=params, optimizer=optimizer, epsilon=epsilon, seed=seed + partition
         )
     except ValueError as e:
-        raise ValueError(f"selection partition {partition} ({scatter_dir}): {e}") from None
+        raise ValueError(f"selection partition {partition} ({scatter_dir}): {e}") from e
     write_parquet(
         pa.table(
             {
@@ -199,7 +200,7 @@ def group_merge(
     ids, emb, thresholds, candidate_ids = [], [], [], []
     for p, c in zip(partitions, candidates):
         part_ids, part_emb = read_partition(scatter_dir, p)
-        ordered = read_table(U.join(partitions_dir, f"part-{p:05d}.parquet"), ["sequence_id", "kth_similarity"])
+        ordered = read_table(U.join(partitions_dir, shard_name(p)), ["sequence_id", "kth_similarity"])
         ordered_ids = ordered.column("sequence_id").to_numpy()
         ids.append(part_ids)
         emb.append(part_emb)

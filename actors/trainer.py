@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,6 +25,8 @@ from ray.train.torch import TorchTrainer
 from transformers import PreTrainedTokenizerBase
 
 from dataio import uri as U
+from dataio.contracts import PrepareOutputs, TrainOutputs
+from dataio.log import get_logger
 from dataio.selection import subset_schedule
 from dataio.sequences import ParquetRows
 from training.device import task_device
@@ -35,6 +36,8 @@ from training.tokenizer import load_tokenizer
 
 STATE_FILE = "state.pt"
 OPTIMIZER_FILE = "optimizer.pt"  # beside a published model: its AdamW state, for train.init_optimizer
+
+log = get_logger(__name__)
 
 
 class MetricsLog:
@@ -61,10 +64,9 @@ class MetricsLog:
                 break
             keep.append(line)
         if len(keep) < step:  # only if the file was damaged behind a checkpoint: lines are published before one
-            print(
-                f"[ingenious] {self.target}: steps {len(keep) + 1}..{step} were lost before the checkpoint at step "
-                f"{step}; they are not recomputed (the run resumes from the checkpoint)",
-                flush=True,
+            log.info(
+                f"{self.target}: steps {len(keep) + 1}..{step} were lost before the checkpoint at step "
+                f"{step}; they are not recomputed (the run resumes from the checkpoint)"
             )
         return keep
 
@@ -79,12 +81,12 @@ class MetricsLog:
 def _progress(metrics: dict, *, name: str, steps: int) -> None:
     """A progress line per 5% of the run."""
     if metrics["step"] % max(1, steps // 20) == 0 or metrics["step"] == steps:
-        # Not print(): Ray Train patches it to tee into its logger too, so every line came out twice.
-        sys.stdout.write(
-            f"[ingenious] {name}: step {metrics['step']}/{steps} loss {metrics['loss']:.3f} "
-            f"lr {metrics['lr']:.2e} {metrics['tokens_per_s']:.0f} tokens/s\n"
+        # Not print(): Ray Train patches it to tee into its root logger too, so every line came out
+        # twice. The `ingenious` logger writes to stdout itself and does not propagate to that root.
+        log.info(
+            f"{name}: step {metrics['step']}/{steps} loss {metrics['loss']:.3f} "
+            f"lr {metrics['lr']:.2e} {metrics['tokens_per_s']:.0f} tokens/s"
         )
-        sys.stdout.flush()
 
 
 def _is_location(name: str) -> bool:
@@ -112,13 +114,13 @@ def launch_args(
     return {
         "train": dataclasses.asdict(train),
         "model": dataclasses.asdict(model),
-        "tokenizer": U.join(data, "tokenizer"),
-        "sequences": U.join(data, "sequences"),
+        "tokenizer": U.join(data, PrepareOutputs.TOKENIZER),
+        "sequences": U.join(data, PrepareOutputs.SEQUENCES),
         "select_dir": U.normalize(select_dir) if select_dir else None,
         "fraction": fraction,
         "init_from": init_from,
         "out_dir": out_dir,
-        "model_out": U.join(out_dir, "model"),
+        "model_out": U.join(out_dir, TrainOutputs.MODEL),
         "save_optimizer": save_optimizer,
     }
 
@@ -204,7 +206,7 @@ def train_worker(args: dict) -> None:
     if checkpoint:
         with checkpoint.as_directory() as folder:
             start = trainer.load_state_dict(load_state(Path(folder) / STATE_FILE, device))
-    log = MetricsLog(U.join(args["out_dir"], "metrics.jsonl"), resume_at=start) if rank == 0 else None
+    log = MetricsLog(U.join(args["out_dir"], TrainOutputs.METRICS), resume_at=start) if rank == 0 else None
     if log:
         log.publish()  # the published file never shows steps beyond the checkpoint the run goes on from
 
@@ -234,7 +236,7 @@ def train_in_task(args: dict, *, snapshots: tuple[int, ...] = ()) -> dict:
     device = task_device(ray.get_gpu_ids())
     trainer, tok = build_trainer(args, rank=0, world=1, device=device)
     out, steps = args["out_dir"], trainer.cfg.steps
-    log = MetricsLog(U.join(out, "metrics.jsonl"))
+    log = MetricsLog(U.join(out, TrainOutputs.METRICS))
     U.delete(log.target)  # an interrupted attempt's lines
     start = time.perf_counter()
     for step in range(steps):

@@ -26,6 +26,7 @@ import pyarrow as pa
 import ray
 
 from actors.monitor import PeakRss
+from dataio.contracts import PrepareOutputs, shard_name
 from dataio.rundir import RunDir, embedding_table, write_parquet
 from jobs.config import PipelineConfig, SelectConfig
 from jobs.stages.base import Context
@@ -44,10 +45,10 @@ def write_synthetic_run(root: Path, n: int, d: int = 384, clusters: int = 100, s
         labels = r.integers(clusters, size=m)
         x = centres[labels] + 1.2 * spread[labels, None] * r.standard_normal((m, d), dtype=np.float32)
         ids = r.integers(-(2**62), 2**62, size=m)
-        write_parquet(embedding_table(ids, x), root / "embed" / f"part-{s:05d}.parquet")
+        write_parquet(embedding_table(ids, x), root / "embed" / shard_name(s))
         write_parquet(
             pa.table({"sequence_id": pa.array(ids, pa.int64())}),
-            root / "prepare" / "sequences" / f"part-{s:05d}.parquet",
+            root / "prepare" / PrepareOutputs.SEQUENCES / shard_name(s),
         )
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dataio.contracts import PrepareOutputs, shard_name
 from training.loop import WINDOW_ROWS
 
 SEQ_LEN, SHARD_ROWS, VOCAB = 128, 50_000, 1000
@@ -40,11 +41,11 @@ def write_pool(root: Path, n: int, seed: int = 0) -> None:
         [d.text for d in islice(read_documents(BUILTIN_WIKI), 300)],
         kind="bert",
         vocab_size=VOCAB,
-        out_dir=root / "tokenizer",
+        out_dir=root / PrepareOutputs.TOKENIZER,
     )
     rng = np.random.default_rng(seed)
     ids = rng.choice(2**62, size=n, replace=False).astype(np.int64)  # unique, unordered, like content hashes
-    (root / "sequences").mkdir()
+    (root / PrepareOutputs.SEQUENCES).mkdir()
     for f, start in enumerate(range(0, n, SHARD_ROWS)):
         rows = min(SHARD_ROWS, n - start)
         tokens = rng.integers(5, len(tok), size=(rows, SEQ_LEN), dtype=np.int32)
@@ -54,7 +55,7 @@ def write_pool(root: Path, n: int, seed: int = 0) -> None:
         )
         pq.write_table(
             pa.table({"sequence_id": ids[start : start + rows], "input_ids": lists}),
-            root / "sequences" / f"part-{f:05d}.parquet",
+            root / PrepareOutputs.SEQUENCES / shard_name(f),
         )
 
 

@@ -23,6 +23,7 @@ import torch
 
 from actors.prepare import write_local_sequences
 from actors.trainer import build_trainer, launch_args, launch_training
+from dataio.contracts import TrainOutputs
 from dataio.corpus import BUILTIN_WIKI, read_documents
 from jobs.config import load_config
 
@@ -51,7 +52,7 @@ def ray_loop(root: Path, cfg, steps: int) -> float:
     launch_training(
         args, name="bench", storage=out / "ray", num_workers=1, use_gpu=False, cpus_per_worker=train.cpus_per_worker
     )
-    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in (out / TrainOutputs.METRICS).read_text().splitlines()]
     # Tokens of steps WARMUP+1..N over the wall-clock between the ends of step WARMUP and step N.
     tokens = sum(m["tokens"] for m in lines[WARMUP:])
     return tokens / (lines[-1]["time"] - lines[WARMUP - 1]["time"])

@@ -175,10 +175,10 @@ def read_segments(segments: list[Segment], **fields) -> list[Document]:
 def _read_utf8(uri: str) -> str:
     try:
         return U.read_bytes(uri).decode("utf-8")
-    except FileNotFoundError:
-        raise ValueError(f"{uri}: no such file") from None
+    except FileNotFoundError as e:
+        raise ValueError(f"{uri}: no such file") from e
     except UnicodeDecodeError as e:
-        raise ValueError(f"{uri}: not UTF-8 text (byte {e.start})") from None
+        raise ValueError(f"{uri}: not UTF-8 text (byte {e.start})") from e
 
 
 def _lines(uri: str) -> Iterator[bytes]:
@@ -220,14 +220,14 @@ def _jsonl(uri: str, text_field: str, id_field: str | None) -> Iterator[Document
             try:
                 row = json.loads(raw.decode("utf-8"))
             except UnicodeDecodeError as e:
-                raise ValueError(f"{uri}:{lineno}: not UTF-8 (byte {e.start})") from None
+                raise ValueError(f"{uri}:{lineno}: not UTF-8 (byte {e.start})") from e
             except json.JSONDecodeError as e:
-                raise ValueError(f"{uri}:{lineno}: invalid JSON ({e.msg})") from None
+                raise ValueError(f"{uri}:{lineno}: invalid JSON ({e.msg})") from e
             yield from _row(row, f"{uri}:{lineno}", lineno, text_field, id_field)
-    except FileNotFoundError:
-        raise ValueError(f"{uri}: no such file") from None
+    except FileNotFoundError as e:
+        raise ValueError(f"{uri}: no such file") from e
     except (OSError, EOFError) as e:
-        raise ValueError(f"{uri}: cannot be read ({e})") from None
+        raise ValueError(f"{uri}: cannot be read ({e})") from e
 
 
 def _row(row: dict, where: str, index: int, text_field: str, id_field: str | None) -> Iterator[Document]:
@@ -249,8 +249,8 @@ def _parquet(uri: str, text_field: str, id_field: str | None) -> Iterator[Docume
 def _saved_dataset(path: Path, text_field: str, id_field: str | None) -> Iterator[Document]:
     try:
         import datasets
-    except ImportError:
-        raise ValueError(f"corpus {path} is a saved Hugging Face dataset: install the 'hub' extra") from None
+    except ImportError as e:
+        raise ValueError(f"corpus {path} is a saved Hugging Face dataset: install the 'hub' extra") from e
     ds = datasets.load_from_disk(str(path))
     if isinstance(ds, datasets.DatasetDict):
         ds = ds["train"]
@@ -261,7 +261,7 @@ def _saved_dataset(path: Path, text_field: str, id_field: str | None) -> Iterato
 def _hub(name: str, text_field: str, id_field: str | None) -> Iterator[Document]:
     try:
         import datasets
-    except ImportError:
-        raise ValueError("hub corpora need the 'hub' extra (pip install ingenious-ray[hub])") from None
+    except ImportError as e:
+        raise ValueError("hub corpora need the 'hub' extra (pip install ingenious-ray[hub])") from e
     for i, row in enumerate(datasets.load_dataset(name, split="train", streaming=True)):
         yield from _row(row, f"hf:{name} row {i}", i, text_field, id_field)

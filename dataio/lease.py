@@ -24,6 +24,10 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from dataio.log import get_logger
+
+log = get_logger(__name__)
+
 LEASE = "lease.json"
 TTL_S = 300.0  # a lease not renewed for this long is taken over
 RENEW_S = 60.0
@@ -87,7 +91,7 @@ class Lease:
         except OSError as e:
             if self.fs.get_file_info(self.path).type == pafs.FileType.NotFound:
                 return None
-            raise ValueError(f"cannot read the lease {self.where}/{LEASE}: {e}") from None
+            raise ValueError(f"cannot read the lease {self.where}/{LEASE}: {e}") from e
         try:
             holder = json.loads(text)
         except ValueError:
@@ -99,11 +103,7 @@ class Lease:
         if holder is not None and not is_stale(holder, time.time()):
             raise ValueError(describe(holder, self.where))
         if holder is not None:  # a dead or expired holder's: take it over
-            print(
-                f"[ingenious] taking over the stale lease of {holder.get('host')} pid {holder.get('pid')} "
-                f"on {self.where}",
-                flush=True,
-            )
+            log.info(f"taking over the stale lease of {holder.get('host')} pid {holder.get('pid')} on {self.where}")
             self.fs.delete_file(self.path)
         self._write(exclusive=True)
         if (self.read() or {}).get("token") != self.record["token"]:  # another run's write landed last
@@ -129,8 +129,8 @@ class Lease:
             if exclusive:  # link: atomic, fails if the lease exists, and never shows a half-written one
                 try:
                     os.link(tmp, self.path)
-                except FileExistsError:  # another run took it between our read and our write
-                    raise ValueError(describe(self.read() or {}, self.where)) from None
+                except FileExistsError as e:  # another run took it between our read and our write
+                    raise ValueError(describe(self.read() or {}, self.where)) from e
             else:
                 os.replace(tmp, self.path)
         finally:
@@ -139,7 +139,7 @@ class Lease:
     def _renew(self) -> None:
         while not self._stop.wait(self.renew_s):
             if (self.read() or {}).get("token") != self.record["token"]:
-                print(f"[ingenious] warning: the lease on {self.where} was taken over by another run", flush=True)
+                log.warning(f"the lease on {self.where} was taken over by another run")
                 return
             self._write()
 

@@ -24,10 +24,13 @@ import numpy as np
 import pyarrow as pa
 
 from dataio import uri as U
+from dataio.contracts import MANIFEST, MARKER
 from dataio.uri import read_parquet as read_table
 from dataio.uri import shard_files, write_parquet
 
 __all__ = [
+    "MANIFEST",
+    "MARKER",
     "RunDir",
     "config_hash",
     "embedding_table",
@@ -40,9 +43,6 @@ __all__ = [
     "write_parquet",
     "write_shard_log",
 ]
-
-MARKER = "_SUCCESS"
-MANIFEST = "manifest.json"
 
 
 def config_hash(payload: Any) -> str:

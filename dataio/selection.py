@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from dataio import uri as U
+from dataio.contracts import SelectOutputs
 from dataio.rundir import read_ids
 from selection.partition import group_bounds
 from training.loop import TrainConfig
@@ -16,7 +17,7 @@ from training.subsets import FIXED_SUBSETS, SubsetSchedule, draw_function
 def load_selection(select_dir: str | Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray | None]:
     """(per-partition (ids, probabilities) in partition then rank order, greedi subset ids or None
     where the select stage ran no merge)."""
-    probs = U.read_parquet(U.join(select_dir, "probabilities.parquet"))
+    probs = U.read_parquet(U.join(select_dir, SelectOutputs.PROBABILITIES))
     probs = probs.sort_by([("shard", "ascending"), ("rank", "ascending")])
     ids, p = probs.column("sequence_id").to_numpy(), probs.column("probability").to_numpy()
     starts = group_bounds(probs.column("shard").to_numpy())[0][1:]
@@ -32,7 +33,7 @@ def fixed_subset_ids(mode: str, select_dir: str | Path | None, subset_file: str 
         return read_ids(subset_file)
     if mode not in FIXED_SUBSETS or select_dir is None:
         return None
-    path = U.join(str(select_dir), f"subset_{mode}.parquet")
+    path = U.join(str(select_dir), SelectOutputs.subset(mode))
     return read_ids(path) if U.exists(path) else None
 
 

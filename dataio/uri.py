@@ -27,6 +27,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from dataio.contracts import MARKER
+
 
 def is_uri(path: str | Path) -> bool:
     return "://" in str(path)
@@ -235,7 +237,7 @@ def delete_tree(uri: str) -> None:
         shutil.rmtree(path)
         return
     files = [f.path for f in fs.get_file_info(pafs.FileSelector(path, recursive=True)) if f.type == pafs.FileType.File]
-    for f in sorted(files, key=lambda p: not p.endswith("/_SUCCESS")):
+    for f in sorted(files, key=lambda p: not p.endswith(f"/{MARKER}")):
         fs.delete_file(f)
     fs.delete_dir_contents(path, missing_dir_ok=True)
 
@@ -292,8 +294,8 @@ def read_parquet(uri: str, columns: list[str] | None = None, filters: list | Non
     fs, path = resolve(uri)
     try:
         return pq.read_table(path, columns=columns, filters=filters, filesystem=fs)
-    except FileNotFoundError:
-        raise ValueError(f"{uri}: no such file") from None
+    except FileNotFoundError as e:
+        raise ValueError(f"{uri}: no such file") from e
     except Exception as e:  # pyarrow raises several types for corrupt files
         raise ValueError(f"{uri}: not a readable Parquet file ({e})") from e
 

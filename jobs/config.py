@@ -361,9 +361,9 @@ def read_yaml(path: str | Path) -> Any:
     try:
         return yaml.load(U.read_text(str(path)), Loader=_UniqueKeyLoader)
     except _DuplicateKey as e:
-        raise ValueError(f"{path}, {e}") from None
+        raise ValueError(f"{path}, {e}") from e
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: invalid YAML ({e})") from None
+        raise ValueError(f"{path}: invalid YAML ({e})") from e
 
 
 def build_section(cls: type, data: Any, where: str, source: str) -> Any:
@@ -387,7 +387,7 @@ def build_section(cls: type, data: Any, where: str, source: str) -> Any:
         # bare; the key it was read under is prefixed here.
         if where and first and first[0] in names:
             message = f"{where}.{message}"
-        raise ValueError(f"{source}: {message}") from None
+        raise ValueError(f"{source}: {message}") from e
 
 
 def _coerce(hint: Any, value: Any, where: str, source: str) -> Any:

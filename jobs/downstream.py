@@ -22,9 +22,12 @@ import ray
 from actors.finetuner import finetune_task
 from actors.monitor import gather
 from dataio import uri as U
+from dataio.log import configure, get_logger
 from dataio.tasks import GLUE, TASKS, load_task
 from reporting.stats import INTERVAL_HEADER, format_interval
 from training.finetune import FinetuneConfig
+
+log = get_logger(__name__)
 
 
 def submit_downstream(
@@ -111,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         "--out", default="downstream", help="folder (path or URI) for downstream.jsonl and downstream.md"
     )
     args = parser.parse_args(argv)
+    configure()
     models = model_names(args.model)
     try:
         cfg = FinetuneConfig(
@@ -125,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         rows = run_downstream(models, cfg, kind=args.kind, gpus_per_task=gpus_wanted(args.use_gpu))
         table = write_results(rows, U.normalize(args.out))
     except ValueError as e:
+        log.debug("downstream evaluation failed", exc_info=True)
         raise SystemExit(f"error: {e}") from None
     print(table)
 

@@ -21,12 +21,16 @@ import yaml
 from actors.monitor import PeakRss
 from actors.nodes import require_visible
 from dataio import uri as U
+from dataio.contracts import RUN_CONFIG
 from dataio.lease import Lease
+from dataio.log import configure, get_logger
 from dataio.redact import redact, redact_tree
 from dataio.rundir import RunDir, config_hash
 from dataio.uri import is_uri
 from jobs.config import PipelineConfig, load_config
 from jobs.stages import STAGE_NAMES, STAGES, Context
+
+log = get_logger(__name__)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
@@ -74,7 +78,7 @@ def _run_stages(
     def record_config() -> None:
         """config.yaml describes the run directory's stages: it changes only once a stage of this
         config is about to write (a bad config that fails its checks leaves the old one)."""
-        U.write_text(run.path("config.yaml"), yaml.safe_dump(redact_tree(cfg.to_dict()), sort_keys=False))
+        U.write_text(run.path(RUN_CONFIG), yaml.safe_dump(redact_tree(cfg.to_dict()), sort_keys=False))
 
     for stage in STAGES:
         digest = hashes[stage.name]
@@ -94,7 +98,7 @@ def _run_stages(
             continue
         dirty = True
         reason = "forced" if stage.name in force else why or "an earlier stage ran"
-        print(f"[ingenious] {stage.name}: running (config hash {digest}; {reason})", flush=True)
+        log.info(f"{stage.name}: running (config hash {digest}; {reason})")
         ctx.plan = stage.plan(ctx)  # bad input is found here, before begin() clears the stage's folder
         if not any(r["status"] == "ran" for r in rows):
             record_config()
@@ -171,6 +175,8 @@ def in_ray_working_copy(folder: Path) -> bool:
 
 
 def execute(args: argparse.Namespace, only: list[str] | None) -> None:
+    """Run the stages `args` ask for and print the table of what ran (the entry points' common body)."""
+    configure()
     base = base_dir()
     try:
         cfg = load_config(args.config, base=base)
@@ -186,13 +192,13 @@ def execute(args: argparse.Namespace, only: list[str] | None) -> None:
                 "in the job's runtime env to the folder relative paths are meant from"
             )
     except ValueError as e:
+        log.debug("the config was rejected", exc_info=True)
         raise SystemExit(f"config error: {redact(str(e))}") from None
-    print(
-        f"[ingenious] config {args.config}:\n{yaml.safe_dump(redact_tree(cfg.to_dict()), sort_keys=False)}", flush=True
-    )
+    log.info(f"config {args.config}:\n{yaml.safe_dump(redact_tree(cfg.to_dict()), sort_keys=False)}")
     try:
         rows = run_pipeline(cfg, run_dir, only=only, force=args.force)
     except (ValueError, OSError) as e:  # OSError: storage the run cannot reach (a missing bucket, no network)
+        log.debug("the pipeline failed", exc_info=True)
         raise SystemExit(f"error: {redact(user_message(e))}") from None
     print_table(rows, run_dir)
 

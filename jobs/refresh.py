@@ -24,7 +24,9 @@ import numpy as np
 import pyarrow.compute as pc
 
 from dataio import uri as U
+from dataio.contracts import RUN_CONFIG, PrepareOutputs, SelectOutputs, TrainOutputs
 from dataio.corpus import corpus_snapshot
+from dataio.log import configure, get_logger
 from dataio.redact import redact
 from dataio.rundir import (
     RunDir,
@@ -44,6 +46,8 @@ from selection.facility_location import coverage
 from selection.ids import rows_of
 from selection.knn import normalize_embeddings
 
+log = get_logger(__name__)
+
 
 def snapshot_id(cfg: PipelineConfig) -> str:
     """A hash of the corpus content (prepare's fingerprint of its files) and of how it is read: a new
@@ -53,7 +57,7 @@ def snapshot_id(cfg: PipelineConfig) -> str:
 
 def subset_ids(select_dir: str) -> np.ndarray:
     """The subset the train stage uses (the configured strategy's, subset.parquet)."""
-    return read_ids(U.join(select_dir, "subset.parquet"))
+    return read_ids(U.join(select_dir, SelectOutputs.SUBSET))
 
 
 def reuse_embeddings(ctx: Context, previous: RunDir, *, reuse: bool) -> dict:
@@ -62,7 +66,7 @@ def reuse_embeddings(ctx: Context, previous: RunDir, *, reuse: bool) -> dict:
     old_ids, old_emb = read_embeddings(shard_files(previous.stage("embed"))) if reuse else (np.empty(0, np.int64), None)
     todo_dir, fresh_dir = U.join(out, "todo"), U.join(out, "fresh")
     todo = []
-    for shard in shard_files(U.join(ctx.stage("prepare"), "sequences")):
+    for shard in shard_files(U.join(ctx.stage("prepare"), PrepareOutputs.SEQUENCES)):
         table = read_table(shard)
         ids = table.column("sequence_id").to_numpy()
         missing = rows_of(ids, old_ids, where="the previous embeddings", missing_ok=True) < 0
@@ -70,18 +74,18 @@ def reuse_embeddings(ctx: Context, previous: RunDir, *, reuse: bool) -> dict:
             write_parquet(table.filter(missing), U.join(todo_dir, U.name(shard)))
             todo.append(U.join(todo_dir, U.name(shard)))
     from_warmstart = cfg.embed.encoder == "warmstart"
-    encoder = U.join(previous.stage("warmstart"), "model") if from_warmstart else cfg.embed.encoder
+    encoder = U.join(previous.stage("warmstart"), TrainOutputs.MODEL) if from_warmstart else cfg.embed.encoder
     embed_files(
         cfg,
         encoder=encoder,
         from_warmstart=from_warmstart,
-        tokenizer=U.join(ctx.stage("prepare"), "tokenizer"),
+        tokenizer=U.join(ctx.stage("prepare"), PrepareOutputs.TOKENIZER),
         todo=todo,
         out=fresh_dir,
         gpu=ctx.use_gpu(cfg.embed.use_gpu),
     )
     reused = embedded = 0
-    for shard in shard_files(U.join(ctx.stage("prepare"), "sequences")):
+    for shard in shard_files(U.join(ctx.stage("prepare"), PrepareOutputs.SEQUENCES)):
         ids = read_ids(shard)
         old_rows = rows_of(ids, old_ids, where="the previous embeddings", missing_ok=True)
         known = old_rows >= 0
@@ -110,11 +114,13 @@ def refresh(
     for stage in ("prepare", "warmstart", "embed", "select"):
         if not previous.has_marker(stage):
             raise ValueError(f"previous run {redact(previous.root)}: stage {stage!r} is not finished")
-    old_cfg = load_config(config or previous.path("config.yaml"))
+    old_cfg = load_config(config or previous.path(RUN_CONFIG))
     cfg = dataclasses.replace(
         old_cfg,
         corpus=dataclasses.replace(old_cfg.corpus, source=local_path(corpus, base_dir())),
-        prepare=dataclasses.replace(old_cfg.prepare, tokenizer=U.join(previous.stage("prepare"), "tokenizer")),
+        prepare=dataclasses.replace(
+            old_cfg.prepare, tokenizer=U.join(previous.stage("prepare"), PrepareOutputs.TOKENIZER)
+        ),
     )
     # One folder per (snapshot content, settings): the same pair again finds its diff and stops.
     version = RunDir(
@@ -125,7 +131,7 @@ def refresh(
     )
     diff = U.read_json(version.path("diff.json"))
     if diff is not None:
-        print(f"[ingenious] refresh: snapshot already selected in {redact(version.root)}; nothing to do", flush=True)
+        log.info(f"refresh: snapshot already selected in {redact(version.root)}; nothing to do")
         return diff
     connect_ray(cfg)
     run_pipeline(cfg, version.root, only=["prepare"])
@@ -134,10 +140,9 @@ def refresh(
     embed_settings = previous.read_manifest("embed")["config"]["embed"]
     reuse = embed_settings == result_settings(cfg.embed)
     if not reuse:
-        print(
-            f"[ingenious] refresh: embedding settings differ from {previous.stage('embed')} "
-            f"({embed_settings} vs {result_settings(cfg.embed)}): re-embedding every sequence",
-            flush=True,
+        log.info(
+            f"refresh: embedding settings differ from {previous.stage('embed')} "
+            f"({embed_settings} vs {result_settings(cfg.embed)}): re-embedding every sequence"
         )
     digest = stage_hashes(cfg)["embed"]
     if not version.is_done("embed", digest):
@@ -171,7 +176,7 @@ def diff_report(previous: RunDir, version: RunDir) -> dict:
             "dropped": len(before) - kept,
         }
 
-    draw0 = read_table(U.join(version.stage("select"), "subset_ingenious.parquet"))
+    draw0 = read_table(U.join(version.stage("select"), SelectOutputs.subset("ingenious")))
     draw0 = draw0.filter(pc.equal(draw0.column("draw"), 0)).column("sequence_id").to_numpy()
     return {
         "previous": redact(previous.root),
@@ -220,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         "--config", default=None, help="embed/select settings (default: the previous run's config.yaml)"
     )
     args = parser.parse_args(argv)
+    configure()
     base = base_dir()
     try:
         refresh(
@@ -229,6 +235,7 @@ def main(argv: list[str] | None = None) -> None:
             config=local_path(args.config, base),
         )
     except ValueError as e:
+        log.debug("refresh failed", exc_info=True)
         raise SystemExit(f"error: {redact(str(e))}") from None
 
 

@@ -125,7 +125,7 @@ def load_state(path: Path, device: torch.device | str = "cpu") -> dict:
         raise ValueError(
             f"checkpoint {path} holds more than weights and training state; refused to load it "
             f"({str(e).splitlines()[0]})"
-        ) from None
+        ) from e
 
 
 def constant_factor(step: int, *, warmup: int, cooldown: int, steps: int) -> float:
@@ -205,7 +205,7 @@ class LMTrainer:
         try:
             self.optimizer.load_state_dict(state)
         except (ValueError, KeyError) as e:
-            raise ValueError(f"{source} does not fit this model's parameter groups: {e}") from None
+            raise ValueError(f"{source} does not fit this model's parameter groups: {e}") from e
         for group, own in zip(self.optimizer.param_groups, settings):
             group.update(own)
             for p in group["params"]:

@@ -14,6 +14,8 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from dataio.contracts import SelectOutputs
+
 # The random arm's draws come from their own SeedSequence stream (a spawn key), apart from the batch
 # orders' [seed, draw, epoch] entropy: drawing from [seed, draw, 7] reused the stream of epoch 7's order.
 RANDOM_DRAW_STREAM = 1
@@ -117,7 +119,7 @@ def draw_function(
         row_partitions = [(r, p) for r, (_, p) in zip(rows, partitions)]
         return lambda d: draw_subset(row_partitions, budget, seed=seed, draw=d)
     if mode in FIXED_SUBSETS or mode == "file":
-        source = "train.subset_file" if mode == "file" else f"select/subset_{mode}.parquet"
+        source = "train.subset_file" if mode == "file" else f"select/{SelectOutputs.subset(mode)}"
         if fixed_ids is None:
             raise ValueError(
                 f"subset {mode!r} needs its fixed subset ({source}): the select stage writes it when "

@@ -13,6 +13,7 @@ from ray.util import ActorPool
 from actors.embedder import Embedder
 from actors.monitor import track
 from dataio import uri as U
+from dataio.contracts import PrepareOutputs, TrainOutputs
 from dataio.rundir import read_ids, shard_files
 from jobs.config import PipelineConfig, result_settings
 from jobs.stages.base import Context, Stage
@@ -61,15 +62,15 @@ class Embed(Stage):
     def run(self, ctx: Context, out: str) -> dict:
         cfg = ctx.cfg
         from_warmstart = cfg.embed.encoder == "warmstart"
-        encoder = U.join(ctx.stage("warmstart"), "model") if from_warmstart else cfg.embed.encoder
-        inputs = shard_files(U.join(ctx.stage("prepare"), "sequences"))
+        encoder = U.join(ctx.stage("warmstart"), TrainOutputs.MODEL) if from_warmstart else cfg.embed.encoder
+        inputs = shard_files(U.join(ctx.stage("prepare"), PrepareOutputs.SEQUENCES))
         todo = [f for f in inputs if not U.exists(U.join(out, U.name(f)))]
         gpu = ctx.use_gpu(cfg.embed.use_gpu)
         results = embed_files(
             cfg,
             encoder=encoder,
             from_warmstart=from_warmstart,
-            tokenizer=U.join(ctx.stage("prepare"), "tokenizer"),
+            tokenizer=U.join(ctx.stage("prepare"), PrepareOutputs.TOKENIZER),
             todo=todo,
             out=out,
             gpu=gpu,
@@ -91,7 +92,7 @@ class Embed(Stage):
 
     def verify(self, ctx: Context, out: str, summary: dict) -> None:
         """Every sequences shard has its embedding shard, with the same sequence ids."""
-        for f in shard_files(U.join(ctx.stage("prepare"), "sequences")):
+        for f in shard_files(U.join(ctx.stage("prepare"), PrepareOutputs.SEQUENCES)):
             target = U.join(out, U.name(f))
             if not U.exists(target):
                 raise ValueError(f"{target} is missing: {f} was not embedded")

@@ -17,12 +17,16 @@ import ray
 
 from actors.evaluator import evaluate_checkpoint
 from dataio import uri as U
+from dataio.contracts import EvaluateOutputs, PrepareOutputs, TrainOutputs
 from dataio.corpus import read_documents
+from dataio.log import get_logger
 from dataio.rundir import read_sequences
 from jobs.config import PipelineConfig, result_settings
 from jobs.downstream import run_downstream, write_results
 from jobs.stages.base import Context, Stage
 from training.tokenizer import load_tokenizer, pack_tokens
+
+log = get_logger(__name__)
 
 
 class Evaluate(Stage):
@@ -35,7 +39,10 @@ class Evaluate(Stage):
     def run(self, ctx: Context, out: str) -> dict:
         cfg = ctx.cfg
         sets = evaluation_sets(ctx)
-        models = {"warmstart": U.join(ctx.stage("warmstart"), "model"), "train": U.join(ctx.stage("train"), "model")}
+        models = {
+            "warmstart": U.join(ctx.stage("warmstart"), TrainOutputs.MODEL),
+            "train": U.join(ctx.stage("train"), TrainOutputs.MODEL),
+        }
         gpus = 1.0 if ctx.use_gpu("auto") else 0.0
         remote = evaluate_checkpoint.options(num_gpus=gpus)
         refs = {
@@ -47,11 +54,11 @@ class Evaluate(Stage):
             if seqs
         }
         results = {f"{m}/{s}": r for (m, s), r in zip(refs, ray.get(list(refs.values())))}
-        U.write_json(U.join(out, "metrics.json"), results)
-        summary = {"results": results, "written": "metrics.json"}
+        U.write_json(U.join(out, EvaluateOutputs.METRICS), results)
+        summary = {"results": results, "written": EvaluateOutputs.METRICS}
         empty = [s for s, seqs in sets.items() if not seqs]
         if empty:  # e.g. a corpus too small for prepare.heldout_fraction to set a document aside
-            print(f"[ingenious] evaluate: no sequences in {', '.join(empty)}; skipped", flush=True)
+            log.info(f"evaluate: no sequences in {', '.join(empty)}; skipped")
             summary["empty_sets"] = empty
         if cfg.evaluate.downstream.tasks:
             rows = run_downstream(models, cfg.evaluate.downstream, kind=cfg.model.kind, gpus_per_task=gpus)
@@ -66,11 +73,13 @@ def evaluation_sets(ctx: Context) -> dict[str, list[np.ndarray]]:
     """`heldout` (a fixed, id-ordered sample of prepare's held-out sequences) and one set per
     `evaluate.external` file (named by its stem), each at most `evaluate.max_sequences` long."""
     cfg = ctx.cfg
-    ids, seqs = read_sequences(U.join(ctx.stage("prepare"), "heldout"))
+    ids, seqs = read_sequences(U.join(ctx.stage("prepare"), PrepareOutputs.HELDOUT))
     order = np.argsort(ids, kind="stable")[: cfg.evaluate.max_sequences]
     sets = {"heldout": [seqs[i] for i in order]}
     if cfg.evaluate.external:
-        tok = load_tokenizer(str(U.local_dir(U.join(ctx.stage("prepare"), "tokenizer"))), kind=cfg.model.kind)
+        tok = load_tokenizer(
+            str(U.local_dir(U.join(ctx.stage("prepare"), PrepareOutputs.TOKENIZER))), kind=cfg.model.kind
+        )
     for path in cfg.evaluate.external:
         packed: list[np.ndarray] = []
         for doc in read_documents(path):

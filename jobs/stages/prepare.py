@@ -21,6 +21,7 @@ import pyarrow as pa
 from actors.monitor import gather
 from actors.prepare import count_file_documents, prepare_shard
 from dataio import uri as U
+from dataio.contracts import PrepareOutputs, shard_name
 from dataio.corpus import corpus_files, corpus_snapshot, plan_segments, read_documents
 from dataio.rundir import read_ids, read_table, shard_files, write_parquet
 from jobs.config import CorpusConfig, PipelineConfig, result_settings
@@ -76,11 +77,11 @@ class Prepare(Stage):
         cfg, pcfg, ccfg = ctx.cfg, ctx.cfg.prepare, ctx.cfg.corpus
         fields = corpus_fields(ccfg)
         shards, num_docs, texts = ctx.plan or self.plan(ctx)
-        tokenizer_dir = self._tokenizer(cfg, texts, U.join(out, "tokenizer"))
+        tokenizer_dir = self._tokenizer(cfg, texts, U.join(out, PrepareOutputs.TOKENIZER))
         refs = []
         for i, shard in enumerate(shards):
-            train_path = U.join(out, "sequences", f"part-{i:05d}.parquet")
-            heldout_path = U.join(out, "heldout", f"part-{i:05d}.parquet")
+            train_path = U.join(out, PrepareOutputs.SEQUENCES, shard_name(i))
+            heldout_path = U.join(out, PrepareOutputs.HELDOUT, shard_name(i))
             if U.exists(train_path) and U.exists(heldout_path):
                 continue  # finished before an interruption
             refs.append(
@@ -97,9 +98,11 @@ class Prepare(Stage):
                 )
             )
         gather(refs, "prepare", "shards")
-        dropped = drop_duplicates(shard_files(U.join(out, "sequences")) + shard_files(U.join(out, "heldout")))
-        train_n = sum(U.parquet_rows(f) for f in shard_files(U.join(out, "sequences")))
-        heldout_n = sum(U.parquet_rows(f) for f in shard_files(U.join(out, "heldout")))
+        dropped = drop_duplicates(
+            shard_files(U.join(out, PrepareOutputs.SEQUENCES)) + shard_files(U.join(out, PrepareOutputs.HELDOUT))
+        )
+        train_n = sum(U.parquet_rows(f) for f in shard_files(U.join(out, PrepareOutputs.SEQUENCES)))
+        heldout_n = sum(U.parquet_rows(f) for f in shard_files(U.join(out, PrepareOutputs.HELDOUT)))
         if train_n == 0:
             raise ValueError(f"corpus {ccfg.source!r} gave no training sequences (min_tokens={pcfg.min_tokens})")
         return {
@@ -110,13 +113,13 @@ class Prepare(Stage):
             "heldout_sequences": heldout_n,
             "duplicates_dropped": dropped,
             "vocab_size": len(load_tokenizer(str(U.local_dir(tokenizer_dir)), kind=cfg.model.kind)),
-            "written": "tokenizer/, sequences/, heldout/",
+            "written": f"{PrepareOutputs.TOKENIZER}/, {PrepareOutputs.SEQUENCES}/, {PrepareOutputs.HELDOUT}/",
         }
 
     def verify(self, ctx: Context, out: str, summary: dict) -> None:
-        for folder in ("sequences", "heldout"):
+        for folder in (PrepareOutputs.SEQUENCES, PrepareOutputs.HELDOUT):
             names = {U.name(f) for f in shard_files(U.join(out, folder))}
-            expected = {f"part-{i:05d}.parquet" for i in range(summary["shards"])}
+            expected = {shard_name(i) for i in range(summary["shards"])}
             if names != expected:
                 raise ValueError(
                     f"{U.join(out, folder)}: shards {sorted(expected - names)} are missing "

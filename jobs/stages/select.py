@@ -39,6 +39,7 @@ from actors.selector import (
     shard_moments,
 )
 from dataio import uri as U
+from dataio.contracts import PrepareOutputs, SelectOutputs, shard_name
 from dataio.rundir import read_ids, read_table, shard_files, write_parquet
 from jobs.config import PipelineConfig, SelectConfig, result_settings
 from jobs.stages.base import Context, Stage
@@ -49,6 +50,8 @@ from selection.partition import group_bounds, random_partition, spherical_kmeans
 from selection.perplexity import perplexity_band
 from selection.sampling import draw_subset, taylor_softmax
 from selection.space import Space, fit_space, space_summary
+
+SUBSETS = SelectOutputs.SUBSET_SCHEMAS  # each subset file's columns
 
 
 class Select(Stage):
@@ -66,7 +69,7 @@ class Select(Stage):
     def run(self, ctx: Context, out: str) -> dict:
         scfg = ctx.cfg.select
         embed_files = shard_files(ctx.stage("embed"))
-        expected = sum(U.parquet_rows(f) for f in shard_files(U.join(ctx.stage("prepare"), "sequences")))
+        expected = sum(U.parquet_rows(f) for f in shard_files(U.join(ctx.stage("prepare"), PrepareOutputs.SEQUENCES)))
         clock = time.perf_counter()
         space, space_info = embedding_space(embed_files, scfg)
         ids_per_file, parts_per_file = partition(embed_files, scfg, space)
@@ -85,10 +88,10 @@ class Select(Stage):
         task = {"num_cpus": scfg.cpus_per_task}
         if scfg.memory_per_task_gb:
             task["memory"] = int(scfg.memory_per_task_gb * 2**30)
-        partition_files = {int(p): U.join(out, "partitions", f"part-{p:05d}.parquet") for p in np.unique(parts)}
+        partition_files = {int(p): U.join(out, "partitions", shard_name(p)) for p in np.unique(parts)}
         todo = [p for p, f in partition_files.items() if not U.exists(f)]
         scatter = U.join(out, "scatter")  # the all_points merge's group rounds and SemDeDup read it too
-        dedup_files = {p: U.join(out, "dedup", f"part-{p:05d}.parquet") for p in partition_files}
+        dedup_files = {p: U.join(out, "dedup", shard_name(p)) for p in partition_files}
         dedup_todo = [p for p, f in dedup_files.items() if not U.exists(f)] if ctx.cfg.dedup_subsets() else []
         if todo or merge_all_points or dedup_todo:
             ray.get(
@@ -133,20 +136,20 @@ class Select(Stage):
         seq_ids, gains = ordered.column("sequence_id").to_numpy(), ordered.column("gain").to_numpy()
         probs = np.concatenate([taylor_softmax(g) for g in np.split(gains, bounds)])
         write_parquet(
-            ordered.select(["sequence_id", "shard", "rank", "gain"]).append_column(
-                "probability", pa.array(probs, pa.float64())
-            ),
-            U.join(out, "probabilities.parquet"),
+            ordered.select(["sequence_id", "shard", "rank", "gain"])
+            .append_column("probability", pa.array(probs, pa.float64()))
+            .cast(SelectOutputs.PROBABILITIES_SCHEMA),
+            U.join(out, SelectOutputs.PROBABILITIES),
         )
         draw0 = draw_subset(
             list(zip(np.split(seq_ids, bounds), np.split(probs, bounds))), budget, seed=scfg.seed, draw=0
         )
         write_parquet(
-            pa.table({"sequence_id": pa.array(draw0, pa.int64()), "draw": pa.array(np.zeros(len(draw0), np.int32))}),
-            U.join(out, "subset_ingenious.parquet"),
+            pa.table({"sequence_id": draw0, "draw": np.zeros(len(draw0), np.int32)}, schema=SUBSETS["ingenious"]),
+            U.join(out, SelectOutputs.subset("ingenious")),
         )
 
-        written = ["probabilities.parquet", "subset.parquet", "subset_ingenious.parquet"]
+        written = [SelectOutputs.PROBABILITIES, SelectOutputs.SUBSET, SelectOutputs.subset("ingenious")]
         merged = None
         if ctx.cfg.runs_greedi_merge():
             clock = time.perf_counter()
@@ -158,11 +161,12 @@ class Select(Stage):
                         "sequence_id": pa.array(merged["sequence_ids"], pa.int64()),
                         "rank": pa.array(np.arange(len(merged["sequence_ids"])), pa.int64()),
                         "gain": pa.array(merged["gains"], pa.float64()),
-                    }
+                    },
+                    schema=SUBSETS["greedi"],
                 ),
-                U.join(out, "subset_greedi.parquet"),
+                U.join(out, SelectOutputs.subset("greedi")),
             )
-            written.append("subset_greedi.parquet")
+            written.append(SelectOutputs.subset("greedi"))
         dedup_summary = {}
         if ctx.cfg.dedup_subsets():
             clock = time.perf_counter()
@@ -170,17 +174,17 @@ class Select(Stage):
                 ctx.cfg.dedup_subsets(), embed_files, scatter, out, dedup_files, dedup_todo, budget, scfg, task, space
             )
             seconds["dedup"] = time.perf_counter() - clock
-            written += [f"subset_{name}.parquet" for name in ctx.cfg.dedup_subsets()]
+            written += [SelectOutputs.subset(name) for name in ctx.cfg.dedup_subsets()]
         band = {}
         if ctx.cfg.runs_perplexity():
             band = perplexity_subset(
-                embed_files, budget, scfg.perplexity_center, U.join(out, "subset_perplexity.parquet")
+                embed_files, budget, scfg.perplexity_center, U.join(out, SelectOutputs.subset("perplexity"))
             )
-            written.append("subset_perplexity.parquet")
-        strategy_file = U.join(out, f"subset_{scfg.strategy}.parquet")
+            written.append(SelectOutputs.subset("perplexity"))
+        strategy_file = U.join(out, SelectOutputs.subset(scfg.strategy))
         if not U.exists(strategy_file):
             raise ValueError(f"select.strategy {scfg.strategy!r}: this select stage did not write {strategy_file}")
-        U.write_bytes(U.join(out, "subset.parquet"), U.read_bytes(strategy_file))
+        U.write_bytes(U.join(out, SelectOutputs.SUBSET), U.read_bytes(strategy_file))
         U.delete_tree(scatter)  # a copy of the embeddings, needed only until here
         sizes = np.bincount(shard)
         sizes = sizes[sizes > 0]
@@ -232,7 +236,7 @@ def perplexity_subset(embed_files: list[str], budget: int, center: float, target
     ids, losses = pool.column("sequence_id").to_numpy(), pool.column("loss").to_numpy()
     rows = perplexity_band(ids, losses, budget, center=center)
     write_parquet(
-        pa.table({"sequence_id": pa.array(ids[rows], pa.int64()), "loss": pa.array(losses[rows], pa.float32())}),
+        pa.table({"sequence_id": ids[rows], "loss": losses[rows]}, schema=SUBSETS["perplexity"]),
         target,
     )
     kept = losses[rows]
@@ -409,10 +413,10 @@ def dedup_subsets(
         kept = semdedup_keep(dup, scfg.dedup_threshold)
         chosen = semdedup_subset(ids[kept], budget, scfg.seed)
         write_parquet(
-            scores.take(pa.array(rows_of(chosen, ids, where="the SemDeDup scores"))).select(
-                ["sequence_id", "cluster", "centroid_similarity", "duplicate_score"]
-            ),
-            U.join(out, "subset_semdedup.parquet"),
+            scores.take(pa.array(rows_of(chosen, ids, where="the SemDeDup scores")))
+            .select(SUBSETS["semdedup"].names)
+            .cast(SUBSETS["semdedup"]),
+            U.join(out, SelectOutputs.subset("semdedup")),
         )
         summary |= {
             "semdedup_kept": int(kept.sum()),
@@ -450,9 +454,10 @@ def dedup_subsets(
                     "rank": pa.array(np.arange(len(rows)), pa.int64()),
                     "cluster": pa.array(clusters[rows], pa.int32()),
                     "centroid_similarity": pa.array(sims[rows], pa.float32()),
-                }
+                },
+                schema=SUBSETS["d4"],
             ),
-            U.join(out, "subset_d4.parquet"),
+            U.join(out, SelectOutputs.subset("d4")),
         )
         summary |= {
             "d4_dedup_kept": keep,

@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 from actors.trainer import OPTIMIZER_FILE, launch_args, launch_training
+from dataio.contracts import TrainOutputs
 from dataio.uri import FOLDER_COMPLETE, exists, folder_complete, join, read_text
 from jobs.config import PipelineConfig, result_settings
 from jobs.stages.base import Context, Stage
@@ -44,18 +45,18 @@ def _train(
         "final_loss": metrics.get("loss"),
         "steps": cfg.steps,
         "subset": cfg.subset,
-        "written": "model/, metrics.jsonl, ray/ (checkpoints)",
+        "written": f"{TrainOutputs.MODEL}/, {TrainOutputs.METRICS}, ray/ (checkpoints)",
     }
 
 
 def verify_training(out: str, steps: int) -> None:
     """The model was uploaded whole and every step was logged once, in order."""
-    if not folder_complete(join(out, "model")):
+    if not folder_complete(join(out, TrainOutputs.MODEL)):
         raise ValueError(f"{join(out, 'model')} is missing or incomplete (no {FOLDER_COMPLETE})")
-    logged = [json.loads(line)["step"] for line in read_text(join(out, "metrics.jsonl")).splitlines() if line]
+    logged = [json.loads(line)["step"] for line in read_text(join(out, TrainOutputs.METRICS)).splitlines() if line]
     if logged != list(range(1, steps + 1)):
         raise ValueError(
-            f"{join(out, 'metrics.jsonl')} logs steps {logged[:3]}...{logged[-3:]} "
+            f"{join(out, TrainOutputs.METRICS)} logs steps {logged[:3]}...{logged[-3:]} "
             f"({len(logged)} lines), not 1..{steps}"
         )
 
@@ -86,7 +87,7 @@ class WarmStart(TrainingStage):
 
     def verify(self, ctx: Context, out: str, summary: dict) -> None:
         super().verify(ctx, out, summary)
-        if not exists(join(out, "model", OPTIMIZER_FILE)):
+        if not exists(join(out, TrainOutputs.MODEL, OPTIMIZER_FILE)):
             raise ValueError(f"{join(out, 'model', OPTIMIZER_FILE)} is missing: the warm start's optimizer state")
 
 
@@ -103,6 +104,6 @@ class Train(TrainingStage):
             out,
             ctx.cfg.train,
             name="train",
-            init_from=join(ctx.stage("warmstart"), "model"),
+            init_from=join(ctx.stage("warmstart"), TrainOutputs.MODEL),
             select_dir=ctx.stage("select"),
         )

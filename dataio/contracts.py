@@ -1,0 +1,89 @@
+"""What each stage leaves in its folder, named once: the stage writes these names and every reader
+(the next stages, the trainer, refresh, reports, benchmarks) opens them by these names.
+
+Folders of shards hold `part-NNNNN.parquet` files. The schemas are the columns and types a stage
+writes; its writers build their tables with them, so a stage cannot drift from what is declared.
+The embed stage's shards sit at the top of its folder, one per prepare shard, and hold sequence_id
+int64, embedding fixed_size_list<float32>[d] and, with embed.sequence_loss, loss float32
+(dataio/rundir.embedding_table).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+MARKER = "_SUCCESS"  # written last in a finished stage's folder (dataio/rundir.py)
+MANIFEST = "manifest.json"  # a stage's config hash, inputs, outputs' digests and summary
+RUN_CONFIG = "config.yaml"  # the run's config, at the top of the run directory
+
+
+def shard_name(index: int) -> str:
+    """The file of shard `index` in a folder of shards."""
+    return f"part-{index:05d}.parquet"
+
+
+class PrepareOutputs:
+    SEQUENCES = "sequences"  # shards of training sequences (SEQUENCE_SCHEMA)
+    HELDOUT = "heldout"  # shards of held-out sequences, same schema
+    TOKENIZER = "tokenizer"  # the run's tokenizer (save_pretrained)
+    SEQUENCE_SCHEMA = pa.schema(
+        [
+            ("sequence_id", pa.int64()),
+            ("doc_id", pa.string()),
+            ("chunk", pa.int32()),
+            ("input_ids", pa.list_(pa.int32())),
+            ("num_tokens", pa.int32()),
+        ]
+    )
+
+
+class TrainOutputs:
+    """The warmstart and train stages (and an experiment's runs) alike."""
+
+    MODEL = "model"  # the final model (save_pretrained)
+    METRICS = "metrics.jsonl"  # one line per step
+
+
+class SelectOutputs:
+    PROBABILITIES = "probabilities.parquet"
+    SUBSET = "subset.parquet"  # a copy of the configured strategy's subset, the one train uses
+    PROBABILITIES_SCHEMA = pa.schema(
+        [
+            ("sequence_id", pa.int64()),
+            ("shard", pa.int32()),
+            ("rank", pa.int64()),
+            ("gain", pa.float64()),
+            ("probability", pa.float64()),
+        ]
+    )
+    # Each subset's columns; sequence_id first, in the subset's rank order where it has one.
+    SUBSET_SCHEMAS = {
+        "ingenious": pa.schema([("sequence_id", pa.int64()), ("draw", pa.int32())]),
+        "greedi": pa.schema([("sequence_id", pa.int64()), ("rank", pa.int64()), ("gain", pa.float64())]),
+        "perplexity": pa.schema([("sequence_id", pa.int64()), ("loss", pa.float32())]),
+        "semdedup": pa.schema(
+            [
+                ("sequence_id", pa.int64()),
+                ("cluster", pa.int32()),
+                ("centroid_similarity", pa.float32()),
+                ("duplicate_score", pa.float32()),
+            ]
+        ),
+        "d4": pa.schema(
+            [
+                ("sequence_id", pa.int64()),
+                ("rank", pa.int64()),
+                ("cluster", pa.int32()),
+                ("centroid_similarity", pa.float32()),
+            ]
+        ),
+    }
+
+    @staticmethod
+    def subset(name: str) -> str:
+        """The file of one strategy's subset: subset_<name>.parquet."""
+        return f"subset_{name}.parquet"
+
+
+class EvaluateOutputs:
+    METRICS = "metrics.json"  # "<model>/<set>" -> loss, perplexity, tokens, sequences
