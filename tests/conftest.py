@@ -1,6 +1,7 @@
 import json
 import logging
 import os
+from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 
@@ -9,6 +10,23 @@ import pytest
 from dataio.corpus import BUILTIN_WIKI, read_documents
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def tree_state(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `root` by relative path, with its size and modification time."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+@contextmanager
+def left_as_found(roots: list[Path], test: str):
+    """Folders a module's tests share (a finished run) must come out of each test as they went in, so
+    that no test's result depends on which tests ran before it: a test that changes one works on a copy."""
+    before = {root: tree_state(root) for root in roots}
+    yield
+    for root, state in before.items():
+        now = tree_state(root)
+        changed = sorted(name for name in state.keys() | now.keys() if state.get(name) != now.get(name))
+        assert not changed, f"{test} changed the shared {root} (copy it first): {', '.join(changed[:10])}"
 
 
 def shared_file(relative: str) -> Path:

@@ -36,7 +36,7 @@ from selection.partition import (
 )
 from selection.sampling import draw_subset, taylor_softmax
 from selection.shard import order_shard
-from tests.conftest import write_corpus, write_sst2
+from tests.conftest import left_as_found, write_corpus, write_sst2
 from training.packing import sequence_id
 from training.tokenizer import load_tokenizer
 
@@ -74,6 +74,27 @@ def tiny(ray_cluster, tmp_path_factory):
     cfg = load_config(config)
     rows = run_pipeline(cfg, root / "run")
     return cfg, root / "run", rows
+
+
+@pytest.fixture(autouse=True)
+def shared_runs_stay_untouched(request):
+    """The module's runs (tiny, and the GreeDi and dedup variants made from it) are shared by many tests;
+    each test leaves them as it found them, so any test passes alone or in any order."""
+    roots = []
+    if "tiny" in request.fixturenames:
+        roots.append(request.getfixturevalue("tiny")[1])
+    for name in ("greedi_runs", "dedup_runs"):
+        if name in request.fixturenames:
+            roots += [copy for _, copy, _ in request.getfixturevalue(name).values()]
+    with left_as_found(roots, request.node.name):
+        yield
+
+
+def _copy(run, tmp_path):
+    """A test's own copy of a shared run, to change or to run stages on."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    return copy
 
 
 def test_every_stage_ran_and_left_a_marker(tiny):
@@ -296,8 +317,7 @@ def test_ray_selection_equals_in_process_selection(tiny):
 )
 def test_select_variants_on_a_copy_of_the_run(tiny, tmp_path, change):
     cfg, run, _ = tiny
-    copy = tmp_path / "run"
-    shutil.copytree(run, copy)
+    copy = _copy(run, tmp_path)
     variant = dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, **change))
     rows = run_pipeline(variant, copy, only=["select"], force=["select"])  # a CPU count alone reruns nothing
     assert rows[0]["status"] == "ran"
@@ -392,16 +412,18 @@ def test_training_and_evaluation_numbers(tiny):
     )
 
 
-def test_second_run_skips_every_stage(tiny):
-    cfg, run, _ = tiny
+def test_second_run_skips_every_stage(tiny, tmp_path):
+    cfg, shared, _ = tiny
+    run = _copy(shared, tmp_path)
     before = (run / "select" / "subset.parquet").stat().st_mtime_ns
     rows = run_pipeline(cfg, run)
     assert [r["status"] for r in rows] == ["skipped"] * len(STAGE_NAMES)
     assert (run / "select" / "subset.parquet").stat().st_mtime_ns == before
 
 
-def test_a_resource_only_change_reruns_nothing(tiny):
-    cfg, run, _ = tiny
+def test_a_resource_only_change_reruns_nothing(tiny, tmp_path):
+    cfg, shared, _ = tiny
+    run = _copy(shared, tmp_path)
     before = {name: (run / name / "_SUCCESS").stat().st_mtime_ns for name in STAGE_NAMES}
     r = dataclasses.replace
     variant = r(
@@ -418,8 +440,9 @@ def test_a_resource_only_change_reruns_nothing(tiny):
     assert {name: (run / name / "_SUCCESS").stat().st_mtime_ns for name in STAGE_NAMES} == before
 
 
-def test_forced_select_reproduces_the_subset_byte_for_byte_and_reruns_downstream(tiny):
-    cfg, run, _ = tiny
+def test_forced_select_reproduces_the_subset_byte_for_byte_and_reruns_downstream(tiny, tmp_path):
+    cfg, shared, _ = tiny
+    run = _copy(shared, tmp_path)
     files = ["subset.parquet", "subset_ingenious.parquet", "probabilities.parquet"]
     before = {f: (run / "select" / f).read_bytes() for f in files}
     rows = run_pipeline(cfg, run, force=["select"])
@@ -434,8 +457,9 @@ def test_forced_select_reproduces_the_subset_byte_for_byte_and_reruns_downstream
     assert {f: (run / "select" / f).read_bytes() for f in files} == before
 
 
-def test_interrupted_select_resumes_only_missing_partitions(tiny):
-    cfg, run, _ = tiny
+def test_interrupted_select_resumes_only_missing_partitions(tiny, tmp_path):
+    cfg, shared, _ = tiny
+    run = _copy(shared, tmp_path)
     select = run / "select"
     parts = local_shards(select / "partitions")
     kept = {p: p.stat().st_mtime_ns for p in parts[1:]}
@@ -624,8 +648,7 @@ def test_select_refuses_more_partitions_than_sequences_and_mixed_dimensions(tiny
     from dataio.rundir import embedding_table, write_parquet
 
     cfg, run, _ = tiny
-    copy = tmp_path / "run"
-    shutil.copytree(run, copy)
+    copy = _copy(run, tmp_path)
     too_many = dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, num_partitions=100_000))
     with pytest.raises(ValueError, match=r"select.num_partitions=100000 is larger than the pool \(\d+ sequences"):
         run_pipeline(too_many, copy, only=["select"])
@@ -646,12 +669,6 @@ def test_select_refuses_more_partitions_than_sequences_and_mixed_dimensions(tiny
 
 # The run directory keeps its promises: reproducible from scratch, nothing stale counts as done,
 # torn files do not block resume, one run per run directory, nothing the run did not write is deleted.
-
-
-def _copy(run, tmp_path):
-    copy = tmp_path / "run"
-    shutil.copytree(run, copy)
-    return copy
 
 
 def test_from_scratch_twice_gives_the_same_bytes(tiny, tmp_path):
@@ -849,8 +866,9 @@ def test_training_on_the_d4_subset(dedup_runs):
     assert json.loads((copy / "train" / "manifest.json").read_text())["summary"]["subset"] == "d4"
 
 
-def test_interrupted_dedup_resumes_only_missing_clusters(dedup_runs):
-    variant, copy, _ = dedup_runs["four"]
+def test_interrupted_dedup_resumes_only_missing_clusters(dedup_runs, tmp_path):
+    variant, shared, _ = dedup_runs["four"]
+    copy = _copy(shared, tmp_path)
     select = copy / "select"
     parts = local_shards(select / "dedup")
     kept = {p: p.stat().st_mtime_ns for p in parts[1:]}

@@ -18,6 +18,7 @@ import torch
 from actors.prepare import write_local_sequences
 from actors.trainer import build_trainer, launch_args, launch_training, train_in_task
 from dataio.corpus import BUILTIN_WIKI, read_documents
+from tests.conftest import left_as_found
 from training.loop import TrainConfig
 from training.model import ModelConfig
 
@@ -57,6 +58,14 @@ def reference(data, tmp_path_factory):
     losses = [trainer.train_step(step)["loss"] for step in range(TRAIN.steps)]
     torch.set_num_threads(threads)
     return losses
+
+
+@pytest.fixture(autouse=True)
+def shared_data_stays_untouched(request):
+    """Every test trains on the module's one prepared pool: none may change it for the tests after it."""
+    roots = [request.getfixturevalue("data")] if "data" in request.fixturenames else []
+    with left_as_found(roots, request.node.name):
+        yield
 
 
 def metrics(out: Path) -> list[dict]:
