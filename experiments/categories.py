@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from dataio import uri as U
+from dataio.contracts import PrepareOutputs
 from dataio.rundir import read_table, shard_files, write_parquet
 from dataio.webpool import categories
 from selection.ids import rows_of
@@ -27,7 +28,7 @@ def sequence_categories(prepare_dir: str | Path, pool_file: str) -> tuple[np.nda
     """(training sequence ids sorted, the category of each) from prepare's shards and the pool."""
     by_doc = categories(pool_file)
     ids, docs = [], []
-    for f in shard_files(U.join(str(prepare_dir), "sequences")):
+    for f in shard_files(U.join(str(prepare_dir), PrepareOutputs.SEQUENCES)):
         t = read_table(f, ["sequence_id", "doc_id"])
         ids.append(t.column("sequence_id").to_numpy())
         docs += t.column("doc_id").to_pylist()

@@ -30,6 +30,8 @@ import yaml
 
 from actors.evaluator import evaluate_checkpoint
 from actors.trainer import launch_args, train_in_task
+from dataio.contracts import PrepareOutputs
+from dataio.log import configure, get_logger
 from dataio.redact import redact, redact_tree
 from dataio.rundir import RunDir, read_sequences
 from dataio.webpool import HELDOUT_FILE, POOL_FILE, write_pool
@@ -64,6 +66,7 @@ from training.loop import TrainConfig
 from training.subsets import FIXED_SUBSETS
 from training.tokenizer import load_tokenizer
 
+log = get_logger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIGS = [CONFIG_DIR / "experiment-bert.yaml", CONFIG_DIR / "experiment-gpt2.yaml"]
 
@@ -348,9 +351,11 @@ def write_baselines(root: Path, cfg: PipelineConfig, sets: dict[str, list]) -> N
     if baselines_file(root).exists():
         return
     prepare = pipeline_dir(root, MAIN) / "prepare"
-    tok = load_tokenizer(str(prepare / "tokenizer"), kind=cfg.model.kind)
+    tok = load_tokenizer(str(prepare / PrepareOutputs.TOKENIZER), kind=cfg.model.kind)
     special = list(tok.all_special_ids)
-    train = predicted_tokens(read_sequences(prepare / "sequences")[1], kind=cfg.model.kind, special_ids=special)
+    train = predicted_tokens(
+        read_sequences(prepare / PrepareOutputs.SEQUENCES)[1], kind=cfg.model.kind, special_ids=special
+    )
     RunDir.write_json(
         baselines_file(root),
         {
@@ -447,10 +452,9 @@ def run_experiment(exp: Experiment, out: Path) -> Path:
                 f"(the pool config {exp.pool}) or train longer, before spending the other runs. "
                 f"Report so far: {root / 'results.md'}"
             )
-        print(
-            f"[ingenious] experiment {exp.name}: gate passed ({exp.gate.arm} - {exp.gate.against} = "
-            f"{verdict['mean']:.4f} ± {verdict['half_width']:.4f})",
-            flush=True,
+        log.info(
+            f"experiment {exp.name}: gate passed ({exp.gate.arm} - {exp.gate.against} = "
+            f"{verdict['mean']:.4f} ± {verdict['half_width']:.4f})"
         )
         runs = [r for r in runs if r not in first]
     _train_and_score(root, exp, runs, scoring, sets)
@@ -503,10 +507,7 @@ def _train_and_score(root: Path, exp: Experiment, runs: list[Run], scoring: dict
                 "train": dataclasses.asdict(run.train),
             },
         )
-        print(
-            f"[ingenious] experiment {exp.name}: trained {run.variant}/{run.key} ({len(training)} runs left)",
-            flush=True,
-        )
+        log.info(f"experiment {exp.name}: trained {run.variant}/{run.key} ({len(training)} runs left)")
         score(run, folder)
         _flush_ready(scoring)
     _flush_ready(scoring, wait=True)
@@ -523,6 +524,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", default="runs", help="parent folder of the experiment folders (default: ./runs)")
     args = parser.parse_args(argv)
+    configure()
     base = Path(os.environ.get("INGENIOUS_BASE_DIR") or Path.cwd())
     if "://" in args.out:  # variants share finished stages by symbolic links, which object stores lack
         raise SystemExit(
@@ -532,12 +534,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         experiments = [load_experiment(p, base=base) for p in (args.config or DEFAULT_CONFIGS)]
     except ValueError as e:
+        log.debug("the experiment config was rejected", exc_info=True)
         raise SystemExit(f"config error: {redact(str(e))}") from None
     for exp in experiments:
-        print(
-            f"[ingenious] experiment {exp.name}: {len(exp.runs)} runs, variants {', '.join(exp.pipelines)}\n"
-            f"{yaml.safe_dump(redact_tree(exp.pipelines[MAIN].to_dict()), sort_keys=False)}",
-            flush=True,
+        log.info(
+            f"experiment {exp.name}: {len(exp.runs)} runs, variants {', '.join(exp.pipelines)}\n"
+            f"{yaml.safe_dump(redact_tree(exp.pipelines[MAIN].to_dict()), sort_keys=False)}"
         )
         root = run_experiment(exp, base / args.out)
         print((root / "results.md").read_text(), flush=True)

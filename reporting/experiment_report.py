@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dataio.contracts import MANIFEST, PrepareOutputs  # noqa: E402
 from dataio.rundir import read_embeddings, read_ids, shard_files  # noqa: E402
 from dataio.selection import subset_schedule  # noqa: E402
 from dataio.sequences import ParquetRows  # noqa: E402
@@ -49,7 +50,7 @@ def _read(path: Path) -> dict | None:
 
 
 def _stage_seconds(pipeline: Path, stage: str) -> float:
-    manifest = _read(pipeline / stage / "manifest.json") or {}
+    manifest = _read(pipeline / stage / MANIFEST) or {}
     return float(manifest.get("seconds") or 0.0)
 
 
@@ -79,7 +80,7 @@ class Coverage:
     def __init__(self, root: Path):
         self.root, self._memo = root, {}
         main = pipeline_dir(root, MAIN)
-        ids = np.concatenate([read_ids(f) for f in shard_files(main / "prepare" / "sequences")])
+        ids = np.concatenate([read_ids(f) for f in shard_files(main / "prepare" / PrepareOutputs.SEQUENCES)])
         emb_ids, emb = read_embeddings(shard_files(main / "embed"))
         self.pool_ids = ids
         self.emb = normalize_embeddings(emb[rows_of(ids, emb_ids, where=f"the embeddings of {main}")])
@@ -113,7 +114,7 @@ class Composition:
     def __init__(self, root: Path, exp: Experiment):
         self.root, self.exp = root, exp
         self.ids, self.cats = sequence_categories(pipeline_dir(root, MAIN) / "prepare", str(pool_dir(root) / POOL_FILE))
-        self.pool_ids = ParquetRows(str(pipeline_dir(root, MAIN) / "prepare" / "sequences")).ids
+        self.pool_ids = ParquetRows(str(pipeline_dir(root, MAIN) / "prepare" / PrepareOutputs.SEQUENCES)).ids
         self.pool = composition(self.ids, self.cats, self.ids)
 
     def __call__(self, run: Run) -> tuple[dict[str, float], int]:
@@ -364,9 +365,7 @@ def write_report(root: Path, exp: Experiment) -> str:
     sets = _sets(records, exp.primary)
     plot_curves(records, warm, sets, root / "loss_curves.png")
     main = exp.pipelines[MAIN]
-    pool = ((_read(pipeline_dir(root, MAIN) / "prepare" / "manifest.json") or {}).get("summary") or {}).get(
-        "sequences"
-    ) or 0
+    pool = ((_read(pipeline_dir(root, MAIN) / "prepare" / MANIFEST) or {}).get("summary") or {}).get("sequences") or 0
     seen = main.train.steps * main.train.global_batch_size
     regime = (
         f"The pool holds {pool:,} training sequences, so in {main.train.steps} steps the full-data arm sees it "

@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dataio import uri as U  # noqa: E402
+from dataio.contracts import SelectOutputs
 from dataio.redact import redact  # noqa: E402
 from dataio.rundir import RunDir, read_embeddings, read_ids, read_table, shard_files  # noqa: E402
 from jobs.stages import STAGE_NAMES  # noqa: E402
@@ -41,7 +42,7 @@ def _save(fig: plt.Figure, path: Path) -> str:
 
 
 def gain_curves(select: str, out: Path) -> str:
-    table = read_table(U.join(select, "probabilities.parquet"), ["shard", "rank", "gain"])
+    table = read_table(U.join(select, SelectOutputs.PROBABILITIES), ["shard", "rank", "gain"])
     table = table.sort_by([("shard", "ascending"), ("rank", "ascending")])
     shard, rank, gain = (table.column(c).to_numpy() for c in ("shard", "rank", "gain"))
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -62,8 +63,8 @@ def subset_quality(run: RunDir, out: Path, seed: int = 0) -> tuple[str, dict]:
     emb = normalize_embeddings(emb)
     select = run.stage("select")
     subsets = {"ingenious (draw 0)": read_ids(U.join(select, "subset_ingenious.parquet"))}
-    if U.exists(U.join(select, "subset_greedi.parquet")):
-        subsets["greedi"] = read_ids(U.join(select, "subset_greedi.parquet"))
+    if U.exists(U.join(select, SelectOutputs.subset("greedi"))):
+        subsets["greedi"] = read_ids(U.join(select, SelectOutputs.subset("greedi")))
     strategy = run.read_manifest("select")["summary"]["strategy"]
     shown = read_ids(U.join(select, "subset.parquet"))
     scores = {}
