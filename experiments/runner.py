@@ -30,7 +30,7 @@ import yaml
 
 from actors.evaluator import evaluate_checkpoint
 from actors.trainer import launch_args, train_in_task
-from dataio.contracts import PrepareOutputs
+from dataio.contracts import PrepareOutputs, TrainOutputs
 from dataio.log import configure, get_logger
 from dataio.redact import redact, redact_tree
 from dataio.rundir import RunDir, read_sequences
@@ -135,7 +135,7 @@ def load_experiment(path: str | Path, *, base: Path | None = None) -> Experiment
     try:
         check_name(raw["name"], "'name'")
     except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+        raise ValueError(f"{path}: {e}") from e
 
     # The fixed subsets the arms train on are computed once, by the main pipeline's select stage.
     arm_subsets = {(spec or {}).get("subset") for spec in _mapping(raw["arms"], f"{path}: arms").values()}
@@ -437,7 +437,11 @@ def run_experiment(exp: Experiment, out: Path) -> Path:
     write_baselines(root, exp.pipelines[MAIN], sets)
     warm = warmstart_dir(root)  # the common starting point, scored like an arm
     warm.mkdir(parents=True, exist_ok=True)
-    scoring = {warm: _pending_scores(warm, {"final": pipes[MAIN] / "warmstart" / "model"}, exp.pipelines[MAIN], sets)}
+    scoring = {
+        warm: _pending_scores(
+            warm, {"final": pipes[MAIN] / "warmstart" / TrainOutputs.MODEL}, exp.pipelines[MAIN], sets
+        )
+    }
     runs = exp.runs
     if exp.gate is not None:
         first = [r for r in runs if r.group == MAIN and r.arm in (exp.gate.arm, exp.gate.against)]
@@ -470,7 +474,9 @@ def _train_and_score(root: Path, exp: Experiment, runs: list[Run], scoring: dict
     pipes = {v: pipeline_dir(root, v) for v in exp.pipelines}
 
     def score(run: Run, folder: Path) -> None:
-        models = {"final": folder / "model"} | {f"step{s}": folder / f"model-step{s}" for s in run.snapshots}
+        models = {"final": folder / TrainOutputs.MODEL} | {
+            f"step{s}": folder / f"{TrainOutputs.MODEL}-step{s}" for s in run.snapshots
+        }
         scoring[folder] = _pending_scores(folder, models, exp.pipelines[run.variant], sets)
 
     # Every run is submitted at once, main arms seed by seed and then the ablations, the longest first
@@ -489,7 +495,7 @@ def _train_and_score(root: Path, exp: Experiment, runs: list[Run], scoring: dict
             out_dir=folder,
             select_dir=pipes[run.variant] / "select",
             fraction=pipe.select.fraction,
-            init_from=str(pipes[run.variant] / "warmstart" / "model"),
+            init_from=str(pipes[run.variant] / "warmstart" / TrainOutputs.MODEL),
         )
         gpus = 1 if Context(pipe, RunDir(pipes[run.variant])).use_gpu(run.train.use_gpu) else 0
         task = train_in_task.options(num_cpus=run.train.cpus_per_worker, num_gpus=gpus)

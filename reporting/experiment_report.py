@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dataio.contracts import MANIFEST, PrepareOutputs  # noqa: E402
+from dataio.contracts import MANIFEST, PrepareOutputs, TrainOutputs  # noqa: E402
 from dataio.rundir import read_embeddings, read_ids, shard_files  # noqa: E402
 from dataio.selection import subset_schedule  # noqa: E402
 from dataio.sequences import ParquetRows  # noqa: E402
@@ -150,7 +150,7 @@ def collect(root: Path, exp: Experiment, composed: Composition | None = None) ->
                 "advantage": cover.advantage(covered, fraction),
                 # the variant's greedy (GreeDi) subset: what its embeddings and partitions make of selection
                 "topk_advantage": cover.advantage(cover(run.variant, "greedi", 0, fraction), fraction),
-                "curve": _curve(folder / "metrics.jsonl"),
+                "curve": _curve(folder / TrainOutputs.METRICS),
                 "composition": shares,
                 "distinct": distinct,
             }

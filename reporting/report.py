@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dataio import uri as U  # noqa: E402
-from dataio.contracts import SelectOutputs
+from dataio.contracts import RUN_CONFIG, EvaluateOutputs, SelectOutputs, TrainOutputs
 from dataio.redact import redact  # noqa: E402
 from dataio.rundir import RunDir, read_embeddings, read_ids, read_table, shard_files  # noqa: E402
 from jobs.stages import STAGE_NAMES  # noqa: E402
@@ -62,11 +62,11 @@ def subset_quality(run: RunDir, out: Path, seed: int = 0) -> tuple[str, dict]:
     sample = np.sort(rng.choice(len(ids), min(len(ids), MAX_POINTS), replace=False))
     emb = normalize_embeddings(emb)
     select = run.stage("select")
-    subsets = {"ingenious (draw 0)": read_ids(U.join(select, "subset_ingenious.parquet"))}
+    subsets = {"ingenious (draw 0)": read_ids(U.join(select, SelectOutputs.subset("ingenious")))}
     if U.exists(U.join(select, SelectOutputs.subset("greedi"))):
         subsets["greedi"] = read_ids(U.join(select, SelectOutputs.subset("greedi")))
     strategy = run.read_manifest("select")["summary"]["strategy"]
-    shown = read_ids(U.join(select, "subset.parquet"))
+    shown = read_ids(U.join(select, SelectOutputs.SUBSET))
     scores = {}
     for name, subset in subsets.items():
         rows = rows_of(subset, ids, where="the embeddings")
@@ -107,7 +107,7 @@ def training_curves(run: RunDir, out: Path) -> str | None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     offset, drawn = 0, False
     for stage in ("warmstart", "train"):
-        path = U.join(run.stage(stage), "metrics.jsonl")
+        path = U.join(run.stage(stage), TrainOutputs.METRICS)
         if U.exists(path):
             lines = [json.loads(x) for x in U.read_text(path).splitlines() if x]
             ax.plot([offset + m["step"] for m in lines], [m["loss"] for m in lines], lw=1, label=stage)
@@ -156,7 +156,7 @@ def _render(run: RunDir, out: Path) -> None:
     projection, scores = subset_quality(run, out)
     partition_png, stage_rows = timings(run, out)
     training_png = training_curves(run, out)
-    evaluation = U.read_json(U.join(run.stage("evaluate"), "metrics.json"))
+    evaluation = U.read_json(U.join(run.stage("evaluate"), EvaluateOutputs.METRICS))
     eval_rows = [{"model/set": k, **v} for k, v in evaluation.items()] if evaluation else []
     downstream = U.join(run.stage("evaluate"), "downstream.md")
     quality = [{"subset": k, **v} for k, v in scores.items()]
@@ -180,7 +180,7 @@ objective per sequence); random: mean and std over 3 seeded random subsets.</p>{
 <h2>Training</h2>{img(training_png)}
 <h2>Evaluation</h2>{_table(eval_rows)}
 <pre>{html.escape(U.read_text(downstream)) if U.exists(downstream) else "(no downstream fine-tuning in this run)"}</pre>
-<h2>Config</h2><pre>{html.escape(U.read_text(run.path("config.yaml")))}</pre>
+<h2>Config</h2><pre>{html.escape(U.read_text(run.path(RUN_CONFIG)))}</pre>
 </body></html>"""
     (out / "index.html").write_text(page, encoding="utf-8")
 
