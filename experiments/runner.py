@@ -34,7 +34,7 @@ from dataio.contracts import PrepareOutputs, TrainOutputs
 from dataio.log import configure, get_logger
 from dataio.redact import redact, redact_tree
 from dataio.rundir import RunDir, read_sequences
-from dataio.webpool import HELDOUT_FILE, POOL_FILE, write_pool
+from dataio.webpool import CATEGORIES, HELDOUT_FILE, POOL_FILE, write_pool
 from dataio.webpool import load_config as load_pool_config
 from experiments.categories import oracle_subset, sequence_categories, write_oracle
 from experiments.layout import (
@@ -54,7 +54,7 @@ from experiments.layout import (
     run_dir,
     warmstart_dir,
 )
-from jobs.config import PipelineConfig, build_section, check_name, read_yaml, resolve_paths
+from jobs.config import PipelineConfig, build_section, check_name, read_yaml, resolve_paths, section_dict
 from jobs.downstream import submit_downstream
 from jobs.pipeline import connect_ray, run_pipeline, stage_hashes
 from jobs.stages import Context
@@ -173,6 +173,8 @@ def load_experiment(path: str | Path, *, base: Path | None = None) -> Experiment
         if not (isinstance(arm_seeds, list) and arm_seeds and all(isinstance(s, int) and s >= 0 for s in arm_seeds)):
             raise ValueError(f"{path}: arms.{arm}.seeds must be a non-empty list of integers >= 0, got {arm_seeds!r}")
         oracle = spec.pop("oracle", None)
+        if oracle is not None and oracle not in CATEGORIES:
+            raise ValueError(f"{path}: arms.{arm}.oracle must be a pool category (one of {', '.join(CATEGORIES)})")
         if oracle is not None:
             if "pool" not in raw:
                 raise ValueError(f"{path}: arms.{arm}.oracle needs a 'pool' (its categories name the oracle's data)")
@@ -241,8 +243,9 @@ def load_experiment(path: str | Path, *, base: Path | None = None) -> Experiment
             raise ValueError(f"{path}: best_of.seeds must be a non-empty list of integers >= 0, got {extra!r}")
         best_of = BestOf(arms=names, seeds=extra)
     primary = raw.get("primary", "heldout")
-    if not isinstance(primary, str):
-        raise ValueError(f"{path}: 'primary' must name an evaluation set, got {primary!r}")
+    sets = ["heldout", *([Path(HELDOUT_FILE).stem] if pool else []), *(Path(e).stem for e in main.evaluate.external)]
+    if primary not in sets:
+        raise ValueError(f"{path}: 'primary' must name an evaluation set (one of {', '.join(sets)}), got {primary!r}")
     return Experiment(
         name=str(raw["name"]),
         pipelines=pipelines,
@@ -309,9 +312,16 @@ def _flush_ready(scoring: dict[Path, dict], *, wait: bool = False) -> None:
 def with_pool(exp: Experiment, root: Path) -> Experiment:
     """Build the experiment's pool (once: the builder is deterministic) and make it every variant's
     corpus; its clean held-out passages become the first external evaluation set."""
-    folder = pool_dir(root)
-    if not (folder / "manifest.json").exists():  # written last
-        write_pool(load_pool_config(exp.pool), str(folder))
+    folder, cfg = pool_dir(root), load_pool_config(exp.pool)
+    manifest = folder / "manifest.json"  # written last
+    if not manifest.exists():
+        write_pool(cfg, str(folder))
+    elif json.loads(manifest.read_text())["config"] != section_dict(cfg):
+        # Its runs were trained on the old pool: rebuilding under them would mix two pools in one report.
+        raise ValueError(
+            f"{folder} was built from another pool config than {exp.pool} (changed since): give the experiment "
+            "a new name or --out for the new pool, or delete that experiment folder to start over"
+        )
     pool, heldout = str(folder / POOL_FILE), str(folder / HELDOUT_FILE)
 
     def use(cfg: PipelineConfig) -> PipelineConfig:
@@ -547,7 +557,11 @@ def main(argv: list[str] | None = None) -> None:
             f"experiment {exp.name}: {len(exp.runs)} runs, variants {', '.join(exp.pipelines)}\n"
             f"{yaml.safe_dump(redact_tree(exp.pipelines[MAIN].to_dict()), sort_keys=False)}"
         )
-        root = run_experiment(exp, base / args.out)
+        try:
+            root = run_experiment(exp, base / args.out)
+        except ValueError as e:  # bad input found once the run is under way (a pool, a subset file)
+            log.debug("the experiment stopped", exc_info=True)
+            raise SystemExit(f"error: {redact(str(e))}") from None
         print((root / "results.md").read_text(), flush=True)
         print(f"results: {root / 'results.md'}", flush=True)
 

@@ -145,6 +145,8 @@ def write(tmp_path, text):
         (("eval_every: 2", "eval_every: 0"), "'eval_every' must be an integer >= 1"),
         (("compare_to:", "gate: {arm: oracle-clean, against: nope}\ncompare_to:"), "gate.arm and gate.against"),
         (("pool: pool.yaml", "pool: missing.yaml"), "pool config .*missing.yaml does not exist"),
+        (("primary: heldout_clean", "primary: heldout_clena"), "'primary' must name an evaluation set .*heldout_clean"),
+        (("oracle: clean,", "oracle: cleen,"), "arms.oracle-clean.oracle must be a pool category"),
     ],
 )
 def test_web_config_errors_name_the_key(tmp_path, edit, message):
@@ -160,6 +162,12 @@ def test_web_experiment_oracle_best_of_and_composition(ray_cluster, tmp_path):
     select = exp.pipelines[MAIN].select
     assert {"semdedup", "perplexity"} <= set(select.also) and select.greedi_merge
     root = run_experiment(exp, tmp_path / "runs")
+
+    # The pool config edited under a finished pool: refused, not silently ignored or rebuilt under its runs.
+    pool_cfg = tmp_path / "pool.yaml"
+    pool_cfg.write_text(pool_cfg.read_text().replace("documents: 240", "documents: 250"))
+    with pytest.raises(ValueError, match="was built from another pool config"):
+        run_experiment(load_experiment(write(tmp_path, EXPERIMENT), base=tmp_path), tmp_path / "runs")
 
     oracle = root / "oracles" / "clean-seed0.parquet"
     assert oracle.exists() and (root / "runs" / MAIN / "oracle-clean" / "seed1" / "train.json").exists()
