@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar
 
 import psutil
-import ray
 
 from dataio.log import get_logger
 
 log = get_logger(__name__)
-
-T = TypeVar("T")
 
 
 class Progress:
@@ -39,24 +34,6 @@ class Progress:
                 f"{elapsed:.0f} s elapsed, ~{left:.0f} s left"
             )
             self.last_line, self.last_tenth = now, tenth
-
-
-def track(items: Iterable[T], total: int, what: str, unit: str) -> Iterator[T]:
-    """Yield `items` unchanged, reporting progress as they come."""
-    progress = Progress(what, total, unit)
-    for item in items:
-        yield item
-        progress.advance()
-
-
-def gather(refs: list[ray.ObjectRef], what: str, unit: str) -> list[Any]:
-    """ray.get(refs) in order, reporting progress as tasks finish."""
-    progress, pending = Progress(what, len(refs), unit), list(refs)
-    while pending:
-        finished, pending = ray.wait(pending, num_returns=1)
-        ray.get(finished)  # raise a task's error as soon as it happens
-        progress.advance(len(finished))
-    return ray.get(refs)
 
 
 def gpu_memory_used() -> int | None:

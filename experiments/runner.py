@@ -25,10 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
 import yaml
 
-from actors.evaluator import evaluate_checkpoint
 from actors.trainer import launch_args, train_in_task
 from dataio.contracts import PrepareOutputs, TrainOutputs
 from dataio.log import configure, get_logger
@@ -55,10 +53,12 @@ from experiments.layout import (
     warmstart_dir,
 )
 from jobs.config import PipelineConfig, build_section, check_name, read_yaml, resolve_paths, section_dict
-from jobs.downstream import submit_downstream
+from jobs.downstream import downstream_tasks
+from jobs.executor import Executor, Task
 from jobs.pipeline import connect_ray, run_pipeline, stage_hashes
+from jobs.resources import Resources
 from jobs.stages import Context
-from jobs.stages.evaluate import evaluation_sets
+from jobs.stages.evaluate import evaluation_sets, evaluation_tasks
 from reporting.experiment_report import write_report
 from reporting.stats import mean_interval
 from training.evaluate import predicted_tokens, unigram_loss
@@ -270,43 +270,40 @@ def share_stages(root: Path, variant: Path, base_cfg: PipelineConfig, cfg: Pipel
             link.symlink_to((root / stage).resolve(), target_is_directory=True)
 
 
-def _pending_scores(
-    folder: Path, models: dict[str, Path], cfg: PipelineConfig, sets: dict[str, list]
-) -> dict[str, Any]:
-    """Launch what is missing of a run's scores: held-out loss of each model (the final one and any
-    snapshots) on each set, and fine-tuning of the final model. Results land in `folder`."""
-    refs: dict[str, Any] = {}
-    gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0  # a task uses a GPU only if it reserved one
-    if not (folder / "eval.json").exists():
-        refs["eval"] = {
-            f"{m}/{name}": evaluate_checkpoint.options(num_gpus=gpus).remote(
-                str(d), seqs, model_cfg=cfg.model, batch_size=cfg.evaluate.batch_size, seed=cfg.evaluate.seed
+class Scores:
+    """The score tasks of each trained model folder: held-out loss of each of its models (the final one
+    and any snapshots) on each set, and fine-tuning of the final model. A folder's eval.json and
+    downstream.json are written once all of its tasks have finished; what a folder has is not redone."""
+
+    def __init__(self, executor: Executor, sets: dict[str, list]):
+        self.executor, self.sets, self.pending = executor, sets, {}
+
+    def submit(self, folder: Path, models: dict[str, Path], cfg: PipelineConfig) -> None:
+        ex, pending = self.executor, {}
+        if not (folder / "eval.json").exists():
+            tasks = evaluation_tasks({m: str(d) for m, d in models.items()}, self.sets, cfg)
+            pending["eval"] = {key: ex.submit(task) for key, task in tasks.items()}
+        if cfg.evaluate.downstream.tasks and not (folder / "downstream.json").exists():
+            named = downstream_tasks(
+                {folder.name: str(models["final"])},
+                cfg.evaluate.downstream,
+                kind=cfg.model.kind,
+                gpus_per_task=ex.gpus("auto"),
             )
-            for m, d in models.items()
-            for name, seqs in sets.items()
-            if seqs
-        }
-    if cfg.evaluate.downstream.tasks and not (folder / "downstream.json").exists():
-        refs["downstream"] = submit_downstream(
-            {folder.name: str(models["final"])}, cfg.evaluate.downstream, kind=cfg.model.kind, gpus_per_task=gpus
-        )[1]
-    return refs
+            pending["downstream"] = [ex.submit(task) for _, task in named]
+        self.pending[folder] = pending
 
-
-def _write_scores(folder: Path, refs: dict[str, Any]) -> None:
-    if "eval" in refs:
-        RunDir.write_json(folder / "eval.json", dict(zip(refs["eval"], ray.get(list(refs["eval"].values())))))
-    if "downstream" in refs:
-        RunDir.write_json(folder / "downstream.json", {"rows": ray.get(refs["downstream"])})
-
-
-def _flush_ready(scoring: dict[Path, dict], *, wait: bool = False) -> None:
-    """Write the scores of every run whose score tasks have all finished (all of them if `wait`)."""
-    for folder, refs in list(scoring.items()):
-        flat = list(refs.get("eval", {}).values()) + list(refs.get("downstream", []))
-        if wait or len(ray.wait(flat, num_returns=len(flat), timeout=0)[0]) == len(flat):
-            _write_scores(folder, refs)
-            del scoring[folder]
+    def flush(self, *, wait: bool = False) -> None:
+        """Write the scores of every folder whose tasks have all finished (all of them if `wait`)."""
+        for folder, pending in list(self.pending.items()):
+            flat = list(pending.get("eval", {}).values()) + list(pending.get("downstream", []))
+            if wait or self.executor.all_done(flat):
+                if "eval" in pending:
+                    evals = pending["eval"]
+                    RunDir.write_json(folder / "eval.json", dict(zip(evals, self.executor.get(list(evals.values())))))
+                if "downstream" in pending:
+                    RunDir.write_json(folder / "downstream.json", {"rows": self.executor.get(pending["downstream"])})
+                del self.pending[folder]
 
 
 def with_pool(exp: Experiment, root: Path) -> Experiment:
@@ -447,15 +444,12 @@ def run_experiment(exp: Experiment, out: Path) -> Path:
     write_baselines(root, exp.pipelines[MAIN], sets)
     warm = warmstart_dir(root)  # the common starting point, scored like an arm
     warm.mkdir(parents=True, exist_ok=True)
-    scoring = {
-        warm: _pending_scores(
-            warm, {"final": pipes[MAIN] / "warmstart" / TrainOutputs.MODEL}, exp.pipelines[MAIN], sets
-        )
-    }
+    scores = Scores(Executor(), sets)
+    scores.submit(warm, {"final": pipes[MAIN] / "warmstart" / TrainOutputs.MODEL}, exp.pipelines[MAIN])
     runs = exp.runs
     if exp.gate is not None:
         first = [r for r in runs if r.group == MAIN and r.arm in (exp.gate.arm, exp.gate.against)]
-        _train_and_score(root, exp, first, scoring, sets)
+        _train_and_score(root, exp, first, scores)
         verdict = judge_gate(root, exp, exp.gate)
         if not verdict["passed"]:
             write_report(root, exp)
@@ -471,52 +465,41 @@ def run_experiment(exp: Experiment, out: Path) -> Path:
             f"{verdict['mean']:.4f} ± {verdict['half_width']:.4f})"
         )
         runs = [r for r in runs if r not in first]
-    _train_and_score(root, exp, runs, scoring, sets)
+    _train_and_score(root, exp, runs, scores)
     more = with_best_of(exp, root)
     if more is not exp:
-        _train_and_score(root, more, [r for r in more.runs if r not in exp.runs], scoring, sets)
+        _train_and_score(root, more, [r for r in more.runs if r not in exp.runs], scores)
     write_report(root, more)
     return root
 
 
-def _train_and_score(root: Path, exp: Experiment, runs: list[Run], scoring: dict[Path, dict], sets: dict) -> None:
+def _train_and_score(root: Path, exp: Experiment, runs: list[Run], scores: Scores) -> None:
     """Train every unfinished run of `runs` and score each as it finishes; returns when all are scored."""
-    pipes = {v: pipeline_dir(root, v) for v in exp.pipelines}
+    ex = scores.executor
 
     def score(run: Run, folder: Path) -> None:
         models = {"final": folder / TrainOutputs.MODEL} | {
             f"step{s}": folder / f"{TrainOutputs.MODEL}-step{s}" for s in run.snapshots
         }
-        scoring[folder] = _pending_scores(folder, models, exp.pipelines[run.variant], sets)
+        scores.submit(folder, models, exp.pipelines[run.variant])
 
     # Every run is submitted at once, main arms seed by seed and then the ablations, the longest first
     # within a seed, so no CPU waits behind a barrier; each run is scored as soon as it is trained.
     order = sorted(runs, key=lambda r: (r.group != MAIN, r.seed if r.group == MAIN else 0, -r.train.steps))
-    training: dict[ray.ObjectRef, tuple[Run, Path]] = {}
+    training = {}
     for run in order:
-        folder, pipe = run_dir(root, run), exp.pipelines[run.variant]
+        folder = run_dir(root, run)
         if (folder / "train.json").exists():
             score(run, folder)
             continue
-        args = launch_args(
-            train=run.train,
-            model=pipe.model,
-            data=pipes[run.variant] / "prepare",
-            out_dir=folder,
-            select_dir=pipes[run.variant] / "select",
-            fraction=pipe.select.fraction,
-            init_from=str(pipes[run.variant] / "warmstart" / TrainOutputs.MODEL),
-        )
-        gpus = 1 if Context(pipe, RunDir(pipes[run.variant])).use_gpu(run.train.use_gpu) else 0
-        task = train_in_task.options(num_cpus=run.train.cpus_per_worker, num_gpus=gpus)
-        training[task.remote(args, snapshots=run.snapshots)] = (run, folder)
+        training[ex.submit(train_task(root, exp, run, folder))] = (run, folder)
     while training:
-        [done], _ = ray.wait(list(training), num_returns=1)
+        done = ex.first_done(list(training))
         run, folder = training.pop(done)
         RunDir.write_json(
             folder / "train.json",
             {
-                **ray.get(done),
+                **ex.get(done),
                 "variant": run.variant,
                 "arm": run.arm,
                 "seed": run.seed,
@@ -525,8 +508,24 @@ def _train_and_score(root: Path, exp: Experiment, runs: list[Run], scoring: dict
         )
         log.info(f"experiment {exp.name}: trained {run.variant}/{run.key} ({len(training)} runs left)")
         score(run, folder)
-        _flush_ready(scoring)
-    _flush_ready(scoring, wait=True)
+        scores.flush()
+    scores.flush(wait=True)
+
+
+def train_task(root: Path, exp: Experiment, run: Run, folder: Path) -> Task:
+    """One run as one task: the trainer of a one-worker Ray Train run, from its variant's warm start."""
+    pipe, pipes = exp.pipelines[run.variant], pipeline_dir(root, run.variant)
+    args = launch_args(
+        train=run.train,
+        model=pipe.model,
+        data=pipes / "prepare",
+        out_dir=folder,
+        select_dir=pipes / "select",
+        fraction=pipe.select.fraction,
+        init_from=str(pipes / "warmstart" / TrainOutputs.MODEL),
+    )
+    resources = Resources(cpus=run.train.cpus_per_worker, gpus=run.train.use_gpu)
+    return Task(train_in_task, (args,), {"snapshots": run.snapshots}, resources)
 
 
 def main(argv: list[str] | None = None) -> None:

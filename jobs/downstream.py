@@ -17,40 +17,49 @@ import dataclasses
 import json
 
 import numpy as np
-import ray
 
 from actors.finetuner import finetune_task
-from actors.monitor import gather
 from dataio import uri as U
 from dataio.log import configure, get_logger
 from dataio.tasks import GLUE, TASKS, load_task
+from jobs.executor import Executor, Task, connect
+from jobs.resources import Resources
 from reporting.stats import INTERVAL_HEADER, format_interval
 from training.finetune import FinetuneConfig
 
 log = get_logger(__name__)
 
 
-def submit_downstream(
+def downstream_tasks(
     models: dict[str, str], cfg: FinetuneConfig, *, kind: str, gpus_per_task: float = 0.0
-) -> tuple[list[str], list[ray.ObjectRef]]:
-    """Launch one Ray task per (model, task, seed); returns each task's model name and its ref.
-    `models` maps names to model folders (paths or URIs) that the nodes running the tasks can read."""
+) -> list[tuple[str, Task]]:
+    """One fine-tuning task per (model, task, seed), with the model's name. `models` maps names to model
+    folders (paths or URIs) that the nodes running the tasks can read."""
     if cfg.data_dir:  # a relative path means the driver's folder, not the one a task starts in
         cfg = dataclasses.replace(cfg, data_dir=U.normalize(cfg.data_dir))
     for task in cfg.tasks:
         load_task(task, cfg.data_dir)  # fail here, naming the missing file, before any task is launched
-    remote = finetune_task.options(num_cpus=cfg.cpus_per_task, num_gpus=gpus_per_task)
-    keys = [(name, task, seed) for name in models for task in cfg.tasks for seed in cfg.seeds]
-    return [name for name, _, _ in keys], [
-        remote.remote(models[name], task, cfg, seed=seed, kind=kind) for name, task, seed in keys
+    resources = Resources(cpus=cfg.cpus_per_task, gpus=gpus_per_task)
+    return [
+        (name, Task(finetune_task, (models[name], task, cfg), {"seed": seed, "kind": kind}, resources))
+        for name in models
+        for task in cfg.tasks
+        for seed in cfg.seeds
     ]
 
 
-def run_downstream(models: dict[str, str], cfg: FinetuneConfig, *, kind: str, gpus_per_task: float = 0.0) -> list[dict]:
+def run_downstream(
+    models: dict[str, str],
+    cfg: FinetuneConfig,
+    *,
+    kind: str,
+    gpus_per_task: float = 0.0,
+    executor: Executor | None = None,
+) -> list[dict]:
     """One row per (model, task, seed) with every metric of the task and its `score`."""
-    names, refs = submit_downstream(models, cfg, kind=kind, gpus_per_task=gpus_per_task)
-    rows = gather(refs, "downstream fine-tuning", "runs")
-    return [{"model": name, **row} for name, row in zip(names, rows)]
+    named = downstream_tasks(models, cfg, kind=kind, gpus_per_task=gpus_per_task)
+    rows = (executor or Executor()).run([t for _, t in named], "downstream fine-tuning", "runs")
+    return [{"model": name, **row} for (name, _), row in zip(named, rows)]
 
 
 def score_table(rows: list[dict]) -> str:
@@ -80,8 +89,7 @@ def gpus_wanted(use_gpu: str) -> float:
     """One GPU per fine-tuning task with `true`, or with `auto` when the cluster has any; else none."""
     if use_gpu not in ("auto", "true", "false"):
         raise ValueError(f"--use-gpu must be auto, true or false, got {use_gpu!r}")
-    wanted = use_gpu == "true" or (use_gpu == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
-    return 1.0 if wanted else 0.0
+    return Executor().gpus("auto" if use_gpu == "auto" else use_gpu == "true")
 
 
 def model_names(specs: list[str]) -> dict[str, str]:
@@ -125,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
             epochs=args.epochs,
             learning_rate=args.learning_rate,
         )
-        ray.init()
+        connect()
         rows = run_downstream(models, cfg, kind=args.kind, gpus_per_task=gpus_wanted(args.use_gpu))
         table = write_results(rows, U.normalize(args.out))
     except ValueError as e:

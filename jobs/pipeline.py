@@ -15,7 +15,6 @@ import os
 import time
 from pathlib import Path
 
-import ray
 import yaml
 
 from actors.monitor import PeakRss
@@ -28,6 +27,7 @@ from dataio.redact import redact, redact_tree
 from dataio.rundir import RunDir, config_hash
 from dataio.uri import is_uri
 from jobs.config import PipelineConfig, load_config
+from jobs.executor import connect
 from jobs.stages import STAGE_NAMES, STAGES, Context
 
 log = get_logger(__name__)
@@ -45,13 +45,8 @@ def stage_hashes(cfg: PipelineConfig) -> dict[str, str]:
 
 
 def connect_ray(cfg: PipelineConfig) -> None:
-    if ray.is_initialized():
-        return
-    if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=cfg.ray.address, log_to_driver=True)
-    else:
-        # The dashboard also serves the state API that Ray Train's placement-group cleaner polls.
-        ray.init(num_cpus=cfg.ray.num_cpus)
+    """Join the cluster the config's `ray` section names (jobs/executor.connect)."""
+    connect(cfg.ray.address, cfg.ray.num_cpus)
 
 
 def run_pipeline(

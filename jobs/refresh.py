@@ -82,7 +82,7 @@ def reuse_embeddings(ctx: Context, previous: RunDir, *, reuse: bool) -> dict:
         tokenizer=U.join(ctx.stage("prepare"), PrepareOutputs.TOKENIZER),
         todo=todo,
         out=fresh_dir,
-        gpu=ctx.use_gpu(cfg.embed.use_gpu),
+        executor=ctx.executor,
     )
     reused = embedded = 0
     for shard in shard_files(U.join(ctx.stage("prepare"), PrepareOutputs.SEQUENCES)):

@@ -172,7 +172,6 @@ def test_pipeline_writes_the_middle_of_the_loss_distribution(ray_cluster, tmp_pa
         tokenizer=str(run / "prepare" / "tokenizer"),
         todo=shard_files(run / "prepare" / "sequences"),
         out=str(tmp_path / "plain"),
-        gpu=False,
     )
     for f in embed_shards:
         plain = pq.read_table(tmp_path / "plain" / f.rsplit("/", 1)[-1])

@@ -174,7 +174,6 @@ def test_killed_embedder_restarts_and_retries_its_shard(tiny, tmp_path):
         "from_warmstart": True,
         "tokenizer": run / "prepare" / "tokenizer",
         "todo": todo,
-        "gpu": False,
     }
     began = time.perf_counter()
     embed_files(slow, out=tmp_path / "straight", **inputs)
@@ -209,7 +208,6 @@ def test_an_empty_prepare_shard_embeds_to_an_empty_shard(tiny, tmp_path):
         tokenizer=str(tmp_path / "prepare" / "tokenizer"),
         todo=todo,
         out=str(tmp_path / "embed"),
-        gpu=False,
     )
     assert sorted(r["sequences"] for r in results)[0] == 0 and {r["dim"] for r in results} == {cfg.model.hidden_size}
     ids, emb = read_embeddings([str(tmp_path / "embed" / "part-09999.parquet")])
@@ -529,9 +527,9 @@ def test_gpt2_pipeline_end_to_end(tiny, tmp_path):
 
 
 def test_progress_lines_and_gather_order(ray_cluster, capsys):
-    from actors.monitor import gather, track
+    from jobs.executor import Executor, track
 
-    assert gather([ray_cluster.put(i * i) for i in range(5)], "squares", "tasks") == [0, 1, 4, 9, 16]
+    assert Executor().gather([ray_cluster.put(i * i) for i in range(5)], "squares", "tasks") == [0, 1, 4, 9, 16]
     assert list(track(iter("abc"), 3, "letters", "items")) == ["a", "b", "c"]
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("[ingenious] squares: 5/5 tasks (100%)") for line in lines)
@@ -654,7 +652,7 @@ def test_select_refuses_more_partitions_than_sequences_and_mixed_dimensions(tiny
         run_pipeline(too_many, copy, only=["select"])
     assert (copy / "embed" / "_SUCCESS").exists()  # nothing upstream was touched
     # Embedding shards from two encoders (one shard rewritten wider): the partition step names the file.
-    from jobs.stages.select import partition
+    from jobs.stages.selection_pool import partition
 
     files = local_shards(copy / "embed")
     ids, emb = read_embeddings(files[-1:])
@@ -882,7 +880,7 @@ def test_interrupted_dedup_resumes_only_missing_clusters(dedup_runs, tmp_path):
 
 def test_the_embedding_space_refuses_mixed_dimensions(tiny, tmp_path):
     from dataio.rundir import embedding_table, write_parquet
-    from jobs.stages.select import embedding_space
+    from jobs.stages.selection_pool import embedding_space
 
     cfg, run, _ = tiny
     copy = _copy(run, tmp_path)

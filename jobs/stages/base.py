@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-
-import ray
 
 from dataio.rundir import RunDir
 from jobs.config import PipelineConfig
+from jobs.executor import Executor
+from jobs.resources import Resources
 
 
 @dataclass
@@ -17,16 +17,11 @@ class Context:
     cfg: PipelineConfig
     run: RunDir
     plan: Any = None  # what the running stage's plan() found, for its run()
+    executor: Executor = field(default_factory=Executor)  # runs the stage's tasks (the only door to Ray)
 
     def stage(self, name: str) -> str:
         """The stage's folder, a URI every node can open (dataio/uri.py)."""
         return self.run.stage(name)
-
-    def use_gpu(self, setting: bool | str) -> bool:
-        """A `use_gpu` setting (true, false or "auto": whether the cluster has a GPU) as a bool."""
-        if setting == "auto":
-            return ray.cluster_resources().get("GPU", 0) > 0
-        return bool(setting)
 
 
 class Stage(ABC):
@@ -43,6 +38,10 @@ class Stage(ABC):
         that may be bad (a corpus), so bad input stops the run with nothing lost. Its result is
         ctx.plan in run()."""
         return None
+
+    def resources(self, cfg: PipelineConfig) -> Resources:
+        """What each of the stage's tasks (or actors) asks for, from its config section's RESOURCES."""
+        return Resources()
 
     @abstractmethod
     def run(self, ctx: Context, out: str) -> dict:

@@ -8,14 +8,14 @@ restarted and the shard retried (actors/embedder.py), so one lost actor does not
 from __future__ import annotations
 
 import numpy as np
-from ray.util import ActorPool
 
 from actors.embedder import Embedder
-from actors.monitor import track
 from dataio import uri as U
 from dataio.contracts import PrepareOutputs, TrainOutputs
 from dataio.rundir import read_ids, shard_files
 from jobs.config import PipelineConfig, result_settings
+from jobs.executor import Executor, Task
+from jobs.resources import Resources
 from jobs.stages.base import Context, Stage
 
 
@@ -26,30 +26,40 @@ def pooling_for(cfg: PipelineConfig, *, from_warmstart: bool) -> str:
     return "last" if (from_warmstart and cfg.model.kind == "gpt2") else "mean"
 
 
+def embed_resources(cfg: PipelineConfig) -> Resources:
+    """Each Embedder actor's share (embed's RESOURCES): its CPUs, a GPU by `use_gpu`, and how many actors."""
+    e = cfg.embed
+    return Resources(cpus=e.cpus_per_actor, gpus=e.use_gpu, actors=e.num_actors)
+
+
 def embed_files(
-    cfg: PipelineConfig, *, encoder: str, from_warmstart: bool, tokenizer: str, todo: list[str], out: str, gpu: bool
+    cfg: PipelineConfig,
+    *,
+    encoder: str,
+    from_warmstart: bool,
+    tokenizer: str,
+    todo: list[str],
+    out: str,
+    executor: Executor | None = None,
 ) -> list[dict]:
-    """Embed each sequences shard in `todo` into out/<same name>, with a pool of Embedder actors."""
-    pooling = pooling_for(cfg, from_warmstart=from_warmstart)
-    if not todo:
-        return []
-    actors = [
-        Embedder.options(num_cpus=cfg.embed.cpus_per_actor, num_gpus=1 if gpu else 0).remote(
-            encoder,
-            pooling=pooling,
-            layer=cfg.embed.layer,
-            batch_size=cfg.embed.batch_size,
-            run_tokenizer=tokenizer,
-            kind=cfg.model.kind,
-            retokenize=not from_warmstart,
-            sequence_loss=cfg.embed.sequence_loss,
-            seed=cfg.embed.seed,
-        )
-        for _ in range(min(cfg.embed.num_actors, len(todo)))
-    ]
-    pool = ActorPool(actors)
-    results = pool.map_unordered(lambda a, f: a.embed_shard.remote(f, U.join(out, U.name(f))), todo)
-    return list(track(results, len(todo), "embed", "shards"))
+    """Embed each sequences shard in `todo` not embedded before into out/<same name>, with a pool of
+    Embedder actors (one model load serves many shards)."""
+    init = {
+        "encoder_path": encoder,
+        "pooling": pooling_for(cfg, from_warmstart=from_warmstart),
+        "layer": cfg.embed.layer,
+        "batch_size": cfg.embed.batch_size,
+        "run_tokenizer": tokenizer,
+        "kind": cfg.model.kind,
+        "retokenize": not from_warmstart,
+        "sequence_loss": cfg.embed.sequence_loss,
+        "seed": cfg.embed.seed,
+    }
+    target = {f: U.join(str(out), U.name(f)) for f in todo}
+    tasks = [Task(Embedder, (f, target[f]), outputs=(target[f],)) for f in todo]
+    return (executor or Executor()).map_actors(
+        Embedder, init, embed_resources(cfg), "embed_shard", tasks, "embed", "shards"
+    )
 
 
 class Embed(Stage):
@@ -59,33 +69,34 @@ class Embed(Stage):
     def settings(self, cfg: PipelineConfig) -> dict:
         return {"embed": result_settings(cfg.embed)}
 
+    def resources(self, cfg: PipelineConfig) -> Resources:
+        return embed_resources(cfg)
+
     def run(self, ctx: Context, out: str) -> dict:
         cfg = ctx.cfg
         from_warmstart = cfg.embed.encoder == "warmstart"
         encoder = U.join(ctx.stage("warmstart"), TrainOutputs.MODEL) if from_warmstart else cfg.embed.encoder
         inputs = shard_files(U.join(ctx.stage("prepare"), PrepareOutputs.SEQUENCES))
-        todo = [f for f in inputs if not U.exists(U.join(out, U.name(f)))]
-        gpu = ctx.use_gpu(cfg.embed.use_gpu)
         results = embed_files(
             cfg,
             encoder=encoder,
             from_warmstart=from_warmstart,
             tokenizer=U.join(ctx.stage("prepare"), PrepareOutputs.TOKENIZER),
-            todo=todo,
+            todo=inputs,
             out=out,
-            gpu=gpu,
+            executor=ctx.executor,
         )
         pooling = pooling_for(cfg, from_warmstart=from_warmstart)
         dims = {r["dim"] for r in results}
         return {
             "shards": len(inputs),
-            "embedded_now": len(todo),
+            "embedded_now": len(results),
             "sequences_embedded_now": sum(r["sequences"] for r in results),
             "dim": dims.pop() if len(dims) == 1 else None,
             "encoder": encoder,
             "pooling": pooling,
             "layer": cfg.embed.layer,
-            "gpu": gpu,
+            "gpu": ctx.executor.use_gpu(cfg.embed.use_gpu),
             "sequence_loss": cfg.embed.sequence_loss,
             "written": f"part-*.parquet (sequence_id, embedding{', loss' if cfg.embed.sequence_loss else ''})",
         }

@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import ray
 
 from actors.evaluator import evaluate_checkpoint
 from dataio import uri as U
@@ -23,6 +22,8 @@ from dataio.log import get_logger
 from dataio.rundir import read_sequences
 from jobs.config import PipelineConfig, result_settings
 from jobs.downstream import run_downstream, write_results
+from jobs.executor import Task
+from jobs.resources import Resources
 from jobs.stages.base import Context, Stage
 from training.tokenizer import load_tokenizer, pack_tokens
 
@@ -43,17 +44,8 @@ class Evaluate(Stage):
             "warmstart": U.join(ctx.stage("warmstart"), TrainOutputs.MODEL),
             "train": U.join(ctx.stage("train"), TrainOutputs.MODEL),
         }
-        gpus = 1.0 if ctx.use_gpu("auto") else 0.0
-        remote = evaluate_checkpoint.options(num_gpus=gpus)
-        refs = {
-            (m, s): remote.remote(
-                uri, seqs, model_cfg=cfg.model, batch_size=cfg.evaluate.batch_size, seed=cfg.evaluate.seed
-            )
-            for m, uri in models.items()
-            for s, seqs in sets.items()
-            if seqs
-        }
-        results = {f"{m}/{s}": r for (m, s), r in zip(refs, ray.get(list(refs.values())))}
+        tasks = evaluation_tasks(models, sets, cfg)
+        results = dict(zip(tasks, ctx.executor.run(list(tasks.values()))))
         U.write_json(U.join(out, EvaluateOutputs.METRICS), results)
         summary = {"results": results, "written": EvaluateOutputs.METRICS}
         empty = [s for s, seqs in sets.items() if not seqs]
@@ -61,12 +53,32 @@ class Evaluate(Stage):
             log.info(f"evaluate: no sequences in {', '.join(empty)}; skipped")
             summary["empty_sets"] = empty
         if cfg.evaluate.downstream.tasks:
-            rows = run_downstream(models, cfg.evaluate.downstream, kind=cfg.model.kind, gpus_per_task=gpus)
+            gpus = ctx.executor.gpus("auto")
+            rows = run_downstream(
+                models, cfg.evaluate.downstream, kind=cfg.model.kind, gpus_per_task=gpus, executor=ctx.executor
+            )
             summary |= {
                 "downstream": write_results(rows, out),
                 "written": "metrics.json, downstream.jsonl, downstream.md",
             }
         return summary
+
+
+def evaluation_tasks(models: dict[str, str], sets: dict[str, list], cfg: PipelineConfig) -> dict[str, Task]:
+    """One task per (model, non-empty set), keyed "<model>/<set>": the held-out loss of the model folder
+    (a path or URI) on those sequences, on a GPU when the cluster has one."""
+    resources = Resources(gpus="auto")
+    return {
+        f"{m}/{s}": Task(
+            evaluate_checkpoint,
+            (uri, seqs),
+            {"model_cfg": cfg.model, "batch_size": cfg.evaluate.batch_size, "seed": cfg.evaluate.seed},
+            resources,
+        )
+        for m, uri in models.items()
+        for s, seqs in sets.items()
+        if seqs
+    }
 
 
 def evaluation_sets(ctx: Context) -> dict[str, list[np.ndarray]]:

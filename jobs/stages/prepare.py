@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from actors.monitor import gather
 from actors.prepare import count_file_documents, prepare_shard
 from dataio import uri as U
 from dataio.contracts import PrepareOutputs, shard_name
 from dataio.corpus import corpus_files, corpus_snapshot, plan_segments, read_documents
 from dataio.rundir import read_ids, read_table, shard_files, write_parquet
 from jobs.config import CorpusConfig, PipelineConfig, result_settings
+from jobs.executor import Task
+from jobs.resources import Resources
 from jobs.stages.base import Context, Stage
 from training.embed import local_model
 from training.tokenizer import load_tokenizer, train_tokenizer
@@ -49,6 +50,9 @@ class Prepare(Stage):
             "tokenizer_content": corpus_snapshot(tokenizer) if tokenizer and U.exists(tokenizer) else None,
         }
 
+    def resources(self, cfg: PipelineConfig) -> Resources:
+        return Resources(cpus=cfg.prepare.num_cpus_per_task)
+
     def plan(self, ctx: Context) -> tuple[list, int, list[str]]:
         """The shards (documents, or corpus segments read by the tasks), the document count and the
         tokenizer's training texts. Reading the corpus here, before the stage's folder is cleared,
@@ -57,7 +61,9 @@ class Prepare(Stage):
         fields = corpus_fields(ccfg)
         if not U.is_local(ccfg.source):  # read on the nodes: the driver sees only counts and segments
             files = corpus_files(ccfg.source)
-            counts = gather([count_file_documents.remote(f, fields) for f in files], "prepare: counting", "files")
+            counts = ctx.executor.run(
+                [Task(count_file_documents, (f, fields)) for f in files], "prepare: counting", "files"
+            )
             shards = plan_segments(
                 files, counts, max_documents=ccfg.max_documents, documents_per_shard=pcfg.documents_per_shard
             )
@@ -78,26 +84,16 @@ class Prepare(Stage):
         fields = corpus_fields(ccfg)
         shards, num_docs, texts = ctx.plan or self.plan(ctx)
         tokenizer_dir = self._tokenizer(cfg, texts, U.join(out, PrepareOutputs.TOKENIZER))
-        refs = []
-        for i, shard in enumerate(shards):
-            train_path = U.join(out, PrepareOutputs.SEQUENCES, shard_name(i))
-            heldout_path = U.join(out, PrepareOutputs.HELDOUT, shard_name(i))
-            if U.exists(train_path) and U.exists(heldout_path):
-                continue  # finished before an interruption
-            refs.append(
-                prepare_shard.options(num_cpus=pcfg.num_cpus_per_task).remote(
-                    shard,
-                    fields=fields,
-                    tokenizer_path=tokenizer_dir,
-                    kind=cfg.model.kind,
-                    seq_len=cfg.model.seq_len,
-                    min_tokens=pcfg.min_tokens,
-                    heldout_fraction=pcfg.heldout_fraction,
-                    train_path=train_path,
-                    heldout_path=heldout_path,
-                )
-            )
-        gather(refs, "prepare", "shards")
+        shard_args = {
+            "fields": fields,
+            "tokenizer_path": tokenizer_dir,
+            "kind": cfg.model.kind,
+            "seq_len": cfg.model.seq_len,
+            "min_tokens": pcfg.min_tokens,
+            "heldout_fraction": pcfg.heldout_fraction,
+        }
+        tasks = [self._shard_task(shard, i, out, shard_args, self.resources(cfg)) for i, shard in enumerate(shards)]
+        prepared_now = len(ctx.executor.run(tasks, "prepare", "shards"))
         dropped = drop_duplicates(
             shard_files(U.join(out, PrepareOutputs.SEQUENCES)) + shard_files(U.join(out, PrepareOutputs.HELDOUT))
         )
@@ -108,7 +104,7 @@ class Prepare(Stage):
         return {
             "documents": num_docs,
             "shards": len(shards),
-            "shards_prepared_now": len(refs),
+            "shards_prepared_now": prepared_now,
             "sequences": train_n,
             "heldout_sequences": heldout_n,
             "duplicates_dropped": dropped,
@@ -125,6 +121,19 @@ class Prepare(Stage):
                     f"{U.join(out, folder)}: shards {sorted(expected - names)} are missing "
                     f"(and {sorted(names - expected)} unexpected)"
                 )
+
+    @staticmethod
+    def _shard_task(shard: list, index: int, out: str, shard_args: dict, resources: Resources) -> Task:
+        """Tokenize and pack one shard of documents into its training and held-out files."""
+        train = U.join(out, PrepareOutputs.SEQUENCES, shard_name(index))
+        heldout = U.join(out, PrepareOutputs.HELDOUT, shard_name(index))
+        return Task(
+            prepare_shard,
+            (shard,),
+            {**shard_args, "train_path": train, "heldout_path": heldout},
+            resources,
+            outputs=(train, heldout),
+        )
 
     @staticmethod
     def _tokenizer(cfg: PipelineConfig, texts: list[str], target: str) -> str:

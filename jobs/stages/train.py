@@ -38,7 +38,7 @@ def _train(
         name=f"{ctx.cfg.name}-{name}",
         storage=join(out, "ray"),
         num_workers=cfg.num_workers,
-        use_gpu=ctx.use_gpu(cfg.use_gpu),
+        use_gpu=ctx.executor.use_gpu(cfg.use_gpu),
         cpus_per_worker=cfg.cpus_per_worker,
     )
     return {
