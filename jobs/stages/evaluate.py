@@ -28,6 +28,7 @@ from jobs.stages.base import Context, Stage
 from training.tokenizer import load_tokenizer, pack_tokens
 
 log = get_logger(__name__)
+EVALUATE_RESOURCES = Resources(gpus="auto")  # one CPU per (model, set), and a GPU where the cluster has any
 
 
 class Evaluate(Stage):
@@ -36,6 +37,9 @@ class Evaluate(Stage):
 
     def settings(self, cfg: PipelineConfig) -> dict:
         return {"evaluate": result_settings(cfg.evaluate)}
+
+    def resources(self, cfg: PipelineConfig) -> Resources:
+        return EVALUATE_RESOURCES
 
     def run(self, ctx: Context, out: str) -> dict:
         cfg = ctx.cfg
@@ -67,13 +71,12 @@ class Evaluate(Stage):
 def evaluation_tasks(models: dict[str, str], sets: dict[str, list], cfg: PipelineConfig) -> dict[str, Task]:
     """One task per (model, non-empty set), keyed "<model>/<set>": the held-out loss of the model folder
     (a path or URI) on those sequences, on a GPU when the cluster has one."""
-    resources = Resources(gpus="auto")
     return {
         f"{m}/{s}": Task(
             evaluate_checkpoint,
             (uri, seqs),
             {"model_cfg": cfg.model, "batch_size": cfg.evaluate.batch_size, "seed": cfg.evaluate.seed},
-            resources,
+            EVALUATE_RESOURCES,
         )
         for m, uri in models.items()
         for s, seqs in sets.items()

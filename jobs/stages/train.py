@@ -9,6 +9,7 @@ from actors.trainer import OPTIMIZER_FILE, launch_args, launch_training
 from dataio.contracts import TrainOutputs
 from dataio.uri import FOLDER_COMPLETE, exists, folder_complete, join, read_text
 from jobs.config import PipelineConfig, result_settings
+from jobs.resources import Resources
 from jobs.stages.base import Context, Stage
 from training.loop import TrainConfig
 
@@ -33,13 +34,14 @@ def _train(
         init_from=init_from,
         save_optimizer=save_optimizer,
     )
+    workers = train_resources(cfg)
     metrics = launch_training(
         args,
         name=f"{ctx.cfg.name}-{name}",
         storage=join(out, "ray"),
-        num_workers=cfg.num_workers,
-        use_gpu=ctx.executor.use_gpu(cfg.use_gpu),
-        cpus_per_worker=cfg.cpus_per_worker,
+        num_workers=workers.actors,
+        use_gpu=ctx.executor.use_gpu(workers.gpus),
+        cpus_per_worker=workers.cpus,
     )
     return {
         "final_loss": metrics.get("loss"),
@@ -47,6 +49,11 @@ def _train(
         "subset": cfg.subset,
         "written": f"{TrainOutputs.MODEL}/, {TrainOutputs.METRICS}, ray/ (checkpoints)",
     }
+
+
+def train_resources(cfg: TrainConfig) -> Resources:
+    """Each Ray Train worker's share (the section's RESOURCES): its CPUs, a GPU by `use_gpu`, how many workers."""
+    return Resources(cpus=cfg.cpus_per_worker, gpus=cfg.use_gpu, actors=cfg.num_workers)
 
 
 def verify_training(out: str, steps: int) -> None:
@@ -62,6 +69,9 @@ def verify_training(out: str, steps: int) -> None:
 
 
 class TrainingStage(Stage):
+    def resources(self, cfg: PipelineConfig) -> Resources:
+        return train_resources(cfg.warmstart if self.name == "warmstart" else cfg.train)
+
     def verify(self, ctx: Context, out: str, summary: dict) -> None:
         verify_training(out, summary["steps"])
 
