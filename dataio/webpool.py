@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from dataio import uri as U
+from dataio.configfile import build_section, read_yaml, section_dict
 from dataio.corpus import read_documents
 
 CATEGORIES = ("clean", "near_duplicate", "boilerplate", "word_salad", "garbage", "off_domain")
@@ -131,8 +132,6 @@ class WebPoolConfig:
 
 
 def load_config(path: str | Path) -> WebPoolConfig:
-    from jobs.config import build_section, read_yaml  # the project's YAML rules: unknown keys, types
-
     if not Path(path).is_file():
         raise ValueError(f"config file {path} does not exist")
     return build_section(WebPoolConfig, read_yaml(path) or {}, "", str(path))
@@ -485,8 +484,6 @@ def _jsonl(rows: Iterable[dict]) -> bytes:
 
 def write_pool(cfg: WebPoolConfig, out: str) -> dict:
     """Build the pool and write its three files into `out` (each atomically); returns the manifest."""
-    from jobs.config import section_dict
-
     pool, held, facts = build(cfg)
     files = {
         POOL_FILE: gzip.compress(_jsonl(pool), compresslevel=6, mtime=0),  # mtime 0: same bytes each run

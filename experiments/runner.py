@@ -30,6 +30,7 @@ import yaml
 
 from actors.evaluator import evaluate_checkpoint
 from actors.trainer import launch_args, train_in_task
+from dataio.configfile import build_section, check_name, read_yaml, section_dict
 from dataio.contracts import PrepareOutputs, TrainOutputs
 from dataio.log import configure, get_logger
 from dataio.redact import redact, redact_tree
@@ -54,7 +55,7 @@ from experiments.layout import (
     run_dir,
     warmstart_dir,
 )
-from jobs.config import PipelineConfig, build_section, check_name, read_yaml, resolve_paths, section_dict
+from jobs.config import PipelineConfig, resolve_paths
 from jobs.downstream import submit_downstream
 from jobs.pipeline import connect_ray, run_pipeline, stage_hashes
 from jobs.stages import Context

@@ -13,9 +13,10 @@ from ray.util import ActorPool
 from actors.embedder import Embedder
 from actors.monitor import track
 from dataio import uri as U
+from dataio.configfile import result_settings
 from dataio.contracts import PrepareOutputs, TrainOutputs
 from dataio.rundir import read_ids, shard_files
-from jobs.config import PipelineConfig, result_settings
+from jobs.config import PipelineConfig
 from jobs.stages.base import Context, Stage
 
 

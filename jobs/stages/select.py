@@ -39,9 +39,10 @@ from actors.selector import (
     shard_moments,
 )
 from dataio import uri as U
+from dataio.configfile import result_settings
 from dataio.contracts import PrepareOutputs, SelectOutputs, shard_name
 from dataio.rundir import read_ids, read_table, shard_files, write_parquet
-from jobs.config import PipelineConfig, SelectConfig, result_settings
+from jobs.config import PipelineConfig, SelectConfig
 from jobs.stages.base import Context, Stage
 from selection.dedup import dedup_to_ratio, prune_prototypical, semdedup_keep, semdedup_subset
 from selection.ids import rows_of
