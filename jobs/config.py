@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 
 from dataio import uri as U
 from dataio.configfile import build_section, check_choices, check_name, read_yaml, section_dict
+from dataio.contracts import DedupSubsetName, FixedSubsetName, SubsetName
 from dataio.corpus import BUILTIN_WIKI
 from selection.knn import KnnMethod, KnnParams
 from selection.shard import Optimizer
@@ -25,11 +26,7 @@ from training.loop import TrainConfig
 from training.model import ModelConfig
 
 Partition = Literal["cluster", "random"]
-# The subsets the select stage can write; all but ingenious are fixed lists (select/subset_<name>.parquet).
-# perplexity is written by the select stage's perplexity strategy (the train stage only reads it here).
-Strategy = Literal["ingenious", "greedi", "semdedup", "d4", "perplexity"]
-ExtraSubset = Literal["greedi", "semdedup", "d4", "perplexity"]
-DEDUP_SUBSETS = ("semdedup", "d4")
+DEDUP_SUBSETS: tuple[str, ...] = typing.get_args(DedupSubsetName)  # the SemDeDup-based subsets, in a fixed order
 MergeObjective = Literal["partitions", "all_points"]
 Pooling = Literal["auto", "mean", "last"]
 
@@ -104,7 +101,7 @@ class EmbedConfig:
 
 @dataclass(kw_only=True)
 class SelectConfig:
-    strategy: Strategy = "ingenious"  # the subset copied to subset.parquet (see Strategy)
+    strategy: SubsetName = "ingenious"  # the subset copied to subset.parquet (dataio/contracts.py names them)
     fraction: float = 0.25
     partition: Partition = "cluster"  # cluster (k-means cells; keeps greedy's quality) or random (the paper's)
     # None: as few partitions as fit `partition_size` points each. bench/selection.py measured that
@@ -126,7 +123,7 @@ class SelectConfig:
     greedi_merge: bool = False
     # More fixed subsets to compute in the same run besides the strategy's and train.subset's (e.g. every
     # arm of an experiment from one selection): any of greedi, semdedup, d4, perplexity.
-    also: list[ExtraSubset] = field(default_factory=list)
+    also: list[FixedSubsetName] = field(default_factory=list)
     # The embedding space (selection/space.py): subtract the pool mean before cosine similarity, or
     # whiten with the pool covariance (implies centring; eps relative to the mean eigenvalue).
     center: bool = False
@@ -198,8 +195,8 @@ class SelectConfig:
         if self.memory_per_task_gb is not None and not (0.0 < self.memory_per_task_gb < math.inf):
             raise ValueError(f"select.memory_per_task_gb must be > 0 or null, got {self.memory_per_task_gb}")
         for name in self.also:
-            if name not in typing.get_args(ExtraSubset):
-                raise ValueError(f"select.also entries must be among {typing.get_args(ExtraSubset)}, got {name!r}")
+            if name not in typing.get_args(FixedSubsetName):
+                raise ValueError(f"select.also entries must be among {typing.get_args(FixedSubsetName)}, got {name!r}")
         if not 0.0 < self.dedup_threshold <= 1.0:
             raise ValueError(f"select.dedup_threshold must be in (0, 1], got {self.dedup_threshold}")
         if not 0.0 < self.d4_dedup_keep <= 1.0:
@@ -299,7 +296,7 @@ class PipelineConfig:
         wanted = {self.select.strategy, self.train.subset, *self.select.also}
         if self.select.greedi_merge:
             wanted.add("greedi")
-        return wanted & set(typing.get_args(ExtraSubset))
+        return wanted & set(typing.get_args(FixedSubsetName))
 
     def runs_greedi_merge(self) -> bool:
         """Whether anything uses the GreeDi subset, so the select stage must compute it."""

@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dataio.contracts import MANIFEST, PrepareOutputs, TrainOutputs  # noqa: E402
+from dataio.contracts import MANIFEST, SUBSET_NAMES, PrepareOutputs, TrainOutputs  # noqa: E402
 from dataio.rundir import read_embeddings, read_ids, shard_files  # noqa: E402
 from dataio.selection import subset_schedule  # noqa: E402
 from dataio.sequences import ParquetRows  # noqa: E402
@@ -41,8 +41,6 @@ from selection.facility_location import coverage  # noqa: E402
 from selection.ids import rows_of  # noqa: E402
 from selection.knn import normalize_embeddings  # noqa: E402
 from training.loop import TrainConfig  # noqa: E402
-
-SUBSET_ARMS = ("ingenious", "greedi", "semdedup", "d4", "perplexity")  # costs include embedding and selection
 
 
 def _read(path: Path) -> dict | None:
@@ -135,8 +133,9 @@ def collect(root: Path, exp: Experiment, composed: Composition | None = None) ->
         if trained is None:
             continue
         pipe, fraction = pipeline_dir(root, run.variant), exp.pipelines[run.variant].select.fraction
+        # an arm trained on one of the select stage's subsets pays for embedding and selection
         selection_s = (
-            sum(_stage_seconds(pipe, s) for s in ("embed", "select")) if run.train.subset in SUBSET_ARMS else 0.0
+            sum(_stage_seconds(pipe, s) for s in ("embed", "select")) if run.train.subset in SUBSET_NAMES else 0.0
         )
         covered = cover(run.variant, run.train.subset, run.train.seed, fraction, run.train.subset_file)
         shares, distinct = composed(run) if composed else (None, None)

@@ -23,10 +23,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dataio import uri as U  # noqa: E402
-from dataio.contracts import RUN_CONFIG, EvaluateOutputs, SelectOutputs, TrainOutputs
+from dataio.contracts import RUN_CONFIG, STAGE_NAMES, EvaluateOutputs, SelectOutputs, TrainOutputs  # noqa: E402
 from dataio.redact import redact  # noqa: E402
 from dataio.rundir import RunDir, read_embeddings, read_ids, read_table, shard_files  # noqa: E402
-from jobs.stages import STAGE_NAMES  # noqa: E402
 from selection.facility_location import coverage  # noqa: E402
 from selection.ids import rows_of  # noqa: E402
 from selection.knn import normalize_embeddings  # noqa: E402
