@@ -48,7 +48,7 @@ class Experiment:
     runs: list[Run]
     notes: dict[str, str]  # ablation -> what it changes, for the report
     compare_to: list[str]  # arms every other arm is compared with, paired by seed
-    pool: Path | None = None  # a pool builder config (dataio/webpool.py): the corpus of every variant
+    pool: Path | None = None  # a pool builder config (experiments/webpool.py): the corpus of every variant
     primary: str = "heldout"  # the evaluation set the gate and steps-to-target are judged on
     gate: Gate | None = None
     best_of: BestOf | None = None

@@ -35,8 +35,6 @@ from dataio.contracts import PrepareOutputs, TrainOutputs
 from dataio.log import configure, get_logger
 from dataio.redact import redact, redact_tree
 from dataio.rundir import RunDir, read_sequences
-from dataio.webpool import CATEGORIES, HELDOUT_FILE, POOL_FILE, write_pool
-from dataio.webpool import load_config as load_pool_config
 from experiments.categories import oracle_subset, sequence_categories, write_oracle
 from experiments.layout import (
     MAIN,
@@ -55,15 +53,17 @@ from experiments.layout import (
     run_dir,
     warmstart_dir,
 )
+from experiments.webpool import CATEGORIES, HELDOUT_FILE, POOL_FILE, write_pool
+from experiments.webpool import load_config as load_pool_config
 from jobs.config import PipelineConfig, resolve_paths
 from jobs.downstream import submit_downstream
 from jobs.pipeline import connect_ray, run_pipeline, stage_hashes
 from jobs.stages import Context
 from jobs.stages.evaluate import evaluation_sets
 from reporting.experiment_report import write_report
-from reporting.stats import mean_interval
 from training.evaluate import predicted_tokens, unigram_loss
 from training.loop import TrainConfig
+from training.stats import mean_interval
 from training.subsets import FIXED_SUBSETS
 from training.tokenizer import load_tokenizer
 

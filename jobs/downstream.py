@@ -24,8 +24,8 @@ from actors.monitor import gather
 from dataio import uri as U
 from dataio.log import configure, get_logger
 from dataio.tasks import GLUE, TASKS, load_task
-from reporting.stats import INTERVAL_HEADER, format_interval
 from training.finetune import FinetuneConfig
+from training.stats import INTERVAL_HEADER, format_interval
 
 log = get_logger(__name__)
 
@@ -55,7 +55,7 @@ def run_downstream(models: dict[str, str], cfg: FinetuneConfig, *, kind: str, gp
 
 def score_table(rows: list[dict]) -> str:
     """Markdown: one line per model, the mean and t-based 95% interval over seeds per task and of the
-    average over tasks (reporting/stats.py), as the header says."""
+    average over tasks (training/stats.py), as the header says."""
     models = list(dict.fromkeys(r["model"] for r in rows))
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     lines = [f"| model ({INTERVAL_HEADER}) | " + " | ".join(tasks) + " | average |", "|---" * (len(tasks) + 2) + "|"]

@@ -20,9 +20,7 @@ import numpy as np  # noqa: E402
 
 from dataio.contracts import MANIFEST, SUBSET_NAMES, PrepareOutputs, TrainOutputs  # noqa: E402
 from dataio.rundir import read_embeddings, read_ids, shard_files  # noqa: E402
-from dataio.selection import subset_schedule  # noqa: E402
 from dataio.sequences import ParquetRows  # noqa: E402
-from dataio.webpool import POOL_FILE  # noqa: E402
 from experiments.categories import composition, sequence_categories  # noqa: E402
 from experiments.layout import (  # noqa: E402
     MAIN,
@@ -35,12 +33,14 @@ from experiments.layout import (  # noqa: E402
     run_dir,
     warmstart_dir,
 )
+from experiments.webpool import POOL_FILE  # noqa: E402
 from reporting.pool_report import composition_table, gate_section, steps_table  # noqa: E402
-from reporting.stats import INTERVAL, format_interval  # noqa: E402
 from selection.facility_location import coverage  # noqa: E402
 from selection.ids import rows_of  # noqa: E402
 from selection.knn import normalize_embeddings  # noqa: E402
 from training.loop import TrainConfig  # noqa: E402
+from training.selection_io import subset_schedule  # noqa: E402
+from training.stats import INTERVAL, format_interval  # noqa: E402
 
 
 def _read(path: Path) -> dict | None:

@@ -21,7 +21,7 @@ Output folder: `pool.jsonl.gz` (`{"id", "text", "category"}` a line, shuffled), 
 `manifest.json`. Same config and seed, same bytes. The category stays in the pool file for the
 analysis (`categories`); the pipeline's corpus reader reads only `id` and `text`.
 
-    python -m dataio.webpool --config configs/webpool.yaml --out runs/webpool
+    python -m experiments.webpool --config configs/webpool.yaml --out runs/webpool
 """
 
 from __future__ import annotations
