@@ -114,8 +114,11 @@ def _coerce(hint: Any, value: Any, where: str, source: str) -> Any:
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
+        options = tuple(a for a in options if a is not type(None))
+        if len(options) == 1:  # `X | None`: X's own error (a section's names the key inside it)
+            return _coerce(options[0], value, where, source)
         errors = []
-        for option in (a for a in options if a is not type(None)):
+        for option in options:
             try:
                 return _coerce(option, value, where, source)
             except ValueError as e:

@@ -16,11 +16,9 @@ command resumes after an interruption. reporting/experiment_report.py writes res
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +28,16 @@ import yaml
 
 from actors.evaluator import evaluate_checkpoint
 from actors.trainer import launch_args, train_in_task
-from dataio.configfile import build_section, check_name, read_yaml, section_dict
+from dataio.configfile import section_dict
 from dataio.contracts import PrepareOutputs, TrainOutputs
 from dataio.log import configure, get_logger
 from dataio.redact import redact, redact_tree
 from dataio.rundir import RunDir, read_sequences
 from experiments.categories import oracle_subset, sequence_categories, write_oracle
+from experiments.config import load_experiment
 from experiments.layout import (
     MAIN,
     SELECTION_STAGES,
-    WARMSTART,
-    BestOf,
     Experiment,
     Gate,
     Run,
@@ -53,211 +50,21 @@ from experiments.layout import (
     run_dir,
     warmstart_dir,
 )
-from experiments.webpool import CATEGORIES, HELDOUT_FILE, POOL_FILE, write_pool
+from experiments.webpool import HELDOUT_FILE, POOL_FILE, write_pool
 from experiments.webpool import load_config as load_pool_config
-from jobs.config import PipelineConfig, resolve_paths
+from jobs.config import PipelineConfig
 from jobs.downstream import submit_downstream
 from jobs.pipeline import connect_ray, run_pipeline, stage_hashes
 from jobs.stages import Context
 from jobs.stages.evaluate import evaluation_sets
 from reporting.experiment_report import write_report
 from training.evaluate import predicted_tokens, unigram_loss
-from training.loop import TrainConfig
 from training.stats import mean_interval
-from training.subsets import FIXED_SUBSETS
 from training.tokenizer import load_tokenizer
 
 log = get_logger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIGS = [CONFIG_DIR / "experiment-bert.yaml", CONFIG_DIR / "experiment-gpt2.yaml"]
-
-
-def _merge(base: dict, overrides: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in overrides.items():
-        out[key] = _merge(out.get(key) or {}, value) if isinstance(value, dict) else value
-    return out
-
-
-def _mapping(data: Any, where: str) -> dict:
-    if not isinstance(data, dict):
-        raise ValueError(f"{where} must be a mapping, got {type(data).__name__}")
-    return data
-
-
-def _check_keys(data: Any, allowed: tuple[str, ...], where: str) -> dict:
-    unknown = [k for k in _mapping(data, where) if k not in allowed]
-    if unknown:
-        raise ValueError(f"{where}: unknown key {unknown[0]!r} (expected one of {', '.join(allowed)})")
-    return data
-
-
-def _train_config(base: TrainConfig, overrides: dict, where: str, source: Path) -> TrainConfig:
-    return build_section(TrainConfig, _merge(dataclasses.asdict(base), overrides), where, str(source))
-
-
-def load_experiment(path: str | Path, *, base: Path | None = None) -> Experiment:
-    """Read and validate an experiment config; every arm's and ablation's settings are checked here,
-    before anything runs, with errors that name the file and the key."""
-    path, base = Path(path), base or Path.cwd()
-    if not path.exists():
-        raise ValueError(f"experiment config {path} does not exist")
-    raw = _check_keys(
-        read_yaml(path) or {},
-        (
-            "name",
-            "pipeline",
-            "seeds",
-            "arms",
-            "ablations",
-            "ablation_seed",
-            "compare_to",
-            "pool",
-            "primary",
-            "gate",
-            "eval_every",
-            "best_of",
-        ),
-        str(path),
-    )
-    for key in ("name", "pipeline", "seeds", "arms"):
-        if key not in raw:
-            raise ValueError(f"{path}: '{key}' is required")
-    seeds = raw["seeds"]
-    if (
-        not isinstance(seeds, list)
-        or not seeds
-        or not all(isinstance(s, int) for s in seeds)
-        or len(set(seeds)) != len(seeds)
-    ):
-        raise ValueError(f"{path}: 'seeds' must be a non-empty list of distinct integers, got {seeds!r}")
-    if min(seeds) < 0:
-        raise ValueError(f"{path}: 'seeds' must be >= 0 (NumPy seeds are unsigned), got {seeds!r}")
-    try:
-        check_name(raw["name"], "'name'")
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from e
-
-    # The fixed subsets the arms train on are computed once, by the main pipeline's select stage.
-    arm_subsets = {(spec or {}).get("subset") for spec in _mapping(raw["arms"], f"{path}: arms").values()}
-
-    def pipeline(overrides: dict, where: str) -> PipelineConfig:
-        merged = _merge(raw["pipeline"], overrides)
-        if not overrides:
-            also = [*(merged.get("select") or {}).get("also", [])]
-            also += [s for s in FIXED_SUBSETS if s in arm_subsets and s not in also and s != "greedi"]
-            merged = _merge(merged, {"select": {"also": also}})
-        cfg = resolve_paths(build_section(PipelineConfig, merged, where, str(path)), base)
-        # Every variant computes its GreeDi subset: the greedi arm trains on it, and the report
-        # measures each variant's coverage against its greedy top-k.
-        return dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, greedi_merge=True))
-
-    main = pipeline({}, "pipeline")
-    pipelines, runs, notes = {MAIN: main}, [], {}
-    arms, ablations = _mapping(raw["arms"], f"{path}: arms"), _mapping(raw.get("ablations") or {}, f"{path}: ablations")
-    for name in [*arms, *ablations]:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(name)) or name == WARMSTART:
-            raise ValueError(
-                f"{path}: {name!r} cannot name an arm or ablation (letters, digits, _ . - only; not {WARMSTART!r})"
-            )
-    if set(arms) & set(ablations):
-        raise ValueError(f"{path}: {sorted(set(arms) & set(ablations))[0]!r} names both an arm and an ablation")
-    eval_every = raw.get("eval_every")
-    if eval_every is not None and (not isinstance(eval_every, int) or eval_every < 1):
-        raise ValueError(f"{path}: 'eval_every' must be an integer >= 1 or absent, got {eval_every!r}")
-    for arm, spec in arms.items():
-        spec = dict(_mapping(spec or {}, f"{path}: arms.{arm}"))
-        factor = spec.pop("steps_factor", 1)
-        if not isinstance(factor, int) or factor < 1:
-            raise ValueError(f"{path}: arms.{arm}.steps_factor must be an integer >= 1, got {factor!r}")
-        arm_seeds = spec.pop("seeds", seeds)
-        if not (isinstance(arm_seeds, list) and arm_seeds and all(isinstance(s, int) and s >= 0 for s in arm_seeds)):
-            raise ValueError(f"{path}: arms.{arm}.seeds must be a non-empty list of integers >= 0, got {arm_seeds!r}")
-        oracle = spec.pop("oracle", None)
-        if oracle is not None and oracle not in CATEGORIES:
-            raise ValueError(f"{path}: arms.{arm}.oracle must be a pool category (one of {', '.join(CATEGORIES)})")
-        if oracle is not None:
-            if "pool" not in raw:
-                raise ValueError(f"{path}: arms.{arm}.oracle needs a 'pool' (its categories name the oracle's data)")
-            if "subset" in spec:
-                raise ValueError(f"{path}: arms.{arm}: an oracle arm trains on its category; drop 'subset'")
-            # The file is written by the runner (oracle_file) once the pool is prepared.
-            spec |= {"subset": "file", "subset_file": f"oracle:{oracle}"}
-        train = _train_config(main.train, spec, f"arms.{arm}", path)
-        train = dataclasses.replace(train, steps=train.steps * factor)
-        snapshots = {main.train.steps * i for i in range(1, factor)}
-        if eval_every:  # held-out loss along the way: curves and steps-to-target
-            snapshots |= set(range(eval_every, train.steps, eval_every))
-        runs += [
-            Run(
-                variant=MAIN,
-                arm=arm,
-                seed=s,
-                train=dataclasses.replace(train, seed=s),
-                snapshots=tuple(sorted(snapshots)),
-                group=MAIN,
-                oracle=oracle,
-            )
-            for s in arm_seeds
-        ]
-    ablation_seed = raw.get("ablation_seed", seeds[0])
-    if not isinstance(ablation_seed, int) or ablation_seed < 0:
-        raise ValueError(f"{path}: 'ablation_seed' must be an integer >= 0, got {ablation_seed!r}")
-    for name, spec in ablations.items():
-        spec = _check_keys(spec or {}, ("pipeline", "train", "note"), f"{path}: ablations.{name}")
-        cfg = pipeline(spec.get("pipeline") or {}, f"ablations.{name}.pipeline")
-        train = _train_config(main.train, spec.get("train") or {}, f"ablations.{name}.train", path)
-        variant = name if spec.get("pipeline") else MAIN
-        if variant != MAIN:
-            pipelines[variant] = cfg
-        runs.append(
-            Run(
-                variant=variant,
-                arm=name,
-                seed=ablation_seed,
-                train=dataclasses.replace(train, seed=ablation_seed),
-                group="ablation",
-            )
-        )
-        notes[name] = spec.get("note") or json.dumps({k: spec[k] for k in ("pipeline", "train") if k in spec})
-    compare_to = raw.get("compare_to") or [next(iter(arms))]
-    if not isinstance(compare_to, list) or any(a not in arms for a in compare_to):
-        raise ValueError(f"{path}: 'compare_to' must list arms (of {', '.join(arms)}), got {compare_to!r}")
-    gate = None
-    if "gate" in raw:
-        spec = _check_keys(raw["gate"], ("arm", "against"), f"{path}: gate")
-        if any(spec.get(k) not in arms for k in ("arm", "against")):
-            raise ValueError(f"{path}: gate.arm and gate.against must name arms (of {', '.join(arms)}), got {spec!r}")
-        gate = Gate(arm=spec["arm"], against=spec["against"])
-    pool = None
-    if "pool" in raw:
-        pool = (base / str(raw["pool"])).resolve()
-        if not pool.is_file():
-            raise ValueError(f"{path}: pool config {pool} does not exist")
-    best_of = None
-    if "best_of" in raw:
-        spec = _check_keys(raw["best_of"], ("arms", "seeds"), f"{path}: best_of")
-        names, extra = spec.get("arms"), spec.get("seeds")
-        if not isinstance(names, list) or not names or any(a not in arms for a in names):
-            raise ValueError(f"{path}: best_of.arms must list arms (of {', '.join(arms)}), got {names!r}")
-        if not isinstance(extra, list) or not extra or not all(isinstance(x, int) and x >= 0 for x in extra):
-            raise ValueError(f"{path}: best_of.seeds must be a non-empty list of integers >= 0, got {extra!r}")
-        best_of = BestOf(arms=names, seeds=extra)
-    primary = raw.get("primary", "heldout")
-    sets = ["heldout", *([Path(HELDOUT_FILE).stem] if pool else []), *(Path(e).stem for e in main.evaluate.external)]
-    if primary not in sets:
-        raise ValueError(f"{path}: 'primary' must name an evaluation set (one of {', '.join(sets)}), got {primary!r}")
-    return Experiment(
-        name=str(raw["name"]),
-        pipelines=pipelines,
-        runs=runs,
-        notes=notes,
-        compare_to=compare_to,
-        pool=pool,
-        primary=primary,
-        gate=gate,
-        best_of=best_of,
-    )
 
 
 def share_stages(root: Path, variant: Path, base_cfg: PipelineConfig, cfg: PipelineConfig) -> None:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.runner import load_experiment
+from experiments.config import load_experiment
 from jobs.config import PipelineConfig, load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from experiments.categories import composition, oracle_subset
+from experiments.config import load_experiment
 from experiments.layout import MAIN, Gate
-from experiments.runner import judge_gate, load_experiment, run_experiment
+from experiments.runner import judge_gate, run_experiment
 from reporting.pool_report import steps_to_target
 from training.evaluate import predicted_tokens, unigram_loss
 
