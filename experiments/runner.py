@@ -1,40 +1,31 @@
 """The paper's comparison at small scale: arms x seeds trained from one warm start, then scored.
 
-    python -m jobs.experiment [--config configs/experiment-bert.yaml ...] [--out runs]
-
-An experiment config holds a whole pipeline config (`pipeline:`), the `seeds`, the `arms` (train
-settings laid over `pipeline.train`, e.g. `{subset: random, redraw_every: null}`; `steps_factor: 4`
-trains that many times longer and saves the model at every multiple of the base steps) and the
-`ablations` (pipeline and train overrides, one seed each). Every variant shares what its settings
-share: the warm start is trained once, and an ablation that changes only `select` reuses the
-embeddings. Each arm is one Ray task (one CPU), all submitted at once; each model is scored by
-held-out LM loss on every evaluation set and by `evaluate.downstream` fine-tuning. A finished arm, score or
-stage is never redone, so the
-command resumes after an interruption. reporting/experiment_report.py writes results.md and the plots.
+run_experiment runs an Experiment (experiments/config.py reads one from its config file). Every
+variant shares what its settings share: the warm start is trained once, and an ablation that changes
+only `select` reuses the embeddings. Each arm is one Ray task (one CPU), all submitted at once; each
+model is scored by held-out LM loss on every evaluation set and by `evaluate.downstream` fine-tuning.
+A finished arm, score or stage is never redone, so a rerun resumes after an interruption. The command
+(jobs/experiment.py) then writes the report (reporting/experiment_report.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import ray
-import yaml
 
 from actors.evaluator import evaluate_checkpoint
 from actors.trainer import launch_args, train_in_task
 from dataio.configfile import section_dict
 from dataio.contracts import PrepareOutputs, TrainOutputs
-from dataio.log import configure, get_logger
-from dataio.redact import redact, redact_tree
+from dataio.log import get_logger
 from dataio.rundir import RunDir, read_sequences
 from experiments.categories import oracle_subset, sequence_categories, write_oracle
-from experiments.config import load_experiment
 from experiments.layout import (
     MAIN,
     SELECTION_STAGES,
@@ -57,14 +48,11 @@ from jobs.downstream import submit_downstream
 from jobs.pipeline import connect_ray, run_pipeline, stage_hashes
 from jobs.stages import Context
 from jobs.stages.evaluate import evaluation_sets
-from reporting.experiment_report import write_report
 from training.evaluate import predicted_tokens, unigram_loss
 from training.stats import mean_interval
 from training.tokenizer import load_tokenizer
 
 log = get_logger(__name__)
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-DEFAULT_CONFIGS = [CONFIG_DIR / "experiment-bert.yaml", CONFIG_DIR / "experiment-gpt2.yaml"]
 
 
 def share_stages(root: Path, variant: Path, base_cfg: PipelineConfig, cfg: PipelineConfig) -> None:
@@ -238,9 +226,23 @@ def with_best_of(exp: Experiment, root: Path) -> Experiment:
     return dataclasses.replace(exp, runs=exp.runs + extra)
 
 
-def run_experiment(exp: Experiment, out: Path) -> Path:
-    """Train and score every run (skipping finished ones); returns the experiment folder. With a gate,
-    its two arms run first, and the rest only if the gate's arm clearly beats the other."""
+@dataclass(kw_only=True)
+class Outcome:
+    """What run_experiment leaves for its caller (the report, the command's exit)."""
+
+    root: Path  # the experiment folder
+    experiment: Experiment  # as run: oracle subset files set, and the `best_of` rule's extra runs once chosen
+    gate: dict | None = None  # the gate's verdict (judge_gate), where the experiment has a gate
+
+    @property
+    def gate_failed(self) -> bool:
+        return self.gate is not None and not self.gate["passed"]
+
+
+def run_experiment(exp: Experiment, out: Path) -> Outcome:
+    """Train and score every run (skipping finished ones) into the folder out/<name>. With a gate, its
+    two arms run first, and the rest only if the gate's arm clearly beats the other: a failed gate
+    returns at once, its verdict in the outcome."""
     root = out / exp.name
     if exp.pool is not None:
         exp = with_pool(exp, root)
@@ -260,20 +262,13 @@ def run_experiment(exp: Experiment, out: Path) -> Path:
             warm, {"final": pipes[MAIN] / "warmstart" / TrainOutputs.MODEL}, exp.pipelines[MAIN], sets
         )
     }
-    runs = exp.runs
+    runs, verdict = exp.runs, None
     if exp.gate is not None:
         first = [r for r in runs if r.group == MAIN and r.arm in (exp.gate.arm, exp.gate.against)]
         _train_and_score(root, exp, first, scoring, sets)
         verdict = judge_gate(root, exp, exp.gate)
         if not verdict["passed"]:
-            write_report(root, exp)
-            raise SystemExit(
-                f"[ingenious] experiment {exp.name}: gate failed: {exp.gate.arm} - {exp.gate.against} "
-                f"{exp.primary} loss = {verdict['mean']:.4f} ± {verdict['half_width'] or float('nan'):.4f} "
-                "(t 95% CI) does not exclude 0. The pool cannot separate arms: raise its redundancy and noise "
-                f"(the pool config {exp.pool}) or train longer, before spending the other runs. "
-                f"Report so far: {root / 'results.md'}"
-            )
+            return Outcome(root=root, experiment=exp, gate=verdict)
         log.info(
             f"experiment {exp.name}: gate passed ({exp.gate.arm} - {exp.gate.against} = "
             f"{verdict['mean']:.4f} ± {verdict['half_width']:.4f})"
@@ -283,8 +278,7 @@ def run_experiment(exp: Experiment, out: Path) -> Path:
     more = with_best_of(exp, root)
     if more is not exp:
         _train_and_score(root, more, [r for r in more.runs if r not in exp.runs], scoring, sets)
-    write_report(root, more)
-    return root
+    return Outcome(root=root, experiment=more, gate=verdict)
 
 
 def _train_and_score(root: Path, exp: Experiment, runs: list[Run], scoring: dict[Path, dict], sets: dict) -> None:
@@ -335,44 +329,3 @@ def _train_and_score(root: Path, exp: Experiment, runs: list[Run], scoring: dict
         score(run, folder)
         _flush_ready(scoring)
     _flush_ready(scoring, wait=True)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m jobs.experiment", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--config",
-        action="append",
-        default=None,
-        metavar="PATH",
-        help="experiment YAML (repeatable; default: configs/experiment-bert.yaml and experiment-gpt2.yaml)",
-    )
-    parser.add_argument("--out", default="runs", help="parent folder of the experiment folders (default: ./runs)")
-    args = parser.parse_args(argv)
-    configure()
-    base = Path(os.environ.get("INGENIOUS_BASE_DIR") or Path.cwd())
-    if "://" in args.out:  # variants share finished stages by symbolic links, which object stores lack
-        raise SystemExit(
-            f"--out {redact(args.out)}: an experiment's folder must be a local path (on a cluster, one "
-            "every node mounts); object storage is not supported for experiments"
-        )
-    try:
-        experiments = [load_experiment(p, base=base) for p in (args.config or DEFAULT_CONFIGS)]
-    except ValueError as e:
-        log.debug("the experiment config was rejected", exc_info=True)
-        raise SystemExit(f"config error: {redact(str(e))}") from None
-    for exp in experiments:
-        log.info(
-            f"experiment {exp.name}: {len(exp.runs)} runs, variants {', '.join(exp.pipelines)}\n"
-            f"{yaml.safe_dump(redact_tree(exp.pipelines[MAIN].to_dict()), sort_keys=False)}"
-        )
-        try:
-            root = run_experiment(exp, base / args.out)
-        except ValueError as e:  # bad input found once the run is under way (a pool, a subset file)
-            log.debug("the experiment stopped", exc_info=True)
-            raise SystemExit(f"error: {redact(str(e))}") from None
-        print((root / "results.md").read_text(), flush=True)
-        print(f"results: {root / 'results.md'}", flush=True)
-
-
-if __name__ == "__main__":
-    main()

@@ -7,7 +7,7 @@ import pytest
 
 from experiments.config import load_experiment
 from experiments.layout import MAIN
-from experiments.runner import run_experiment
+from jobs.experiment import run_and_report as run_experiment  # the command's run, then its report
 from tests.conftest import write_corpus, write_sst2
 
 PIPELINE = """
