@@ -104,3 +104,5 @@ class SelectOutputs:
 
 class EvaluateOutputs:
     METRICS = "metrics.json"  # "<model>/<set>" -> loss, perplexity, tokens, sequences
+    DOWNSTREAM_ROWS = "downstream.jsonl"  # one fine-tuning run (model, task, seed) a line
+    DOWNSTREAM_TABLE = "downstream.md"  # each task's mean and interval over seeds

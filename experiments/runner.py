@@ -34,14 +34,17 @@ from experiments.layout import (
     Run,
     baselines_file,
     best_of_file,
+    downstream_file,
+    eval_file,
     gate_file,
     oracle_file,
     pipeline_dir,
     pool_dir,
     run_dir,
+    train_file,
     warmstart_dir,
 )
-from experiments.webpool import HELDOUT_FILE, POOL_FILE, write_pool
+from experiments.webpool import HELDOUT_FILE, MANIFEST_FILE, POOL_FILE, write_pool
 from experiments.webpool import load_config as load_pool_config
 from jobs.config import PipelineConfig
 from jobs.downstream import submit_downstream
@@ -73,7 +76,7 @@ def _pending_scores(
     snapshots) on each set, and fine-tuning of the final model. Results land in `folder`."""
     refs: dict[str, Any] = {}
     gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0  # a task uses a GPU only if it reserved one
-    if not (folder / "eval.json").exists():
+    if not eval_file(folder).exists():
         refs["eval"] = {
             f"{m}/{name}": evaluate_checkpoint.options(num_gpus=gpus).remote(
                 str(d), seqs, model_cfg=cfg.model, batch_size=cfg.evaluate.batch_size, seed=cfg.evaluate.seed
@@ -82,7 +85,7 @@ def _pending_scores(
             for name, seqs in sets.items()
             if seqs
         }
-    if cfg.evaluate.downstream.tasks and not (folder / "downstream.json").exists():
+    if cfg.evaluate.downstream.tasks and not downstream_file(folder).exists():
         refs["downstream"] = submit_downstream(
             {folder.name: str(models["final"])}, cfg.evaluate.downstream, kind=cfg.model.kind, gpus_per_task=gpus
         )[1]
@@ -91,9 +94,9 @@ def _pending_scores(
 
 def _write_scores(folder: Path, refs: dict[str, Any]) -> None:
     if "eval" in refs:
-        RunDir.write_json(folder / "eval.json", dict(zip(refs["eval"], ray.get(list(refs["eval"].values())))))
+        RunDir.write_json(eval_file(folder), dict(zip(refs["eval"], ray.get(list(refs["eval"].values())))))
     if "downstream" in refs:
-        RunDir.write_json(folder / "downstream.json", {"rows": ray.get(refs["downstream"])})
+        RunDir.write_json(downstream_file(folder), {"rows": ray.get(refs["downstream"])})
 
 
 def _flush_ready(scoring: dict[Path, dict], *, wait: bool = False) -> None:
@@ -109,7 +112,7 @@ def with_pool(exp: Experiment, root: Path) -> Experiment:
     """Build the experiment's pool (once: the builder is deterministic) and make it every variant's
     corpus; its clean held-out passages become the first external evaluation set."""
     folder, cfg = pool_dir(root), load_pool_config(exp.pool)
-    manifest = folder / "manifest.json"  # written last
+    manifest = folder / MANIFEST_FILE  # written last
     if not manifest.exists():
         write_pool(cfg, str(folder))
     elif json.loads(manifest.read_text())["config"] != section_dict(cfg):
@@ -197,7 +200,7 @@ def primary_losses(root: Path, exp: Experiment, arm: str) -> dict[int, float]:
     """Seed -> final primary loss of every scored main run of `arm`."""
     out = {}
     for run in exp.runs:
-        scores = run_dir(root, run) / "eval.json"
+        scores = eval_file(run_dir(root, run))
         if run.arm == arm and run.group == MAIN and scores.exists():
             out[run.seed] = json.loads(scores.read_text())[f"final/{exp.primary}"]["loss"]
     return out
@@ -297,7 +300,7 @@ def _train_and_score(root: Path, exp: Experiment, runs: list[Run], scoring: dict
     training: dict[ray.ObjectRef, tuple[Run, Path]] = {}
     for run in order:
         folder, pipe = run_dir(root, run), exp.pipelines[run.variant]
-        if (folder / "train.json").exists():
+        if train_file(folder).exists():
             score(run, folder)
             continue
         args = launch_args(
@@ -316,7 +319,7 @@ def _train_and_score(root: Path, exp: Experiment, runs: list[Run], scoring: dict
         [done], _ = ray.wait(list(training), num_returns=1)
         run, folder = training.pop(done)
         RunDir.write_json(
-            folder / "train.json",
+            train_file(folder),
             {
                 **ray.get(done),
                 "variant": run.variant,

@@ -46,6 +46,7 @@ from dataio.corpus import read_documents
 CATEGORIES = ("clean", "near_duplicate", "boilerplate", "word_salad", "garbage", "off_domain")
 POOL_FILE = "pool.jsonl.gz"  # {"id", "text", "category"} a line: the corpus
 HELDOUT_FILE = "heldout_clean.jsonl"  # {"id", "text"} a line: evaluate.external's set "heldout_clean"
+MANIFEST_FILE = "manifest.json"  # the config, counts and digests, written last
 ID_PREFIX = {"clean": "clean", "boilerplate": "boiler", "word_salad": "salad", "garbage": "garbage"}
 ID_PREFIX |= {"off_domain": "offdomain", "near_duplicate": "dup"}
 
@@ -499,7 +500,7 @@ def write_pool(cfg: WebPoolConfig, out: str) -> dict:
         # evaluate.external reads heldout_clean.jsonl as the set "heldout_clean"
         "heldout_format": "JSONL {id, text}: evaluate.external accepts it as is",
     }
-    U.write_json(U.join(out, "manifest.json"), manifest)
+    U.write_json(U.join(out, MANIFEST_FILE), manifest)
     return manifest
 
 

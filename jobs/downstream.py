@@ -22,6 +22,7 @@ import ray
 from actors.finetuner import finetune_task
 from actors.monitor import gather
 from dataio import uri as U
+from dataio.contracts import EvaluateOutputs
 from dataio.log import configure, get_logger
 from dataio.tasks import GLUE, TASKS, load_task
 from training.finetune import FinetuneConfig
@@ -70,9 +71,9 @@ def score_table(rows: list[dict]) -> str:
 
 def write_results(rows: list[dict], out: str) -> str:
     """downstream.jsonl (every row) and downstream.md (the table) into the folder `out` (path or URI)."""
-    U.write_text(U.join(out, "downstream.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
+    U.write_text(U.join(out, EvaluateOutputs.DOWNSTREAM_ROWS), "".join(json.dumps(r) + "\n" for r in rows))
     table = score_table(rows)
-    U.write_text(U.join(out, "downstream.md"), table + "\n")
+    U.write_text(U.join(out, EvaluateOutputs.DOWNSTREAM_TABLE), table + "\n")
     return table
 
 

@@ -19,7 +19,7 @@ import yaml
 from dataio.log import configure, get_logger
 from dataio.redact import redact, redact_tree
 from experiments.config import load_experiment
-from experiments.layout import MAIN, Experiment
+from experiments.layout import MAIN, Experiment, results_file
 from experiments.runner import Outcome, run_experiment
 from reporting.experiment_report import write_report
 
@@ -45,7 +45,7 @@ def gate_failure(done: Outcome) -> str:
         f"{exp.primary} loss = {verdict['mean']:.4f} ± {verdict['half_width'] or float('nan'):.4f} "
         "(t 95% CI) does not exclude 0. The pool cannot separate arms: raise its redundancy and noise "
         f"(the pool config {exp.pool}) or train longer, before spending the other runs. "
-        f"Report so far: {done.root / 'results.md'}"
+        f"Report so far: {results_file(done.root)}"
     )
 
 
@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as e:  # bad input found once the run is under way (a pool, a subset file)
             log.debug("the experiment stopped", exc_info=True)
             raise SystemExit(f"error: {redact(str(e))}") from None
-        print((root / "results.md").read_text(), flush=True)
-        print(f"results: {root / 'results.md'}", flush=True)
+        print(results_file(root).read_text(), flush=True)
+        print(f"results: {results_file(root)}", flush=True)
 
 
 if __name__ == "__main__":

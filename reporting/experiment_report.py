@@ -28,9 +28,14 @@ from experiments.layout import (  # noqa: E402
     Experiment,
     Run,
     baselines_file,
+    curves_file,
+    downstream_file,
+    eval_file,
     pipeline_dir,
     pool_dir,
+    results_file,
     run_dir,
+    train_file,
     warmstart_dir,
 )
 from experiments.webpool import POOL_FILE  # noqa: E402
@@ -61,8 +66,8 @@ def _cell(values: list[float], digits: int = 3) -> str:
 
 
 def _scores(folder: Path) -> dict:
-    scores = _read(folder / "eval.json") or {}
-    rows = (_read(folder / "downstream.json") or {}).get("rows", [])
+    scores = _read(eval_file(folder)) or {}
+    rows = (_read(downstream_file(folder)) or {}).get("rows", [])
     return {
         "loss": {k: v["loss"] for k, v in scores.items()},
         "tasks": {r["task"]: 100 * r["score"] for r in rows},
@@ -129,7 +134,7 @@ def collect(root: Path, exp: Experiment, composed: Composition | None = None) ->
     records, cover = [], Coverage(root)
     for run in exp.runs:
         folder = run_dir(root, run)
-        trained = _read(folder / "train.json")
+        trained = _read(train_file(folder))
         if trained is None:
             continue
         pipe, fraction = pipeline_dir(root, run.variant), exp.pipelines[run.variant].select.fraction
@@ -362,7 +367,7 @@ def write_report(root: Path, exp: Experiment) -> str:
     records, warm = collect(root, exp, composed), _scores(warmstart_dir(root))
     pool_shares = composed.pool if composed else None
     sets = _sets(records, exp.primary)
-    plot_curves(records, warm, sets, root / "loss_curves.png")
+    plot_curves(records, warm, sets, curves_file(root))
     main = exp.pipelines[MAIN]
     pool = ((_read(pipeline_dir(root, MAIN) / "prepare" / MANIFEST) or {}).get("summary") or {}).get("sequences") or 0
     seen = main.train.steps * main.train.global_batch_size
@@ -413,9 +418,9 @@ def write_report(root: Path, exp: Experiment) -> str:
         "",
         *_stage_table(root, records),
         "",
-        "![loss curves](loss_curves.png)",
+        f"![loss curves]({curves_file(root).name})",
         "",
     ]
     text = "\n".join(parts)
-    (root / "results.md").write_text(text)
+    results_file(root).write_text(text)
     return text

@@ -156,7 +156,7 @@ def _render(run: RunDir, out: Path) -> None:
     training_png = training_curves(run, out)
     evaluation = U.read_json(U.join(run.stage("evaluate"), EvaluateOutputs.METRICS))
     eval_rows = [{"model/set": k, **v} for k, v in evaluation.items()] if evaluation else []
-    downstream = U.join(run.stage("evaluate"), "downstream.md")
+    downstream = U.join(run.stage("evaluate"), EvaluateOutputs.DOWNSTREAM_TABLE)
     quality = [{"subset": k, **v} for k, v in scores.items()]
     img = lambda name: f'<img src="{name}" alt="{name}">' if name else "<p>(not available)</p>"  # noqa: E731
     title = f"ingenious-ray report: {html.escape(U.name(run.root))}"

@@ -13,6 +13,7 @@ from dataio.contracts import (
     RUN_CONFIG,
     STAGE_NAMES,
     SUBSET_NAMES,
+    EvaluateOutputs,
     FixedSubsetName,
     PrepareOutputs,
     SelectOutputs,
@@ -34,6 +35,11 @@ def test_the_names_are_the_ones_on_disk():
     assert (TrainOutputs.MODEL, TrainOutputs.METRICS) == ("model", "metrics.jsonl")
     assert (SelectOutputs.PROBABILITIES, SelectOutputs.SUBSET) == ("probabilities.parquet", "subset.parquet")
     assert SelectOutputs.subset("greedi") == "subset_greedi.parquet"
+    assert (EvaluateOutputs.METRICS, EvaluateOutputs.DOWNSTREAM_ROWS, EvaluateOutputs.DOWNSTREAM_TABLE) == (
+        "metrics.json",
+        "downstream.jsonl",
+        "downstream.md",
+    )
     assert shard_name(7) == "part-00007.parquet"
 
 
