@@ -98,9 +98,9 @@ class NearDuplicateConfig:
 class WebPoolConfig:
     seed: int = 0
     documents: int = 8000  # the pool's size: the experiment trains on 2 CPU cores
-    # Words of a passage at most. With a WordPiece or BPE vocabulary of 8k trained on this pool, 75 words
-    # are at most ~120 tokens (clean median 88, 97% <= 128): one 128-token sequence, so a sequence has one
-    # category. Off-domain abstracts cut finer (91% <= 128); an overflow becomes a sequence of its own.
+    # Words of a passage at most: sized so that, with a WordPiece or BPE vocabulary of 8k trained on this
+    # pool, a passage is about one 128-token sequence and so a sequence has one category. A passage that
+    # overflows its sequence becomes a sequence of its own.
     passage_words: int = 75
     min_passage_words: int = 35  # shorter passages (an article's last lines) are dropped
     # A few passages per article keep the clean part topically diverse (the first articles are long).

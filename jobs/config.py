@@ -104,18 +104,15 @@ class SelectConfig:
     strategy: SubsetName = "ingenious"  # the subset copied to subset.parquet (dataio/contracts.py names them)
     fraction: float = 0.25
     partition: Partition = "cluster"  # cluster (k-means cells; keeps greedy's quality) or random (the paper's)
-    # None: as few partitions as fit `partition_size` points each. bench/selection.py measured that
-    # splitting only loses quality (one global graph kept all of greedy's advantage at n = 100k,
-    # 8 cluster shards 0.98, 16 random shards 0.91), so split only as much as memory requires.
+    # None: as few partitions as fit `partition_size` points each. Splitting only loses quality (bench/selection.py;
+    # the README's Benchmarks), so split only as much as memory requires.
     num_partitions: int | None = None
     partition_size: int = 100_000
     max_partition_factor: float = 2.0  # cluster partitions above factor * n / P are split
     kmeans_sample: int = 100_000  # points sampled to fit the partition centroids
     knn_k: int = 20
     knn_method: KnnMethod = "exact"
-    knn_nprobe: int = (
-        8  # IVF cells per query: recall 1.000 at 15.6k and 0.9998 at 30k synthetic points, 40% faster than 16
-    )
+    knn_nprobe: int = 8  # IVF cells per query (its recall and speed: the README's Benchmarks)
     optimizer: Optimizer = "lazy"  # lazy (exact greedy) or stochastic
     epsilon: float = 0.01  # stochastic greedy only
     # The GreeDi merge round runs only when something uses its subset: strategy greedi, train.subset
@@ -139,8 +136,8 @@ class SelectConfig:
     d4_dedup_keep: float = 0.75
     d4_clusters: int | None = None
     # What the merge maximises. `partitions`: the sum of the partitions' own kNN objectives; greedy on
-    # it merges the partitions' greedy orders by gain, exactly, with no pass over the data (at n = 100k
-    # it kept 0.98 of central greedy's advantage on both objectives with 16 and 64 cluster partitions).
+    # it merges the partitions' greedy orders by gain, exactly, with no pass over the data (how much of
+    # central greedy's advantage it keeps: bench/selection.py).
     # `all_points`: every point through its nearest candidates from any partition (edges floored at
     # its k-th neighbour): cross-partition coverage too, for a search of every point (bench/scale.py).
     merge_objective: MergeObjective = "partitions"
@@ -149,9 +146,8 @@ class SelectConfig:
     # Above it, groups of partitions are merged first, each keeping its part of this many, then the last round.
     merge_max_candidates: int = 600_000
     # all_points only: IVF cells each point visits when it looks for its nearest merge candidates. Only candidates
-    # above the point's own k-th neighbour similarity count, and those sit in the nearest cells:
-    # at n = 100k, 16 partitions, nprobe 4 kept 0.979 of central greedy's kNN advantage (16: 0.983)
-    # in 44% of the search time.
+    # above the point's own k-th neighbour similarity count, and those sit in the nearest cells, so a few
+    # cells keep nearly all of what a search of many does (the README's Benchmarks).
     merge_nprobe: int = 4
     seed: int = 0
     cpus_per_task: float = 1.0  # Ray resources of each partition / merge task

@@ -7,7 +7,7 @@ Models, data folder and output folder are local paths or `s3://`/`gs://` URIs: e
 reads its model and task files itself on whichever node runs it, and asks for a GPU when the cluster
 has one (--use-gpu). Every (checkpoint, task, seed) is one Ray task; the table gives each task's headline score (GLUE's
 convention: accuracy, Matthews correlation for CoLA, mean of F1 and accuracy for MRPC, mean of
-Pearson and Spearman for STS-B) as mean +- standard deviation over seeds, and their average.
+Pearson and Spearman for STS-B) as the mean and t-based 95% interval over seeds, and their average.
 """
 
 from __future__ import annotations

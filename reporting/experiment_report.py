@@ -1,7 +1,8 @@
 """results.md and plots of an experiment folder (what experiments/runner.py wrote).
 
-Every number is a mean +- sample standard deviation over seeds (n shown); differences
-against the full-data arm are paired by seed (same seed = same masks, dropout and data order rules).
+Every number over seeds is a mean ± the half-width of its t-based 95% confidence interval (n shown;
+training/stats.py); differences against a reference arm are paired by seed (same seed = same masks,
+dropout and data order rules).
 Selection cost is the embed + select wall-clock of the pipeline an arm's subsets come from.
 Coverage is the dense facility-location objective per point of a run's first draw (see Coverage).
 """
@@ -103,7 +104,8 @@ class Coverage:
 
     def advantage(self, value: float | None, fraction: float) -> float | None:
         """The share of the main greedy subset's coverage gain over random subsets that `value` keeps
-        (DESIGN.md: judge a selection by this, since a random subset already covers most of the pool)."""
+        (a selection is judged by this share, not by its coverage, since a random subset already covers
+        most of the pool)."""
         if value is None:
             return None
         randoms = np.mean([self(MAIN, "random", s, fraction) for s in range(3)])
