@@ -27,11 +27,11 @@ from transformers import PreTrainedTokenizerBase
 from dataio import uri as U
 from dataio.contracts import PrepareOutputs, TrainOutputs
 from dataio.log import get_logger
-from dataio.selection import subset_schedule
 from dataio.sequences import ParquetRows
 from training.device import task_device
 from training.loop import WINDOW_ROWS, LMTrainer, TrainConfig, load_state, save_state
 from training.model import ModelConfig, Objective, build_model
+from training.selection_io import subset_schedule
 from training.tokenizer import load_tokenizer
 
 STATE_FILE = "state.pt"

@@ -10,7 +10,24 @@ int64, embedding fixed_size_list<float32>[d] and, with embed.sequence_loss, loss
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import pyarrow as pa
+
+# The pipeline's stages in run order, each writing the folder of its name in the run directory.
+STAGE_NAMES = ["prepare", "warmstart", "embed", "select", "train", "evaluate"]
+
+# The subsets the select stage can write, each name spelled here only; every other list of them (the
+# config's choices, the trainer's modes, the report's arms) is built from these. The greedy facility-
+# location selections come first: ingenious is a distribution (PROBABILITIES) drawn from while training,
+# greedi one list. Then the prunings: SemDeDup-based deduplication within the k-means clusters, and a
+# band of the sequences' losses. Every subset but ingenious is one list of ids for the whole run.
+SelectedSubsetName = Literal["ingenious", "greedi"]
+DedupSubsetName = Literal["semdedup", "d4"]
+PrunedSubsetName = Literal[DedupSubsetName, "perplexity"]
+SubsetName = Literal[SelectedSubsetName, PrunedSubsetName]
+FixedSubsetName = Literal["greedi", PrunedSubsetName]
+SUBSET_NAMES: tuple[str, ...] = get_args(SubsetName)
 
 MARKER = "_SUCCESS"  # written last in a finished stage's folder (dataio/rundir.py)
 MANIFEST = "manifest.json"  # a stage's config hash, inputs, outputs' digests and summary
@@ -56,11 +73,10 @@ class SelectOutputs:
             ("probability", pa.float64()),
         ]
     )
-    # Each subset's columns; sequence_id first, in the subset's rank order where it has one.
+    # Each subset's columns (in SUBSET_NAMES order); sequence_id first, in the subset's rank order where it has one.
     SUBSET_SCHEMAS = {
         "ingenious": pa.schema([("sequence_id", pa.int64()), ("draw", pa.int32())]),
         "greedi": pa.schema([("sequence_id", pa.int64()), ("rank", pa.int64()), ("gain", pa.float64())]),
-        "perplexity": pa.schema([("sequence_id", pa.int64()), ("loss", pa.float32())]),
         "semdedup": pa.schema(
             [
                 ("sequence_id", pa.int64()),
@@ -77,6 +93,7 @@ class SelectOutputs:
                 ("centroid_similarity", pa.float32()),
             ]
         ),
+        "perplexity": pa.schema([("sequence_id", pa.int64()), ("loss", pa.float32())]),
     }
 
     @staticmethod
@@ -87,3 +104,5 @@ class SelectOutputs:
 
 class EvaluateOutputs:
     METRICS = "metrics.json"  # "<model>/<set>" -> loss, perplexity, tokens, sequences
+    DOWNSTREAM_ROWS = "downstream.jsonl"  # one fine-tuning run (model, task, seed) a line
+    DOWNSTREAM_TABLE = "downstream.md"  # each task's mean and interval over seeds

@@ -1,6 +1,6 @@
 """What a pool's categories say about an experiment: the oracle arms' subsets and what each arm trained on.
 
-The pool builder (dataio/webpool.py) tags every document with a category (clean, near_duplicate,
+The pool builder (experiments/webpool.py) tags every document with a category (clean, near_duplicate,
 boilerplate, ...). Selection never sees it; these functions join it back through the sequences'
 document ids, for the oracle arm (the ceiling: a budget-sized draw from one category) and the
 composition table (the share of each category in the sequences an arm trained on).
@@ -17,7 +17,7 @@ import pyarrow as pa
 from dataio import uri as U
 from dataio.contracts import PrepareOutputs
 from dataio.rundir import read_table, shard_files, write_parquet
-from dataio.webpool import categories
+from experiments.webpool import categories
 from selection.ids import rows_of
 
 # The oracle's draw has its own seed stream, apart from the batch orders' and the random arm's.

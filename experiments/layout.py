@@ -1,14 +1,16 @@
-"""What an experiment is and where its files live: one definition for the runner and the report.
+"""What an experiment is and where its files live: one definition for the runner, the command and the report.
 
-<root>/pipelines/<variant>/       the variant's pipeline run directory (prepare ... select)
-<root>/runs/<variant>/<arm>/seed<s>/   one trained model: train.json, scores.json, its model
-<root>/runs/main/warmstart/       the warm start's own scores
-<root>/pool/                      the built pool, when the experiment names a pool config
+<root>/pipelines/<variant>/            the variant's pipeline run directory (prepare ... select)
+<root>/runs/<variant>/<arm>/seed<s>/   one trained model: train.json, eval.json, downstream.json, and
+                                       the trainer's model/, model-step<N>/ snapshots and metrics.jsonl
+<root>/runs/main/warmstart/            the warm start's own scores (eval.json, downstream.json)
+<root>/pool/                           the built pool (experiments/webpool.py), when the experiment names a
+                                       pool config
 <root>/oracles/<category>-seed<s>.parquet   an oracle arm's subset (sequence ids of one category)
-<root>/gate.json                  the gate's verdict, when the experiment has a gate
-<root>/best_of.json               which arm the `best_of` rule gave more seeds
-<root>/baselines.json             each evaluation set's loss under a unigram model of the pool
-<root>/results.md, *.png          the report (reporting/experiment_report.py)
+<root>/gate.json                       the gate's verdict, when the experiment has a gate
+<root>/best_of.json                    which arm the `best_of` rule gave more seeds
+<root>/baselines.json                  each evaluation set's loss under a unigram model of the pool
+<root>/results.md, loss_curves.png     the report (reporting/experiment_report.py)
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from dataio.contracts import STAGE_NAMES
 from jobs.config import PipelineConfig
 from training.loop import TrainConfig
 
 MAIN = "main"  # the base pipeline variant and the arms x seeds group
 WARMSTART = "warmstart"  # runs/main/warmstart: the warm start's own scores
-SELECTION_STAGES = ("prepare", "warmstart", "embed", "select")
+SELECTION_STAGES = tuple(STAGE_NAMES[: STAGE_NAMES.index("select") + 1])  # shared by every run of a variant
 
 
 @dataclass(kw_only=True)
@@ -48,7 +51,7 @@ class Experiment:
     runs: list[Run]
     notes: dict[str, str]  # ablation -> what it changes, for the report
     compare_to: list[str]  # arms every other arm is compared with, paired by seed
-    pool: Path | None = None  # a pool builder config (dataio/webpool.py): the corpus of every variant
+    pool: Path | None = None  # a pool builder config (experiments/webpool.py): the corpus of every variant
     primary: str = "heldout"  # the evaluation set the gate and steps-to-target are judged on
     gate: Gate | None = None
     best_of: BestOf | None = None
@@ -101,3 +104,27 @@ def baselines_file(root: Path) -> Path:
 
 def best_of_file(root: Path) -> Path:
     return root / "best_of.json"
+
+
+def train_file(folder: Path) -> Path:
+    """In a run's folder: the trainer's summary and the run's settings, written once the model is trained."""
+    return folder / "train.json"
+
+
+def eval_file(folder: Path) -> Path:
+    """In a run's folder: held-out losses, "<model>/<set>" -> loss, ... (model: final or step<N>)."""
+    return folder / "eval.json"
+
+
+def downstream_file(folder: Path) -> Path:
+    """In a run's folder: the final model's fine-tuning scores, {"rows": one per task and seed}."""
+    return folder / "downstream.json"
+
+
+def results_file(root: Path) -> Path:
+    return root / "results.md"
+
+
+def curves_file(root: Path) -> Path:
+    """The loss curves, next to results.md (which shows them by this name)."""
+    return root / "loss_curves.png"

@@ -1,262 +1,60 @@
 """The paper's comparison at small scale: arms x seeds trained from one warm start, then scored.
 
-    python -m jobs.experiment [--config configs/experiment-bert.yaml ...] [--out runs]
-
-An experiment config holds a whole pipeline config (`pipeline:`), the `seeds`, the `arms` (train
-settings laid over `pipeline.train`, e.g. `{subset: random, redraw_every: null}`; `steps_factor: 4`
-trains that many times longer and saves the model at every multiple of the base steps) and the
-`ablations` (pipeline and train overrides, one seed each). Every variant shares what its settings
-share: the warm start is trained once, and an ablation that changes only `select` reuses the
-embeddings. Each arm is one Ray task (one CPU), all submitted at once; each model is scored by
-held-out LM loss on every evaluation set and by `evaluate.downstream` fine-tuning. A finished arm, score or
-stage is never redone, so the
-command resumes after an interruption. reporting/experiment_report.py writes results.md and the plots.
+run_experiment runs an Experiment (experiments/config.py reads one from its config file). Every
+variant shares what its settings share: the warm start is trained once, and an ablation that changes
+only `select` reuses the embeddings. Each arm is one Ray task (one CPU), all submitted at once; each
+model is scored by held-out LM loss on every evaluation set and by `evaluate.downstream` fine-tuning.
+A finished arm, score or stage is never redone, so a rerun resumes after an interruption. The command
+(jobs/experiment.py) then writes the report (reporting/experiment_report.py).
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
 import dataclasses
 import json
-import os
-import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import yaml
 
 from actors.trainer import launch_args, train_in_task
+from dataio.configfile import section_dict
 from dataio.contracts import PrepareOutputs, TrainOutputs
-from dataio.log import configure, get_logger
-from dataio.redact import redact, redact_tree
+from dataio.log import get_logger
 from dataio.rundir import RunDir, read_sequences
-from dataio.webpool import CATEGORIES, HELDOUT_FILE, POOL_FILE, write_pool
-from dataio.webpool import load_config as load_pool_config
 from experiments.categories import oracle_subset, sequence_categories, write_oracle
 from experiments.layout import (
     MAIN,
     SELECTION_STAGES,
-    WARMSTART,
-    BestOf,
     Experiment,
     Gate,
     Run,
     baselines_file,
     best_of_file,
+    downstream_file,
+    eval_file,
     gate_file,
     oracle_file,
     pipeline_dir,
     pool_dir,
     run_dir,
+    train_file,
     warmstart_dir,
 )
-from jobs.config import PipelineConfig, build_section, check_name, read_yaml, resolve_paths, section_dict
+from experiments.webpool import HELDOUT_FILE, MANIFEST_FILE, POOL_FILE, write_pool
+from experiments.webpool import load_config as load_pool_config
+from jobs.config import PipelineConfig
 from jobs.downstream import downstream_tasks
 from jobs.executor import Executor, Task
 from jobs.pipeline import connect_ray, run_pipeline, stage_hashes
 from jobs.resources import Resources
 from jobs.stages import Context
 from jobs.stages.evaluate import evaluation_sets, evaluation_tasks
-from reporting.experiment_report import write_report
-from reporting.stats import mean_interval
 from training.evaluate import predicted_tokens, unigram_loss
-from training.loop import TrainConfig
-from training.subsets import FIXED_SUBSETS
+from training.stats import mean_interval
 from training.tokenizer import load_tokenizer
 
 log = get_logger(__name__)
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-DEFAULT_CONFIGS = [CONFIG_DIR / "experiment-bert.yaml", CONFIG_DIR / "experiment-gpt2.yaml"]
-
-
-def _merge(base: dict, overrides: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in overrides.items():
-        out[key] = _merge(out.get(key) or {}, value) if isinstance(value, dict) else value
-    return out
-
-
-def _mapping(data: Any, where: str) -> dict:
-    if not isinstance(data, dict):
-        raise ValueError(f"{where} must be a mapping, got {type(data).__name__}")
-    return data
-
-
-def _check_keys(data: Any, allowed: tuple[str, ...], where: str) -> dict:
-    unknown = [k for k in _mapping(data, where) if k not in allowed]
-    if unknown:
-        raise ValueError(f"{where}: unknown key {unknown[0]!r} (expected one of {', '.join(allowed)})")
-    return data
-
-
-def _train_config(base: TrainConfig, overrides: dict, where: str, source: Path) -> TrainConfig:
-    return build_section(TrainConfig, _merge(dataclasses.asdict(base), overrides), where, str(source))
-
-
-def load_experiment(path: str | Path, *, base: Path | None = None) -> Experiment:
-    """Read and validate an experiment config; every arm's and ablation's settings are checked here,
-    before anything runs, with errors that name the file and the key."""
-    path, base = Path(path), base or Path.cwd()
-    if not path.exists():
-        raise ValueError(f"experiment config {path} does not exist")
-    raw = _check_keys(
-        read_yaml(path) or {},
-        (
-            "name",
-            "pipeline",
-            "seeds",
-            "arms",
-            "ablations",
-            "ablation_seed",
-            "compare_to",
-            "pool",
-            "primary",
-            "gate",
-            "eval_every",
-            "best_of",
-        ),
-        str(path),
-    )
-    for key in ("name", "pipeline", "seeds", "arms"):
-        if key not in raw:
-            raise ValueError(f"{path}: '{key}' is required")
-    seeds = raw["seeds"]
-    if (
-        not isinstance(seeds, list)
-        or not seeds
-        or not all(isinstance(s, int) for s in seeds)
-        or len(set(seeds)) != len(seeds)
-    ):
-        raise ValueError(f"{path}: 'seeds' must be a non-empty list of distinct integers, got {seeds!r}")
-    if min(seeds) < 0:
-        raise ValueError(f"{path}: 'seeds' must be >= 0 (NumPy seeds are unsigned), got {seeds!r}")
-    try:
-        check_name(raw["name"], "'name'")
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from e
-
-    # The fixed subsets the arms train on are computed once, by the main pipeline's select stage.
-    arm_subsets = {(spec or {}).get("subset") for spec in _mapping(raw["arms"], f"{path}: arms").values()}
-
-    def pipeline(overrides: dict, where: str) -> PipelineConfig:
-        merged = _merge(raw["pipeline"], overrides)
-        if not overrides:
-            also = [*(merged.get("select") or {}).get("also", [])]
-            also += [s for s in FIXED_SUBSETS if s in arm_subsets and s not in also and s != "greedi"]
-            merged = _merge(merged, {"select": {"also": also}})
-        cfg = resolve_paths(build_section(PipelineConfig, merged, where, str(path)), base)
-        # Every variant computes its GreeDi subset: the greedi arm trains on it, and the report
-        # measures each variant's coverage against its greedy top-k.
-        return dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, greedi_merge=True))
-
-    main = pipeline({}, "pipeline")
-    pipelines, runs, notes = {MAIN: main}, [], {}
-    arms, ablations = _mapping(raw["arms"], f"{path}: arms"), _mapping(raw.get("ablations") or {}, f"{path}: ablations")
-    for name in [*arms, *ablations]:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(name)) or name == WARMSTART:
-            raise ValueError(
-                f"{path}: {name!r} cannot name an arm or ablation (letters, digits, _ . - only; not {WARMSTART!r})"
-            )
-    if set(arms) & set(ablations):
-        raise ValueError(f"{path}: {sorted(set(arms) & set(ablations))[0]!r} names both an arm and an ablation")
-    eval_every = raw.get("eval_every")
-    if eval_every is not None and (not isinstance(eval_every, int) or eval_every < 1):
-        raise ValueError(f"{path}: 'eval_every' must be an integer >= 1 or absent, got {eval_every!r}")
-    for arm, spec in arms.items():
-        spec = dict(_mapping(spec or {}, f"{path}: arms.{arm}"))
-        factor = spec.pop("steps_factor", 1)
-        if not isinstance(factor, int) or factor < 1:
-            raise ValueError(f"{path}: arms.{arm}.steps_factor must be an integer >= 1, got {factor!r}")
-        arm_seeds = spec.pop("seeds", seeds)
-        if not (isinstance(arm_seeds, list) and arm_seeds and all(isinstance(s, int) and s >= 0 for s in arm_seeds)):
-            raise ValueError(f"{path}: arms.{arm}.seeds must be a non-empty list of integers >= 0, got {arm_seeds!r}")
-        oracle = spec.pop("oracle", None)
-        if oracle is not None and oracle not in CATEGORIES:
-            raise ValueError(f"{path}: arms.{arm}.oracle must be a pool category (one of {', '.join(CATEGORIES)})")
-        if oracle is not None:
-            if "pool" not in raw:
-                raise ValueError(f"{path}: arms.{arm}.oracle needs a 'pool' (its categories name the oracle's data)")
-            if "subset" in spec:
-                raise ValueError(f"{path}: arms.{arm}: an oracle arm trains on its category; drop 'subset'")
-            # The file is written by the runner (oracle_file) once the pool is prepared.
-            spec |= {"subset": "file", "subset_file": f"oracle:{oracle}"}
-        train = _train_config(main.train, spec, f"arms.{arm}", path)
-        train = dataclasses.replace(train, steps=train.steps * factor)
-        snapshots = {main.train.steps * i for i in range(1, factor)}
-        if eval_every:  # held-out loss along the way: curves and steps-to-target
-            snapshots |= set(range(eval_every, train.steps, eval_every))
-        runs += [
-            Run(
-                variant=MAIN,
-                arm=arm,
-                seed=s,
-                train=dataclasses.replace(train, seed=s),
-                snapshots=tuple(sorted(snapshots)),
-                group=MAIN,
-                oracle=oracle,
-            )
-            for s in arm_seeds
-        ]
-    ablation_seed = raw.get("ablation_seed", seeds[0])
-    if not isinstance(ablation_seed, int) or ablation_seed < 0:
-        raise ValueError(f"{path}: 'ablation_seed' must be an integer >= 0, got {ablation_seed!r}")
-    for name, spec in ablations.items():
-        spec = _check_keys(spec or {}, ("pipeline", "train", "note"), f"{path}: ablations.{name}")
-        cfg = pipeline(spec.get("pipeline") or {}, f"ablations.{name}.pipeline")
-        train = _train_config(main.train, spec.get("train") or {}, f"ablations.{name}.train", path)
-        variant = name if spec.get("pipeline") else MAIN
-        if variant != MAIN:
-            pipelines[variant] = cfg
-        runs.append(
-            Run(
-                variant=variant,
-                arm=name,
-                seed=ablation_seed,
-                train=dataclasses.replace(train, seed=ablation_seed),
-                group="ablation",
-            )
-        )
-        notes[name] = spec.get("note") or json.dumps({k: spec[k] for k in ("pipeline", "train") if k in spec})
-    compare_to = raw.get("compare_to") or [next(iter(arms))]
-    if not isinstance(compare_to, list) or any(a not in arms for a in compare_to):
-        raise ValueError(f"{path}: 'compare_to' must list arms (of {', '.join(arms)}), got {compare_to!r}")
-    gate = None
-    if "gate" in raw:
-        spec = _check_keys(raw["gate"], ("arm", "against"), f"{path}: gate")
-        if any(spec.get(k) not in arms for k in ("arm", "against")):
-            raise ValueError(f"{path}: gate.arm and gate.against must name arms (of {', '.join(arms)}), got {spec!r}")
-        gate = Gate(arm=spec["arm"], against=spec["against"])
-    pool = None
-    if "pool" in raw:
-        pool = (base / str(raw["pool"])).resolve()
-        if not pool.is_file():
-            raise ValueError(f"{path}: pool config {pool} does not exist")
-    best_of = None
-    if "best_of" in raw:
-        spec = _check_keys(raw["best_of"], ("arms", "seeds"), f"{path}: best_of")
-        names, extra = spec.get("arms"), spec.get("seeds")
-        if not isinstance(names, list) or not names or any(a not in arms for a in names):
-            raise ValueError(f"{path}: best_of.arms must list arms (of {', '.join(arms)}), got {names!r}")
-        if not isinstance(extra, list) or not extra or not all(isinstance(x, int) and x >= 0 for x in extra):
-            raise ValueError(f"{path}: best_of.seeds must be a non-empty list of integers >= 0, got {extra!r}")
-        best_of = BestOf(arms=names, seeds=extra)
-    primary = raw.get("primary", "heldout")
-    sets = ["heldout", *([Path(HELDOUT_FILE).stem] if pool else []), *(Path(e).stem for e in main.evaluate.external)]
-    if primary not in sets:
-        raise ValueError(f"{path}: 'primary' must name an evaluation set (one of {', '.join(sets)}), got {primary!r}")
-    return Experiment(
-        name=str(raw["name"]),
-        pipelines=pipelines,
-        runs=runs,
-        notes=notes,
-        compare_to=compare_to,
-        pool=pool,
-        primary=primary,
-        gate=gate,
-        best_of=best_of,
-    )
 
 
 def share_stages(root: Path, variant: Path, base_cfg: PipelineConfig, cfg: PipelineConfig) -> None:
@@ -280,10 +78,10 @@ class Scores:
 
     def submit(self, folder: Path, models: dict[str, Path], cfg: PipelineConfig) -> None:
         ex, pending = self.executor, {}
-        if not (folder / "eval.json").exists():
+        if not eval_file(folder).exists():
             tasks = evaluation_tasks({m: str(d) for m, d in models.items()}, self.sets, cfg)
             pending["eval"] = {key: ex.submit(task) for key, task in tasks.items()}
-        if cfg.evaluate.downstream.tasks and not (folder / "downstream.json").exists():
+        if cfg.evaluate.downstream.tasks and not downstream_file(folder).exists():
             named = downstream_tasks(
                 {folder.name: str(models["final"])},
                 cfg.evaluate.downstream,
@@ -300,9 +98,9 @@ class Scores:
             if wait or self.executor.all_done(flat):
                 if "eval" in pending:
                     evals = pending["eval"]
-                    RunDir.write_json(folder / "eval.json", dict(zip(evals, self.executor.get(list(evals.values())))))
+                    RunDir.write_json(eval_file(folder), dict(zip(evals, self.executor.get(list(evals.values())))))
                 if "downstream" in pending:
-                    RunDir.write_json(folder / "downstream.json", {"rows": self.executor.get(pending["downstream"])})
+                    RunDir.write_json(downstream_file(folder), {"rows": self.executor.get(pending["downstream"])})
                 del self.pending[folder]
 
 
@@ -310,7 +108,7 @@ def with_pool(exp: Experiment, root: Path) -> Experiment:
     """Build the experiment's pool (once: the builder is deterministic) and make it every variant's
     corpus; its clean held-out passages become the first external evaluation set."""
     folder, cfg = pool_dir(root), load_pool_config(exp.pool)
-    manifest = folder / "manifest.json"  # written last
+    manifest = folder / MANIFEST_FILE  # written last
     if not manifest.exists():
         write_pool(cfg, str(folder))
     elif json.loads(manifest.read_text())["config"] != section_dict(cfg):
@@ -398,7 +196,7 @@ def primary_losses(root: Path, exp: Experiment, arm: str) -> dict[int, float]:
     """Seed -> final primary loss of every scored main run of `arm`."""
     out = {}
     for run in exp.runs:
-        scores = run_dir(root, run) / "eval.json"
+        scores = eval_file(run_dir(root, run))
         if run.arm == arm and run.group == MAIN and scores.exists():
             out[run.seed] = json.loads(scores.read_text())[f"final/{exp.primary}"]["loss"]
     return out
@@ -427,9 +225,23 @@ def with_best_of(exp: Experiment, root: Path) -> Experiment:
     return dataclasses.replace(exp, runs=exp.runs + extra)
 
 
-def run_experiment(exp: Experiment, out: Path) -> Path:
-    """Train and score every run (skipping finished ones); returns the experiment folder. With a gate,
-    its two arms run first, and the rest only if the gate's arm clearly beats the other."""
+@dataclass(kw_only=True)
+class Outcome:
+    """What run_experiment leaves for its caller (the report, the command's exit)."""
+
+    root: Path  # the experiment folder
+    experiment: Experiment  # as run: oracle subset files set, and the `best_of` rule's extra runs once chosen
+    gate: dict | None = None  # the gate's verdict (judge_gate), where the experiment has a gate
+
+    @property
+    def gate_failed(self) -> bool:
+        return self.gate is not None and not self.gate["passed"]
+
+
+def run_experiment(exp: Experiment, out: Path) -> Outcome:
+    """Train and score every run (skipping finished ones) into the folder out/<name>. With a gate, its
+    two arms run first, and the rest only if the gate's arm clearly beats the other: a failed gate
+    returns at once, its verdict in the outcome."""
     root = out / exp.name
     if exp.pool is not None:
         exp = with_pool(exp, root)
@@ -446,20 +258,13 @@ def run_experiment(exp: Experiment, out: Path) -> Path:
     warm.mkdir(parents=True, exist_ok=True)
     scores = Scores(Executor(), sets)
     scores.submit(warm, {"final": pipes[MAIN] / "warmstart" / TrainOutputs.MODEL}, exp.pipelines[MAIN])
-    runs = exp.runs
+    runs, verdict = exp.runs, None
     if exp.gate is not None:
         first = [r for r in runs if r.group == MAIN and r.arm in (exp.gate.arm, exp.gate.against)]
         _train_and_score(root, exp, first, scores)
         verdict = judge_gate(root, exp, exp.gate)
         if not verdict["passed"]:
-            write_report(root, exp)
-            raise SystemExit(
-                f"[ingenious] experiment {exp.name}: gate failed: {exp.gate.arm} - {exp.gate.against} "
-                f"{exp.primary} loss = {verdict['mean']:.4f} ± {verdict['half_width'] or float('nan'):.4f} "
-                "(t 95% CI) does not exclude 0. The pool cannot separate arms: raise its redundancy and noise "
-                f"(the pool config {exp.pool}) or train longer, before spending the other runs. "
-                f"Report so far: {root / 'results.md'}"
-            )
+            return Outcome(root=root, experiment=exp, gate=verdict)
         log.info(
             f"experiment {exp.name}: gate passed ({exp.gate.arm} - {exp.gate.against} = "
             f"{verdict['mean']:.4f} ± {verdict['half_width']:.4f})"
@@ -469,8 +274,7 @@ def run_experiment(exp: Experiment, out: Path) -> Path:
     more = with_best_of(exp, root)
     if more is not exp:
         _train_and_score(root, more, [r for r in more.runs if r not in exp.runs], scores)
-    write_report(root, more)
-    return root
+    return Outcome(root=root, experiment=more, gate=verdict)
 
 
 def _train_and_score(root: Path, exp: Experiment, runs: list[Run], scores: Scores) -> None:
@@ -489,7 +293,7 @@ def _train_and_score(root: Path, exp: Experiment, runs: list[Run], scores: Score
     training = {}
     for run in order:
         folder = run_dir(root, run)
-        if (folder / "train.json").exists():
+        if train_file(folder).exists():
             score(run, folder)
             continue
         training[ex.submit(train_task(root, exp, run, folder))] = (run, folder)
@@ -497,7 +301,7 @@ def _train_and_score(root: Path, exp: Experiment, runs: list[Run], scores: Score
         done = ex.first_done(list(training))
         run, folder = training.pop(done)
         RunDir.write_json(
-            folder / "train.json",
+            train_file(folder),
             {
                 **ex.get(done),
                 "variant": run.variant,
@@ -526,44 +330,3 @@ def train_task(root: Path, exp: Experiment, run: Run, folder: Path) -> Task:
     )
     resources = Resources(cpus=run.train.cpus_per_worker, gpus=run.train.use_gpu)
     return Task(train_in_task, (args,), {"snapshots": run.snapshots}, resources)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m jobs.experiment", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--config",
-        action="append",
-        default=None,
-        metavar="PATH",
-        help="experiment YAML (repeatable; default: configs/experiment-bert.yaml and experiment-gpt2.yaml)",
-    )
-    parser.add_argument("--out", default="runs", help="parent folder of the experiment folders (default: ./runs)")
-    args = parser.parse_args(argv)
-    configure()
-    base = Path(os.environ.get("INGENIOUS_BASE_DIR") or Path.cwd())
-    if "://" in args.out:  # variants share finished stages by symbolic links, which object stores lack
-        raise SystemExit(
-            f"--out {redact(args.out)}: an experiment's folder must be a local path (on a cluster, one "
-            "every node mounts); object storage is not supported for experiments"
-        )
-    try:
-        experiments = [load_experiment(p, base=base) for p in (args.config or DEFAULT_CONFIGS)]
-    except ValueError as e:
-        log.debug("the experiment config was rejected", exc_info=True)
-        raise SystemExit(f"config error: {redact(str(e))}") from None
-    for exp in experiments:
-        log.info(
-            f"experiment {exp.name}: {len(exp.runs)} runs, variants {', '.join(exp.pipelines)}\n"
-            f"{yaml.safe_dump(redact_tree(exp.pipelines[MAIN].to_dict()), sort_keys=False)}"
-        )
-        try:
-            root = run_experiment(exp, base / args.out)
-        except ValueError as e:  # bad input found once the run is under way (a pool, a subset file)
-            log.debug("the experiment stopped", exc_info=True)
-            raise SystemExit(f"error: {redact(str(e))}") from None
-        print((root / "results.md").read_text(), flush=True)
-        print(f"results: {root / 'results.md'}", flush=True)
-
-
-if __name__ == "__main__":
-    main()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from dataio.contracts import STAGE_NAMES
 from jobs.pipeline import add_common_args, execute
-from jobs.stages import STAGE_NAMES
 
 
 def main(argv: list[str] | None = None) -> None:

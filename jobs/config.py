@@ -1,27 +1,23 @@
 """Typed pipeline configuration, loaded from YAML and validated before anything runs.
 
-Every section is a keyword-only dataclass that checks itself in __post_init__. Unknown keys are
-errors that name the key and the file (with a suggestion), so a typo never silently falls back
-to a default.
+Every section is a keyword-only dataclass that checks itself in __post_init__, read by
+dataio/configfile.py: unknown keys are errors that name the key and the file (with a suggestion), so
+a typo never silently falls back to a default.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import difflib
 import importlib.util
 import math
-import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import yaml
-
 from dataio import uri as U
+from dataio.configfile import build_section, check_choices, check_name, read_yaml, section_dict
+from dataio.contracts import DedupSubsetName, FixedSubsetName, SubsetName
 from dataio.corpus import BUILTIN_WIKI
 from selection.knn import KnnMethod, KnnParams
 from selection.shard import Optimizer
@@ -30,11 +26,7 @@ from training.loop import TrainConfig
 from training.model import ModelConfig
 
 Partition = Literal["cluster", "random"]
-# The subsets the select stage can write; all but ingenious are fixed lists (select/subset_<name>.parquet).
-# perplexity is written by the select stage's perplexity strategy (the train stage only reads it here).
-Strategy = Literal["ingenious", "greedi", "semdedup", "d4", "perplexity"]
-ExtraSubset = Literal["greedi", "semdedup", "d4", "perplexity"]
-DEDUP_SUBSETS = ("semdedup", "d4")
+DEDUP_SUBSETS: tuple[str, ...] = typing.get_args(DedupSubsetName)  # the SemDeDup-based subsets, in a fixed order
 MergeObjective = Literal["partitions", "all_points"]
 Pooling = Literal["auto", "mean", "last"]
 
@@ -109,21 +101,18 @@ class EmbedConfig:
 
 @dataclass(kw_only=True)
 class SelectConfig:
-    strategy: Strategy = "ingenious"  # the subset copied to subset.parquet (see Strategy)
+    strategy: SubsetName = "ingenious"  # the subset copied to subset.parquet (dataio/contracts.py names them)
     fraction: float = 0.25
     partition: Partition = "cluster"  # cluster (k-means cells; keeps greedy's quality) or random (the paper's)
-    # None: as few partitions as fit `partition_size` points each. bench/selection.py measured that
-    # splitting only loses quality (one global graph kept all of greedy's advantage at n = 100k,
-    # 8 cluster shards 0.98, 16 random shards 0.91), so split only as much as memory requires.
+    # None: as few partitions as fit `partition_size` points each. Splitting only loses quality (bench/selection.py;
+    # the README's Benchmarks), so split only as much as memory requires.
     num_partitions: int | None = None
     partition_size: int = 100_000
     max_partition_factor: float = 2.0  # cluster partitions above factor * n / P are split
     kmeans_sample: int = 100_000  # points sampled to fit the partition centroids
     knn_k: int = 20
     knn_method: KnnMethod = "exact"
-    knn_nprobe: int = (
-        8  # IVF cells per query: recall 1.000 at 15.6k and 0.9998 at 30k synthetic points, 40% faster than 16
-    )
+    knn_nprobe: int = 8  # IVF cells per query (its recall and speed: the README's Benchmarks)
     optimizer: Optimizer = "lazy"  # lazy (exact greedy) or stochastic
     epsilon: float = 0.01  # stochastic greedy only
     # The GreeDi merge round runs only when something uses its subset: strategy greedi, train.subset
@@ -131,7 +120,7 @@ class SelectConfig:
     greedi_merge: bool = False
     # More fixed subsets to compute in the same run besides the strategy's and train.subset's (e.g. every
     # arm of an experiment from one selection): any of greedi, semdedup, d4, perplexity.
-    also: list[ExtraSubset] = field(default_factory=list)
+    also: list[FixedSubsetName] = field(default_factory=list)
     # The embedding space (selection/space.py): subtract the pool mean before cosine similarity, or
     # whiten with the pool covariance (implies centring; eps relative to the mean eigenvalue).
     center: bool = False
@@ -147,8 +136,8 @@ class SelectConfig:
     d4_dedup_keep: float = 0.75
     d4_clusters: int | None = None
     # What the merge maximises. `partitions`: the sum of the partitions' own kNN objectives; greedy on
-    # it merges the partitions' greedy orders by gain, exactly, with no pass over the data (at n = 100k
-    # it kept 0.98 of central greedy's advantage on both objectives with 16 and 64 cluster partitions).
+    # it merges the partitions' greedy orders by gain, exactly, with no pass over the data (how much of
+    # central greedy's advantage it keeps: bench/selection.py).
     # `all_points`: every point through its nearest candidates from any partition (edges floored at
     # its k-th neighbour): cross-partition coverage too, for a search of every point (bench/scale.py).
     merge_objective: MergeObjective = "partitions"
@@ -157,9 +146,8 @@ class SelectConfig:
     # Above it, groups of partitions are merged first, each keeping its part of this many, then the last round.
     merge_max_candidates: int = 600_000
     # all_points only: IVF cells each point visits when it looks for its nearest merge candidates. Only candidates
-    # above the point's own k-th neighbour similarity count, and those sit in the nearest cells:
-    # at n = 100k, 16 partitions, nprobe 4 kept 0.979 of central greedy's kNN advantage (16: 0.983)
-    # in 44% of the search time.
+    # above the point's own k-th neighbour similarity count, and those sit in the nearest cells, so a few
+    # cells keep nearly all of what a search of many does (the README's Benchmarks).
     merge_nprobe: int = 4
     seed: int = 0
     cpus_per_task: float = 1.0  # Ray resources of each partition / merge task
@@ -203,8 +191,8 @@ class SelectConfig:
         if self.memory_per_task_gb is not None and not (0.0 < self.memory_per_task_gb < math.inf):
             raise ValueError(f"select.memory_per_task_gb must be > 0 or null, got {self.memory_per_task_gb}")
         for name in self.also:
-            if name not in typing.get_args(ExtraSubset):
-                raise ValueError(f"select.also entries must be among {typing.get_args(ExtraSubset)}, got {name!r}")
+            if name not in typing.get_args(FixedSubsetName):
+                raise ValueError(f"select.also entries must be among {typing.get_args(FixedSubsetName)}, got {name!r}")
         if not 0.0 < self.dedup_threshold <= 1.0:
             raise ValueError(f"select.dedup_threshold must be in (0, 1], got {self.dedup_threshold}")
         if not 0.0 < self.d4_dedup_keep <= 1.0:
@@ -304,7 +292,7 @@ class PipelineConfig:
         wanted = {self.select.strategy, self.train.subset, *self.select.also}
         if self.select.greedi_merge:
             wanted.add("greedi")
-        return wanted & set(typing.get_args(ExtraSubset))
+        return wanted & set(typing.get_args(FixedSubsetName))
 
     def runs_greedi_merge(self) -> bool:
         """Whether anything uses the GreeDi subset, so the select stage must compute it."""
@@ -320,139 +308,6 @@ class PipelineConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return section_dict(self)
-
-
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-
-
-def check_name(value: Any, key: str) -> None:
-    """A run or experiment name becomes a folder name (Ray Train's storage, experiment outputs): one
-    plain path component, so `../../x` or `a/b` cannot write outside the folder meant for it."""
-    if not isinstance(value, str) or not NAME.fullmatch(value):
-        raise ValueError(
-            f"{key} {value!r} is not a plain name (letters, digits, _ . - only, starting with a "
-            "letter or digit; no path separators)"
-        )
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML keeps the last of two equal keys without a word; a duplicate is almost always an edit
-    gone wrong, so it is an error naming the key and both lines."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:  # before merges (`<<`) are flattened: overriding a merged key is fine
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                raise _DuplicateKey(f"line {line}: duplicate key '{key}' (first on line {seen[key]})")
-            seen[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def read_yaml(path: str | Path) -> Any:
-    """The YAML document in `path` (a local path or a URI); errors (syntax, duplicate keys) name the file."""
-    try:
-        return yaml.load(U.read_text(str(path)), Loader=_UniqueKeyLoader)
-    except _DuplicateKey as e:
-        raise ValueError(f"{path}, {e}") from e
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: invalid YAML ({e})") from e
-
-
-def build_section(cls: type, data: Any, where: str, source: str) -> Any:
-    if not isinstance(data, dict):
-        raise ValueError(f"{source}: '{where}' must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]  # WarmStartConfig.subset is fixed
-    kwargs = {}
-    for key, value in data.items():
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            name = f"{where}.{key}" if where else str(key)
-            raise ValueError(f"{source}: unknown key '{name}'{hint}")
-        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}".lstrip("."), source)
-    try:
-        return cls(**kwargs)
-    except ValueError as e:
-        message, first = str(e), re.match(r"\w+", str(e))
-        # A section shared by several keys (TrainConfig is `train` and `warmstart`) names its fields
-        # bare; the key it was read under is prefixed here.
-        if where and first and first[0] in names:
-            message = f"{where}.{message}"
-        raise ValueError(f"{source}: {message}") from e
-
-
-def _coerce(hint: Any, value: Any, where: str, source: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return build_section(hint, value, where, source)
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in (a for a in options if a is not type(None)):
-            try:
-                return _coerce(option, value, where, source)
-            except ValueError as e:
-                errors.append(str(e).rpartition(" must be ")[2].rpartition(", got ")[0])
-        raise ValueError(f"{source}: '{where}' must be {' or '.join(errors)}, got {value!r}")
-    if typing.get_origin(hint) is Literal:
-        choices = typing.get_args(hint)
-        if not any(value == c and type(value) is type(c) for c in choices):
-            raise ValueError(f"{source}: '{where}' must be one of {', '.join(map(str, choices))}, got {value!r}")
-        return value
-    if typing.get_origin(hint) is list:
-        if not isinstance(value, list):
-            raise ValueError(f"{source}: '{where}' must be a list, got {value!r}")
-        return [_coerce(typing.get_args(hint)[0], v, where, source) for v in value]
-    ok = {
-        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-        str: lambda v: isinstance(v, str),
-        bool: lambda v: isinstance(v, bool),
-    }
-    if hint in ok and not ok[hint](value):
-        raise ValueError(f"{source}: '{where}' must be {hint.__name__}, got {value!r}")
-    return float(value) if hint is float else value
-
-
-def check_choices(section: Any, where: str) -> None:
-    """Every `Literal` field of a config section holds one of its choices (a section built in code,
-    e.g. by dataclasses.replace, is checked as one read from YAML)."""
-    hints = typing.get_type_hints(type(section))
-    for f in dataclasses.fields(section):
-        hint = hints[f.name]
-        if typing.get_origin(hint) is Literal and getattr(section, f.name) not in typing.get_args(hint):
-            raise ValueError(
-                f"{where}.{f.name} must be one of {', '.join(typing.get_args(hint))}, got {getattr(section, f.name)!r}"
-            )
-
-
-def section_dict(section: Any, *, resources: bool = True) -> dict[str, Any]:
-    """A config section as the dict its YAML would hold (nested sections too; fixed fields such as
-    WarmStartConfig.subset left out), without the resource fields (its `RESOURCES`) unless `resources`."""
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(section):
-        if f.init and (resources or f.name not in getattr(section, "RESOURCES", ())):
-            value = getattr(section, f.name)
-            out[f.name] = (
-                section_dict(value, resources=resources) if dataclasses.is_dataclass(value) else copy.deepcopy(value)
-            )
-    return out
-
-
-def result_settings(section: Any) -> dict[str, Any]:
-    """What a stage's output depends on: the section without its resource fields, so a stage hash never
-    covers a CPU count."""
-    return section_dict(section, resources=False)
 
 
 def local_path(value: str | None, base: Path) -> str | None:

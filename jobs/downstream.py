@@ -7,7 +7,7 @@ Models, data folder and output folder are local paths or `s3://`/`gs://` URIs: e
 reads its model and task files itself on whichever node runs it, and asks for a GPU when the cluster
 has one (--use-gpu). Every (checkpoint, task, seed) is one Ray task; the table gives each task's headline score (GLUE's
 convention: accuracy, Matthews correlation for CoLA, mean of F1 and accuracy for MRPC, mean of
-Pearson and Spearman for STS-B) as mean +- standard deviation over seeds, and their average.
+Pearson and Spearman for STS-B) as the mean and t-based 95% interval over seeds, and their average.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ import numpy as np
 
 from actors.finetuner import finetune_task
 from dataio import uri as U
+from dataio.contracts import EvaluateOutputs
 from dataio.log import configure, get_logger
 from dataio.tasks import GLUE, TASKS, load_task
 from jobs.executor import Executor, Task, connect
 from jobs.resources import Resources
-from reporting.stats import INTERVAL_HEADER, format_interval
 from training.finetune import FinetuneConfig
+from training.stats import INTERVAL_HEADER, format_interval
 
 log = get_logger(__name__)
 
@@ -64,7 +65,7 @@ def run_downstream(
 
 def score_table(rows: list[dict]) -> str:
     """Markdown: one line per model, the mean and t-based 95% interval over seeds per task and of the
-    average over tasks (reporting/stats.py), as the header says."""
+    average over tasks (training/stats.py), as the header says."""
     models = list(dict.fromkeys(r["model"] for r in rows))
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     lines = [f"| model ({INTERVAL_HEADER}) | " + " | ".join(tasks) + " | average |", "|---" * (len(tasks) + 2) + "|"]
@@ -79,9 +80,9 @@ def score_table(rows: list[dict]) -> str:
 
 def write_results(rows: list[dict], out: str) -> str:
     """downstream.jsonl (every row) and downstream.md (the table) into the folder `out` (path or URI)."""
-    U.write_text(U.join(out, "downstream.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
+    U.write_text(U.join(out, EvaluateOutputs.DOWNSTREAM_ROWS), "".join(json.dumps(r) + "\n" for r in rows))
     table = score_table(rows)
-    U.write_text(U.join(out, "downstream.md"), table + "\n")
+    U.write_text(U.join(out, EvaluateOutputs.DOWNSTREAM_TABLE), table + "\n")
     return table
 
 

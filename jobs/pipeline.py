@@ -20,7 +20,7 @@ import yaml
 from actors.monitor import PeakRss
 from actors.nodes import require_visible
 from dataio import uri as U
-from dataio.contracts import RUN_CONFIG
+from dataio.contracts import RUN_CONFIG, STAGE_NAMES
 from dataio.lease import Lease
 from dataio.log import configure, get_logger
 from dataio.redact import redact, redact_tree
@@ -28,7 +28,7 @@ from dataio.rundir import RunDir, config_hash
 from dataio.uri import is_uri
 from jobs.config import PipelineConfig, load_config
 from jobs.executor import connect
-from jobs.stages import STAGE_NAMES, STAGES, Context
+from jobs.stages import STAGES, Context
 
 log = get_logger(__name__)
 

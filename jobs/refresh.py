@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from dataio import uri as U
+from dataio.configfile import result_settings
 from dataio.contracts import RUN_CONFIG, PrepareOutputs, SelectOutputs, TrainOutputs
 from dataio.corpus import corpus_snapshot
 from dataio.log import configure, get_logger
@@ -38,7 +39,7 @@ from dataio.rundir import (
     shard_files,
     write_parquet,
 )
-from jobs.config import PipelineConfig, load_config, local_path, result_settings
+from jobs.config import PipelineConfig, load_config, local_path
 from jobs.pipeline import base_dir, connect_ray, run_pipeline, stage_hashes
 from jobs.stages import Context
 from jobs.stages.embed import embed_files

@@ -1,6 +1,23 @@
-"""`python -m jobs.report RUN_DIR`: the HTML report of a run (reporting/report.py)."""
+"""`python -m jobs.report RUN_DIR` or `ingenious-report RUN_DIR`: the HTML report of a run
+(reporting/report.py). A command: nothing imports it."""
 
-from reporting.report import main
+from __future__ import annotations
+
+import argparse
+
+from reporting import report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m jobs.report", description=report.__doc__.splitlines()[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--out", default=None, help="report folder (default: RUN_DIR/report)")
+    args = parser.parse_args(argv)
+    try:
+        print(report.build_report(args.run_dir, args.out))
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,8 @@
 """results.md and plots of an experiment folder (what experiments/runner.py wrote).
 
-Every number is a mean +- sample standard deviation over seeds (n shown); differences
-against the full-data arm are paired by seed (same seed = same masks, dropout and data order rules).
+Every number over seeds is a mean ± the half-width of its t-based 95% confidence interval (n shown;
+training/stats.py); differences against a reference arm are paired by seed (same seed = same masks,
+dropout and data order rules).
 Selection cost is the embed + select wall-clock of the pipeline an arm's subsets come from.
 Coverage is the dense facility-location objective per point of a run's first draw (see Coverage).
 """
@@ -18,11 +19,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dataio.contracts import MANIFEST, PrepareOutputs, TrainOutputs  # noqa: E402
+from dataio.contracts import MANIFEST, SUBSET_NAMES, PrepareOutputs, TrainOutputs  # noqa: E402
 from dataio.rundir import read_embeddings, read_ids, shard_files  # noqa: E402
-from dataio.selection import subset_schedule  # noqa: E402
 from dataio.sequences import ParquetRows  # noqa: E402
-from dataio.webpool import POOL_FILE  # noqa: E402
 from experiments.categories import composition, sequence_categories  # noqa: E402
 from experiments.layout import (  # noqa: E402
     MAIN,
@@ -30,19 +29,24 @@ from experiments.layout import (  # noqa: E402
     Experiment,
     Run,
     baselines_file,
+    curves_file,
+    downstream_file,
+    eval_file,
     pipeline_dir,
     pool_dir,
+    results_file,
     run_dir,
+    train_file,
     warmstart_dir,
 )
+from experiments.webpool import POOL_FILE  # noqa: E402
 from reporting.pool_report import composition_table, gate_section, steps_table  # noqa: E402
-from reporting.stats import INTERVAL, format_interval  # noqa: E402
 from selection.facility_location import coverage  # noqa: E402
 from selection.ids import rows_of  # noqa: E402
 from selection.knn import normalize_embeddings  # noqa: E402
 from training.loop import TrainConfig  # noqa: E402
-
-SUBSET_ARMS = ("ingenious", "greedi", "semdedup", "d4", "perplexity")  # costs include embedding and selection
+from training.selection_io import subset_schedule  # noqa: E402
+from training.stats import INTERVAL, format_interval  # noqa: E402
 
 
 def _read(path: Path) -> dict | None:
@@ -63,8 +67,8 @@ def _cell(values: list[float], digits: int = 3) -> str:
 
 
 def _scores(folder: Path) -> dict:
-    scores = _read(folder / "eval.json") or {}
-    rows = (_read(folder / "downstream.json") or {}).get("rows", [])
+    scores = _read(eval_file(folder)) or {}
+    rows = (_read(downstream_file(folder)) or {}).get("rows", [])
     return {
         "loss": {k: v["loss"] for k, v in scores.items()},
         "tasks": {r["task"]: 100 * r["score"] for r in rows},
@@ -100,7 +104,8 @@ class Coverage:
 
     def advantage(self, value: float | None, fraction: float) -> float | None:
         """The share of the main greedy subset's coverage gain over random subsets that `value` keeps
-        (DESIGN.md: judge a selection by this, since a random subset already covers most of the pool)."""
+        (a selection is judged by this share, not by its coverage, since a random subset already covers
+        most of the pool)."""
         if value is None:
             return None
         randoms = np.mean([self(MAIN, "random", s, fraction) for s in range(3)])
@@ -131,12 +136,13 @@ def collect(root: Path, exp: Experiment, composed: Composition | None = None) ->
     records, cover = [], Coverage(root)
     for run in exp.runs:
         folder = run_dir(root, run)
-        trained = _read(folder / "train.json")
+        trained = _read(train_file(folder))
         if trained is None:
             continue
         pipe, fraction = pipeline_dir(root, run.variant), exp.pipelines[run.variant].select.fraction
+        # an arm trained on one of the select stage's subsets pays for embedding and selection
         selection_s = (
-            sum(_stage_seconds(pipe, s) for s in ("embed", "select")) if run.train.subset in SUBSET_ARMS else 0.0
+            sum(_stage_seconds(pipe, s) for s in ("embed", "select")) if run.train.subset in SUBSET_NAMES else 0.0
         )
         covered = cover(run.variant, run.train.subset, run.train.seed, fraction, run.train.subset_file)
         shares, distinct = composed(run) if composed else (None, None)
@@ -363,7 +369,7 @@ def write_report(root: Path, exp: Experiment) -> str:
     records, warm = collect(root, exp, composed), _scores(warmstart_dir(root))
     pool_shares = composed.pool if composed else None
     sets = _sets(records, exp.primary)
-    plot_curves(records, warm, sets, root / "loss_curves.png")
+    plot_curves(records, warm, sets, curves_file(root))
     main = exp.pipelines[MAIN]
     pool = ((_read(pipeline_dir(root, MAIN) / "prepare" / MANIFEST) or {}).get("summary") or {}).get("sequences") or 0
     seen = main.train.steps * main.train.global_batch_size
@@ -414,9 +420,9 @@ def write_report(root: Path, exp: Experiment) -> str:
         "",
         *_stage_table(root, records),
         "",
-        "![loss curves](loss_curves.png)",
+        f"![loss curves]({curves_file(root).name})",
         "",
     ]
     text = "\n".join(parts)
-    (root / "results.md").write_text(text)
+    results_file(root).write_text(text)
     return text

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.layout import MAIN, Gate, gate_file
-from reporting.stats import format_interval
+from training.stats import format_interval
 
 
 def _main_runs(records: list[dict]) -> dict[str, list[dict]]:

@@ -1,6 +1,6 @@
 """A static HTML report of a run: what was chosen, how well, at what cost, and what training made of it.
 
-    python -m jobs.report RUN_DIR [--out RUN_DIR/report]
+    python -m jobs.report RUN_DIR [--out RUN_DIR/report]    (the command: jobs/report.py)
 
 Writes index.html and PNG plots (no server, no JavaScript): subset size and fraction, the greedy
 gain curve per partition, coverage of the selected subsets against random subsets of the same size,
@@ -10,7 +10,6 @@ memory, training loss curves, held-out and downstream evaluation, and the config
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import tempfile
@@ -23,10 +22,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dataio import uri as U  # noqa: E402
-from dataio.contracts import RUN_CONFIG, EvaluateOutputs, SelectOutputs, TrainOutputs
+from dataio.contracts import RUN_CONFIG, STAGE_NAMES, EvaluateOutputs, SelectOutputs, TrainOutputs  # noqa: E402
 from dataio.redact import redact  # noqa: E402
 from dataio.rundir import RunDir, read_embeddings, read_ids, read_table, shard_files  # noqa: E402
-from jobs.stages import STAGE_NAMES  # noqa: E402
 from selection.facility_location import coverage  # noqa: E402
 from selection.ids import rows_of  # noqa: E402
 from selection.knn import normalize_embeddings  # noqa: E402
@@ -158,7 +156,7 @@ def _render(run: RunDir, out: Path) -> None:
     training_png = training_curves(run, out)
     evaluation = U.read_json(U.join(run.stage("evaluate"), EvaluateOutputs.METRICS))
     eval_rows = [{"model/set": k, **v} for k, v in evaluation.items()] if evaluation else []
-    downstream = U.join(run.stage("evaluate"), "downstream.md")
+    downstream = U.join(run.stage("evaluate"), EvaluateOutputs.DOWNSTREAM_TABLE)
     quality = [{"subset": k, **v} for k, v in scores.items()]
     img = lambda name: f'<img src="{name}" alt="{name}">' if name else "<p>(not available)</p>"  # noqa: E731
     title = f"ingenious-ray report: {html.escape(U.name(run.root))}"
@@ -183,18 +181,3 @@ objective per sequence); random: mean and std over 3 seeded random subsets.</p>{
 <h2>Config</h2><pre>{html.escape(U.read_text(run.path(RUN_CONFIG)))}</pre>
 </body></html>"""
     (out / "index.html").write_text(page, encoding="utf-8")
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m jobs.report", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir")
-    parser.add_argument("--out", default=None, help="report folder (default: RUN_DIR/report)")
-    args = parser.parse_args(argv)
-    try:
-        print(build_report(args.run_dir, args.out))
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
-
-
-if __name__ == "__main__":
-    main()

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.runner import load_experiment
+from experiments.config import load_experiment
 from jobs.config import PipelineConfig, load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -15,7 +15,7 @@ def write(tmp_path, text: str) -> Path:
     return path
 
 
-# webpool.yaml configures dataio.webpool, not a pipeline: tests/test_webpool.py loads it.
+# webpool.yaml configures experiments.webpool, not a pipeline: tests/test_webpool.py loads it.
 @pytest.mark.parametrize(
     "path",
     sorted(set(CONFIGS.glob("*.yaml")) - set(CONFIGS.glob("experiment-*.yaml")) - {CONFIGS / "webpool.yaml"}),

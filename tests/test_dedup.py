@@ -198,7 +198,7 @@ def test_every_fixed_subset_trains_on_its_ids(mode, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from dataio.selection import fixed_subset_ids
+    from training.selection_io import fixed_subset_ids
     from training.subsets import draw_function
 
     pool = np.array([40, 10, 30, 20], np.int64)
@@ -211,7 +211,7 @@ def test_every_fixed_subset_trains_on_its_ids(mode, tmp_path):
 
 
 def test_fixed_subset_errors(tmp_path):
-    from dataio.selection import fixed_subset_ids
+    from training.selection_io import fixed_subset_ids
     from training.subsets import draw_function
 
     pool = np.array([1, 2, 3], np.int64)

@@ -5,7 +5,9 @@ import json
 
 import pytest
 
-from experiments.runner import MAIN, load_experiment, run_experiment
+from experiments.config import load_experiment
+from experiments.layout import MAIN
+from jobs.experiment import run_and_report as run_experiment  # the command's run, then its report
 from tests.conftest import write_corpus, write_sst2
 
 PIPELINE = """

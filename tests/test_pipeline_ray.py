@@ -19,12 +19,12 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
+from dataio.contracts import STAGE_NAMES
 from dataio.corpus import BUILTIN_WIKI, read_documents
 from dataio.rundir import read_embeddings, read_sequences
 from dataio.rundir import shard_files as shard_uris
 from jobs.config import load_config
 from jobs.pipeline import run_pipeline
-from jobs.stages import STAGE_NAMES
 from jobs.stages.embed import embed_files
 from selection.knn import normalize_embeddings
 from selection.merge import candidate_count, candidate_graph, merge_by_gain, merge_select

@@ -10,8 +10,10 @@ import pytest
 import yaml
 
 from experiments.categories import composition, oracle_subset
+from experiments.config import load_experiment
 from experiments.layout import MAIN, Gate
-from experiments.runner import judge_gate, load_experiment, run_experiment
+from experiments.runner import Outcome, judge_gate
+from jobs.experiment import run_and_report as run_experiment  # the command's run, then its report
 from reporting.pool_report import steps_to_target
 from training.evaluate import predicted_tokens, unigram_loss
 
@@ -128,6 +130,22 @@ def test_gate_verdict_from_paired_losses(tmp_path):
     score("oracle-clean", 1, 3.9)  # differences -0.5, +0.4, -0.45: the interval holds 0
     assert not judge_gate(tmp_path, exp, Gate(arm="oracle-clean", against="random-fixed"))["passed"]
     assert json.loads((tmp_path / "gate.json").read_text())["passed"] is False
+
+
+def test_a_failed_gate_stops_the_command_after_its_report(tmp_path, monkeypatch):
+    import jobs.experiment as command
+
+    (tmp_path / "pool.yaml").write_text("documents: 10\n")
+    gate = "gate: {arm: oracle-clean, against: random-fixed}\ncompare_to:"
+    exp = load_experiment(write(tmp_path, EXPERIMENT.replace("compare_to:", gate)), base=tmp_path)
+    failed = {"passed": False, "mean": 0.01, "half_width": 0.2}
+    reported = []
+    monkeypatch.setattr(command, "run_experiment", lambda e, out: Outcome(root=out / e.name, experiment=e, gate=failed))
+    monkeypatch.setattr(command, "write_report", lambda root, e: reported.append(root))
+    message = r"gate failed: oracle-clean - random-fixed heldout_clean loss = 0\.0100 ± 0\.2000 \(t 95% CI\)"
+    with pytest.raises(SystemExit, match=message):
+        command.run_and_report(exp, tmp_path / "runs")
+    assert reported == [tmp_path / "runs" / "tiny-web"]  # the report of what ran is written first
 
 
 def write(tmp_path, text):

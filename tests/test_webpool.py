@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from dataio.corpus import read_documents
-from dataio.webpool import (
+from experiments.webpool import (
     CATEGORIES,
     NearDuplicateConfig,
     Proportions,

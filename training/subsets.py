@@ -14,16 +14,17 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from dataio.contracts import SelectOutputs
+from dataio.contracts import FixedSubsetName, PrunedSubsetName, SelectedSubsetName, SelectOutputs
 
 # The random arm's draws come from their own SeedSequence stream (a spawn key), apart from the batch
 # orders' [seed, draw, epoch] entropy: drawing from [seed, draw, 7] reused the stream of epoch 7's order.
 RANDOM_DRAW_STREAM = 1
 # Fixed subsets: one list of ids for the whole run, written by the select stage as select/subset_<name>.parquet
 # (`file`: the user's own Parquet of sequence ids, train.subset_file).
-FixedSubset = Literal["greedi", "semdedup", "d4", "perplexity"]
-FIXED_SUBSETS: tuple[str, ...] = get_args(FixedSubset)
-SubsetMode = Literal["full", "ingenious", "greedi", "random", "semdedup", "d4", "perplexity", "file"]
+FIXED_SUBSETS: tuple[str, ...] = get_args(FixedSubsetName)
+# A run trains on every row (full), on one of the select stage's subsets, on uniform draws (random, listed
+# beside the greedy selections it is the baseline of) or on the user's file.
+SubsetMode = Literal["full", SelectedSubsetName, "random", PrunedSubsetName, "file"]
 SUBSET_MODES: tuple[str, ...] = get_args(SubsetMode)
 
 

@@ -1,6 +1,7 @@
 """The pipeline's stages, in order. Each is a small class with `settings` (what its hash covers)
 and `run` (do the work into its folder, return a summary)."""
 
+from dataio.contracts import STAGE_NAMES
 from jobs.stages.base import Context, Stage
 from jobs.stages.embed import Embed
 from jobs.stages.evaluate import Evaluate
@@ -9,6 +10,6 @@ from jobs.stages.select import Select
 from jobs.stages.train import Train, WarmStart
 
 STAGES: list[Stage] = [Prepare(), WarmStart(), Embed(), Select(), Train(), Evaluate()]
-STAGE_NAMES = [s.name for s in STAGES]
+assert [s.name for s in STAGES] == STAGE_NAMES, "dataio/contracts.py names the stages in this order"
 
-__all__ = ["Context", "Stage", "STAGES", "STAGE_NAMES"]
+__all__ = ["Context", "Stage", "STAGES"]

@@ -31,7 +31,7 @@ class Stage(ABC):
     @abstractmethod
     def settings(self, cfg: PipelineConfig) -> dict:
         """The config this stage's output depends on; it (with upstream hashes) makes the stage hash.
-        Resource fields (each section's RESOURCES) are left out: jobs.config.result_settings."""
+        Resource fields (each section's RESOURCES) are left out: dataio.configfile.result_settings."""
 
     def plan(self, ctx: Context) -> Any:
         """Before the stage's folder is opened (and a stale one cleared): read and check the inputs

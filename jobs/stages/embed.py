@@ -11,9 +11,10 @@ import numpy as np
 
 from actors.embedder import Embedder
 from dataio import uri as U
+from dataio.configfile import result_settings
 from dataio.contracts import PrepareOutputs, TrainOutputs
 from dataio.rundir import read_ids, shard_files
-from jobs.config import PipelineConfig, result_settings
+from jobs.config import PipelineConfig
 from jobs.executor import Executor, Task
 from jobs.resources import Resources
 from jobs.stages.base import Context, Stage

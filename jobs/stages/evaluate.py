@@ -16,11 +16,12 @@ import numpy as np
 
 from actors.evaluator import evaluate_checkpoint
 from dataio import uri as U
+from dataio.configfile import result_settings
 from dataio.contracts import EvaluateOutputs, PrepareOutputs, TrainOutputs
 from dataio.corpus import read_documents
 from dataio.log import get_logger
 from dataio.rundir import read_sequences
-from jobs.config import PipelineConfig, result_settings
+from jobs.config import PipelineConfig
 from jobs.downstream import run_downstream, write_results
 from jobs.executor import Task
 from jobs.resources import Resources

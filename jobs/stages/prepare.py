@@ -20,10 +20,11 @@ import pyarrow as pa
 
 from actors.prepare import count_file_documents, prepare_shard
 from dataio import uri as U
+from dataio.configfile import result_settings
 from dataio.contracts import PrepareOutputs, shard_name
 from dataio.corpus import corpus_files, corpus_snapshot, plan_segments, read_documents
 from dataio.rundir import read_ids, read_table, shard_files, write_parquet
-from jobs.config import CorpusConfig, PipelineConfig, result_settings
+from jobs.config import CorpusConfig, PipelineConfig
 from jobs.executor import Task
 from jobs.resources import Resources
 from jobs.stages.base import Context, Stage

@@ -23,9 +23,10 @@ import time
 import numpy as np
 
 from dataio import uri as U
+from dataio.configfile import result_settings
 from dataio.contracts import PrepareOutputs, SelectOutputs
 from dataio.rundir import shard_files, write_parquet
-from jobs.config import PipelineConfig, result_settings
+from jobs.config import PipelineConfig
 from jobs.resources import Resources
 from jobs.stages.base import Context, Stage
 from jobs.stages.selection_pool import SelectionPool, open_pool, select_resources

@@ -6,9 +6,10 @@ import dataclasses
 import json
 
 from actors.trainer import OPTIMIZER_FILE, launch_args, launch_training
+from dataio.configfile import result_settings
 from dataio.contracts import TrainOutputs
 from dataio.uri import FOLDER_COMPLETE, exists, folder_complete, join, read_text
-from jobs.config import PipelineConfig, result_settings
+from jobs.config import PipelineConfig
 from jobs.resources import Resources
 from jobs.stages.base import Context, Stage
 from training.loop import TrainConfig

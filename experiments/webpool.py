@@ -21,7 +21,7 @@ Output folder: `pool.jsonl.gz` (`{"id", "text", "category"}` a line, shuffled), 
 `manifest.json`. Same config and seed, same bytes. The category stays in the pool file for the
 analysis (`categories`); the pipeline's corpus reader reads only `id` and `text`.
 
-    python -m dataio.webpool --config configs/webpool.yaml --out runs/webpool
+    python -m experiments.webpool --config configs/webpool.yaml --out runs/webpool
 """
 
 from __future__ import annotations
@@ -40,11 +40,13 @@ from pathlib import Path
 import numpy as np
 
 from dataio import uri as U
+from dataio.configfile import build_section, read_yaml, section_dict
 from dataio.corpus import read_documents
 
 CATEGORIES = ("clean", "near_duplicate", "boilerplate", "word_salad", "garbage", "off_domain")
 POOL_FILE = "pool.jsonl.gz"  # {"id", "text", "category"} a line: the corpus
 HELDOUT_FILE = "heldout_clean.jsonl"  # {"id", "text"} a line: evaluate.external's set "heldout_clean"
+MANIFEST_FILE = "manifest.json"  # the config, counts and digests, written last
 ID_PREFIX = {"clean": "clean", "boilerplate": "boiler", "word_salad": "salad", "garbage": "garbage"}
 ID_PREFIX |= {"off_domain": "offdomain", "near_duplicate": "dup"}
 
@@ -96,9 +98,9 @@ class NearDuplicateConfig:
 class WebPoolConfig:
     seed: int = 0
     documents: int = 8000  # the pool's size: the experiment trains on 2 CPU cores
-    # Words of a passage at most. With a WordPiece or BPE vocabulary of 8k trained on this pool, 75 words
-    # are at most ~120 tokens (clean median 88, 97% <= 128): one 128-token sequence, so a sequence has one
-    # category. Off-domain abstracts cut finer (91% <= 128); an overflow becomes a sequence of its own.
+    # Words of a passage at most: sized so that, with a WordPiece or BPE vocabulary of 8k trained on this
+    # pool, a passage is about one 128-token sequence and so a sequence has one category. A passage that
+    # overflows its sequence becomes a sequence of its own.
     passage_words: int = 75
     min_passage_words: int = 35  # shorter passages (an article's last lines) are dropped
     # A few passages per article keep the clean part topically diverse (the first articles are long).
@@ -131,8 +133,6 @@ class WebPoolConfig:
 
 
 def load_config(path: str | Path) -> WebPoolConfig:
-    from jobs.config import build_section, read_yaml  # the project's YAML rules: unknown keys, types
-
     if not Path(path).is_file():
         raise ValueError(f"config file {path} does not exist")
     return build_section(WebPoolConfig, read_yaml(path) or {}, "", str(path))
@@ -485,8 +485,6 @@ def _jsonl(rows: Iterable[dict]) -> bytes:
 
 def write_pool(cfg: WebPoolConfig, out: str) -> dict:
     """Build the pool and write its three files into `out` (each atomically); returns the manifest."""
-    from jobs.config import section_dict
-
     pool, held, facts = build(cfg)
     files = {
         POOL_FILE: gzip.compress(_jsonl(pool), compresslevel=6, mtime=0),  # mtime 0: same bytes each run
@@ -502,7 +500,7 @@ def write_pool(cfg: WebPoolConfig, out: str) -> dict:
         # evaluate.external reads heldout_clean.jsonl as the set "heldout_clean"
         "heldout_format": "JSONL {id, text}: evaluate.external accepts it as is",
     }
-    U.write_json(U.join(out, "manifest.json"), manifest)
+    U.write_json(U.join(out, MANIFEST_FILE), manifest)
     return manifest
 
 

@@ -1,4 +1,4 @@
-"""Readers of the select stage's outputs, for training, refresh and reports alike."""
+"""Readers of the select stage's outputs, and the subset schedule they make (what the trainer walks)."""
 
 from __future__ import annotations
 
