@@ -17,7 +17,7 @@ The budget is round(select.fraction x sequences), the draws' seed select.seed, a
 
 The categories and near-duplicate groups come from the pool file (experiments/categories.py); the
 selection never reads them. Writes a JSON to `--out` and a markdown table beside it (`.md`); prints
-the table. A few minutes on 2 cores for about 6,000 sequences.
+the table. About 12 s on 2 cores for 5,908 sequences of 128 tokens (the web pool).
 """
 
 from __future__ import annotations
