@@ -16,10 +16,11 @@ passages of about one training sequence each (so every sequence has one category
 - garbage: number tables, random token strings, base64-like noise, repeated characters;
 - off_domain: passages of biomedical abstracts (one abstract a line).
 
-Output folder: `pool.jsonl.gz` (`{"id", "text", "category"}` a line, shuffled), `heldout_clean.jsonl`
+Output folder: `pool.jsonl.gz` (`{"id", "text", "category"}` a line, shuffled; a near-duplicate also has
+`source`, the id of the clean passage it copies), `heldout_clean.jsonl`
 (`{"id", "text"}`: clean passages of articles the pool does not use, for `evaluate.external`) and
-`manifest.json`. Same config and seed, same bytes. The category stays in the pool file for the
-analysis (`categories`); the pipeline's corpus reader reads only `id` and `text`.
+`manifest.json`. Same config and seed, same bytes. The category and source stay in the pool file for
+the analysis (`categories`, experiments/categories.py); the pipeline's corpus reader reads only `id` and `text`.
 
     python -m experiments.webpool --config configs/webpool.yaml --out runs/webpool
 """
@@ -44,7 +45,7 @@ from dataio.configfile import build_section, read_yaml, section_dict
 from dataio.corpus import read_documents
 
 CATEGORIES = ("clean", "near_duplicate", "boilerplate", "word_salad", "garbage", "off_domain")
-POOL_FILE = "pool.jsonl.gz"  # {"id", "text", "category"} a line: the corpus
+POOL_FILE = "pool.jsonl.gz"  # {"id", "text", "category"[, "source"]} a line: the corpus
 HELDOUT_FILE = "heldout_clean.jsonl"  # {"id", "text"} a line: evaluate.external's set "heldout_clean"
 MANIFEST_FILE = "manifest.json"  # the config, counts and digests, written last
 ID_PREFIX = {"clean": "clean", "boilerplate": "boiler", "word_salad": "salad", "garbage": "garbage"}
@@ -418,7 +419,7 @@ def build(cfg: WebPoolConfig) -> tuple[list[dict], list[dict], dict]:
     probs = np.array([unigram[w] for w in vocab], dtype=np.float64)
     probs /= probs.sum()
 
-    dups, copies = [], multiplicities(counts["near_duplicate"], cfg.near_duplicate, rng["near_duplicate"])
+    dups, sources, copies = [], {}, multiplicities(counts["near_duplicate"], cfg.near_duplicate, rng["near_duplicate"])
     if len(copies) > len(clean):
         raise ValueError(f"near_duplicate: {len(copies)} passages to copy but only {len(clean)} clean ones")
     originals = rng["near_duplicate"].choice(len(clean), size=len(copies), replace=False)
@@ -431,6 +432,7 @@ def build(cfg: WebPoolConfig) -> tuple[list[dict], list[dict], dict]:
                 "near_duplicate",
             )
             dups.append((f"dup-{orig:06d}-{k:0{width}d}", text))
+            sources[dups[-1][0]] = records["clean"][orig][0]  # for the analysis only: selection never reads it
     records["near_duplicate"] = dups
 
     def length(r: np.random.Generator) -> int:
@@ -446,7 +448,7 @@ def build(cfg: WebPoolConfig) -> tuple[list[dict], list[dict], dict]:
 
     records["off_domain"] = off_domain(cfg, counts["off_domain"], rng["off_domain"], seen)
 
-    pool = [{"id": i, "text": t, "category": c} for c in CATEGORIES for i, t in records[c]]
+    pool = [{"id": i, "text": t, "category": c} | _source(sources, i) for c in CATEGORIES for i, t in records[c]]
     pool = [pool[i] for i in shuffle_rng.permutation(len(pool))]
     held = [{"id": f"heldout-{i:06d}", "text": t} for i, t in enumerate(heldout)]
     facts = {
@@ -457,6 +459,11 @@ def build(cfg: WebPoolConfig) -> tuple[list[dict], list[dict], dict]:
         "articles": {"pool": pool_articles, "heldout": heldout_articles},
     }
     return pool, held, facts
+
+
+def _source(sources: dict[str, str], doc_id: str) -> dict[str, str]:
+    """A near-duplicate's `source` field (the id of the clean passage it copies); nothing for the others."""
+    return {"source": sources[doc_id]} if doc_id in sources else {}
 
 
 def _count(texts: list[str]) -> dict[str, int]:

@@ -156,6 +156,9 @@ class SelectConfig:
     # The perplexity band (selection/perplexity.py): where the kept loss ranks sit among the dropped ones.
     # 0.5 drops equal shares of the lowest losses (boilerplate, duplicates) and the highest (garbage).
     perplexity_center: float = 0.5
+    # INGENIOUS importance sampling: p ~ 1 + g/T + (g/T)^2/2 over the greedy gains g (selection/sampling.py).
+    # 1 is the paper's; a higher T draws closer to uniform, a lower T closer to the greedy top of each partition.
+    temperature: float = 1.0
 
     # The selection is the same bytes whatever the number of concurrent tasks (tests/test_pipeline_ray.py).
     RESOURCES: ClassVar[tuple[str, ...]] = ("cpus_per_task", "gpus_per_task", "memory_per_task_gb")
@@ -203,6 +206,8 @@ class SelectConfig:
             raise ValueError(f"select.whiten_eps must be > 0, got {self.whiten_eps}")
         if not 0.0 <= self.perplexity_center <= 1.0:
             raise ValueError(f"select.perplexity_center must be in [0, 1], got {self.perplexity_center}")
+        if not (0.0 < self.temperature < math.inf):
+            raise ValueError(f"select.temperature must be > 0 (1 is the paper's), got {self.temperature}")
 
     def partitions_for(self, n: int) -> int:
         return self.num_partitions or max(1, math.ceil(n / self.partition_size))

@@ -1,6 +1,7 @@
 """INGENIOUS importance sampling from greedy gains (second-order Taylor softmax).
 
-Per partition, p_i = (1 + g_i + g_i^2 / 2) / sum_j (1 + g_j + g_j^2 / 2), and each draw takes
+Per partition, p_i = (1 + g_i + g_i^2 / 2) / sum_j (1 + g_j + g_j^2 / 2) (gains divided by
+`select.temperature` first, 1 being the paper's), and each draw takes
 that partition's share of the budget without replacement. Shares are a largest-remainder
 allocation of the budget, so every draw has exactly the budget (a per-partition round-up
 overshoots it: 60 partitions of 837 sequences at 25% drew 238 for 209). Draws are seeded by
@@ -10,15 +11,25 @@ depend on how many workers there are.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
-def taylor_softmax(gains: np.ndarray) -> np.ndarray:
-    g = np.asarray(gains, dtype=np.float64)
+def taylor_softmax(gains: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """p_i proportional to 1 + g_i / T + (g_i / T)^2 / 2 (T = 1: the paper's). A high T flattens the
+    distribution towards uniform; a low T concentrates it on the largest gains, but only up to
+    p_i = g_i^2 / sum_j g_j^2 as T -> 0 (the second-order weight has no argmax limit)."""
+    if isinstance(temperature, bool) or not (isinstance(temperature, (int, float)) and 0.0 < temperature < math.inf):
+        raise ValueError(f"select.temperature must be a number > 0, got {temperature!r}")
+    g = np.asarray(gains, dtype=np.float64) / temperature
     if g.size == 0:
         raise ValueError("taylor_softmax: empty gain vector")
     if not np.isfinite(g).all():  # a NaN or inf gain would turn every probability into NaN
-        raise ValueError(f"taylor_softmax: {int((~np.isfinite(g)).sum())} of {g.size} gains are NaN or infinite")
+        raise ValueError(
+            f"taylor_softmax: {int((~np.isfinite(g)).sum())} of {g.size} gains are NaN or infinite"
+            + ("" if temperature == 1.0 else f" after dividing by select.temperature={temperature}")
+        )
     w = 1.0 + g + 0.5 * g * g  # > 0 for every real g, so every element keeps some probability
     return w / w.sum()
 

@@ -150,6 +150,20 @@ def test_near_duplicates_differ_from_their_original_and_each_other_but_stay_clos
     assert len({r["text"] for r in dups}) == len(dups)
 
 
+def test_near_duplicates_record_their_source_which_the_corpus_reader_ignores(built):
+    _, out, pool = built
+    clean = {r["id"] for r in pool if r["category"] == "clean"}
+    for r in pool:
+        if r["category"] == "near_duplicate":
+            assert r["source"] == f"clean-{r['id'].split('-')[1]}" and r["source"] in clean
+            assert list(r) == ["id", "text", "category", "source"]
+        else:
+            assert list(r) == ["id", "text", "category"]  # the other lines are as they were
+    docs = list(read_documents(str(out / "pool.jsonl.gz")))
+    assert {f.name for f in dataclasses.fields(docs[0])} == {"doc_id", "text"}  # selection sees id and text only
+    assert [(d.doc_id, d.text) for d in docs] == [(r["id"], r["text"]) for r in pool]
+
+
 def test_near_duplicate_edits_every_copy_and_keeps_lines():
     rng = np.random.default_rng(0)
     text = "Alpha beta gamma 1984 delta.\nEpsilon zeta eta theta iota kappa lambda mu nu xi omicron pi."
