@@ -34,8 +34,8 @@ import yaml
 from dataio import uri as U
 from dataio.contracts import RUN_CONFIG, PrepareOutputs, SelectOutputs
 from dataio.rundir import read_embeddings, read_sequences, read_table, shard_files
-from dataio.webpool import POOL_FILE
 from experiments.categories import sequence_groups
+from experiments.webpool import POOL_FILE
 from selection.diagnostics import clean_similarity_auc, composition, knn_purity, near_duplicate_recall, neighbours
 from selection.ids import rows_of
 from selection.lexical import LexicalParams, lexical_embeddings

@@ -13,9 +13,9 @@ import yaml
 
 from dataio.contracts import RUN_CONFIG, PrepareOutputs, SelectOutputs, shard_name
 from dataio.rundir import embedding_table, write_parquet
-from dataio.webpool import NearDuplicateConfig, WebPoolConfig, write_pool
 from experiments.categories import pool_sources, sequence_groups
 from experiments.diagnostics import diagnose, main
+from experiments.webpool import NearDuplicateConfig, WebPoolConfig, write_pool
 from selection.diagnostics import near_duplicate_recall, neighbours
 from selection.sampling import draw_subset, taylor_softmax
 from selection.shard import order_shard

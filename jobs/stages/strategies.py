@@ -45,7 +45,7 @@ def ingenious(pool: SelectionPool) -> Subset:
     ordered = pool.greedy_orders()
     bounds = group_bounds(ordered.column("shard").to_numpy())[0][1:]
     ids, gains = ordered.column("sequence_id").to_numpy(), ordered.column("gain").to_numpy()
-    probs = np.concatenate([taylor_softmax(g) for g in np.split(gains, bounds)])
+    probs = np.concatenate([taylor_softmax(g, pool.scfg.temperature) for g in np.split(gains, bounds)])
     draw0 = draw_subset(
         list(zip(np.split(ids, bounds), np.split(probs, bounds))), pool.budget, seed=pool.scfg.seed, draw=0
     )
