@@ -2,6 +2,9 @@
 
 The warm-started model reads the run's token ids directly. Any other local encoder has its own
 vocabulary, so its sequences are decoded with the run's tokenizer and re-encoded with the encoder's.
+The lexical space (selection/lexical.py) needs no model: the decoded text is hashed into n-gram
+TF-IDF and projected, given the pool's document frequencies; with sequence_loss the warm-started
+model is still loaded, for the loss column only.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import ray
 import torch
 from transformers import AutoTokenizer
 
+from actors.lexical import decoded_texts
 from dataio.rundir import embedding_table, read_sequence_file, write_parquet, write_shard_log
+from selection.lexical import LexicalParams, embed_texts
 from training.device import task_device
 from training.embed import embed_batch, embed_with_loss, load_encoder, local_model
 from training.model import ModelConfig, Objective
@@ -46,17 +51,27 @@ class Embedder:
         retokenize: bool,
         sequence_loss: bool = False,
         seed: int = 0,
+        lexical_df: np.ndarray | None = None,
+        lexical_documents: int = 0,
+        lexical_params: LexicalParams | None = None,
     ):
         """sequence_loss: the model is loaded with its LM head and each sequence's loss is a `loss`
-        column beside its embedding (training/embed.py; seeded by `seed`). Only for the run's own model."""
+        column beside its embedding (training/embed.py; seeded by `seed`). Only for the run's own model.
+        lexical_*: embed in the lexical space instead (the pool's document frequencies and count); the
+        model (encoder_path) is then loaded only for sequence_loss."""
         if sequence_loss and retokenize:
             raise ValueError("sequence_loss is the run's own model's loss; another encoder retokenizes the text")
+        self.lexical = None if lexical_df is None else (lexical_df, lexical_documents, lexical_params)
         # CUDA only when Ray gave this actor a GPU: a visible GPU may be reserved by another task.
         self.device = task_device(ray.get_gpu_ids())
         if self.device.type == "cpu":
             torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
-        self.model = load_encoder(encoder_path, self.device, lm_head=kind if sequence_loss else None)
-        self.pooling, self.layer, self.batch_size = pooling, layer, batch_size
+        needs_model = self.lexical is None or sequence_loss
+        self.model = (
+            load_encoder(encoder_path, self.device, lm_head=kind if sequence_loss else None) if needs_model else None
+        )
+        # In the lexical space the model gives the loss only: any layer's pooling is discarded, so the last.
+        self.pooling, self.layer, self.batch_size = pooling, -1 if self.lexical else layer, batch_size
         self.run_tok = load_tokenizer(local_model(run_tokenizer), kind=kind)
         # The evaluation protocol's objective: token-level masking at 15%, no NSP.
         self.objective = (
@@ -81,10 +96,23 @@ class Embedder:
         start = time.perf_counter()
         ids, seqs = read_sequence_file(sequences_path)
         if not len(ids):  # a shard whose documents were all held out or too short
-            dim = self.model.config.hidden_size  # every pooling returns a hidden state
+            # every pooling returns a hidden state; the lexical space its projection's width
+            dim = self.lexical[2].dim if self.lexical else self.model.config.hidden_size
             write_parquet(self._table(ids, np.empty((0, dim), np.float32), np.empty(0, np.float32)), out_path)
             return {"sequences": 0, "dim": dim, "device": self.device.type}
-        seqs = self._encoder_ids(seqs)
+        if self.lexical is not None:
+            emb = embed_texts(decoded_texts(self.run_tok, seqs), *self.lexical)
+            loss = self._model_embeddings(ids, seqs)[1] if self.objective is not None else None
+        else:
+            emb, loss = self._model_embeddings(ids, self._encoder_ids(seqs))
+        write_parquet(self._table(ids, emb, loss), out_path)
+        result = {"sequences": len(ids), "dim": int(emb.shape[1]), "device": self.device.type}
+        seconds = time.perf_counter() - start
+        write_shard_log(out_path, {**result, "seconds": seconds, "sequences_per_s": len(ids) / seconds})
+        return result
+
+    def _model_embeddings(self, ids: np.ndarray, seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(pooled hidden states, each sequence's loss or None) of the model, in the order of `ids`."""
         # Length-sorted batches pad little; the output is keyed by sequence_id, so order is free.
         order = np.argsort([len(s) for s in seqs], kind="stable")
         out, losses = [], []
@@ -113,8 +141,4 @@ class Embedder:
         if losses:
             loss = np.empty(len(ids), np.float32)
             loss[order] = np.concatenate(losses)
-        write_parquet(self._table(ids, restored, loss), out_path)
-        result = {"sequences": len(ids), "dim": int(emb.shape[1]), "device": self.device.type}
-        seconds = time.perf_counter() - start
-        write_shard_log(out_path, {**result, "seconds": seconds, "sequences_per_s": len(ids) / seconds})
-        return result
+        return restored, loss

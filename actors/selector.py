@@ -70,12 +70,15 @@ def centroid_similarity(
 
 
 @ray.remote
-def scatter_shard(embed_file: str, partitions: np.ndarray, out_dir: str, space: Space | None = None) -> int:
-    """Copy one embedding shard to out_dir/<shard name> with its rows grouped by partition, one
-    Parquet row group per partition, so a partition task reads only its own row group of each shard
-    (one file per shard and partition cost 25 ms a file: 1,280 files at 1M points in 64 partitions).
-    The copy holds the embeddings in the selection space (not yet normalised)."""
-    ids, emb = read_embeddings([embed_file])
+def scatter_shard(
+    embed_file: str, partitions: np.ndarray, out_dir: str, space: Space | None = None, keep: np.ndarray | None = None
+) -> int:
+    """Copy one embedding shard (its rows whose ids are in `keep`, if given) to out_dir/<shard name>
+    with its rows grouped by partition, one Parquet row group per partition, so a partition task reads
+    only its own row group of each shard (one file per shard and partition cost 25 ms a file: 1,280
+    files at 1M points in 64 partitions). The copy holds the embeddings in the selection space (not yet
+    normalised)."""
+    ids, emb = read_embeddings([embed_file], keep=keep)
     emb = apply_space(space, emb)
     order = np.argsort(partitions, kind="stable")
     part = partitions[order].astype(np.int32)

@@ -64,6 +64,9 @@ class TrainOutputs:
 class SelectOutputs:
     PROBABILITIES = "probabilities.parquet"
     SUBSET = "subset.parquet"  # a copy of the configured strategy's subset, the one train uses
+    # With select.prefilter: every sequence, whether it survived the filters, and the first that dropped it.
+    PREFILTER = "prefilter.parquet"
+    PREFILTER_SCHEMA = pa.schema([("sequence_id", pa.int64()), ("kept", pa.bool_()), ("dropped_by", pa.string())])
     PROBABILITIES_SCHEMA = pa.schema(
         [
             ("sequence_id", pa.int64()),

@@ -29,6 +29,11 @@ Partition = Literal["cluster", "random"]
 DEDUP_SUBSETS: tuple[str, ...] = typing.get_args(DedupSubsetName)  # the SemDeDup-based subsets, in a fixed order
 MergeObjective = Literal["partitions", "all_points"]
 Pooling = Literal["auto", "mean", "last"]
+Prefilter = Literal["perplexity", "semdedup"]
+
+
+# embed.encoder values that name no folder: the run's own warm-started model, and the lexical space.
+RUN_SPACES = ("warmstart", "lexical")
 
 
 @dataclass(kw_only=True)
@@ -70,7 +75,9 @@ class PrepareConfig:
 
 @dataclass(kw_only=True)
 class EmbedConfig:
-    encoder: str = "warmstart"  # the warm-started model, or a local encoder folder / hub name
+    # "warmstart" (the run's warm-started model), "lexical" (hashed word and character n-gram TF-IDF,
+    # randomly projected: no model, selection/lexical.py), or a local encoder folder / hub name.
+    encoder: str = "warmstart"
     layer: int = 9  # hidden_states index; -1 = last layer
     pooling: Pooling = "auto"  # auto (mean for BERT-like, last token for GPT-2), mean or last
     batch_size: int = 64
@@ -90,10 +97,10 @@ class EmbedConfig:
             raise ValueError("embed.batch_size and embed.num_actors must be >= 1")
         if not (0.0 < self.cpus_per_actor < math.inf):
             raise ValueError(f"embed.cpus_per_actor must be > 0, got {self.cpus_per_actor}")
-        if self.sequence_loss and self.encoder != "warmstart":  # another encoder's LM head scores its own text
+        if self.sequence_loss and self.encoder not in RUN_SPACES:  # another encoder's LM head scores its own text
             raise ValueError(
-                f"embed.sequence_loss is the run's own model's loss: it needs embed.encoder: warmstart, "
-                f"got embed.encoder={self.encoder!r}"
+                f"embed.sequence_loss is the run's own model's loss: it needs embed.encoder: warmstart (or "
+                f"lexical, beside which the warm-started model gives the loss), got embed.encoder={self.encoder!r}"
             )
         if self.seed < 0:
             raise ValueError(f"embed.seed must be >= 0, got {self.seed}")
@@ -159,6 +166,12 @@ class SelectConfig:
     # INGENIOUS importance sampling: p ~ 1 + g/T + (g/T)^2/2 over the greedy gains g (selection/sampling.py).
     # 1 is the paper's; a higher T draws closer to uniform, a lower T closer to the greedy top of each partition.
     temperature: float = 1.0
+    # Quality, then diversity: filters applied in this order before INGENIOUS and GreeDi, which then
+    # choose the same budget among the survivors (the other subsets see the whole pool). `perplexity`
+    # keeps the band of `perplexity_keep` of the pool around `perplexity_center`; `semdedup` drops what
+    # SemDeDup at `dedup_threshold` drops. What each dropped is recorded in select/prefilter.parquet.
+    prefilter: list[Prefilter] = field(default_factory=list)
+    perplexity_keep: float = 0.5
 
     # The selection is the same bytes whatever the number of concurrent tasks (tests/test_pipeline_ray.py).
     RESOURCES: ClassVar[tuple[str, ...]] = ("cpus_per_task", "gpus_per_task", "memory_per_task_gb")
@@ -206,6 +219,21 @@ class SelectConfig:
             raise ValueError(f"select.whiten_eps must be > 0, got {self.whiten_eps}")
         if not 0.0 <= self.perplexity_center <= 1.0:
             raise ValueError(f"select.perplexity_center must be in [0, 1], got {self.perplexity_center}")
+        for name in self.prefilter:
+            if name not in typing.get_args(Prefilter):
+                raise ValueError(f"select.prefilter entries must be among {typing.get_args(Prefilter)}, got {name!r}")
+        if self.prefilter and self.merge_objective == "all_points":
+            raise ValueError(
+                "select.prefilter with merge_objective: all_points is not supported (the all-points merge judges "
+                "candidates on every point of the pool): use merge_objective: partitions"
+            )
+        if len(set(self.prefilter)) < len(self.prefilter):
+            raise ValueError(f"select.prefilter names a filter twice: {self.prefilter}")
+        if not self.fraction <= self.perplexity_keep <= 1.0:
+            raise ValueError(
+                f"select.perplexity_keep must be in [select.fraction, 1] = [{self.fraction}, 1] (the survivors must "
+                f"hold the budget), got {self.perplexity_keep}"
+            )
         if not (0.0 < self.temperature < math.inf):
             raise ValueError(f"select.temperature must be > 0 (1 is the paper's), got {self.temperature}")
 
@@ -283,6 +311,12 @@ class PipelineConfig:
                 f"select.d4_dedup_keep={self.select.d4_dedup_keep} keeps less than the budget "
                 f"(select.fraction={self.select.fraction}): D4 prunes the deduplicated pool down to the budget"
             )
+        if "semdedup" in self.select.prefilter and self.select.partition == "random":
+            raise ValueError(
+                "select.prefilter semdedup deduplicates within the k-means clusters: set select.partition: cluster"
+            )
+        if "perplexity" in self.select.prefilter and not self.embed.sequence_loss:
+            raise ValueError("select.prefilter perplexity ranks sequences by their loss: set embed.sequence_loss: true")
         if self.runs_perplexity() and not self.embed.sequence_loss:
             raise ValueError(
                 "select.strategy, select.also or train.subset uses perplexity, which ranks sequences by their loss: "
@@ -348,7 +382,7 @@ def resolve_paths(cfg: PipelineConfig, base: Path) -> PipelineConfig:
     prepare = dataclasses.replace(cfg.prepare, tokenizer=local_path(cfg.prepare.tokenizer, base))
     embed = (
         cfg.embed
-        if cfg.embed.encoder == "warmstart"
+        if cfg.embed.encoder in RUN_SPACES
         else dataclasses.replace(cfg.embed, encoder=local_path(cfg.embed.encoder, base))
     )
     downstream = dataclasses.replace(

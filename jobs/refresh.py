@@ -116,6 +116,11 @@ def refresh(
         if not previous.has_marker(stage):
             raise ValueError(f"previous run {redact(previous.root)}: stage {stage!r} is not finished")
     old_cfg = load_config(config or previous.path(RUN_CONFIG))
+    if old_cfg.embed.encoder == "lexical":  # each vector's idf weights are the whole pool's: none can be reused
+        raise ValueError(
+            "refresh with embed.encoder: lexical: the lexical space weighs n-grams by the whole pool's document "
+            "frequencies, so a new snapshot re-embeds everything; run the pipeline on the snapshot instead"
+        )
     cfg = dataclasses.replace(
         old_cfg,
         corpus=dataclasses.replace(old_cfg.corpus, source=local_path(corpus, base_dir())),

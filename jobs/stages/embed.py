@@ -10,14 +10,16 @@ from __future__ import annotations
 import numpy as np
 
 from actors.embedder import Embedder
+from actors.lexical import shard_frequencies
 from dataio import uri as U
 from dataio.configfile import result_settings
 from dataio.contracts import PrepareOutputs, TrainOutputs
 from dataio.rundir import read_ids, shard_files
-from jobs.config import PipelineConfig
+from jobs.config import RUN_SPACES, PipelineConfig
 from jobs.executor import Executor, Task
 from jobs.resources import Resources
 from jobs.stages.base import Context, Stage
+from selection.lexical import LexicalParams
 
 
 def pooling_for(cfg: PipelineConfig, *, from_warmstart: bool) -> str:
@@ -42,9 +44,11 @@ def embed_files(
     todo: list[str],
     out: str,
     executor: Executor | None = None,
+    lexical: dict | None = None,
 ) -> list[dict]:
     """Embed each sequences shard in `todo` not embedded before into out/<same name>, with a pool of
-    Embedder actors (one model load serves many shards)."""
+    Embedder actors (one model load serves many shards); in the lexical space with `lexical`
+    (lexical_frequencies)."""
     init = {
         "encoder_path": encoder,
         "pooling": pooling_for(cfg, from_warmstart=from_warmstart),
@@ -55,12 +59,22 @@ def embed_files(
         "retokenize": not from_warmstart,
         "sequence_loss": cfg.embed.sequence_loss,
         "seed": cfg.embed.seed,
+        **(lexical or {}),
     }
     target = {f: U.join(str(out), U.name(f)) for f in todo}
     tasks = [Task(Embedder, (f, target[f]), outputs=(target[f],)) for f in todo]
     return (executor or Executor()).map_actors(
         Embedder, init, embed_resources(cfg), "embed_shard", tasks, "embed", "shards"
     )
+
+
+def lexical_frequencies(executor: Executor, files: list[str], tokenizer: str, kind: str) -> dict:
+    """The lexical space's reduce step, as Embedder arguments: the pool's hashed n-gram document
+    frequencies (one task per sequences shard, added in shard order) and its sequence count."""
+    params = LexicalParams()
+    counts = executor.run([Task(shard_frequencies, (f, tokenizer, kind, params)) for f in files])
+    df = np.sum([c[0] for c in counts], axis=0)
+    return {"lexical_df": executor.put(df), "lexical_documents": sum(c[1] for c in counts), "lexical_params": params}
 
 
 class Embed(Stage):
@@ -75,17 +89,24 @@ class Embed(Stage):
 
     def run(self, ctx: Context, out: str) -> dict:
         cfg = ctx.cfg
-        from_warmstart = cfg.embed.encoder == "warmstart"
+        from_warmstart = cfg.embed.encoder in RUN_SPACES  # the lexical space's loss is the warm start's too
         encoder = U.join(ctx.stage("warmstart"), TrainOutputs.MODEL) if from_warmstart else cfg.embed.encoder
         inputs = shard_files(U.join(ctx.stage("prepare"), PrepareOutputs.SEQUENCES))
+        tokenizer = U.join(ctx.stage("prepare"), PrepareOutputs.TOKENIZER)
+        lexical = (
+            lexical_frequencies(ctx.executor, inputs, tokenizer, cfg.model.kind)
+            if cfg.embed.encoder == "lexical" and any(not U.exists(U.join(out, U.name(f))) for f in inputs)
+            else None
+        )
         results = embed_files(
             cfg,
             encoder=encoder,
             from_warmstart=from_warmstart,
-            tokenizer=U.join(ctx.stage("prepare"), PrepareOutputs.TOKENIZER),
+            tokenizer=tokenizer,
             todo=inputs,
             out=out,
             executor=ctx.executor,
+            lexical=lexical,
         )
         pooling = pooling_for(cfg, from_warmstart=from_warmstart)
         dims = {r["dim"] for r in results}
@@ -94,7 +115,7 @@ class Embed(Stage):
             "embedded_now": len(results),
             "sequences_embedded_now": sum(r["sequences"] for r in results),
             "dim": dims.pop() if len(dims) == 1 else None,
-            "encoder": encoder,
+            "encoder": "lexical" if cfg.embed.encoder == "lexical" else encoder,
             "pooling": pooling,
             "layer": cfg.embed.layer,
             "gpu": ctx.executor.use_gpu(cfg.embed.use_gpu),

@@ -29,8 +29,9 @@ from dataio.rundir import shard_files, write_parquet
 from jobs.config import PipelineConfig
 from jobs.resources import Resources
 from jobs.stages.base import Context, Stage
-from jobs.stages.selection_pool import SelectionPool, open_pool, select_resources
-from jobs.stages.strategies import STRATEGIES
+from jobs.stages.prefilters import prefilter
+from jobs.stages.selection_pool import SelectionPool, open_pool, select_resources, survivors_pool
+from jobs.stages.strategies import DIVERSITY, STRATEGIES
 
 
 def strategies_to_run(cfg: PipelineConfig) -> list[str]:
@@ -57,19 +58,26 @@ class Select(Stage):
         scfg = ctx.cfg.select
         embed_files = shard_files(ctx.stage("embed"))
         expected = sum(U.parquet_rows(f) for f in shard_files(U.join(ctx.stage("prepare"), PrepareOutputs.SEQUENCES)))
+        all_points_merge = ctx.cfg.runs_greedi_merge() and scfg.merge_objective == "all_points"
         pool = open_pool(
             scfg,
             ctx.executor,
             out,
             embed_files,
             expected=expected,
-            dedup=bool(ctx.cfg.dedup_subsets()),
-            all_points_merge=ctx.cfg.runs_greedi_merge() and scfg.merge_objective == "all_points",
+            greedy=not scfg.prefilter,
+            dedup=bool(ctx.cfg.dedup_subsets()) or "semdedup" in scfg.prefilter,
+            all_points_merge=all_points_merge and not scfg.prefilter,
         )
-        written, summaries = [], {}
+        diverse, prefiltered = pool, {}
+        if scfg.prefilter:  # quality first: INGENIOUS and GreeDi choose among the survivors
+            survivors, record, prefiltered = prefilter(pool)
+            write_parquet(record, U.join(out, SelectOutputs.PREFILTER))
+            diverse = survivors_pool(pool, survivors, all_points_merge=all_points_merge)
+        written, summaries = [], dict(prefiltered)
         for name in strategies_to_run(ctx.cfg):
             clock = time.perf_counter()
-            subset = STRATEGIES[name](pool)
+            subset = STRATEGIES[name](diverse if name in DIVERSITY else pool)
             for file, table in subset.files.items():
                 write_parquet(table, U.join(out, file))
                 written.append(file)
@@ -82,17 +90,22 @@ class Select(Stage):
         if not U.exists(strategy_file):
             raise ValueError(f"select.strategy {scfg.strategy!r}: this select stage did not write {strategy_file}")
         U.write_bytes(U.join(out, SelectOutputs.SUBSET), U.read_bytes(strategy_file))
-        U.delete_tree(pool.scatter)  # a copy of the embeddings, needed only until here
-        return self.summary(pool, summaries, [written[0], SelectOutputs.SUBSET, *written[1:]])
+        for p in {pool.scatter, diverse.scatter}:
+            U.delete_tree(p)  # a copy of the embeddings, needed only until here
+        written = [written[0], SelectOutputs.SUBSET, *written[1:]]
+        if scfg.prefilter:
+            written.append(SelectOutputs.PREFILTER)
+        return self.summary(diverse, len(pool.ids), summaries, written)
 
     @staticmethod
-    def summary(pool: SelectionPool, strategies: dict, written: list[str]) -> dict:
-        """The stage's summary: the pool and its partitions, each strategy's entries, the time per phase."""
+    def summary(pool: SelectionPool, sequences: int, strategies: dict, written: list[str]) -> dict:
+        """The stage's summary: the pool, the partitions INGENIOUS and GreeDi ran on (the prefilter's
+        survivors', with one), each strategy's entries, the time per phase."""
         sizes = np.bincount(pool.parts)
         sizes = sizes[sizes > 0]
         stats = pool.partition_stats
         return {
-            "sequences": len(pool.ids),
+            "sequences": sequences,
             "budget": pool.budget,
             "partition": pool.scfg.partition,
             "partitions": int(len(sizes)),

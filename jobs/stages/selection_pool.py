@@ -28,10 +28,12 @@ from dataio import uri as U
 from dataio.contracts import shard_name
 from dataio.rundir import read_ids, read_table
 from jobs.config import SelectConfig
-from jobs.executor import Executor, Task
+from jobs.executor import Executor, Pending, Task
 from jobs.resources import Resources
 from selection.partition import random_partition, spherical_kmeans, split_oversized
 from selection.space import Space, fit_space, space_summary
+
+PREFILTERED = "prefiltered"  # the survivors pool's folder inside the stage's
 
 
 def select_resources(scfg: SelectConfig) -> Resources:
@@ -47,9 +49,10 @@ class SelectionPool:
     embed_files: list[str]
     space: Space | None  # None: raw embeddings
     space_info: dict
-    ids: np.ndarray  # every embedded sequence, in shard order
+    ids: np.ndarray  # every sequence of the pool (all embedded ones, or a prefilter's survivors), in shard order
     parts: np.ndarray  # the partition of each
     budget: int
+    keep: Pending | None = None  # the survivors' ids (stored once in the cluster), None: every sequence
     seconds: dict[str, float] = field(default_factory=dict)  # wall-clock per phase, in the order run
     _orders: pa.Table | None = None
     _stats: list[dict] = field(default_factory=list)
@@ -122,18 +125,22 @@ class SelectionPool:
             self._dedup = pa.concat_tables([read_table(f) for f in files.values()])
         return self._dedup
 
-    def scatter_shards(self, parts_per_file: list[np.ndarray], *, dedup: bool, all_points_merge: bool) -> None:
+    def scatter_shards(
+        self, parts_per_file: list[np.ndarray], *, greedy: bool, dedup: bool, all_points_merge: bool
+    ) -> None:
         """Copy each embedding shard (in the selection space) with its rows grouped by partition, so a
         partition task reads only its own rows; shards scattered before are not redone. Only while some
         partition or cluster has no result yet, or for the all_points merge, which reads them too."""
         files = [
-            *self.partition_files("partitions").values(),
+            *(self.partition_files("partitions").values() if greedy else []),
             *(self.partition_files("dedup").values() if dedup else []),
         ]
         if not all_points_merge and all(U.exists(f) for f in files):
             return
         tasks = [
-            Task(scatter_shard, (f, fp, self.scatter, self.space), outputs=(U.join(self.scatter, U.name(f)),))
+            Task(
+                scatter_shard, (f, fp, self.scatter, self.space, self.keep), outputs=(U.join(self.scatter, U.name(f)),)
+            )
             for f, fp in zip(self.embed_files, parts_per_file)
         ]
         self.executor.run(tasks)
@@ -179,11 +186,16 @@ def sample_points(
 
 
 def partition(
-    embed_files: list[str], scfg: SelectConfig, space: Space | None = None, executor: Executor | None = None
+    embed_files: list[str],
+    scfg: SelectConfig,
+    space: Space | None = None,
+    executor: Executor | None = None,
+    keep: np.ndarray | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per embedding shard: (sequence ids, partition of each), from the data and seed alone."""
+    """Per embedding shard: (sequence ids, partition of each) of its sequences (those in `keep`, if
+    given), from the data and seed alone."""
     executor = executor or Executor()
-    ids = [read_ids(f) for f in embed_files]
+    ids = [i if keep is None else i[np.isin(i, keep)] for i in map(read_ids, embed_files)]
     total = sum(len(i) for i in ids)
     num_partitions = scfg.partitions_for(total)
     if num_partitions > total:
@@ -193,9 +205,12 @@ def partition(
         )
     if scfg.partition == "random" or num_partitions == 1:
         return ids, [random_partition(i, num_partitions, scfg.seed) for i in ids]
-    sample = sample_points(executor, embed_files, min(1.0, scfg.kmeans_sample / total), scfg.seed, space)
+    only = None if keep is None else executor.put(keep)
+    sample = sample_points(executor, embed_files, min(1.0, scfg.kmeans_sample / total), scfg.seed, space, only)
     centroids = spherical_kmeans(sample, min(num_partitions, len(sample)), seed=scfg.seed)
     labelled = executor.run([Task(assign_clusters, (f, centroids, space)) for f in embed_files])
+    if keep is not None:
+        labelled = [(i[np.isin(i, keep)], c[np.isin(i, keep)]) for i, c in labelled]
     clusters = np.concatenate([x[1] for x in labelled])
     sizes = np.bincount(clusters, minlength=len(centroids))
     max_size = math.ceil(scfg.max_partition_factor * total / num_partitions)
@@ -209,6 +224,7 @@ def open_pool(
     embed_files: list[str],
     *,
     expected: int,
+    greedy: bool,
     dedup: bool,
     all_points_merge: bool,
 ) -> SelectionPool:
@@ -239,6 +255,39 @@ def open_pool(
         parts=np.concatenate(parts_per_file),
         budget=budget,
     )
-    pool.scatter_shards(parts_per_file, dedup=dedup, all_points_merge=all_points_merge)
+    pool.scatter_shards(parts_per_file, greedy=greedy, dedup=dedup, all_points_merge=all_points_merge)
     pool.time("partition", clock)
     return pool
+
+
+def survivors_pool(pool: SelectionPool, survivors: np.ndarray, *, all_points_merge: bool) -> SelectionPool:
+    """The pool restricted to a prefilter's survivors, in its own folder (out/prefiltered/: its partitions
+    and scatter), in the same space and with the same budget; its phases' time adds to the pool's."""
+    clock = time.perf_counter()
+    survivors = np.sort(survivors)
+    ids_per_file, parts_per_file = partition(pool.embed_files, pool.scfg, pool.space, pool.executor, survivors)
+    small = SelectionPool(
+        scfg=pool.scfg,
+        executor=pool.executor,
+        out=U.join(pool.out, PREFILTERED),
+        embed_files=pool.embed_files,
+        space=pool.space,
+        space_info=pool.space_info,
+        ids=np.concatenate(ids_per_file),
+        parts=np.concatenate(parts_per_file),
+        budget=pool.budget,
+        seconds=pool.seconds,
+        keep=pool.executor.put(survivors),
+    )
+    small.scatter_shards(parts_per_file, greedy=True, dedup=False, all_points_merge=all_points_merge)
+    small.time("partition", clock)
+    return small
+
+
+def pool_losses(embed_files: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(sequence ids, loss) of every embedded sequence, from the shards' `loss` column (embed.sequence_loss)."""
+    for f in embed_files:
+        if "loss" not in U.parquet_file(f).schema_arrow.names:
+            raise ValueError(f"{f} has no loss column: the perplexity band needs embed.sequence_loss: true")
+    table = pa.concat_tables([read_table(f, ["sequence_id", "loss"]) for f in embed_files])
+    return table.column("sequence_id").to_numpy(), table.column("loss").to_numpy()

@@ -16,11 +16,9 @@ import numpy as np
 import pyarrow as pa
 
 from actors.selector import candidate_edges, candidate_index, centroid_similarity, group_merge, merge_round
-from dataio import uri as U
 from dataio.contracts import SelectOutputs
-from dataio.rundir import read_table
 from jobs.executor import Task
-from jobs.stages.selection_pool import SelectionPool, sample_points
+from jobs.stages.selection_pool import SelectionPool, pool_losses, sample_points
 from selection.dedup import dedup_to_ratio, prune_prototypical, semdedup_keep, semdedup_subset
 from selection.ids import rows_of
 from selection.merge import candidate_count, group_keep, merge_by_gain, merge_groups
@@ -207,11 +205,7 @@ def d4(pool: SelectionPool) -> Subset:
 def perplexity(pool: SelectionPool) -> Subset:
     """The perplexity band of the pool (selection/perplexity.py) from the embedding shards' `loss` column,
     in rank order."""
-    for f in pool.embed_files:
-        if "loss" not in U.parquet_file(f).schema_arrow.names:
-            raise ValueError(f"{f} has no loss column: the perplexity band needs embed.sequence_loss: true")
-    losses_table = pa.concat_tables([read_table(f, ["sequence_id", "loss"]) for f in pool.embed_files])
-    ids, losses = losses_table.column("sequence_id").to_numpy(), losses_table.column("loss").to_numpy()
+    ids, losses = pool_losses(pool.embed_files)
     rows = perplexity_band(ids, losses, pool.budget, center=pool.scfg.perplexity_center)
     kept = losses[rows]
     summary = {
@@ -221,6 +215,8 @@ def perplexity(pool: SelectionPool) -> Subset:
     }
     return Subset(pa.table({"sequence_id": ids[rows], "loss": kept}, schema=SUBSETS["perplexity"]), summary)
 
+
+DIVERSITY = ("ingenious", "greedi")  # the strategies a prefilter runs before (select.prefilter)
 
 # Every strategy by name, in the order a select stage computes them (ingenious always: its probabilities
 # are the stage's main output; the others when something uses their subset).
