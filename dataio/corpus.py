@@ -131,8 +131,12 @@ def read_file(uri: str, *, text_field: str, id_field: str | None, line_documents
         yield from _parquet(uri, text_field, id_field)
     elif file_name.endswith(TEXT_SUFFIXES):
         yield from _text(uri, line_documents)
+    elif file_name.endswith(".tsv"):
+        yield from _tsv(uri, text_field)
     else:
-        raise ValueError(f"corpus {uri!r}: unknown format (expected .jsonl[.gz], .parquet, .txt, .tokens or a folder)")
+        raise ValueError(
+            f"corpus {uri!r}: unknown format (expected .jsonl[.gz], .parquet, .txt, .tokens, .tsv or a folder)"
+        )
 
 
 # A segment of a file corpus: (file, first document, end document), counted in the file's own documents.
@@ -202,6 +206,21 @@ def _text(uri: str, line_documents: bool) -> Iterator[Document]:
     for number, line in enumerate(text.splitlines(), 1):
         if line.strip():
             yield Document(f"{stem}:{number}", line.strip())
+
+
+def _tsv(uri: str, text_field: str) -> Iterator[Document]:
+    """A tab-separated file with a header (GLUE's layout): one document a row, its `text_field` column,
+    or `sentence` (GLUE's name) where the header has no `text_field`. Ids are `file:row`."""
+    lines = _read_utf8(uri).splitlines()
+    header = lines[0].split("\t") if lines else []
+    column = text_field if text_field in header else "sentence"
+    if column not in header:
+        raise ValueError(f"{uri}: no {text_field!r} (or 'sentence') column in its header {header}")
+    at, stem = header.index(column), U.name(uri).rsplit(".", 1)[0]
+    for number, line in enumerate(lines[1:], 2):
+        cells = line.split("\t")
+        if len(cells) > at and cells[at].strip():
+            yield Document(f"{stem}:{number}", cells[at].strip())
 
 
 def _builtin_wiki() -> Iterator[Document]:

@@ -95,3 +95,15 @@ def test_a_corpus_on_s3_reads_like_the_local_one(s3, tmp_path):
         list(read_documents("s3://corpus/bad/x.jsonl"))
     with pytest.raises(ValueError, match="corpus 's3://corpus/missing.jsonl' does not exist"):
         list(read_documents("s3://corpus/missing.jsonl"))
+
+
+def test_tsv_rows_are_documents_of_their_text_column(tmp_path):
+    """GLUE's layout: a header, then one row a document (its `sentence` column unless `text_field` names one)."""
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\nit 's a charming journey .\t1\n\t0\na dull film\t0\n")
+    docs = list(read_documents(str(tmp_path / "dev.tsv")))
+    assert [(d.doc_id, d.text) for d in docs] == [("dev:2", "it 's a charming journey ."), ("dev:4", "a dull film")]
+    (tmp_path / "other.tsv").write_text("text\tsentence\nfirst\tsecond\n")
+    assert [d.text for d in read_documents(str(tmp_path / "other.tsv"))] == ["first"]
+    (tmp_path / "bad.tsv").write_text("x\ty\n1\t2\n")
+    with pytest.raises(ValueError, match=r"bad.tsv: no 'text' \(or 'sentence'\) column in its header \['x', 'y'\]"):
+        list(read_documents(str(tmp_path / "bad.tsv")))
