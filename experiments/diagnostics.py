@@ -201,10 +201,10 @@ def _pct(value: float) -> str:
     return f"{100 * value:.1f}%"
 
 
-def _finite(value):
+def json_ready(value):
     """The report with NaN as null (JSON has no NaN)."""
     if isinstance(value, dict):
-        return {key: _finite(v) for key, v in value.items()}
+        return {key: json_ready(v) for key, v in value.items()}
     return None if isinstance(value, float) and value != value else value
 
 
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", help="JSON file to write (the markdown goes beside it, .md)")
     args = parser.parse_args(argv)
     temperatures = tuple(float(t) for t in args.temperatures.split(",") if t.strip())
-    report = _finite(diagnose(args.run_dir, args.pool, k=args.k, temperatures=temperatures))
+    report = json_ready(diagnose(args.run_dir, args.pool, k=args.k, temperatures=temperatures))
     table = markdown(report)
     if args.out:
         U.write_text(args.out, json.dumps(report, indent=1) + "\n")

@@ -10,7 +10,9 @@
 <root>/gate.json                       the gate's verdict, when the experiment has a gate
 <root>/best_of.json                    which arm the `best_of` rule gave more seeds
 <root>/baselines.json                  each evaluation set's loss under a unigram model of the pool
+<root>/diagnostics.json, .md          the main variant's space judged before training (experiments/diagnostics.py)
 <root>/results.md, loss_curves.png     the report (reporting/experiment_report.py)
+<root>/summary.json                    the report's numbers as data (reporting/summary.py)
 """
 
 from __future__ import annotations
@@ -128,3 +130,11 @@ def results_file(root: Path) -> Path:
 def curves_file(root: Path) -> Path:
     """The loss curves, next to results.md (which shows them by this name)."""
     return root / "loss_curves.png"
+
+
+def diagnostics_file(root: Path) -> Path:
+    return root / "diagnostics.json"
+
+
+def summary_file(root: Path) -> Path:
+    return root / "summary.json"

@@ -23,6 +23,7 @@ from dataio.contracts import PrepareOutputs, TrainOutputs
 from dataio.log import get_logger
 from dataio.rundir import RunDir, read_sequences
 from experiments.categories import oracle_subset, sequence_categories, write_oracle
+from experiments.diagnostics import diagnose, json_ready, markdown
 from experiments.layout import (
     MAIN,
     SELECTION_STAGES,
@@ -31,6 +32,7 @@ from experiments.layout import (
     Run,
     baselines_file,
     best_of_file,
+    diagnostics_file,
     downstream_file,
     eval_file,
     gate_file,
@@ -150,6 +152,16 @@ def with_oracles(exp: Experiment, root: Path) -> Experiment:
     return dataclasses.replace(exp, runs=runs)
 
 
+def write_diagnostics(root: Path) -> None:
+    """The main variant's embedding space judged against the pool's categories before any training
+    (experiments/diagnostics.py), once: diagnostics.json and its table beside it."""
+    path = diagnostics_file(root)
+    if not path.exists():
+        report = json_ready(diagnose(str(pipeline_dir(root, MAIN)), str(pool_dir(root))))
+        path.with_suffix(".md").write_text(markdown(report) + "\n")
+        RunDir.write_json(path, report)  # last: it marks the diagnostics done
+
+
 def write_baselines(root: Path, cfg: PipelineConfig, sets: dict[str, list]) -> None:
     """The loss on each evaluation set of a unigram model of the training pool: an arm that does not
     beat it by far has learned word frequencies only, and its differences say little."""
@@ -252,6 +264,8 @@ def run_experiment(exp: Experiment, out: Path) -> Outcome:
             share_stages(pipes[MAIN], pipes[variant], exp.pipelines[MAIN], cfg)
         run_pipeline(cfg, pipes[variant], only=list(SELECTION_STAGES))
     exp = with_oracles(exp, root)
+    if exp.pool is not None:
+        write_diagnostics(root)
     sets = evaluation_sets(Context(exp.pipelines[MAIN], RunDir(pipes[MAIN])))
     write_baselines(root, exp.pipelines[MAIN], sets)
     warm = warmstart_dir(root)  # the common starting point, scored like an arm

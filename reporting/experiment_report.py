@@ -30,6 +30,7 @@ from experiments.layout import (  # noqa: E402
     Run,
     baselines_file,
     curves_file,
+    diagnostics_file,
     downstream_file,
     eval_file,
     pipeline_dir,
@@ -41,6 +42,7 @@ from experiments.layout import (  # noqa: E402
 )
 from experiments.webpool import POOL_FILE  # noqa: E402
 from reporting.pool_report import composition_table, gate_section, steps_table  # noqa: E402
+from reporting.summary import paired_differences, write_summary
 from selection.facility_location import coverage  # noqa: E402
 from selection.ids import rows_of  # noqa: E402
 from selection.knn import normalize_embeddings  # noqa: E402
@@ -234,16 +236,7 @@ def _paired_table(records: list[dict], sets: list[str], reference: str) -> list[
         if arm == reference:
             continue
         pairs = [(runs[(arm, s)], runs[(reference, s)]) for a, s in runs if a == arm and (reference, s) in runs]
-        cells = [
-            _cell(
-                [
-                    a["loss"][f"final/{s}"] - b["loss"][f"final/{s}"]
-                    for a, b in pairs
-                    if f"final/{s}" in a["loss"] and f"final/{s}" in b["loss"]
-                ]
-            )
-            for s in sets
-        ]
+        cells = [_cell(paired_differences(records, arm, reference, s)) for s in sets]
         glue = _cell([a["glue"] - b["glue"] for a, b in pairs if a["glue"] is not None and b["glue"] is not None], 1)
         lines.append(f"| {arm} | " + " | ".join(cells) + f" | {glue} |")
     return lines
@@ -364,6 +357,14 @@ def plot_curves(records: list[dict], warm: dict, sets: list[str], out: Path, smo
     plt.close(fig)
 
 
+def diagnostics_section(root: Path) -> list[str]:
+    """The main variant's space judged before training (diagnostics.md), where the runner wrote it."""
+    table = diagnostics_file(root).with_suffix(".md")
+    if not table.exists():
+        return []
+    return ["## The selection space, before training", "", table.read_text().strip(), ""]
+
+
 def write_report(root: Path, exp: Experiment) -> str:
     composed = Composition(root, exp) if exp.pool is not None else None
     records, warm = collect(root, exp, composed), _scores(warmstart_dir(root))
@@ -399,6 +400,7 @@ def write_report(root: Path, exp: Experiment) -> str:
         "downstream tasks (x100), where the experiment fine-tunes.",
         "",
         *gate_section(root, exp.gate),
+        *diagnostics_section(root),
         "## Arms",
         "",
         f"Each cell: {INTERVAL} (n shown). The primary metric is the `{exp.primary}` loss.",
@@ -425,4 +427,5 @@ def write_report(root: Path, exp: Experiment) -> str:
     ]
     text = "\n".join(parts)
     results_file(root).write_text(text)
+    write_summary(root, exp, records, sets)
     return text
