@@ -171,5 +171,13 @@ def section_dict(section: Any, *, resources: bool = True) -> dict[str, Any]:
 
 def result_settings(section: Any) -> dict[str, Any]:
     """What a stage's output depends on: the section without its resource fields, so a stage hash never
-    covers a CPU count."""
-    return section_dict(section, resources=False)
+    covers a CPU count, and without the settings it lists in `ADDED` while they hold their default, so a
+    setting added to the project later leaves finished run directories' hashes as they were."""
+    settings = section_dict(section, resources=False)
+    defaults = {f.name: f for f in dataclasses.fields(section)}
+    for name in getattr(section, "ADDED", ()):
+        f = defaults[name]
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        if settings.get(name) == default:
+            del settings[name]
+    return settings

@@ -2,7 +2,7 @@
 
 run_experiment runs an Experiment (experiments/config.py reads one from its config file). Every
 variant shares what its settings share: the warm start is trained once, and an ablation that changes
-only `select` reuses the embeddings. Each arm is one Ray task (one CPU), all submitted at once; each
+only `select` reuses the embeddings. Each arm is one task (train.cpus_per_worker CPUs), all submitted at once; each
 model is scored by held-out LM loss on every evaluation set and by `evaluate.downstream` fine-tuning.
 A finished arm, score or stage is never redone, so a rerun resumes after an interruption. The command
 (jobs/experiment.py) then writes the report (reporting/experiment_report.py).
@@ -49,9 +49,9 @@ from jobs.config import PipelineConfig
 from jobs.downstream import downstream_tasks
 from jobs.executor import Executor, Task
 from jobs.pipeline import connect_ray, run_pipeline, stage_hashes
-from jobs.resources import Resources
 from jobs.stages import Context
 from jobs.stages.evaluate import evaluation_sets, evaluation_tasks
+from jobs.stages.train import train_resources
 from training.evaluate import predicted_tokens, unigram_loss
 from training.stats import mean_interval
 from training.tokenizer import load_tokenizer
@@ -342,5 +342,5 @@ def train_task(root: Path, exp: Experiment, run: Run, folder: Path) -> Task:
         fraction=pipe.select.fraction,
         init_from=str(pipes / "warmstart" / TrainOutputs.MODEL),
     )
-    resources = Resources(cpus=run.train.cpus_per_worker, gpus=run.train.use_gpu)
-    return Task(train_in_task, (args,), {"snapshots": run.snapshots}, resources)
+    one_worker = dataclasses.replace(train_resources(run.train), actors=1)  # one task, not a Ray Train group
+    return Task(train_in_task, (args,), {"snapshots": run.snapshots}, one_worker)

@@ -99,8 +99,8 @@ class EmbedConfig:
             raise ValueError(f"embed.cpus_per_actor must be > 0, got {self.cpus_per_actor}")
         if self.sequence_loss and self.encoder not in RUN_SPACES:  # another encoder's LM head scores its own text
             raise ValueError(
-                f"embed.sequence_loss is the run's own model's loss: it needs embed.encoder: warmstart (or "
-                f"lexical, beside which the warm-started model gives the loss), got embed.encoder={self.encoder!r}"
+                f"embed.sequence_loss is the run's own model's loss: it needs embed.encoder: warmstart, got "
+                f"embed.encoder={self.encoder!r} (with embed.encoder: lexical the warm-started model gives it too)"
             )
         if self.seed < 0:
             raise ValueError(f"embed.seed must be >= 0, got {self.seed}")
@@ -175,6 +175,8 @@ class SelectConfig:
 
     # The selection is the same bytes whatever the number of concurrent tasks (tests/test_pipeline_ray.py).
     RESOURCES: ClassVar[tuple[str, ...]] = ("cpus_per_task", "gpus_per_task", "memory_per_task_gb")
+    # Settings added after run directories existed: in the stage hash only when not at their default.
+    ADDED: ClassVar[tuple[str, ...]] = ("temperature", "prefilter", "perplexity_keep")
 
     def __post_init__(self) -> None:
         check_choices(self, "select")

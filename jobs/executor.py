@@ -90,11 +90,17 @@ class Executor:
         return ray.get(pending)
 
     def run(self, tasks: list[Task], what: str | None = None, unit: str = "tasks") -> list[Any]:
-        """Run the tasks not done before (Task.done) and return their results in order, with progress
-        lines as they finish when `what` names them; the first task error is raised as soon as it happens."""
-        return self.gather([self.submit(t) for t in tasks if not t.done()], what, unit)
+        """Run the tasks not done before (Task.done) and return one result per task, in order: None for a
+        task done before. Progress lines as they finish when `what` names them."""
+        todo = [i for i, t in enumerate(tasks) if not t.done()]
+        results: list[Any] = [None] * len(tasks)
+        for i, result in zip(todo, self.gather([self.submit(tasks[i]) for i in todo], what, unit)):
+            results[i] = result
+        return results
 
     def gather(self, pending: list[Pending], what: str | None = None, unit: str = "tasks") -> list[Any]:
+        """The results of `pending`, in order. With `what`, a progress line as they finish, and the first
+        task error raised as soon as it happens (without, in the order of `pending`)."""
         if what is None:
             return ray.get(pending)
         progress, left = Progress(what, len(pending), unit), list(pending)

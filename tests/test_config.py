@@ -3,8 +3,10 @@ from pathlib import Path
 
 import pytest
 
+from dataio.configfile import result_settings
 from experiments.config import load_experiment
 from jobs.config import PipelineConfig, load_config
+from jobs.pipeline import DEFAULT_CONFIG
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -161,3 +163,22 @@ def test_run_names_that_are_not_one_plain_folder_name_are_rejected(tmp_path, nam
     with pytest.raises(ValueError, match=r"c\.yaml: name .* is not a plain name"):
         load_config(write(tmp_path, f"name: {name!r}\n"))
     assert load_config(write(tmp_path, "name: bert-base_v1.2\n")).name == "bert-base_v1.2"
+
+
+def test_stage_hashes_of_the_shipped_default_config_stay_those_of_earlier_runs():
+    """Settings added later (SelectConfig.ADDED) stay out of the hash at their default, so run directories
+    made before them are still skipped; a non-default value does change the select hash."""
+    from jobs.pipeline import stage_hashes
+
+    cfg = load_config(DEFAULT_CONFIG)
+    assert stage_hashes(cfg) == {
+        "prepare": "56930aab5e674583",
+        "warmstart": "a6dffb27f85abf5e",
+        "embed": "2b38a90cdbd4eeab",
+        "select": "1382e5566854a21b",
+        "train": "1ff48ce76b08e74d",
+        "evaluate": "0bdf24444bc21572",
+    }
+    tempered = dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, temperature=0.5))
+    assert stage_hashes(tempered)["select"] != "1382e5566854a21b"
+    assert result_settings(tempered.select)["temperature"] == 0.5 and "temperature" not in result_settings(cfg.select)

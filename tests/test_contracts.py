@@ -65,3 +65,9 @@ def test_the_subset_names_agree_everywhere():
 
 def test_the_stage_names_are_the_pipelines_stages():
     assert [s.name for s in STAGES] == STAGE_NAMES == ["prepare", "warmstart", "embed", "select", "train", "evaluate"]
+
+
+def test_every_subset_name_has_a_strategy_and_every_strategy_a_name():
+    from jobs.stages.strategies import DIVERSITY, STRATEGIES
+
+    assert set(STRATEGIES) == set(SUBSET_NAMES) and set(DIVERSITY) <= set(STRATEGIES)

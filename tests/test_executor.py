@@ -59,7 +59,7 @@ def test_run_keeps_order_and_skips_tasks_whose_outputs_exist(ray_cluster, tmp_pa
         Task(count_file_documents, (f, FIELDS), outputs=(str(tmp_path / f"done-{i}"),)) for i, f in enumerate(files)
     ]
     assert tasks[2].done() and not tasks[0].done()
-    assert Executor().run(tasks, "counting", "files") == [3, 1, 1, 5]  # task 2 finished before: not rerun
+    assert Executor().run(tasks, "counting", "files") == [3, 1, None, 1, 5]  # task 2 finished before: not rerun
     assert Executor().run([Task(count_file_documents, (files[2], FIELDS))]) == [4]  # no outputs: always runs
 
 

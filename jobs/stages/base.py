@@ -40,7 +40,9 @@ class Stage(ABC):
         return None
 
     def resources(self, cfg: PipelineConfig) -> Resources:
-        """What each of the stage's tasks (or actors) asks for, from its config section's RESOURCES."""
+        """What each of the stage's main tasks (or actors, or Ray Train workers) asks for, from its config
+        section's RESOURCES; its run() hands it to the executor. Short bookkeeping tasks (a shard's moments,
+        a sample) take the default, one CPU."""
         return Resources()
 
     @abstractmethod

@@ -45,10 +45,11 @@ def embed_files(
     out: str,
     executor: Executor | None = None,
     lexical: dict | None = None,
+    resources: Resources | None = None,
 ) -> list[dict]:
     """Embed each sequences shard in `todo` not embedded before into out/<same name>, with a pool of
     Embedder actors (one model load serves many shards); in the lexical space with `lexical`
-    (lexical_frequencies)."""
+    (lexical_frequencies). `resources`: each actor's (default: the embed section's)."""
     init = {
         "encoder_path": encoder,
         "pooling": pooling_for(cfg, from_warmstart=from_warmstart),
@@ -63,9 +64,8 @@ def embed_files(
     }
     target = {f: U.join(str(out), U.name(f)) for f in todo}
     tasks = [Task(Embedder, (f, target[f]), outputs=(target[f],)) for f in todo]
-    return (executor or Executor()).map_actors(
-        Embedder, init, embed_resources(cfg), "embed_shard", tasks, "embed", "shards"
-    )
+    resources = resources or embed_resources(cfg)
+    return (executor or Executor()).map_actors(Embedder, init, resources, "embed_shard", tasks, "embed", "shards")
 
 
 def lexical_frequencies(executor: Executor, files: list[str], tokenizer: str, kind: str) -> dict:
@@ -107,6 +107,7 @@ class Embed(Stage):
             out=out,
             executor=ctx.executor,
             lexical=lexical,
+            resources=self.resources(cfg),
         )
         pooling = pooling_for(cfg, from_warmstart=from_warmstart)
         dims = {r["dim"] for r in results}

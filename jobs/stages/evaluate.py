@@ -49,7 +49,7 @@ class Evaluate(Stage):
             "warmstart": U.join(ctx.stage("warmstart"), TrainOutputs.MODEL),
             "train": U.join(ctx.stage("train"), TrainOutputs.MODEL),
         }
-        tasks = evaluation_tasks(models, sets, cfg)
+        tasks = evaluation_tasks(models, sets, cfg, self.resources(cfg))
         results = dict(zip(tasks, ctx.executor.run(list(tasks.values()))))
         U.write_json(U.join(out, EvaluateOutputs.METRICS), results)
         summary = {"results": results, "written": EvaluateOutputs.METRICS}
@@ -69,7 +69,9 @@ class Evaluate(Stage):
         return summary
 
 
-def evaluation_tasks(models: dict[str, str], sets: dict[str, list], cfg: PipelineConfig) -> dict[str, Task]:
+def evaluation_tasks(
+    models: dict[str, str], sets: dict[str, list], cfg: PipelineConfig, resources: Resources = EVALUATE_RESOURCES
+) -> dict[str, Task]:
     """One task per (model, non-empty set), keyed "<model>/<set>": the held-out loss of the model folder
     (a path or URI) on those sequences, on a GPU when the cluster has one."""
     return {
@@ -77,7 +79,7 @@ def evaluation_tasks(models: dict[str, str], sets: dict[str, list], cfg: Pipelin
             evaluate_checkpoint,
             (uri, seqs),
             {"model_cfg": cfg.model, "batch_size": cfg.evaluate.batch_size, "seed": cfg.evaluate.seed},
-            EVALUATE_RESOURCES,
+            resources,
         )
         for m, uri in models.items()
         for s, seqs in sets.items()

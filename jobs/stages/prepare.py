@@ -94,7 +94,7 @@ class Prepare(Stage):
             "heldout_fraction": pcfg.heldout_fraction,
         }
         tasks = [self._shard_task(shard, i, out, shard_args, self.resources(cfg)) for i, shard in enumerate(shards)]
-        prepared_now = len(ctx.executor.run(tasks, "prepare", "shards"))
+        prepared_now = sum(r is not None for r in ctx.executor.run(tasks, "prepare", "shards"))
         dropped = drop_duplicates(
             shard_files(U.join(out, PrepareOutputs.SEQUENCES)) + shard_files(U.join(out, PrepareOutputs.HELDOUT))
         )

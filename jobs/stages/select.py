@@ -30,8 +30,13 @@ from jobs.config import PipelineConfig
 from jobs.resources import Resources
 from jobs.stages.base import Context, Stage
 from jobs.stages.prefilters import prefilter
-from jobs.stages.selection_pool import SelectionPool, open_pool, select_resources, survivors_pool
+from jobs.stages.selection_pool import SelectionPool, check_sizes, open_pool, select_resources, survivors_pool
 from jobs.stages.strategies import DIVERSITY, STRATEGIES
+
+
+def all_points(cfg: PipelineConfig) -> bool:
+    """Whether the GreeDi merge runs and judges candidates on every point (merge_objective all_points)."""
+    return cfg.runs_greedi_merge() and cfg.select.merge_objective == "all_points"
 
 
 def strategies_to_run(cfg: PipelineConfig) -> list[str]:
@@ -54,17 +59,23 @@ class Select(Stage):
     def resources(self, cfg: PipelineConfig) -> Resources:
         return select_resources(cfg.select)
 
+    def plan(self, ctx: Context) -> None:
+        """Settings that do not fit the pool stop the run here, before the previous select/ is cleared."""
+        n = sum(U.parquet_rows(f) for f in shard_files(U.join(ctx.stage("prepare"), PrepareOutputs.SEQUENCES)))
+        check_sizes(ctx.cfg.select, n, all_points_merge=all_points(ctx.cfg))
+
     def run(self, ctx: Context, out: str) -> dict:
         scfg = ctx.cfg.select
         embed_files = shard_files(ctx.stage("embed"))
         expected = sum(U.parquet_rows(f) for f in shard_files(U.join(ctx.stage("prepare"), PrepareOutputs.SEQUENCES)))
-        all_points_merge = ctx.cfg.runs_greedi_merge() and scfg.merge_objective == "all_points"
+        all_points_merge = all_points(ctx.cfg)
         pool = open_pool(
             scfg,
             ctx.executor,
             out,
             embed_files,
             expected=expected,
+            resources=self.resources(ctx.cfg),
             greedy=not scfg.prefilter,
             dedup=bool(ctx.cfg.dedup_subsets()) or "semdedup" in scfg.prefilter,
             all_points_merge=all_points_merge and not scfg.prefilter,

@@ -9,6 +9,7 @@ scores) and scatter/ (each embedding shard's rows grouped by partition, deleted 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -37,7 +38,8 @@ PREFILTERED = "prefiltered"  # the survivors pool's folder inside the stage's
 
 
 def select_resources(scfg: SelectConfig) -> Resources:
-    """Each partition, dedup or merge task's share (select's RESOURCES)."""
+    """Each partition task's share (select's RESOURCES): the only select tasks that may use a GPU (their
+    kNN graph); the dedup and merge tasks take the same CPUs and memory, without it (SelectionPool.heavy)."""
     return Resources(cpus=scfg.cpus_per_task, gpus=scfg.gpus_per_task, memory_gb=scfg.memory_per_task_gb)
 
 
@@ -53,6 +55,7 @@ class SelectionPool:
     parts: np.ndarray  # the partition of each
     budget: int
     keep: Pending | None = None  # the survivors' ids (stored once in the cluster), None: every sequence
+    partition_resources: Resources = field(default_factory=Resources)  # each partition task's (Stage.resources)
     seconds: dict[str, float] = field(default_factory=dict)  # wall-clock per phase, in the order run
     _orders: pa.Table | None = None
     _stats: list[dict] = field(default_factory=list)
@@ -68,7 +71,8 @@ class SelectionPool:
 
     @property
     def heavy(self) -> Resources:
-        return select_resources(self.scfg)
+        """The dedup and merge tasks' share: the partition tasks' CPUs and memory, no GPU (no kNN graph to build)."""
+        return dataclasses.replace(self.partition_resources, gpus=0.0)
 
     def partition_files(self, folder: str) -> dict[int, str]:
         """One result file per partition in `folder`, by partition number."""
@@ -89,12 +93,12 @@ class SelectionPool:
             Task(
                 order_partition,
                 (p, self.scatter, s.knn_k, s.knn_params(), s.optimizer, s.epsilon, s.seed, f),
-                resources=self.heavy,
+                resources=self.partition_resources,
                 outputs=(f,),
             )
             for p, f in files.items()
         ]
-        self._stats = self.executor.run(tasks, "select: kNN graph + greedy", "partitions")
+        self._stats = [s for s in self.executor.run(tasks, "select: kNN graph + greedy", "partitions") if s]
         self.time("greedy", clock)
         # Every partition's result, by name (never "the files that happen to be there"), covering the pool.
         ordered = pa.concat_tables([read_table(f) for f in files.values()])
@@ -224,6 +228,7 @@ def open_pool(
     embed_files: list[str],
     *,
     expected: int,
+    resources: Resources,
     greedy: bool,
     dedup: bool,
     all_points_merge: bool,
@@ -236,14 +241,7 @@ def open_pool(
     ids = np.concatenate(ids_per_file)
     if len(ids) != expected:
         raise ValueError(f"embed/ holds {len(ids)} embeddings but prepare/ has {expected} sequences")
-    budget = round(scfg.fraction * len(ids))
-    if budget < 1:
-        raise ValueError(f"select.fraction={scfg.fraction} of {len(ids)} sequences selects nothing")
-    if all_points_merge and budget > scfg.merge_max_candidates:
-        raise ValueError(
-            f"select.merge_max_candidates={scfg.merge_max_candidates} is below the budget ({budget} "
-            "sequences): the last merge round must hold at least the budget; raise it"
-        )
+    budget = check_sizes(scfg, len(ids), all_points_merge=all_points_merge)
     pool = SelectionPool(
         scfg=scfg,
         executor=executor,
@@ -254,10 +252,29 @@ def open_pool(
         ids=ids,
         parts=np.concatenate(parts_per_file),
         budget=budget,
+        partition_resources=resources,
     )
     pool.scatter_shards(parts_per_file, greedy=greedy, dedup=dedup, all_points_merge=all_points_merge)
     pool.time("partition", clock)
     return pool
+
+
+def check_sizes(scfg: SelectConfig, n: int, *, all_points_merge: bool) -> int:
+    """The budget, round(fraction * n), after checking that the settings fit a pool of n sequences."""
+    if scfg.partitions_for(n) > n:
+        raise ValueError(
+            f"select.num_partitions={scfg.partitions_for(n)} is larger than the pool ({n} sequences): "
+            f"use at most {n}, or null for automatic"
+        )
+    budget = round(scfg.fraction * n)
+    if budget < 1:
+        raise ValueError(f"select.fraction={scfg.fraction} of {n} sequences selects nothing")
+    if all_points_merge and budget > scfg.merge_max_candidates:
+        raise ValueError(
+            f"select.merge_max_candidates={scfg.merge_max_candidates} is below the budget ({budget} "
+            "sequences): the last merge round must hold at least the budget; raise it"
+        )
+    return budget
 
 
 def survivors_pool(pool: SelectionPool, survivors: np.ndarray, *, all_points_merge: bool) -> SelectionPool:
@@ -278,6 +295,7 @@ def survivors_pool(pool: SelectionPool, survivors: np.ndarray, *, all_points_mer
         budget=pool.budget,
         seconds=pool.seconds,
         keep=pool.executor.put(survivors),
+        partition_resources=pool.partition_resources,
     )
     small.scatter_shards(parts_per_file, greedy=True, dedup=False, all_points_merge=all_points_merge)
     small.time("partition", clock)

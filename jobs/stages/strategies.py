@@ -96,7 +96,7 @@ def merge_candidates(pool: SelectionPool, ordered: pa.Table) -> tuple[np.ndarray
     s, budget = pool.scfg, pool.budget
     ids, gains = ordered.column("sequence_id").to_numpy(), ordered.column("gain").to_numpy()
     shard = ordered.column("shard").to_numpy()
-    bounds = np.flatnonzero(np.diff(shard)) + 1
+    bounds = group_bounds(shard)[0][1:]
     partition_ids = [int(p[0]) for p in np.split(shard, bounds)]
     orders = np.split(ids, bounds)
     best = max(zip(orders, np.split(gains, bounds)), key=lambda p: p[1][:budget].sum())

@@ -21,6 +21,7 @@ def _train(
     cfg: TrainConfig,
     *,
     name: str,
+    workers: Resources,
     init_from: str | None,
     select_dir: str | None,
     save_optimizer: bool = False,
@@ -35,7 +36,6 @@ def _train(
         init_from=init_from,
         save_optimizer=save_optimizer,
     )
-    workers = train_resources(cfg)
     metrics = launch_training(
         args,
         name=f"{ctx.cfg.name}-{name}",
@@ -91,6 +91,7 @@ class WarmStart(TrainingStage):
             out,
             ctx.cfg.warmstart,
             name="warmstart",
+            workers=self.resources(ctx.cfg),
             init_from=ctx.cfg.model.init_from,
             select_dir=None,
             save_optimizer=True,
@@ -115,6 +116,7 @@ class Train(TrainingStage):
             out,
             ctx.cfg.train,
             name="train",
+            workers=self.resources(ctx.cfg),
             init_from=join(ctx.stage("warmstart"), TrainOutputs.MODEL),
             select_dir=ctx.stage("select"),
         )
