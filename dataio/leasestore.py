@@ -29,6 +29,7 @@ from typing import Protocol
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from dataio import uri as U
+from dataio.redact import redact
 
 LEASE = "lease.json"
 
@@ -56,7 +57,8 @@ def store_for(root: str) -> Store:
         return S3Store(root)
     if scheme in ("gs", "gcs"):
         return GcsStore(root)
-    raise ValueError(f"{root}: no lease for {scheme}:// run directories (use a local path, s3:// or gs://)")
+    U.resolve(root)  # a scheme no filesystem knows: that error, naming the URI
+    raise ValueError(f"{redact(root)!r}: no lease for {scheme}:// run directories (use a local path, s3:// or gs://)")
 
 
 def _digest(blob: bytes) -> str:
