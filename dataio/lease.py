@@ -115,6 +115,9 @@ class Lease:
             if found is None:  # released in between: try again
                 continue
             holder, version = found
+            if holder.get("token") == self.token:  # our own write landed, its answer was lost (a retried request)
+                self.version, self.expires = version, float(holder["expires"])
+                break
             if float(holder.get("expires", 0)) >= time.time():
                 raise ValueError(describe(holder, self.where))
             log.info(f"taking over the expired lease of {holder.get('host')} pid {holder.get('pid')} on {self.where}")
