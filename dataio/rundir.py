@@ -8,6 +8,12 @@ still as it left them (size and a checksum of each file, recorded at the finish)
 written last, after the outputs and the manifest, so a crashed stage is never mistaken for a
 finished one. Every file is written atomically, so a reader never sees half a shard and a resumed
 stage can trust every shard it finds; a torn or empty manifest is unfinished work.
+
+A stage folder that starts afresh is emptied marker first, then its manifest is replaced by a
+placeholder (a manifest with no config: never resumable, never done), then its data goes, and the new
+manifest replaces the placeholder last: interrupted anywhere, the folder still has a manifest, so a
+later run reclaims it. With the run's lease (dataio/lease.py) the run directory checks it before each
+manifest and marker it writes: a run that lost its lease stops there.
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 
 from dataio import uri as U
 from dataio.contracts import MANIFEST, MARKER
+from dataio.lease import Lease
 from dataio.uri import read_parquet as read_table
 from dataio.uri import shard_files, write_parquet
 
@@ -51,9 +59,17 @@ def config_hash(payload: Any) -> str:
 
 
 class RunDir:
-    def __init__(self, root: str | Path):
+    """The run directory `root`; with `lease` (held by this run) every manifest and marker write is fenced."""
+
+    def __init__(self, root: str | Path, lease: Lease | None = None):
         self.root = U.normalize(root)
+        self.lease = lease
         self._digests: dict[str, str | None] = {}  # verified output digests, per stage, this invocation
+
+    def fence(self) -> None:
+        """Stop (ValueError naming the run directory) if this run holds a lease and has lost it."""
+        if self.lease is not None:
+            self.lease.check()
 
     def stage(self, name: str) -> str:
         return U.join(self.root, name)
@@ -131,17 +147,19 @@ class RunDir:
         folder, inputs = self.stage(name), inputs or {}
         if keep is None:
             keep = self.resumable(name, digest, inputs)
+        self.fence()
         if not keep:
             if U.list_files(folder, recursive=True) and not U.exists(U.join(folder, MANIFEST)):
                 raise ValueError(
                     f"{folder} was not written by a pipeline run (it has no {MANIFEST}); "
                     f"move it out of the run directory: the stage {name!r} writes there"
                 )
-            U.delete_tree(folder)  # stale, torn or forced: its files belong to another config or attempt
+            clear_stage(folder, name)  # stale, torn or forced: its files belong to another config or attempt
         elif U.exists(U.join(folder, MARKER)):
             U.delete(U.join(folder, MARKER))
         U.make_dirs(folder)
         self._digests.pop(name, None)
+        self.fence()
         U.write_json(
             U.join(folder, MANIFEST),
             {
@@ -164,13 +182,38 @@ class RunDir:
             if U.name(f) not in (MANIFEST, MARKER)
         }
         manifest.update(summary, outputs=outputs, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        self.fence()
         U.write_json(U.join(folder, MANIFEST), manifest)
+        self.fence()
         U.write_bytes(U.join(folder, MARKER), b"")
         self._digests.pop(name, None)
 
     @staticmethod
     def write_json(path: str | Path, payload: dict) -> None:
         U.write_json(str(path), payload)
+
+
+def clear_stage(folder: str, name: str) -> None:
+    """Empty a stage folder so that an interruption anywhere leaves it reclaimable: the marker first
+    (never seen as done), the manifest replaced by a placeholder with no config (never resumed, still
+    the pipeline's), then every other file, the placeholder last of all (begin writes the new manifest
+    over it)."""
+    manifest = U.join(folder, MANIFEST)
+    if U.is_local(folder) and Path(folder).is_symlink():  # a stage another pipeline shares: never its files
+        Path(folder).unlink()
+        return
+    if not U.exists(folder):
+        return
+    U.delete(U.join(folder, MARKER))
+    if U.exists(manifest):
+        U.write_json(manifest, {"stage": name, "clearing": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    fs, path = U.resolve(folder)
+    entries = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    files = [e.path for e in entries if e.type == pafs.FileType.File and e.path != f"{path}/{MANIFEST}"]
+    for file in sorted(files):
+        fs.delete_file(file)
+    for sub in sorted((e.path for e in entries if e.type == pafs.FileType.Directory), key=len, reverse=True):
+        fs.delete_dir(sub)
 
 
 def write_shard_log(output: str, record: dict) -> None:

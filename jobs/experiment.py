@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from dataio.lease import Lease
 from dataio.log import configure, get_logger
 from dataio.redact import redact, redact_tree
 from experiments.config import load_experiment
@@ -29,10 +30,12 @@ DEFAULT_CONFIGS = [CONFIG_DIR / "experiment-bert.yaml", CONFIG_DIR / "experiment
 
 
 def run_and_report(exp: Experiment, out: Path) -> Path:
-    """Run `exp` into out/<name> and write its report there; returns the experiment folder. A failed
-    gate ends the command once the report of what ran is written."""
-    done = run_experiment(exp, out)
-    write_report(done.root, done.experiment)
+    """Run `exp` into out/<name> and write its report there, holding the folder's lease (a second run of
+    the experiment at the same time stops at once, naming the first); returns the experiment folder. A
+    failed gate ends the command once the report of what ran is written."""
+    with Lease(out / exp.name):
+        done = run_experiment(exp, out)
+        write_report(done.root, done.experiment)
     if done.gate_failed:
         raise SystemExit(gate_failure(done))
     return done.root

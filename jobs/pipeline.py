@@ -5,7 +5,8 @@
 Each stage is skipped when its folder holds a completion marker written under the same config
 hash (its own settings plus its inputs' hashes), its inputs' outputs are what they were when it ran,
 and its own outputs are intact; a stage that runs makes every later stage run. A run holds a lease on
-its run directory (dataio/lease.py): a second run on the same one stops at once.
+its run directory (dataio/lease.py): a second run on the same one stops at once, and a run that lost
+its lease stops at its next manifest or marker.
 """
 
 from __future__ import annotations
@@ -50,9 +51,15 @@ def connect_ray(cfg: PipelineConfig) -> None:
 
 
 def run_pipeline(
-    cfg: PipelineConfig, run_dir: str | Path, *, only: list[str] | None = None, force: list[str] = ()
+    cfg: PipelineConfig,
+    run_dir: str | Path,
+    *,
+    only: list[str] | None = None,
+    force: list[str] = (),
+    lease: Lease | None = None,
 ) -> list[dict]:
-    """Run (or skip) the stages; returns one row per stage: stage, status, seconds, written."""
+    """Run (or skip) the stages; returns one row per stage: stage, status, seconds, written. `lease`:
+    the run directory's lease, already held by the caller (jobs.refresh); else the run takes it."""
     for name in list(force) + list(only or []):
         if name not in STAGE_NAMES:
             raise ValueError(f"unknown stage {name!r}; stages are {', '.join(STAGE_NAMES)}")
@@ -61,7 +68,13 @@ def run_pipeline(
     connect_ray(cfg)
     if U.is_local(run.root):
         require_visible(run.root)  # before anything is written there
-    with Lease(*U.resolve(run.root), redact(run.root)):  # before anything in the run directory is touched
+    if lease is not None:
+        if lease.root != run.root:
+            raise ValueError(f"the lease given is on {lease.where}, not on the run directory {redact(run.root)}")
+        run.lease = lease
+        return _run_stages(cfg, run, hashes, only=only, force=force)
+    with Lease(run.root, redact(run.root)) as held:  # before anything in the run directory is touched
+        run.lease = held
         return _run_stages(cfg, run, hashes, only=only, force=force)
 
 
@@ -73,6 +86,7 @@ def _run_stages(
     def record_config() -> None:
         """config.yaml describes the run directory's stages: it changes only once a stage of this
         config is about to write (a bad config that fails its checks leaves the old one)."""
+        run.fence()
         U.write_text(run.path(RUN_CONFIG), yaml.safe_dump(redact_tree(cfg.to_dict()), sort_keys=False))
 
     for stage in STAGES:

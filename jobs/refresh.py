@@ -12,6 +12,8 @@ the coverage (mean cosine similarity of each pool sequence to its nearest select
 facility-location objective per sequence) before and after. Running it again on the same snapshot
 changes nothing. The embedding settings are checked against the previous run's manifest; if they
 differ (another encoder, layer or pooling), every sequence is re-embedded, with a message saying so.
+The refresh holds the new version folder's lease (dataio/lease.py) for its whole run: a second refresh
+of the same snapshot and settings at the same time stops at once, naming the first.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataio import uri as U
 from dataio.configfile import result_settings
 from dataio.contracts import RUN_CONFIG, PrepareOutputs, SelectOutputs, TrainOutputs
 from dataio.corpus import corpus_snapshot
+from dataio.lease import Lease
 from dataio.log import configure, get_logger
 from dataio.redact import redact
 from dataio.rundir import (
@@ -139,8 +142,16 @@ def refresh(
     if diff is not None:
         log.info(f"refresh: snapshot already selected in {redact(version.root)}; nothing to do")
         return diff
+    with Lease(version.root) as lease:
+        version.lease = lease
+        done = U.read_json(version.path("diff.json"))  # another refresh finished it meanwhile
+        return done if done is not None else _refresh(cfg, previous, version)
+
+
+def _refresh(cfg: PipelineConfig, previous: RunDir, version: RunDir) -> dict:
+    """The refresh of `version`, whose lease the caller holds: prepare, embed (reusing), select, diff."""
     connect_ray(cfg)
-    run_pipeline(cfg, version.root, only=["prepare"])
+    run_pipeline(cfg, version.root, only=["prepare"], lease=version.lease)
 
     # The embed step, with the pipeline's marker so `select` accepts it and a rerun skips it.
     embed_settings = previous.read_manifest("embed")["config"]["embed"]
@@ -155,10 +166,12 @@ def refresh(
         version.begin("embed", digest, {"embed": result_settings(cfg.embed), "reused_from": redact(previous.root)})
         summary = reuse_embeddings(Context(cfg, version), previous, reuse=reuse)
         version.finish("embed", {"summary": summary})
-    run_pipeline(cfg, version.root, only=["select"])
+    run_pipeline(cfg, version.root, only=["select"], lease=version.lease)
 
     diff = diff_report(previous, version)
+    version.fence()
     U.write_text(version.path("diff.md"), diff_markdown(diff))
+    version.fence()
     U.write_json(version.path("diff.json"), diff)  # written last: it marks the refresh done
     print(diff_markdown(diff), flush=True)
     return diff

@@ -740,14 +740,14 @@ def test_a_folder_the_run_did_not_write_is_never_deleted(tiny, tmp_path):
 
 
 HOLD_LEASE = (
-    "import sys, time; from dataio.lease import Lease; Lease.for_path(sys.argv[1]).acquire(); "
+    "import sys, time; from dataio.lease import Lease; Lease(sys.argv[1], ttl_s=2, renew_s=0.5).acquire(); "
     "print('held', flush=True); time.sleep(600)"
 )
 
 
 def test_one_run_per_run_directory(tiny, tmp_path):
     """A second run on a run directory in use stops at once, naming the holder; the lease of a
-    holder that died is taken over."""
+    holder that died is taken over once it expires (the holder's own expiry, not its PID, decides)."""
     cfg, run, _ = tiny
     copy = _copy(run, tmp_path)
     holder = subprocess.Popen(
@@ -763,6 +763,7 @@ def test_one_run_per_run_directory(tiny, tmp_path):
     finally:
         holder.kill()
         holder.wait()
+    time.sleep(2.5)  # the dead holder's lease expires unrenewed
     assert [r["status"] for r in run_pipeline(cfg, copy, only=["prepare"])] == ["skipped"]  # a dead holder's lease
     assert not (copy / "lease.json").exists()
 

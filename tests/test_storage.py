@@ -112,7 +112,7 @@ def test_one_run_per_uri(s3, tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(json.dumps({"id": "a", "text": "one document"}) + "\n")
     cfg = load_config(_write(tmp_path, CONFIG.format(corpus=corpus)))
-    holder = Lease(*U.resolve("s3://runs/held"), "s3://runs/held").acquire()
+    holder = Lease("s3://runs/held").acquire()
     try:
         with pytest.raises(
             ValueError, match=f"s3://runs/held is in use by another run: host {socket.gethostname()}, pid {os.getpid()}"
@@ -131,7 +131,7 @@ def test_one_run_per_uri(s3, tmp_path):
         "expires": time.time() - 1,
     }
     s3.put_object(Bucket="runs", Key="held/lease.json", Body=json.dumps(expired).encode())
-    lease = Lease(*U.resolve("s3://runs/held"), "s3://runs/held").acquire()
+    lease = Lease("s3://runs/held").acquire()
     assert json.loads(remote_files(s3, "held/")["lease.json"])["pid"] == os.getpid()
     lease.release()
     assert [k for k in remote_files(s3, "held/") if k and not k.endswith("/")] == []  # (folder placeholders aside)
