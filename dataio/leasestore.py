@@ -173,23 +173,24 @@ class S3Store:
         return self._put(blob, IfMatch=version)
 
     def delete(self, version: str) -> bool:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=version)
-        except ClientError as e:
-            if _code(e) in _CONFLICT:
-                return False
-            raise OSError(str(e)) from e
-        except BotoCoreError as e:
-            raise OSError(str(e)) from e
-        return True
+        return (
+            self._conditional(lambda: self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=version))
+            is not None
+        )
 
     def _put(self, blob: bytes, **condition: str) -> str | None:
+        answer = self._conditional(
+            lambda: self.client.put_object(Bucket=self.bucket, Key=self.key, Body=blob, **condition)
+        )
+        return answer["ETag"] if answer else None
+
+    @staticmethod
+    def _conditional(request):
+        """The request's answer, or None when its condition failed; any other failure is an OSError."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            return self.client.put_object(Bucket=self.bucket, Key=self.key, Body=blob, **condition)["ETag"]
+            return request() or True
         except ClientError as e:
             if _code(e) in _CONFLICT:
                 return None

@@ -59,15 +59,17 @@ class Select(Stage):
     def resources(self, cfg: PipelineConfig) -> Resources:
         return select_resources(cfg.select)
 
-    def plan(self, ctx: Context) -> None:
-        """Settings that do not fit the pool stop the run here, before the previous select/ is cleared."""
+    def plan(self, ctx: Context) -> int:
+        """The pool's size (prepare's sequences); settings that do not fit it stop the run here, before the
+        previous select/ is cleared."""
         n = sum(U.parquet_rows(f) for f in shard_files(U.join(ctx.stage("prepare"), PrepareOutputs.SEQUENCES)))
         check_sizes(ctx.cfg.select, n, all_points_merge=all_points(ctx.cfg))
+        return n
 
     def run(self, ctx: Context, out: str) -> dict:
         scfg = ctx.cfg.select
         embed_files = shard_files(ctx.stage("embed"))
-        expected = sum(U.parquet_rows(f) for f in shard_files(U.join(ctx.stage("prepare"), PrepareOutputs.SEQUENCES)))
+        expected = ctx.plan if ctx.plan is not None else self.plan(ctx)
         all_points_merge = all_points(ctx.cfg)
         pool = open_pool(
             scfg,
