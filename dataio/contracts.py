@@ -21,12 +21,15 @@ STAGE_NAMES = ["prepare", "warmstart", "embed", "select", "train", "evaluate"]
 # config's choices, the trainer's modes, the report's arms) is built from these. The greedy facility-
 # location selections come first: ingenious is a distribution (PROBABILITIES) drawn from while training,
 # greedi one list. Then the prunings: SemDeDup-based deduplication within the k-means clusters, and a
-# band of the sequences' losses. Every subset but ingenious is one list of ids for the whole run.
+# band of the sequences' losses. Then the target-aware ones, toward a target sample (select.target): DSIR's
+# importance resampling and a quality classifier's top or band. Every subset but ingenious is one list of
+# ids for the whole run.
 SelectedSubsetName = Literal["ingenious", "greedi"]
 DedupSubsetName = Literal["semdedup", "d4"]
 PrunedSubsetName = Literal[DedupSubsetName, "perplexity"]
-SubsetName = Literal[SelectedSubsetName, PrunedSubsetName]
-FixedSubsetName = Literal["greedi", PrunedSubsetName]
+TargetSubsetName = Literal["dsir", "classifier"]
+SubsetName = Literal[SelectedSubsetName, PrunedSubsetName, TargetSubsetName]
+FixedSubsetName = Literal["greedi", PrunedSubsetName, TargetSubsetName]
 SUBSET_NAMES: tuple[str, ...] = get_args(SubsetName)
 
 MARKER = "_SUCCESS"  # written last in a finished stage's folder (dataio/rundir.py)
@@ -97,6 +100,8 @@ class SelectOutputs:
             ]
         ),
         "perplexity": pa.schema([("sequence_id", pa.int64()), ("loss", pa.float32())]),
+        "dsir": pa.schema([("sequence_id", pa.int64()), ("rank", pa.int64()), ("log_weight", pa.float64())]),
+        "classifier": pa.schema([("sequence_id", pa.int64()), ("rank", pa.int64()), ("score", pa.float64())]),
     }
 
     @staticmethod

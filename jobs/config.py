@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 
 from dataio import uri as U
 from dataio.configfile import build_section, check_choices, check_name, read_yaml, section_dict
-from dataio.contracts import DedupSubsetName, FixedSubsetName, SubsetName
+from dataio.contracts import DedupSubsetName, FixedSubsetName, SubsetName, TargetSubsetName
 from dataio.corpus import BUILTIN_WIKI
 from selection.knn import KnnMethod, KnnParams
 from selection.shard import Optimizer
@@ -172,11 +172,32 @@ class SelectConfig:
     # SemDeDup at `dedup_threshold` drops. What each dropped is recorded in select/prefilter.parquet.
     prefilter: list[Prefilter] = field(default_factory=list)
     perplexity_keep: float = 0.5
+    # The target-aware strategies (dsir, classifier) select toward `target`: any corpus URI (a local file or
+    # folder, s3://, gs://, hf:), at most `target_max_documents` of it, read by the driver. A target document
+    # equal to an evaluation set's (evaluate.external) stops the run; one sharing a `target_span_words`-word
+    # span with one is dropped from the target (counted in the stage summary).
+    target: str | None = None
+    target_max_documents: int | None = 20_000
+    target_span_words: int = 13
+    dsir_buckets: int = 10_000  # DSIR's hashed n-gram buckets (the paper's 10k)
+    classifier_features: int = 1 << 18  # hashed word and character n-gram features of the classifier, per block
+    # Where the classifier's kept score ranks sit: 1 keeps the top (DCLM's), 0.5 the middle band.
+    classifier_center: float = 1.0
 
     # The selection is the same bytes whatever the number of concurrent tasks (tests/test_pipeline_ray.py).
     RESOURCES: ClassVar[tuple[str, ...]] = ("cpus_per_task", "gpus_per_task", "memory_per_task_gb")
     # Settings added after run directories existed: in the stage hash only when not at their default.
-    ADDED: ClassVar[tuple[str, ...]] = ("temperature", "prefilter", "perplexity_keep")
+    ADDED: ClassVar[tuple[str, ...]] = (
+        "temperature",
+        "prefilter",
+        "perplexity_keep",
+        "target",
+        "target_max_documents",
+        "target_span_words",
+        "dsir_buckets",
+        "classifier_features",
+        "classifier_center",
+    )
 
     def __post_init__(self) -> None:
         check_choices(self, "select")
@@ -238,6 +259,18 @@ class SelectConfig:
             )
         if not (0.0 < self.temperature < math.inf):
             raise ValueError(f"select.temperature must be > 0 (1 is the paper's), got {self.temperature}")
+        self.check_target()
+
+    def check_target(self) -> None:
+        """The target-aware strategies' settings (whether a target is needed: PipelineConfig)."""
+        if self.target_max_documents is not None and self.target_max_documents < 1:
+            raise ValueError(f"select.target_max_documents must be >= 1 or null, got {self.target_max_documents}")
+        if self.target_span_words < 1 or self.dsir_buckets < 1 or not 1 <= self.classifier_features <= 1 << 30:
+            raise ValueError(
+                "select.target_span_words >= 1, dsir_buckets >= 1 and classifier_features in [1, 2**30] are required"
+            )
+        if not 0.0 <= self.classifier_center <= 1.0:
+            raise ValueError(f"select.classifier_center must be in [0, 1], got {self.classifier_center}")
 
     def partitions_for(self, n: int) -> int:
         return self.num_partitions or max(1, math.ceil(n / self.partition_size))
@@ -317,6 +350,12 @@ class PipelineConfig:
             raise ValueError(
                 "select.prefilter semdedup deduplicates within the k-means clusters: set select.partition: cluster"
             )
+        targeted = self.target_subsets()
+        if targeted and not self.select.target:
+            raise ValueError(
+                f"{', '.join(targeted)} (from select.strategy, select.also or train.subset) selects toward a target "
+                "sample: set select.target (a corpus URI)"
+            )
         if "perplexity" in self.select.prefilter and not self.embed.sequence_loss:
             raise ValueError("select.prefilter perplexity ranks sequences by their loss: set embed.sequence_loss: true")
         if self.runs_perplexity() and not self.embed.sequence_loss:
@@ -342,6 +381,10 @@ class PipelineConfig:
     def dedup_subsets(self) -> list[str]:
         """The SemDeDup-based subsets the select stage must write, in a fixed order."""
         return [name for name in DEDUP_SUBSETS if name in self.fixed_subsets()]
+
+    def target_subsets(self) -> list[str]:
+        """The target-aware subsets the select stage must write, in a fixed order."""
+        return [name for name in typing.get_args(TargetSubsetName) if name in self.fixed_subsets()]
 
     def runs_perplexity(self) -> bool:
         """Whether anything uses the perplexity band, so the select stage must compute it."""
@@ -394,8 +437,9 @@ def resolve_paths(cfg: PipelineConfig, base: Path) -> PipelineConfig:
         cfg.evaluate, external=[local_path(p, base) for p in cfg.evaluate.external], downstream=downstream
     )
     train = dataclasses.replace(cfg.train, subset_file=local_path(cfg.train.subset_file, base))
+    select = dataclasses.replace(cfg.select, target=local_path(cfg.select.target, base))
     return dataclasses.replace(
-        cfg, model=model, corpus=corpus, prepare=prepare, embed=embed, train=train, evaluate=evaluate
+        cfg, model=model, corpus=corpus, prepare=prepare, embed=embed, select=select, train=train, evaluate=evaluate
     )
 
 

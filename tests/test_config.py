@@ -64,7 +64,9 @@ def test_use_gpu_takes_yaml_booleans_and_auto(tmp_path):
 def test_choices_are_checked_in_sections_built_in_code():
     cfg = PipelineConfig()
     with pytest.raises(
-        ValueError, match=r"select\.strategy must be one of ingenious, greedi, semdedup, d4, perplexity, got 'best'"
+        ValueError,
+        match=r"select\.strategy must be one of ingenious, greedi, semdedup, d4, perplexity, dsir, classifier, "
+        r"got .best.",
     ):
         dataclasses.replace(cfg.select, strategy="best")
     with pytest.raises(ValueError, match=r"use_gpu must be true, false or auto, got 'yes'"):

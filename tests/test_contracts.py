@@ -54,7 +54,7 @@ def test_prepare_writes_the_declared_schema():
 def test_the_subset_names_agree_everywhere():
     """One Literal names the subsets; the config's choices, the trainer's modes and the schemas follow it."""
     hints = get_type_hints(SelectConfig)
-    assert SUBSET_NAMES == ("ingenious", "greedi", "semdedup", "d4", "perplexity")
+    assert SUBSET_NAMES == ("ingenious", "greedi", "semdedup", "d4", "perplexity", "dsir", "classifier")
     assert tuple(SelectOutputs.SUBSET_SCHEMAS) == SUBSET_NAMES
     assert get_args(hints["strategy"]) == SUBSET_NAMES
     assert get_args(get_args(hints["also"])[0]) == FIXED_SUBSETS == get_args(FixedSubsetName)

@@ -25,13 +25,22 @@ import numpy as np
 from dataio import uri as U
 from dataio.configfile import result_settings
 from dataio.contracts import PrepareOutputs, SelectOutputs
+from dataio.corpus import corpus_snapshot
 from dataio.rundir import shard_files, write_parquet
 from jobs.config import PipelineConfig
 from jobs.resources import Resources
 from jobs.stages.base import Context, Stage
 from jobs.stages.prefilters import prefilter
-from jobs.stages.selection_pool import SelectionPool, check_sizes, open_pool, select_resources, survivors_pool
+from jobs.stages.selection_pool import (
+    SelectionPool,
+    TargetSample,
+    check_sizes,
+    open_pool,
+    select_resources,
+    survivors_pool,
+)
 from jobs.stages.strategies import DIVERSITY, STRATEGIES
+from jobs.stages.targeted import read_target
 
 
 def all_points(cfg: PipelineConfig) -> bool:
@@ -49,27 +58,30 @@ class Select(Stage):
     needs = ("embed",)
 
     def settings(self, cfg: PipelineConfig) -> dict:
-        return {
+        settings = {
             "select": result_settings(cfg.select),
             "greedi_merge": cfg.runs_greedi_merge(),
             "dedup_subsets": cfg.dedup_subsets(),
             "perplexity": cfg.runs_perplexity(),
         }
+        if cfg.target_subsets():  # the target's content: a changed target is a new selection
+            settings |= {"target_subsets": cfg.target_subsets(), "target": corpus_snapshot(cfg.select.target)}
+        return settings
 
     def resources(self, cfg: PipelineConfig) -> Resources:
         return select_resources(cfg.select)
 
-    def plan(self, ctx: Context) -> int:
-        """The pool's size (prepare's sequences); settings that do not fit it stop the run here, before the
-        previous select/ is cleared."""
+    def plan(self, ctx: Context) -> tuple[int, TargetSample | None]:
+        """The pool's size (prepare's sequences) and the target sample, if any; settings that do not fit the
+        pool and a target holding an evaluation document stop the run here, before select/ is cleared."""
         n = sum(U.parquet_rows(f) for f in shard_files(U.join(ctx.stage("prepare"), PrepareOutputs.SEQUENCES)))
         check_sizes(ctx.cfg.select, n, all_points_merge=all_points(ctx.cfg))
-        return n
+        return n, read_target(ctx.cfg, ctx.stage("prepare")) if ctx.cfg.target_subsets() else None
 
     def run(self, ctx: Context, out: str) -> dict:
         scfg = ctx.cfg.select
         embed_files = shard_files(ctx.stage("embed"))
-        expected = ctx.plan if ctx.plan is not None else self.plan(ctx)
+        expected, target = ctx.plan if ctx.plan is not None else self.plan(ctx)
         all_points_merge = all_points(ctx.cfg)
         pool = open_pool(
             scfg,
@@ -82,6 +94,7 @@ class Select(Stage):
             dedup=bool(ctx.cfg.dedup_subsets()) or "semdedup" in scfg.prefilter,
             all_points_merge=all_points_merge and not scfg.prefilter,
         )
+        pool.target = target
         diverse, prefiltered = pool, {}
         if scfg.prefilter:  # quality first: INGENIOUS and GreeDi choose among the survivors
             survivors, record, prefiltered = prefilter(pool)

@@ -43,6 +43,28 @@ def select_resources(scfg: SelectConfig) -> Resources:
     return Resources(cpus=scfg.cpus_per_task, gpus=scfg.gpus_per_task, memory_gb=scfg.memory_per_task_gb)
 
 
+@dataclass(frozen=True)
+class Subset:
+    """What a strategy (strategies.py, targeted.py) returns."""
+
+    table: pa.Table  # the subset file's rows, in the strategy's rank order where it has one
+    summary: dict
+    files: dict[str, pa.Table] = field(default_factory=dict)  # other files of the stage folder it writes
+    phase: str | None = None  # the wall-clock phase its time counts in (seconds_by_phase)
+
+
+@dataclass(frozen=True)
+class TargetSample:
+    """What the target-aware strategies read besides the embeddings: prepare's sequence shards (decoded
+    with the run's tokenizer) and the target's texts, checked against the evaluation sets."""
+
+    sequence_files: list[str]
+    tokenizer: str  # prepare's tokenizer folder
+    kind: str  # the model kind the tokenizer is loaded for
+    texts: list[str]
+    dropped: int  # target documents dropped for sharing a span with an evaluation set
+
+
 @dataclass
 class SelectionPool:
     scfg: SelectConfig
@@ -56,6 +78,7 @@ class SelectionPool:
     budget: int
     keep: Pending | None = None  # the survivors' ids (stored once in the cluster), None: every sequence
     partition_resources: Resources = field(default_factory=Resources)  # each partition task's (Stage.resources)
+    target: TargetSample | None = None  # with select.target only
     seconds: dict[str, float] = field(default_factory=dict)  # wall-clock per phase, in the order run
     _orders: pa.Table | None = None
     _stats: list[dict] = field(default_factory=list)

@@ -2,7 +2,8 @@
 `Subset`, the table of its subset_<name>.parquet (columns: dataio/contracts.SelectOutputs.SUBSET_SCHEMAS)
 with the other files it writes and its summary entries.
 
-To add a strategy: write its function here, register it in STRATEGIES, and give its name and columns
+The target-aware strategies (DSIR, the quality classifier) are in targeted.py. To add a strategy: write
+its function here, register it in STRATEGIES, and give its name and columns
 in dataio/contracts.py. The math lives in selection/ (pure NumPy/FAISS); what runs on the cluster is a
 Task of actors/selector.py, run by the pool's executor.
 """
@@ -10,7 +11,6 @@ Task of actors/selector.py, run by the pool's executor.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -18,7 +18,8 @@ import pyarrow as pa
 from actors.selector import candidate_edges, candidate_index, centroid_similarity, group_merge, merge_round
 from dataio.contracts import SelectOutputs
 from jobs.executor import Task
-from jobs.stages.selection_pool import SelectionPool, pool_losses, sample_points
+from jobs.stages.selection_pool import SelectionPool, Subset, pool_losses, sample_points
+from jobs.stages.targeted import classifier, dsir
 from selection.dedup import dedup_to_ratio, prune_prototypical, semdedup_keep, semdedup_subset
 from selection.ids import rows_of
 from selection.merge import candidate_count, group_keep, merge_by_gain, merge_groups
@@ -27,14 +28,6 @@ from selection.perplexity import perplexity_band
 from selection.sampling import draw_subset, taylor_softmax
 
 SUBSETS = SelectOutputs.SUBSET_SCHEMAS
-
-
-@dataclass(frozen=True)
-class Subset:
-    table: pa.Table  # the subset file's rows, in the strategy's rank order where it has one
-    summary: dict
-    files: dict[str, pa.Table] = field(default_factory=dict)  # other files of the stage folder it writes
-    phase: str | None = None  # the wall-clock phase its time counts in (seconds_by_phase)
 
 
 def ingenious(pool: SelectionPool) -> Subset:
@@ -226,4 +219,6 @@ STRATEGIES: dict[str, Callable[[SelectionPool], Subset]] = {
     "semdedup": semdedup,
     "d4": d4,
     "perplexity": perplexity,
+    "dsir": dsir,
+    "classifier": classifier,
 }
