@@ -127,8 +127,8 @@ def test_relative_paths_are_fixed_where_the_user_ran_the_command(tmp_path):
         ("embed: {pooling: first}\n", r"'embed\.pooling' must be one of auto, mean, last, got 'first'"),
         (
             "train: {subset: all}\n",
-            r"'train\.subset' must be one of full, ingenious, greedi, random, semdedup, d4, perplexity, file, "
-            r"got 'all'",
+            r"'train\.subset' must be one of full, ingenious, greedi, random, semdedup, d4, perplexity, dsir, "
+            r"classifier, file, got 'all'",
         ),
         ("train: {use_gpu: 'true'}\n", r"'train\.use_gpu' must be bool or one of auto, got 'true'"),
         ("embed: {cpus_per_actor: 0}\n", r"embed\.cpus_per_actor must be > 0, got 0"),

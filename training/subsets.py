@@ -14,7 +14,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from dataio.contracts import FixedSubsetName, PrunedSubsetName, SelectedSubsetName, SelectOutputs
+from dataio.contracts import FixedSubsetName, PrunedSubsetName, SelectedSubsetName, SelectOutputs, TargetSubsetName
 
 # The random arm's draws come from their own SeedSequence stream (a spawn key), apart from the batch
 # orders' [seed, draw, epoch] entropy: drawing from [seed, draw, 7] reused the stream of epoch 7's order.
@@ -24,7 +24,7 @@ RANDOM_DRAW_STREAM = 1
 FIXED_SUBSETS: tuple[str, ...] = get_args(FixedSubsetName)
 # A run trains on every row (full), on one of the select stage's subsets, on uniform draws (random, listed
 # beside the greedy selections it is the baseline of) or on the user's file.
-SubsetMode = Literal["full", SelectedSubsetName, "random", PrunedSubsetName, "file"]
+SubsetMode = Literal["full", SelectedSubsetName, "random", PrunedSubsetName, TargetSubsetName, "file"]
 SUBSET_MODES: tuple[str, ...] = get_args(SubsetMode)
 
 
