@@ -67,7 +67,8 @@ class Export(Stage):
         return {
             "format": self.ecfg.format,
             "subset": t.subset,
-            "subset_file": t.subset_file,
+            # The user's own subset file by content: one rewritten under the same name is exported again.
+            "subset_file": {"path": t.subset_file, **U.fingerprint(t.subset_file)} if t.subset_file else None,
             "seed": t.seed,
             "steps": t.steps,
             "redraw_every": t.redraw_every,
