@@ -114,3 +114,30 @@ class EvaluateOutputs:
     METRICS = "metrics.json"  # "<model>/<set>" -> loss, perplexity, tokens, sequences
     DOWNSTREAM_ROWS = "downstream.jsonl"  # one fine-tuning run (model, task, seed) a line
     DOWNSTREAM_TABLE = "downstream.md"  # each task's mean and interval over seeds
+
+
+class ExportOutputs:
+    """`ingenious export`: a run's selected data for other trainers, one folder per draw of the subset
+    schedule, each holding one file per prepare shard that has any of the draw's sequences."""
+
+    FOLDER = "export"  # in the run directory, one subfolder per format, unless --out names another place
+    FORMATS = ("parquet", "jsonl")
+    SCHEMA = pa.schema(
+        [
+            ("sequence_id", pa.int64()),
+            ("doc_id", pa.string()),
+            ("chunk", pa.int32()),
+            ("draw", pa.int32()),
+            ("text", pa.string()),
+            ("input_ids", pa.list_(pa.int32())),
+        ]
+    )
+
+    @staticmethod
+    def draw(index: int) -> str:
+        return f"draw-{index:05d}"
+
+    @staticmethod
+    def shard(index: int, fmt: str) -> str:
+        """The file of prepare shard `index` in a draw's folder: part-NNNNN.parquet or .jsonl."""
+        return shard_name(index).removesuffix(".parquet") + f".{fmt}"

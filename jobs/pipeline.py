@@ -152,13 +152,18 @@ def print_table(rows: list[dict], run_dir: str | Path) -> None:
     print(f"\nrun directory: {redact(str(run_dir)) if is_uri(run_dir) else Path(run_dir).resolve()}")
 
 
-def add_common_args(parser: argparse.ArgumentParser) -> None:
+def add_run_args(parser: argparse.ArgumentParser) -> None:
+    """--config and --run-dir: which run (every command on a run directory takes these two)."""
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="pipeline YAML (default: configs/default.yaml)")
     parser.add_argument(
         "--run-dir",
         default=None,
         help="run directory, a path or s3://, gs:// URI (default: $INGENIOUS_RUN_ROOT/<name>, else ./runs/<name>)",
     )
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    add_run_args(parser)
     parser.add_argument("--force", action="append", default=[], metavar="STAGE", help="redo this stage (repeatable)")
 
 
@@ -185,6 +190,17 @@ def in_ray_working_copy(folder: Path) -> bool:
 
 def execute(args: argparse.Namespace, only: list[str] | None) -> None:
     """Run the stages `args` ask for and print the table of what ran (the entry points' common body)."""
+    cfg, run_dir = load_run(args)
+    try:
+        rows = run_pipeline(cfg, run_dir, only=only, force=args.force)
+    except (ValueError, OSError) as e:  # OSError: storage the run cannot reach (a missing bucket, no network)
+        log.debug("the pipeline failed", exc_info=True)
+        raise SystemExit(f"error: {redact(user_message(e))}") from None
+    print_table(rows, run_dir)
+
+
+def load_run(args: argparse.Namespace) -> tuple[PipelineConfig, str | Path]:
+    """The config and run directory `args` name (--config, --run-dir); a bad one exits with its error."""
     configure()
     base = base_dir()
     try:
@@ -204,12 +220,7 @@ def execute(args: argparse.Namespace, only: list[str] | None) -> None:
         log.debug("the config was rejected", exc_info=True)
         raise SystemExit(f"config error: {redact(str(e))}") from None
     log.info(f"config {args.config}:\n{yaml.safe_dump(redact_tree(cfg.to_dict()), sort_keys=False)}")
-    try:
-        rows = run_pipeline(cfg, run_dir, only=only, force=args.force)
-    except (ValueError, OSError) as e:  # OSError: storage the run cannot reach (a missing bucket, no network)
-        log.debug("the pipeline failed", exc_info=True)
-        raise SystemExit(f"error: {redact(user_message(e))}") from None
-    print_table(rows, run_dir)
+    return cfg, run_dir
 
 
 def user_message(error: BaseException) -> str:

@@ -71,9 +71,10 @@ def test_knn_device_is_the_callers_choice():
             knn_search(x, x, 3, KnnParams(method="torch", device="cuda"))
 
 
-@pytest.mark.skipif(faiss_has_gpu(), reason="this faiss has GPU support: the GPU test below covers it")
+@pytest.mark.skipif(faiss_has_gpu(), reason="this faiss sees a GPU: the GPU test below covers it")
 @pytest.mark.parametrize("method", ["exact", "ivf", "hnsw"])
 def test_faiss_without_gpu_support_stays_on_the_cpu_with_the_same_graph(method):
+    """faiss-cpu (the `cpu` extra), or faiss-gpu (the `gpu` extra) on a machine where it finds no GPU."""
     import faiss
 
     x = np.random.default_rng(1).normal(size=(3000, 16)).astype(np.float32)
