@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 
-import faiss
 import numpy as np
 import pyarrow as pa
 import ray
@@ -25,6 +24,13 @@ from selection.merge import merge_group, merge_select
 from selection.partition import group_bounds, nearest_centroid, splitmix64
 from selection.shard import order_shard
 from selection.space import Moments, Space, apply_space, moments
+
+try:
+    import faiss
+except ModuleNotFoundError as e:  # the base install leaves the choice of build to the `cpu` / `gpu` extra
+    raise ModuleNotFoundError(
+        "faiss is not installed: pip install 'ingenious-ray[cpu]' (faiss-cpu), or '[gpu]' (faiss-gpu) on GPU nodes"
+    ) from e
 
 
 @ray.remote
