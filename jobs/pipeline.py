@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+import traceback
 from pathlib import Path
 
 import yaml
@@ -196,7 +198,23 @@ def execute(args: argparse.Namespace, only: list[str] | None) -> None:
     except (ValueError, OSError) as e:  # OSError: storage the run cannot reach (a missing bucket, no network)
         log.debug("the pipeline failed", exc_info=True)
         raise SystemExit(f"error: {redact(user_message(e))}") from None
+    except Exception as e:  # a failure inside Ray (a training worker, out of memory) or a bug: its traceback
+        # is worth having, but like every other message it may hold a URI with credentials
+        sys.stderr.write(redact("".join(traceback.format_exception(e))))
+        raise SystemExit(failure_line(e)) from None
     print_table(rows, run_dir)
+
+
+def failure_line(error: BaseException) -> str:
+    """The last line of an unexpected failure, redacted; running out of memory says what to lower."""
+    names = {type(error).__name__, type(getattr(error, "cause", None)).__name__}
+    hint = ""
+    if any("OutOfMemory" in n for n in names) or "out of memory" in str(error).lower():
+        hint = (
+            " (a worker ran out of memory: lower the stage's batch size, e.g. embed.batch_size or "
+            "a larger train.grad_accum, or give it more memory per task)"
+        )
+    return f"error: {type(error).__name__}: {redact(user_message(error))}{hint}"
 
 
 def load_run(args: argparse.Namespace) -> tuple[PipelineConfig, str | Path]:

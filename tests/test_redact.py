@@ -20,3 +20,32 @@ def test_whole_configs_are_masked():
         "n": None,
         "t": ("s3://***@b",),
     }
+
+
+def test_an_unexpected_failure_prints_its_traceback_and_last_line_redacted(tmp_path, monkeypatch, capsys):
+    """A training worker's or out-of-memory failure is no ValueError: it too reaches the terminal without
+    the credentials of the URI it names."""
+    import argparse
+
+    import pytest
+
+    from jobs import pipeline
+
+    class OutOfMemoryError(RuntimeError):
+        pass
+
+    def failing_run(*args, **kwargs):
+        raise OutOfMemoryError("task died writing s3://AKIA123:s3cret@bucket/runs/x/embed/part-0.parquet")
+
+    monkeypatch.setattr(pipeline, "run_pipeline", failing_run)
+    config = tmp_path / "c.yaml"
+    config.write_text("name: c\n")
+    args = argparse.Namespace(config=str(config), run_dir=str(tmp_path / "run"), force=[])
+    with pytest.raises(SystemExit) as exit_info:
+        pipeline.execute(args, None)
+    err = capsys.readouterr().err
+    assert "failing_run" in err and "Traceback" in err  # the fault happened and its traceback is shown
+    line = str(exit_info.value.code)
+    assert line.startswith("error: OutOfMemoryError: task died writing s3://***@bucket/runs/x/embed/part-0.parquet")
+    assert "lower the stage's batch size" in line
+    assert "s3cret" not in err + line and "AKIA123" not in err + line
