@@ -91,8 +91,15 @@ def _run_stages(
         run.fence()
         U.write_text(run.path(RUN_CONFIG), yaml.safe_dump(redact_tree(cfg.to_dict()), sort_keys=False))
 
+    to_run = [s for s in STAGES if only is None or s.name in only]
+    prechecked: set[str] = set()
     for stage in STAGES:
         digest = hashes[stage.name]
+        for later in to_run[to_run.index(stage) + 1 :] if stage in to_run else []:
+            after = later.checked_after
+            if after and later.name not in prechecked and run.is_done(after, hashes[after]):
+                later.precheck(ctx)  # before this stage is paid for
+                prechecked.add(later.name)
         if only is not None and stage.name not in only:
             continue
         for need in stage.needs:

@@ -665,6 +665,18 @@ def test_select_refuses_more_partitions_than_sequences_and_mixed_dimensions(tiny
         partition([str(f) for f in files], cfg.select)
 
 
+def test_a_budget_that_rounds_to_nothing_stops_right_after_prepare(tiny, tmp_path):
+    cfg, run, _ = tiny
+    copy = _copy(run, tmp_path)
+    for stage in ("warmstart", "embed", "select", "train", "evaluate"):
+        shutil.rmtree(copy / stage)
+    tiny_fraction = dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, fraction=0.001))
+    with pytest.raises(ValueError, match=r"select.fraction=0.001 of \d+ sequences selects nothing"):
+        run_pipeline(tiny_fraction, copy)
+    assert (copy / "prepare" / "_SUCCESS").exists()
+    assert not (copy / "warmstart").exists()  # found before the warm start and the embedding pass were paid for
+
+
 # The run directory keeps its promises: reproducible from scratch, nothing stale counts as done,
 # torn files do not block resume, one run per run directory, nothing the run did not write is deleted.
 

@@ -27,6 +27,14 @@ class Context:
 class Stage(ABC):
     name: str = ""
     needs: tuple[str, ...] = ()
+    # An earlier stage whose outputs already tell whether this one's settings fit (select's budget once
+    # prepare has counted the sequences): precheck() runs as soon as that stage is done, so a config
+    # that cannot work stops before the stages in between (a warm start, an embedding pass) are paid for.
+    checked_after: str | None = None
+
+    def precheck(self, ctx: Context) -> None:
+        """Raise ValueError if this stage's settings cannot fit what `checked_after` wrote."""
+        return None
 
     @abstractmethod
     def settings(self, cfg: PipelineConfig) -> dict:

@@ -71,11 +71,19 @@ class Select(Stage):
     def resources(self, cfg: PipelineConfig) -> Resources:
         return select_resources(cfg.select)
 
-    def plan(self, ctx: Context) -> tuple[int, TargetSample | None]:
-        """The pool's size (prepare's sequences) and the target sample, if any; settings that do not fit the
-        pool and a target holding an evaluation document stop the run here, before select/ is cleared."""
+    checked_after = "prepare"
+
+    def precheck(self, ctx: Context) -> int:
+        """The pool's size (prepare's sequences), after checking the settings fit it (a fraction that rounds
+        to no sequence, more partitions than sequences): right after prepare, not after a warm start."""
         n = sum(U.parquet_rows(f) for f in shard_files(U.join(ctx.stage("prepare"), PrepareOutputs.SEQUENCES)))
         check_sizes(ctx.cfg.select, n, all_points_merge=all_points(ctx.cfg))
+        return n
+
+    def plan(self, ctx: Context) -> tuple[int, TargetSample | None]:
+        """The pool's size and the target sample, if any; settings that do not fit the pool and a target
+        holding an evaluation document stop the run here, before select/ is cleared."""
+        n = self.precheck(ctx)
         return n, read_target(ctx.cfg, ctx.stage("prepare")) if ctx.cfg.target_subsets() else None
 
     def run(self, ctx: Context, out: str) -> dict:
