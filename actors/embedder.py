@@ -17,10 +17,10 @@ import ray
 import torch
 from transformers import AutoTokenizer
 
+from actors.device import granted_cpus, granted_device
 from actors.lexical import decoded_texts
 from dataio.rundir import embedding_table, read_sequence_file, write_parquet, write_shard_log
 from selection.lexical import LexicalParams, embed_texts
-from training.device import task_device
 from training.embed import embed_batch, embed_with_loss, load_encoder, local_model
 from training.model import ModelConfig, Objective
 from training.packing import pad_batch
@@ -63,9 +63,9 @@ class Embedder:
             raise ValueError("sequence_loss is the run's own model's loss; another encoder retokenizes the text")
         self.lexical = None if lexical_df is None else (lexical_df, lexical_documents, lexical_params)
         # CUDA only when Ray gave this actor a GPU: a visible GPU may be reserved by another task.
-        self.device = task_device(ray.get_gpu_ids())
+        self.device = granted_device()
         if self.device.type == "cpu":
-            torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+            torch.set_num_threads(granted_cpus())
         needs_model = self.lexical is None or sequence_loss
         self.model = (
             load_encoder(encoder_path, self.device, lm_head=kind if sequence_loss else None) if needs_model else None
