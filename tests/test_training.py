@@ -266,6 +266,36 @@ def test_resume_continues_exactly(kind, tmp_path):
     assert [resumed.train_step(s)["loss"] for s in range(start, 8)] == losses[4:]
 
 
+def test_ddp_all_reduces_once_per_step_under_gradient_accumulation(tmp_path):
+    """`no_sync` on every micro-batch but the last: one gradient all-reduce a step, the same losses."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    rng = np.random.default_rng(2)
+    seqs = [rng.integers(5, 64, size=rng.integers(6, 17)).astype(np.int32) for _ in range(40)]
+    cfg = TrainConfig(steps=3, global_batch_size=6, grad_accum=3, learning_rate=1e-3, warmup_steps=1, subset="random")
+    plain = tiny_trainer("gpt2", cfg, seqs)
+    expected = [plain.train_step(s)["loss"] for s in range(cfg.steps)]
+    reduced = []
+
+    def count(state, bucket):  # an all-reduce of one world: the gradients as they are
+        reduced.append(bucket.index())
+        done = torch.futures.Future()
+        done.set_result(bucket.buffer())
+        return done
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        wrapped = tiny_trainer("gpt2", cfg, seqs)
+        wrapped.model = DistributedDataParallel(wrapped.model)
+        wrapped.model.register_comm_hook(None, count)
+        losses = [wrapped.train_step(s)["loss"] for s in range(cfg.steps)]
+    finally:
+        dist.destroy_process_group()
+    assert losses == expected
+    assert reduced.count(0) == cfg.steps  # the first bucket once a step, not once per micro-batch
+
+
 def write_pool(folder: Path, n: int, *, shards: int, row_group: int) -> None:
     """n BERT-shaped sequences of varied lengths in `shards` Parquet files of `row_group`-row groups."""
     rng = np.random.default_rng(4)
