@@ -450,6 +450,22 @@ def test_gpu_benchmark_runs_on_cpu():
     assert result["train_tokens_per_s"] > 0 and result["embed_sequences_per_s"] > 0 and result["mfu"] is None
 
 
+def test_gpu_check_writes_its_numbers_with_date_and_machine(tmp_path):
+    """The CPU form of `python -m bench.gpu --device cpu`, shortened (its device paths have their own test)."""
+    import json
+
+    from bench.gpu import main
+
+    argv = ["--device", "cpu", "--steps", "2", "--embed-batches", "2", "--knn", "300", "--no-paths"]
+    results = main([*argv, "--out", str(tmp_path)])
+    assert results["form"] == "cpu" and results["training"]["train_steps"] == 2 and results["training"]["mfu"] is None
+    assert results["knn"]["n"] == 300 and results["knn"]["torch_bf16_recall"] > 0.99
+    (written,) = tmp_path.glob("*.json")
+    assert json.loads(written.read_text()) == json.loads(json.dumps(results))
+    table = written.with_suffix(".md").read_text()
+    assert f"on {results['machine']}" in table and results["date"] in table and "| embed sequences/s |" in table
+
+
 def test_gpu_knn_benchmark_runs_on_cpu_without_faiss_gpu():
     from bench.gpu import knn_graph_seconds
 
