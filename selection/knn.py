@@ -43,7 +43,7 @@ DEVICES = ("cpu", "cuda")
 GPU_INDEXES = ("exact", "ivf", "torch")  # methods whose FAISS index has a GPU form (torch's merge index is flat)
 KnnPrecision = Literal["fp32", "tf32", "bf16"]  # the torch method's search precision (re-ranked in fp32 when lower)
 PRECISIONS: tuple[str, ...] = get_args(KnnPrecision)
-CPU_BLOCK_BYTES = 2**28  # the torch method's similarity block on the CPU: 256 MB, cache-friendly, never an OOM
+CPU_BLOCK_BYTES = 2**28  # the torch method's block on the CPU: 256 MB of similarities, as it has always been
 GPU_FREE_SHARE = 0.5  # of the free device memory for one block: the rest for the allocator and other kernels
 
 

@@ -91,16 +91,16 @@ def _blocks(encoder: PreTrainedModel) -> torch.nn.ModuleList | None:
 
 def layer_output(
     encoder: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, layer: int, *, run_all: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(hidden_states[layer], the last hidden state) of a base encoder. hidden_states[i] for i below the
-    last is the input of block i, taken by a hook that ends the pass there (unless `run_all`, when the
-    last hidden state is needed too: it is None otherwise); the last is the encoder's output."""
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(hidden_states[layer], the last hidden state) of a base encoder. hidden_states[i] below the last
+    is the input of block i, taken by a hook that ends the pass there, so the last hidden state is None,
+    unless `run_all` (the LM head needs it); the last is the encoder's output."""
     n = int(encoder.config.num_hidden_layers)
     index = layer if layer >= 0 else n + 1 + layer
-    blocks = _blocks(encoder)
     if index == n:
         last = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
         return last, last
+    blocks = _blocks(encoder)
     if blocks is None:
         out = encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True)
         return out.hidden_states[index], out.last_hidden_state
