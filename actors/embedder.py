@@ -9,6 +9,7 @@ model is still loaded, for the loss column only.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -17,10 +18,10 @@ import ray
 import torch
 from transformers import AutoTokenizer
 
+from actors.device import granted_cpus, granted_device
 from actors.lexical import decoded_texts
 from dataio.rundir import embedding_table, read_sequence_file, write_parquet, write_shard_log
 from selection.lexical import LexicalParams, embed_texts
-from training.device import task_device
 from training.embed import embed_batch, embed_with_loss, load_encoder, local_model
 from training.model import ModelConfig, Objective
 from training.packing import pad_batch
@@ -37,7 +38,12 @@ RESTARTS = 3
 ENCODER_MAX_TOKENS = 512
 
 
-@ray.remote(max_restarts=RESTARTS, max_task_retries=RESTARTS)
+# Shards an actor holds at once: while one computes on the device, the next is read and the last written
+# (each call still reads, computes and writes its own shard, so per-shard resume is as before).
+SHARDS_IN_FLIGHT = 2
+
+
+@ray.remote(max_restarts=RESTARTS, max_task_retries=RESTARTS, max_concurrency=SHARDS_IN_FLIGHT)
 class Embedder:
     def __init__(
         self,
@@ -63,9 +69,9 @@ class Embedder:
             raise ValueError("sequence_loss is the run's own model's loss; another encoder retokenizes the text")
         self.lexical = None if lexical_df is None else (lexical_df, lexical_documents, lexical_params)
         # CUDA only when Ray gave this actor a GPU: a visible GPU may be reserved by another task.
-        self.device = task_device(ray.get_gpu_ids())
+        self.device = granted_device()
         if self.device.type == "cpu":
-            torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+            torch.set_num_threads(granted_cpus())
         needs_model = self.lexical is None or sequence_loss
         self.model = (
             load_encoder(encoder_path, self.device, lm_head=kind if sequence_loss else None) if needs_model else None
@@ -78,6 +84,7 @@ class Embedder:
             Objective.for_model(self.run_tok, ModelConfig(kind=kind), training=False) if sequence_loss else None
         )
         self.seed = seed
+        self.compute = threading.Lock()  # one shard on the device at a time: the other reads or writes
         self.enc_tok = AutoTokenizer.from_pretrained(local_model(encoder_path)) if retokenize else None
         self.pad_id = (self.enc_tok or self.run_tok).pad_token_id
 
@@ -94,18 +101,21 @@ class Embedder:
 
     def embed_shard(self, sequences_path: str, out_path: str) -> dict:
         start = time.perf_counter()
-        ids, seqs = read_sequence_file(sequences_path)
+        ids, seqs = read_sequence_file(sequences_path)  # while another shard computes
         if not len(ids):  # a shard whose documents were all held out or too short
             # every pooling returns a hidden state; the lexical space its projection's width
             dim = self.lexical[2].dim if self.lexical else self.model.config.hidden_size
             write_parquet(self._table(ids, np.empty((0, dim), np.float32), np.empty(0, np.float32)), out_path)
             return {"sequences": 0, "dim": dim, "device": self.device.type}
-        if self.lexical is not None:
-            emb = embed_texts(decoded_texts(self.run_tok, seqs), *self.lexical)
-            loss = self._model_embeddings(ids, seqs)[1] if self.objective is not None else None
-        else:
-            emb, loss = self._model_embeddings(ids, self._encoder_ids(seqs))
-        write_parquet(self._table(ids, emb, loss), out_path)
+        queued = time.perf_counter()
+        with self.compute:
+            start += time.perf_counter() - queued  # the shard's own time, not its wait for the device
+            if self.lexical is not None:
+                emb = embed_texts(decoded_texts(self.run_tok, seqs), *self.lexical)
+                loss = self._model_embeddings(ids, seqs)[1] if self.objective is not None else None
+            else:
+                emb, loss = self._model_embeddings(ids, self._encoder_ids(seqs))
+        write_parquet(self._table(ids, emb, loss), out_path)  # while the next shard computes
         result = {"sequences": len(ids), "dim": int(emb.shape[1]), "device": self.device.type}
         seconds = time.perf_counter() - start
         write_shard_log(out_path, {**result, "seconds": seconds, "sequences_per_s": len(ids) / seconds})

@@ -7,8 +7,8 @@ import ray
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
+from actors.device import granted_cpus, granted_device
 from dataio.uri import local_dir
-from training.device import task_device
 from training.evaluate import heldout_loss
 from training.model import ModelConfig, Objective
 from training.tokenizer import load_tokenizer
@@ -20,9 +20,9 @@ def evaluate_checkpoint(
 ) -> dict:
     """Submit with `.options(num_gpus=1)` to run on a GPU; without a reserved GPU it runs on the CPU
     even where one is visible. The model folder is read by URI on whichever node runs this."""
-    device = task_device(ray.get_gpu_ids())
+    device = granted_device()
     if device.type == "cpu":
-        torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+        torch.set_num_threads(granted_cpus())
     model_dir = str(local_dir(model_uri))
     auto = AutoModelForMaskedLM if model_cfg.kind == "bert" else AutoModelForCausalLM
     model = auto.from_pretrained(model_dir).to(device)

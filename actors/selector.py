@@ -13,12 +13,13 @@ import pyarrow as pa
 import ray
 import scipy.sparse as sp
 
+from actors.device import granted_device, on_granted_device
 from dataio import uri as U
 from dataio.contracts import shard_name
 from dataio.rundir import embedding_table, read_embeddings, read_table, write_parquet, write_shard_log
 from selection.dedup import score_cluster
 from selection.ids import rows_of
-from selection.knn import KnnParams, build_index, index_to_cpu, normalize_embeddings, search_index
+from selection.knn import KnnParams, build_index, index_on, index_to_cpu, normalize_embeddings, search_index
 from selection.merge import candidate_edges as threshold_edges
 from selection.merge import merge_group, merge_select
 from selection.partition import group_bounds, nearest_centroid, splitmix64
@@ -113,6 +114,7 @@ def order_partition(
     out_path: str,
 ) -> dict:
     start = time.perf_counter()
+    params = on_granted_device(params)
     ids, emb = read_partition(scatter_dir, partition)
     try:
         result = order_shard(
@@ -137,6 +139,7 @@ def order_partition(
         "size": len(ids),
         "objective": result.objective,
         "knn_recall": result.knn_recall,
+        "knn_device": params.device,
         "seconds": time.perf_counter() - start,
     }
     write_shard_log(out_path, stats)
@@ -147,7 +150,9 @@ def order_partition(
 def candidate_index(
     embed_files: list[str], candidate_ids: np.ndarray, params: KnnParams, space: Space | None = None
 ) -> np.ndarray:
-    """Build the merge candidates' index once (candidates in id order) and ship it serialized."""
+    """Build the merge candidates' index once (candidates in id order), on the granted device, and ship
+    it serialized."""
+    params = on_granted_device(params)
     ids, emb = read_embeddings(embed_files, keep=candidate_ids)
     emb = normalize_embeddings(apply_space(space, emb[np.argsort(ids, kind="stable")]))
     return faiss.serialize_index(index_to_cpu(build_index(emb, params)))  # a GPU index cannot be serialised
@@ -164,7 +169,7 @@ def candidate_edges(
     """For every point of one shard, its k most similar merge candidates above its own k-th
     neighbour's similarity: (point ids, CSR rows). `thresholds` is (every sequence id, sorted;
     its threshold)."""
-    index = faiss.deserialize_index(index_bytes)
+    index = index_on(faiss.deserialize_index(index_bytes), granted_device().type)
     ids, emb = read_embeddings([embed_file])
     queries = normalize_embeddings(apply_space(space, emb), embed_file)
     sims, nbrs = search_index(index, queries, min(knn_k, index.ntotal))
@@ -226,7 +231,7 @@ def group_merge(
         np.concatenate(candidate_ids),
         keep,
         knn_k,
-        params,
+        on_granted_device(params),
     )
 
 

@@ -24,11 +24,11 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 from transformers import PreTrainedTokenizerBase
 
+from actors.device import granted_device
 from dataio import uri as U
 from dataio.contracts import PrepareOutputs, TrainOutputs
 from dataio.log import get_logger
 from dataio.sequences import ParquetRows
-from training.device import task_device
 from training.loop import WINDOW_ROWS, LMTrainer, TrainConfig, load_state, save_state
 from training.model import ModelConfig, Objective, build_model
 from training.selection_io import subset_schedule
@@ -233,7 +233,7 @@ def train_in_task(args: dict, *, snapshots: tuple[int, ...] = ()) -> dict:
     checkpoints: an interrupted arm reruns whole. `snapshots` are steps whose model is also saved
     (out_dir/model-step<N>), for held-out curves. On CUDA only if the task was given a GPU. Returns
     the loop's seconds, final loss and steps."""
-    device = task_device(ray.get_gpu_ids())
+    device = granted_device()
     trainer, tok = build_trainer(args, rank=0, world=1, device=device)
     out, steps = args["out_dir"], trainer.cfg.steps
     log = MetricsLog(U.join(out, TrainOutputs.METRICS))

@@ -20,7 +20,7 @@ from dataio.configfile import build_section, check_choices, check_name, read_yam
 from dataio.contracts import DedupSubsetName, FixedSubsetName, SubsetName, TargetSubsetName
 from dataio.corpus import BUILTIN_WIKI
 from dataio.hub import is_hub, parse_hub
-from selection.knn import KnnMethod, KnnParams
+from selection.knn import KnnMethod, KnnParams, KnnPrecision
 from selection.shard import Optimizer
 from training.finetune import FinetuneConfig
 from training.loop import TrainConfig
@@ -124,6 +124,8 @@ class SelectConfig:
     knn_k: int = 20
     knn_method: KnnMethod = "exact"
     knn_nprobe: int = 8  # IVF cells per query (its recall and speed: the README's Benchmarks)
+    # knn_method torch on a GPU: search in tf32 or bf16 for 2k candidates, re-ranked exactly (selection/knn.py).
+    knn_precision: KnnPrecision = "fp32"
     optimizer: Optimizer = "lazy"  # lazy (exact greedy) or stochastic
     epsilon: float = 0.01  # stochastic greedy only
     # The GreeDi merge round runs only when something uses its subset: strategy greedi, train.subset
@@ -162,7 +164,9 @@ class SelectConfig:
     merge_nprobe: int = 4
     seed: int = 0
     cpus_per_task: float = 1.0  # Ray resources of each partition / merge task
-    gpus_per_task: float = 0.0  # with knn_method torch, partition graphs are built on the task's GPU
+    # GPUs of each kNN task (partition graphs, the merge's kNN): a task granted one computes its kNN there (the
+    # torch method, or a GPU FAISS index for flat and IVF where faiss has GPU support); 0.25 lets four share one.
+    gpus_per_task: float = 0.0
     memory_per_task_gb: float | None = None  # declared to Ray so big partitions are not packed together
     # The perplexity band (selection/perplexity.py): where the kept loss ranks sit among the dropped ones.
     # 0.5 drops equal shares of the lowest losses (boilerplate, duplicates) and the highest (garbage).
@@ -201,6 +205,7 @@ class SelectConfig:
         "dsir_buckets",
         "classifier_features",
         "classifier_center",
+        "knn_precision",
     )
 
     def __post_init__(self) -> None:
@@ -224,6 +229,7 @@ class SelectConfig:
             )
         if self.merge_max_candidates < 1:
             raise ValueError(f"select.merge_max_candidates must be >= 1, got {self.merge_max_candidates}")
+        self.knn_params()  # the kNN settings checked together (a precision is the torch method's)
         for key in ("knn_nprobe", "merge_nprobe"):  # FAISS would search no cell and find no neighbours
             if getattr(self, key) < 1:
                 raise ValueError(f"select.{key} must be >= 1, got {getattr(self, key)}")
@@ -280,10 +286,11 @@ class SelectConfig:
         return self.num_partitions or max(1, math.ceil(n / self.partition_size))
 
     def knn_params(self) -> KnnParams:
-        return KnnParams(method=self.knn_method, nprobe=self.knn_nprobe)
+        """The partition graphs' kNN, on the CPU: the task that runs it picks its granted device."""
+        return KnnParams(method=self.knn_method, nprobe=self.knn_nprobe, precision=self.knn_precision)
 
     def merge_knn_params(self) -> KnnParams:
-        return KnnParams(method=self.knn_method, nprobe=self.merge_nprobe)
+        return KnnParams(method=self.knn_method, nprobe=self.merge_nprobe, precision=self.knn_precision)
 
 
 @dataclass(kw_only=True)

@@ -35,12 +35,13 @@ def downstream_tasks(
     models: dict[str, str], cfg: FinetuneConfig, *, kind: str, gpus_per_task: float = 0.0
 ) -> list[tuple[str, Task]]:
     """One fine-tuning task per (model, task, seed), with the model's name. `models` maps names to model
-    folders (paths or URIs) that the nodes running the tasks can read."""
+    folders (paths or URIs) that the nodes running the tasks can read. With `gpus_per_task` (GPUs are
+    used), each task takes cfg.gpu_fraction of it, so small tasks share a card."""
     if cfg.data_dir:  # a relative path means the driver's folder, not the one a task starts in
         cfg = dataclasses.replace(cfg, data_dir=U.normalize(cfg.data_dir))
     for task in cfg.tasks:
         load_task(task, cfg.data_dir)  # fail here, naming the missing file, before any task is launched
-    resources = Resources(cpus=cfg.cpus_per_task, gpus=gpus_per_task)
+    resources = Resources(cpus=cfg.cpus_per_task, gpus=gpus_per_task * cfg.gpu_fraction)
     return [
         (name, Task(finetune_task, (models[name], task, cfg), {"seed": seed, "kind": kind}, resources))
         for name in models

@@ -120,18 +120,29 @@ class Executor:
         return len(ray.wait(pending, num_returns=len(pending), timeout=0)[0]) == len(pending)
 
     def map_actors(
-        self, actor: Any, init: dict, resources: Resources, method: str, tasks: list[Task], what: str, unit: str
+        self,
+        actor: Any,
+        init: dict,
+        resources: Resources,
+        method: str,
+        tasks: list[Task],
+        what: str,
+        unit: str,
+        *,
+        calls_per_actor: int = 1,
     ) -> list[Any]:
         """Run the tasks not done before as calls of `method` on a pool of at most `resources.actors` actors
         of the remote class `actor` (each built once with `init`: a model loaded once serves many shards).
-        Results come back as the calls finish, not in task order."""
+        `calls_per_actor` calls are in flight on each (a threaded actor's max_concurrency), so one call's
+        reading and writing overlap another's compute. Results come back as the calls finish, not in task order."""
         todo = [t for t in tasks if not t.done()]
         if not todo:
             return []
         actors = [
             actor.options(**self.options(resources)).remote(**init) for _ in range(min(resources.actors, len(todo)))
         ]
-        calls = ActorPool(actors).map_unordered(lambda a, t: getattr(a, method).remote(*t.args, **t.kwargs), todo)
+        slots = [a for a in actors for _ in range(calls_per_actor)]
+        calls = ActorPool(slots).map_unordered(lambda a, t: getattr(a, method).remote(*t.args, **t.kwargs), todo)
         return list(track(calls, len(todo), what, unit))
 
 

@@ -7,17 +7,25 @@ base points, so a dense n x n kernel is never built. Queries run in blocks to bo
 Methods: `exact` (FAISS flat index), `ivf` and `hnsw` (approximate FAISS indexes; check them
 with `knn_recall`), and `torch` (blocked matmul + top-k, exact).
 
-Device: `KnnParams.device` is where the caller may compute, `cpu` unless it reserved a GPU (a
-visible GPU is not a reserved one: see training/device.py). With `cuda`, `torch` runs on the GPU,
-and flat and IVF indexes go to the GPU when the installed faiss has GPU support (the faiss-gpu
-wheel); otherwise they stay on the CPU with the same results. IVF cells are trained on the CPU
-(seeded k-means on a sample: cheap), so the cells are the same on either device. A GPU index
-cannot be serialised: `index_to_cpu` first.
+Device: `KnnParams.device` is where the caller may compute: the select stage's kNN tasks set it
+from the GPU Ray granted them (actors/device.py), `cpu` without one (a visible GPU is not a reserved
+one: see training/device.py). With `cuda`, `torch` runs on the GPU, and flat and IVF indexes go to
+the GPU when the installed faiss has GPU support (the faiss-gpu wheel); otherwise they stay on the
+CPU with the same results. IVF cells are trained on the CPU (seeded k-means on a sample: cheap), so
+the cells are the same on either device. A GPU index cannot be serialised: `index_to_cpu` first.
+
+The `torch` method sizes its query blocks from the device's free memory (a fixed budget on the
+CPU), keeps each block's top-k on the device and copies the whole result to the host once. With
+`precision` tf32 or bf16 it searches in that precision for 2k candidates and re-ranks them with
+exact fp32 inner products, so the similarities returned are exact and the neighbours those of an
+exact search unless a true neighbour fell outside the candidates (measure with `knn_recall`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Literal, get_args
@@ -27,11 +35,16 @@ import scipy.sparse as sp
 
 if TYPE_CHECKING:  # FAISS is imported where an index is built: a GPU box may have torch but no FAISS
     import faiss
+    import torch
 
 KnnMethod = Literal["exact", "ivf", "hnsw", "torch"]
 METHODS: tuple[str, ...] = get_args(KnnMethod)
 DEVICES = ("cpu", "cuda")
 GPU_INDEXES = ("exact", "ivf", "torch")  # methods whose FAISS index has a GPU form (torch's merge index is flat)
+KnnPrecision = Literal["fp32", "tf32", "bf16"]  # the torch method's search precision (re-ranked in fp32 when lower)
+PRECISIONS: tuple[str, ...] = get_args(KnnPrecision)
+CPU_BLOCK_BYTES = 2**28  # the torch method's block on the CPU: 256 MB of similarities, as it has always been
+GPU_FREE_SHARE = 0.5  # of the free device memory for one block: the rest for the allocator and other kernels
 
 
 def normalize_embeddings(x: np.ndarray, where: str = "embeddings") -> np.ndarray:
@@ -71,12 +84,19 @@ class KnnParams:
     ef_search: int = 128
     query_block: int = 16384
     device: str = "cpu"  # cpu, or cuda when the caller reserved a GPU
+    precision: KnnPrecision = "fp32"  # torch method only: tf32/bf16 search a candidate set, re-ranked in fp32
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"knn method must be one of {METHODS}, got {self.method!r}")
         if self.device not in DEVICES:
             raise ValueError(f"knn device must be one of {DEVICES}, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"knn precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.precision != "fp32" and self.method != "torch":
+            raise ValueError(f"knn precision {self.precision!r} is the torch method's; method is {self.method!r}")
+        if self.query_block < 1:
+            raise ValueError(f"knn query_block must be >= 1, got {self.query_block}")
 
 
 def knn_search(
@@ -139,6 +159,15 @@ def index_to_gpu(index: faiss.Index) -> faiss.Index:
     return faiss.index_cpu_to_gpu(_gpu_resources(), 0, index)
 
 
+def index_on(index: faiss.Index, device: str) -> faiss.Index:
+    """A CPU index moved to the GPU when `device` is cuda, faiss has GPU support and the index has a
+    GPU form (flat, IVF flat); otherwise the index as it is."""
+    import faiss
+
+    movable = isinstance(index, (faiss.IndexFlat, faiss.IndexIVFFlat))
+    return index_to_gpu(index) if device == "cuda" and movable and faiss_has_gpu() else index
+
+
 def index_to_cpu(index: faiss.Index) -> faiss.Index:
     """A CPU copy of a GPU index (what faiss.serialize_index needs); a CPU index as it is."""
     import faiss
@@ -173,6 +202,22 @@ def build_index(base: np.ndarray, params: KnnParams) -> faiss.Index:
     return index
 
 
+def block_rows(row_bytes: int, budget_bytes: int, cap: int) -> int:
+    """Queries per block of the torch search: as many as keep a block's working memory (`row_bytes` a
+    query) within `budget_bytes`, at most `cap`, at least 1."""
+    return max(1, min(cap, budget_bytes // row_bytes))
+
+
+def _block_budget(device: torch.device, base_bytes: int) -> int:
+    """Bytes one block may use: a share of the device's free memory beyond the base, or the CPU's fixed budget."""
+    import torch
+
+    if device.type != "cuda":
+        return CPU_BLOCK_BYTES
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(GPU_FREE_SHARE * max(0, free - base_bytes))
+
+
 def _torch_search(queries: np.ndarray, base: np.ndarray, k: int, params: KnnParams) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
@@ -180,14 +225,46 @@ def _torch_search(queries: np.ndarray, base: np.ndarray, k: int, params: KnnPara
         raise ValueError(f"knn device 'cuda' was asked for, but torch {torch.__version__} sees no CUDA device")
     device = torch.device(params.device)
     b = torch.from_numpy(base).to(device)
-    block = max(1, min(params.query_block, 2**26 // len(base)))  # a block's similarities stay under 256 MB
-    sims, nbrs = [], []
+    rerank = params.precision != "fp32"
+    candidates = min(len(base), 2 * k) if rerank else k
+    b_low = b.to(torch.bfloat16) if params.precision == "bf16" else b
+    # A query's float32 similarities to every base row, and with re-ranking its candidates' vectors.
+    row_bytes = 4 * len(base) + (4 * candidates * base.shape[1] if rerank else 0)
+    base_bytes = b.nbytes + (b_low.nbytes if b_low is not b else 0)
+    block = block_rows(row_bytes, _block_budget(device, base_bytes), params.query_block)
+    sims = torch.empty((len(queries), k), dtype=torch.float32, device=device)
+    nbrs = torch.empty((len(queries), k), dtype=torch.int64, device=device)
+    search = "high" if params.precision == "tf32" else "highest"  # torch's name for TF32 matmuls is `high`
     for start in range(0, len(queries), block):
         q = torch.from_numpy(queries[start : start + block]).to(device)
-        top = torch.topk(q @ b.T, k, dim=1)
-        sims.append(top.values.cpu().numpy())
-        nbrs.append(top.indices.cpu().numpy())
-    return np.concatenate(sims), np.concatenate(nbrs).astype(np.int64)
+        with _matmul_precision(search):
+            top = torch.topk(q.to(b_low.dtype) @ b_low.T, candidates, dim=1)
+        s, i = _rerank(q, b, top.indices, k) if rerank else (top.values, top.indices)
+        sims[start : start + len(q)], nbrs[start : start + len(q)] = s, i
+    return sims.cpu().numpy(), nbrs.cpu().numpy()  # one copy to the host
+
+
+def _rerank(q: torch.Tensor, base: torch.Tensor, candidates: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k of each query's candidates with the highest exact (fp32) inner products, in order."""
+    import torch
+
+    with _matmul_precision("highest"):
+        exact = torch.einsum("qd,qcd->qc", q, base[candidates])
+    top = torch.topk(exact, k, dim=1)
+    return top.values, torch.gather(candidates, 1, top.indices)
+
+
+@contextmanager
+def _matmul_precision(level: str) -> Iterator[None]:
+    """torch's float32 matmul precision for a block of code, restored after (a process-wide setting)."""
+    import torch
+
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(level)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def to_graph(sims: np.ndarray, nbrs: np.ndarray, num_base: int) -> KnnGraph:

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from selection.knn import (
+    CPU_BLOCK_BYTES,
     KnnParams,
+    block_rows,
     build_index,
     faiss_has_gpu,
     index_device,
@@ -17,7 +19,7 @@ from selection.knn import (
     normalize_embeddings,
     search_index,
 )
-from training.device import device_name, task_device
+from training.device import choose_device, device_name, task_device
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 
@@ -33,6 +35,46 @@ def test_a_task_without_a_reserved_gpu_computes_on_the_cpu_even_where_cuda_is_vi
     assert device_name("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda', got 'gpu'"):
         device_name("gpu")
+
+
+def test_the_device_is_the_grant_whatever_is_visible():
+    for visible in (True, False):
+        assert choose_device([], cuda_available=visible) == "cpu"
+    assert choose_device([2], cuda_available=True) == choose_device(["GPU-5d1c", 3], cuda_available=True) == "cuda"
+    with pytest.raises(RuntimeError, match=r"GPUs \[1\] were reserved on node-7, but torch .* sees no CUDA device"):
+        choose_device([1], cuda_available=False, where="node-7")
+
+
+def granted(monkeypatch, gpu_ids: list[int]) -> None:
+    """This process as a Ray task granted `gpu_ids` would be, on a node where CUDA is usable (nothing
+    here runs on it: FAISS without GPU support keeps the index on the CPU)."""
+    import ray
+
+    monkeypatch.setattr(ray, "get_gpu_ids", lambda: gpu_ids)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+
+@pytest.mark.skipif(faiss_has_gpu(), reason="this faiss has GPU support: the tasks would compute on the GPU")
+def test_select_tasks_compute_their_knn_on_the_device_ray_granted(monkeypatch, tmp_path):
+    """The partition and merge-index tasks, run in this process as Ray runs them, with and without a grant."""
+    from actors.device import granted_device
+    from actors.selector import candidate_index, order_partition, scatter_shard
+    from dataio.rundir import embedding_table, write_parquet
+
+    ids = np.arange(40, dtype=np.int64) * 3
+    emb = np.random.default_rng(4).normal(size=(40, 8)).astype(np.float32)
+    write_parquet(embedding_table(ids, emb), str(tmp_path / "embed.parquet"))
+    scatter_shard._function(str(tmp_path / "embed.parquet"), np.zeros(40, np.int64), str(tmp_path / "scatter"))
+    args = (0, str(tmp_path / "scatter"), 5, KnnParams(), "lazy", 0.01, 0)
+    chosen = {}
+    for grant in ([], [0]):
+        granted(monkeypatch, grant)
+        assert granted_device() == (torch.device("cuda", 0) if grant else torch.device("cpu"))
+        stats = order_partition._function(*args, str(tmp_path / f"order{len(grant)}.parquet"))
+        chosen[len(grant)] = stats["knn_device"]
+        assert candidate_index._function([str(tmp_path / "embed.parquet")], ids[:10], KnnParams()).nbytes > 0
+    assert chosen == {0: "cpu", 1: "cuda"}
+    assert (tmp_path / "order0.parquet").read_bytes() == (tmp_path / "order1.parquet").read_bytes()
 
 
 @pytest.mark.integration
@@ -71,7 +113,31 @@ def test_knn_device_is_the_callers_choice():
             knn_search(x, x, 3, KnnParams(method="torch", device="cuda"))
 
 
-@pytest.mark.skipif(faiss_has_gpu(), reason="this faiss sees a GPU: the GPU test below covers it")
+def test_torch_knn_blocks_are_sized_by_memory():
+    assert block_rows(4 * 1_000_000, CPU_BLOCK_BYTES, 16384) == 67  # the CPU's 256 MB at 1M points
+    assert block_rows(4 * 1_000_000, 10 * 2**30, 16384) == 2684  # half of a 24 GB card's free 20 GB
+    assert block_rows(4 * 100, 2**40, 16384) == 16384 and block_rows(2**31, 2**20, 16384) == 1
+    with pytest.raises(ValueError, match="knn precision 'bf16' is the torch method's; method is 'ivf'"):
+        KnnParams(method="ivf", precision="bf16")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
+@pytest.mark.parametrize("query_block", [16384, 7])
+def test_torch_knn_equals_the_exact_faiss_search(precision, query_block):
+    """The torch path, in blocks and at each search precision (re-ranked exactly), finds the exact
+    search's neighbours with its similarities, on the CPU through the code a GPU runs."""
+    x = normalize_embeddings(np.random.default_rng(5).normal(size=(600, 24)))
+    exact_sims, exact = knn_search(x, x, 8, KnnParams(method="exact"))
+    sims, nbrs = knn_search(x, x, 8, KnnParams(method="torch", precision=precision, query_block=query_block))
+    assert nbrs.dtype == np.int64 and sims.dtype == np.float32
+    np.testing.assert_array_equal(nbrs, exact)
+    np.testing.assert_allclose(sims, exact_sims, rtol=0, atol=1e-6)
+    graph, reference = knn_graph(x, 8, KnnParams(method="torch", precision=precision)).matrix, knn_graph(x, 8).matrix
+    np.testing.assert_array_equal(graph.indices, reference.indices)
+    np.testing.assert_allclose(graph.data, reference.data, rtol=0, atol=1e-6)
+
+
+@pytest.mark.skipif(faiss_has_gpu(), reason="this faiss has GPU support: the GPU test below covers it")
 @pytest.mark.parametrize("method", ["exact", "ivf", "hnsw"])
 def test_faiss_without_gpu_support_stays_on_the_cpu_with_the_same_graph(method):
     """faiss-cpu (the `cpu` extra), or faiss-gpu (the `gpu` extra) on a machine where it finds no GPU."""

@@ -14,8 +14,8 @@ import torch
 
 from dataio import uri as U
 from dataio.tasks import GLUE, load_task
-from jobs.downstream import model_names, score_table, write_results
-from tests.conftest import shared_file
+from jobs.downstream import downstream_tasks, model_names, score_table, write_results
+from tests.conftest import shared_file, write_sst2
 from training.embed import load_encoder, local_model
 from training.finetune import FinetuneConfig, f1_binary, finetune, matthews, subsample
 from training.model import ModelConfig, build_model
@@ -119,6 +119,15 @@ def test_metrics_by_hand():
     one_seed = [r for r in rows if r["seed"] == 0]
     assert score_table(one_seed).splitlines()[-1] == "| a | 50.0 | 10.0 | 30.0 |"
     assert subsample(list(range(100)), 10) == subsample(list(range(100)), 10) != subsample(list(range(100)), 11)[:10]
+
+
+def test_small_finetuning_tasks_share_a_gpu(tmp_path):
+    cfg = FinetuneConfig(tasks=["sst2"], data_dir=str(write_sst2(tmp_path)), seeds=[0, 1], gpu_fraction=0.25)
+    for gpus, share in ((1.0, 0.25), (0.0, 0.0)):  # a share of a GPU only where GPUs are used
+        named = downstream_tasks({"m": "model"}, cfg, kind="bert", gpus_per_task=gpus)
+        assert [t.resources.gpus for _, t in named] == [share, share]
+    with pytest.raises(ValueError, match=r"downstream.gpu_fraction must be in \(0, 1\], got 0"):
+        FinetuneConfig(gpu_fraction=0)
 
 
 @pytest.mark.parametrize("kind", ["bert", "gpt2"])

@@ -189,3 +189,25 @@ def test_pipeline_writes_the_middle_of_the_loss_distribution(ray_cluster, tmp_pa
     }
     assert lr["warmstart"] == pytest.approx([0, 5e-4, 1e-3, 1e-3, 1e-3, 1e-3])
     assert lr["train"] == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4])
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2"])
+def test_embedding_runs_only_the_blocks_up_to_its_layer_and_equals_every_hidden_state(kind, tmp_path):
+    from training.embed import layer_output
+
+    tiny_model(kind, tmp_path)
+    encoder = load_encoder(str(tmp_path), torch.device("cpu"))
+    seqs, _ = pool(kind)
+    ids, mask = (torch.as_tensor(a) for a in pad_batch(seqs, PAD, 16))
+    ran = []
+    for i, block in enumerate(encoder.base_model.encoder.layer if kind == "bert" else encoder.h):
+        block.register_forward_pre_hook(lambda *_, i=i: ran.append(i))
+    with torch.inference_mode():
+        every = encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        for layer in range(-3, 3):
+            ran.clear()
+            hidden, _ = layer_output(encoder, ids, mask, layer)
+            assert hidden.numpy().tobytes() == every[layer].numpy().tobytes()
+            assert ran == list(
+                range(min(layer % 3 + 1, 2))
+            )  # the pass ends on entering block `layer`: no later one runs

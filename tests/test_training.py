@@ -266,6 +266,36 @@ def test_resume_continues_exactly(kind, tmp_path):
     assert [resumed.train_step(s)["loss"] for s in range(start, 8)] == losses[4:]
 
 
+def test_ddp_all_reduces_once_per_step_under_gradient_accumulation(tmp_path):
+    """`no_sync` on every micro-batch but the last: one gradient all-reduce a step, the same losses."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    rng = np.random.default_rng(2)
+    seqs = [rng.integers(5, 64, size=rng.integers(6, 17)).astype(np.int32) for _ in range(40)]
+    cfg = TrainConfig(steps=3, global_batch_size=6, grad_accum=3, learning_rate=1e-3, warmup_steps=1, subset="random")
+    plain = tiny_trainer("gpt2", cfg, seqs)
+    expected = [plain.train_step(s)["loss"] for s in range(cfg.steps)]
+    reduced = []
+
+    def count(state, bucket):  # an all-reduce of one world: the gradients as they are
+        reduced.append(bucket.index())
+        done = torch.futures.Future()
+        done.set_result(bucket.buffer())
+        return done
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        wrapped = tiny_trainer("gpt2", cfg, seqs)
+        wrapped.model = DistributedDataParallel(wrapped.model)
+        wrapped.model.register_comm_hook(None, count)
+        losses = [wrapped.train_step(s)["loss"] for s in range(cfg.steps)]
+    finally:
+        dist.destroy_process_group()
+    assert losses == expected
+    assert reduced.count(0) == cfg.steps  # the first bucket once a step, not once per micro-batch
+
+
 def write_pool(folder: Path, n: int, *, shards: int, row_group: int) -> None:
     """n BERT-shaped sequences of varied lengths in `shards` Parquet files of `row_group`-row groups."""
     rng = np.random.default_rng(4)
@@ -418,6 +448,22 @@ def test_gpu_benchmark_runs_on_cpu():
 
     result = measure("tiny", steps=2, batch=4, device=torch.device("cpu"), warmup=1)
     assert result["train_tokens_per_s"] > 0 and result["embed_sequences_per_s"] > 0 and result["mfu"] is None
+
+
+def test_gpu_check_writes_its_numbers_with_date_and_machine(tmp_path):
+    """The CPU form of `python -m bench.gpu --device cpu`, shortened (its device paths have their own test)."""
+    import json
+
+    from bench.gpu import main
+
+    argv = ["--device", "cpu", "--steps", "2", "--embed-batches", "2", "--knn", "300", "--no-paths"]
+    results = main([*argv, "--out", str(tmp_path)])
+    assert results["form"] == "cpu" and results["training"]["train_steps"] == 2 and results["training"]["mfu"] is None
+    assert results["knn"]["n"] == 300 and results["knn"]["torch_bf16_recall"] > 0.99
+    (written,) = tmp_path.glob("*.json")
+    assert json.loads(written.read_text()) == json.loads(json.dumps(results))
+    table = written.with_suffix(".md").read_text()
+    assert f"on {results['machine']}" in table and results["date"] in table and "| embed sequences/s |" in table
 
 
 def test_gpu_knn_benchmark_runs_on_cpu_without_faiss_gpu():

@@ -15,19 +15,26 @@ from collections.abc import Sequence
 import torch
 
 
-def task_device(gpu_ids: Sequence[int | str]) -> torch.device:
-    """`cuda` (the first granted GPU: Ray maps CUDA_VISIBLE_DEVICES to the granted ones, so it is
-    index 0) when `gpu_ids` is non-empty, else `cpu`, whatever CUDA may be visible."""
+def choose_device(gpu_ids: Sequence[int | str], *, cuda_available: bool, where: str = "this node") -> str:
+    """`cuda` when GPUs were granted (`gpu_ids` non-empty), else `cpu`, whatever CUDA may be visible:
+    the whole decision, pure, so a test can check it for grants no machine of its own could make."""
     if not gpu_ids:
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
+        return "cpu"
+    if not cuda_available:
         # A GPU reserved but unusable (a CPU build of torch, a broken driver) would silently run on
         # the CPU while holding the card: say so instead.
         raise RuntimeError(
-            f"GPUs {list(gpu_ids)} were reserved on {socket.gethostname()}, but torch "
-            f"{torch.__version__} sees no CUDA device: install the CUDA build of torch there"
+            f"GPUs {list(gpu_ids)} were reserved on {where}, but torch {torch.__version__} sees no CUDA "
+            "device: install the CUDA build of torch there"
         )
-    return torch.device("cuda", 0)
+    return "cuda"
+
+
+def task_device(gpu_ids: Sequence[int | str]) -> torch.device:
+    """choose_device on this process: `cuda` is the first granted GPU (Ray maps CUDA_VISIBLE_DEVICES
+    to the granted ones, so it is index 0)."""
+    name = choose_device(gpu_ids, cuda_available=torch.cuda.is_available(), where=socket.gethostname())
+    return torch.device("cuda", 0) if name == "cuda" else torch.device("cpu")
 
 
 def device_name(spec: str) -> torch.device:

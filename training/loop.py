@@ -12,6 +12,7 @@ import math
 import pickle
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -178,7 +179,10 @@ class LMTrainer:
             adamw_groups(model, cfg.weight_decay), lr=cfg.learning_rate, betas=(0.9, 0.999), eps=1e-6
         )
         self.scheduler = lr_scheduler(self.optimizer, cfg)
-        self.autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        # bf16 autocast on a GPU; fp16 with a loss scale on a card without bf16 (V100, T4); fp32 on the CPU.
+        self.amp_dtype = torch.bfloat16 if device.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16
+        self.autocast = device.type == "cuda"
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast and self.amp_dtype == torch.float16)
         peak = peak_flops(device)
         # MFU = achieved FLOP/s over the peak of all workers' devices; None off GPU.
         self.mfu_per_token_s = flops_per_token(model, seq_len=objective.seq_len) / (peak * world) if peak else None
@@ -189,6 +193,7 @@ class LMTrainer:
             "model": model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "step": step,
         }
 
@@ -196,6 +201,8 @@ class LMTrainer:
         getattr(self.model, "module", self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):  # a checkpoint from before the fp16 path has none; bf16 and fp32 keep none
+            self.scaler.load_state_dict(state["scaler"])
         return int(state["step"])
 
     def load_moments(self, state: dict, source: str) -> None:
@@ -228,6 +235,10 @@ class LMTrainer:
         rows = self.schedule.worker_rows(step, self.rank, self.world)
         return [[self.sequences.get(r) for r in micro] for micro in np.array_split(rows, self.cfg.grad_accum)]
 
+    def _sync_gradients(self, last: bool) -> AbstractContextManager:
+        """DDP all-reduces the gradients on the last micro-batch of a step only (`no_sync` on the others)."""
+        return nullcontext() if last or not hasattr(self.model, "no_sync") else self.model.no_sync()
+
     def train_step(self, step: int) -> dict[str, float]:
         start = time.perf_counter()
         self.model.train()
@@ -235,25 +246,28 @@ class LMTrainer:
         mask_rng = torch.Generator().manual_seed(step_seed(self.cfg.seed, step, self.rank, 1))
         micro_batches = self.step_sequences(step)
         self.optimizer.zero_grad(set_to_none=True)
-        total_loss, tokens = 0.0, 0
-        for micro in micro_batches:
+        # Summed on the device in float64 (what float() per micro-batch summed on the host): no sync per micro-batch.
+        total_loss, tokens = torch.zeros((), dtype=torch.float64, device=self.device), 0
+        for i, micro in enumerate(micro_batches):
             batch = self.objective.batch(micro, mask_rng)
-            tokens += int(batch["attention_mask"].sum())
+            tokens += int(batch["attention_mask"].sum())  # on the host: the batch is not on the device yet
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                loss = self.model(**batch).loss / self.cfg.grad_accum
-            loss.backward()
-            total_loss += float(loss.detach())
+            with self._sync_gradients(i == len(micro_batches) - 1):
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.autocast):
+                    loss = self.model(**batch).loss / self.cfg.grad_accum
+                self.scaler.scale(loss).backward()
+            total_loss += loss.detach()
+        self.scaler.unscale_(self.optimizer)  # clip the true gradients (no-op without fp16)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # skips a step whose fp16 gradients overflowed
+        self.scaler.update()
         self.scheduler.step()
-        stats = torch.tensor([total_loss, float(tokens)], dtype=torch.float64)
+        stats = torch.stack([total_loss, torch.tensor(float(tokens), dtype=torch.float64, device=self.device)])
         if dist.is_available() and dist.is_initialized():
-            stats = stats.to(self.device)
             dist.all_reduce(stats)
-            stats = stats.cpu()
             stats[0] /= self.world
+        stats = stats.cpu()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         tokens_per_s = float(stats[1]) / (time.perf_counter() - start)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from actors.embedder import Embedder
+from actors.embedder import SHARDS_IN_FLIGHT, Embedder
 from actors.lexical import shard_frequencies
 from dataio import uri as U
 from dataio.configfile import result_settings
@@ -65,7 +65,9 @@ def embed_files(
     target = {f: U.join(str(out), U.name(f)) for f in todo}
     tasks = [Task(Embedder, (f, target[f]), outputs=(target[f],)) for f in todo]
     resources = resources or embed_resources(cfg)
-    return (executor or Executor()).map_actors(Embedder, init, resources, "embed_shard", tasks, "embed", "shards")
+    return (executor or Executor()).map_actors(
+        Embedder, init, resources, "embed_shard", tasks, "embed", "shards", calls_per_actor=SHARDS_IN_FLIGHT
+    )
 
 
 def lexical_frequencies(executor: Executor, files: list[str], tokenizer: str, kind: str) -> dict:

@@ -38,8 +38,10 @@ PREFILTERED = "prefiltered"  # the survivors pool's folder inside the stage's
 
 
 def select_resources(scfg: SelectConfig) -> Resources:
-    """Each partition task's share (select's RESOURCES): the only select tasks that may use a GPU (their
-    kNN graph); the dedup and merge tasks take the same CPUs and memory, without it (SelectionPool.heavy)."""
+    """Each kNN task's share (select's RESOURCES): the partition tasks and the merge's kNN tasks (a group's
+    graph, the candidates' index and its search) may use a GPU, and take the device Ray granted them
+    (actors/device.py); SemDeDup and the merge's greedy round take the same CPUs and memory, without it
+    (SelectionPool.heavy)."""
     return Resources(cpus=scfg.cpus_per_task, gpus=scfg.gpus_per_task, memory_gb=scfg.memory_per_task_gb)
 
 
@@ -94,7 +96,7 @@ class SelectionPool:
 
     @property
     def heavy(self) -> Resources:
-        """The dedup and merge tasks' share: the partition tasks' CPUs and memory, no GPU (no kNN graph to build)."""
+        """SemDeDup's and the merge round's share: the kNN tasks' CPUs and memory, no GPU (no kNN to compute)."""
         return dataclasses.replace(self.partition_resources, gpus=0.0)
 
     def partition_files(self, folder: str) -> dict[int, str]:

@@ -103,7 +103,7 @@ def merge_candidates(pool: SelectionPool, ordered: pa.Table) -> tuple[np.ndarray
         n_g = sum(len(orders[i]) for i in g)
         keep = group_keep(sum(counts[i] for i in g), n_g, sum(counts), s.merge_max_candidates, budget, len(shard))
         args = ([partition_ids[i] for i in g], pool.scatter, pool.partitions_dir, [counts[i] for i in g], keep)
-        tasks.append(Task(group_merge, (*args, s.knn_k, s.merge_knn_params()), resources=pool.heavy))
+        tasks.append(Task(group_merge, (*args, s.knn_k, s.merge_knn_params()), resources=pool.partition_resources))
     chosen = pool.executor.run(tasks, "select: merge groups", "groups")
     return np.unique(np.concatenate(chosen + [local_ids])), local_ids, 2
 
@@ -118,10 +118,16 @@ def merge_round_all_points(pool: SelectionPool, ordered: pa.Table) -> dict:
     by_id = np.argsort(ids, kind="stable")
     thresholds = ex.put((ids[by_id], ordered.column("kth_similarity").to_numpy()[by_id]))
     index = ex.submit(
-        Task(candidate_index, (pool.embed_files, candidate_ids, s.merge_knn_params(), pool.space), resources=pool.heavy)
+        Task(
+            candidate_index,
+            (pool.embed_files, candidate_ids, s.merge_knn_params(), pool.space),
+            resources=pool.partition_resources,
+        )
     )
     blocks = [
-        ex.submit(Task(candidate_edges, (f, index, s.knn_k, thresholds, pool.space), resources=pool.heavy))
+        ex.submit(
+            Task(candidate_edges, (f, index, s.knn_k, thresholds, pool.space), resources=pool.partition_resources)
+        )
         for f in pool.embed_files
     ]
     local = rows_of(local_ids, candidate_ids, where="the merge candidates")
