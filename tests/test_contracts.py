@@ -60,7 +60,18 @@ def test_the_subset_names_agree_everywhere():
     assert get_args(get_args(hints["also"])[0]) == FIXED_SUBSETS == get_args(FixedSubsetName)
     assert FIXED_SUBSETS == tuple(n for n in SUBSET_NAMES if n != "ingenious")  # all but the drawn one
     assert set(DEDUP_SUBSETS) < set(FIXED_SUBSETS)
-    assert SUBSET_MODES == ("full", "ingenious", "greedi", "random", "semdedup", "d4", "perplexity", "file")
+    assert SUBSET_MODES == (
+        "full",
+        "ingenious",
+        "greedi",
+        "random",
+        "semdedup",
+        "d4",
+        "perplexity",
+        "dsir",
+        "classifier",
+        "file",
+    )
 
 
 def test_the_stage_names_are_the_pipelines_stages():
