@@ -10,7 +10,7 @@ remote functions write their outputs atomically (dataio/uri.py), so an existing 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,7 +54,12 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
 
 
 class Executor:
-    """Runs tasks on the connected Ray cluster (connect() first)."""
+    """Runs tasks on the connected Ray cluster (connect() first). `fence`, when given, is called as each
+    task or actor call finishes (a stage's run directory lease check, RunDir.fence): a run that lost its
+    lease stops at its next finished shard instead of writing on beside the run that took it."""
+
+    def __init__(self, fence: Callable[[], None] | None = None):
+        self.fence = fence or (lambda: None)
 
     def has_gpu(self) -> bool:
         return ray.cluster_resources().get("GPU", 0) > 0
@@ -101,13 +106,13 @@ class Executor:
     def gather(self, pending: list[Pending], what: str | None = None, unit: str = "tasks") -> list[Any]:
         """The results of `pending`, in order. With `what`, a progress line as they finish, and the first
         task error raised as soon as it happens (without, in the order of `pending`)."""
-        if what is None:
-            return ray.get(pending)
-        progress, left = Progress(what, len(pending), unit), list(pending)
+        progress, left = Progress(what, len(pending), unit) if what else None, list(pending)
         while left:
             finished, left = ray.wait(left, num_returns=1)
-            ray.get(finished)  # raise a task's error as soon as it happens
-            progress.advance(len(finished))
+            if what is not None:
+                ray.get(finished)  # raise a task's error as soon as it happens
+                progress.advance(len(finished))
+            self.fence()
         return ray.get(pending)
 
     def first_done(self, pending: list[Pending]) -> Pending:
@@ -143,12 +148,16 @@ class Executor:
         ]
         slots = [a for a in actors for _ in range(calls_per_actor)]
         calls = ActorPool(slots).map_unordered(lambda a, t: getattr(a, method).remote(*t.args, **t.kwargs), todo)
-        return list(track(calls, len(todo), what, unit))
+        return list(track(calls, len(todo), what, unit, self.fence))
 
 
-def track(items: Iterator[Any], total: int, what: str, unit: str) -> Iterator[Any]:
-    """Yield `items` unchanged, with a progress line as they come."""
+def track(
+    items: Iterator[Any], total: int, what: str, unit: str, fence: Callable[[], None] | None = None
+) -> Iterator[Any]:
+    """Yield `items` unchanged, with a progress line (and `fence` called) as they come."""
     progress = Progress(what, total, unit)
     for item in items:
+        if fence is not None:
+            fence()
         yield item
         progress.advance()

@@ -30,7 +30,7 @@ from dataio.redact import redact, redact_tree
 from dataio.rundir import RunDir, config_hash
 from dataio.uri import is_uri
 from jobs.config import PipelineConfig, load_config
-from jobs.executor import connect
+from jobs.executor import Executor, connect
 from jobs.stages import STAGES, Context
 
 log = get_logger(__name__)
@@ -83,7 +83,7 @@ def run_pipeline(
 def _run_stages(
     cfg: PipelineConfig, run: RunDir, hashes: dict[str, str], *, only: list[str] | None, force: list[str]
 ) -> list[dict]:
-    ctx, rows, dirty = Context(cfg, run), [], False
+    ctx, rows, dirty = Context(cfg, run, executor=Executor(fence=run.fence)), [], False
 
     def record_config() -> None:
         """config.yaml describes the run directory's stages: it changes only once a stage of this

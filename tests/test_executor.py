@@ -64,6 +64,34 @@ def test_run_keeps_order_and_skips_tasks_whose_outputs_exist(ray_cluster, tmp_pa
 
 
 @pytest.mark.integration
+def test_a_run_that_lost_its_lease_stops_at_its_next_finished_shard(ray_cluster, tmp_path):
+    """The executor checks the stage's lease as each task finishes (the fence a stage's run directory
+    hands it), so a run whose lease another run took stops within one shard, not at the stage's end."""
+    import json
+    import time
+
+    from dataio.lease import Lease
+    from dataio.rundir import RunDir
+
+    lease = Lease(str(tmp_path / "run")).acquire()
+    run = RunDir(str(tmp_path / "run"), lease)
+    files = corpus(tmp_path, [3, 1])
+    assert Executor(fence=run.fence).run([Task(count_file_documents, (f, FIELDS)) for f in files]) == [3, 1]
+    taken = {"host": "other-host", "pid": 1, "token": "another run", "started": "now", "expires": time.time() + 60}
+    (tmp_path / "run" / "lease.json").write_text(json.dumps(taken))
+    checks = []
+
+    def fence() -> None:
+        checks.append(1)
+        run.fence()
+
+    with pytest.raises(ValueError, match="this run lost its lease"):
+        Executor(fence=fence).run([Task(count_file_documents, (f, FIELDS)) for f in files], "counting", "files")
+    assert len(checks) == 1  # stopped at the first finished task
+    lease.release()
+
+
+@pytest.mark.integration
 def test_a_task_error_reaches_the_caller_with_its_message(ray_cluster, tmp_path):
     with pytest.raises(Exception, match="missing.jsonl"):
         Executor().run([Task(count_file_documents, (str(tmp_path / "missing.jsonl"), FIELDS))], "counting", "files")
