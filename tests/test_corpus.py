@@ -107,3 +107,21 @@ def test_tsv_rows_are_documents_of_their_text_column(tmp_path):
     (tmp_path / "bad.tsv").write_text("x\ty\n1\t2\n")
     with pytest.raises(ValueError, match=r"bad.tsv: no 'text' \(or 'sentence'\) column in its header \['x', 'y'\]"):
         list(read_documents(str(tmp_path / "bad.tsv")))
+
+
+def test_lines_longer_than_a_block_and_every_boundary_read_as_split_does(tmp_path):
+    """The streamed line reader against bytes.split on the whole file: a 3 MiB line spanning blocks, a
+    newline at a block's last byte and its first, empty lines, no final newline."""
+    import gzip
+
+    from dataio.corpus import _lines
+
+    block = 1 << 20
+    data = b"a" * (3 * block + 17) + b"\nshort\n\n" + b"b" * (block - 9 - 3 * block % block) + b"\n"
+    data += b"c" * (block - 1) + b"\n" + b"\n" + b"tail without newline"
+    path = tmp_path / "long.txt.gz"
+    path.write_bytes(gzip.compress(data))
+    assert list(_lines(str(path))) == data.split(b"\n")
+    ends = tmp_path / "ends.txt"
+    ends.write_bytes(b"x" * (block - 1) + b"\n" + b"y" * block + b"\n")
+    assert list(_lines(str(ends))) == [b"x" * (block - 1), b"y" * block]  # no empty last line
