@@ -113,8 +113,14 @@ def refresh(
     previous_dir: str | Path, corpus: str, *, out: str | Path | None = None, config: str | Path | None = None
 ) -> dict:
     """`config` (default: the previous run's config.yaml) sets how to embed and select this time.
-    Every folder may be local or on object storage."""
+    Every folder may be local or on object storage. The previous run's lease is held while it is read, so
+    no pipeline run rewrites the stages this refresh reuses."""
     previous = RunDir(previous_dir)
+    with Lease(previous.root, redact(previous.root)):
+        return _refresh_from(previous, corpus, out=out, config=config)
+
+
+def _refresh_from(previous: RunDir, corpus: str, *, out: str | Path | None, config: str | Path | None) -> dict:
     for stage in ("prepare", "warmstart", "embed", "select"):
         if not previous.has_marker(stage):
             raise ValueError(f"previous run {redact(previous.root)}: stage {stage!r} is not finished")

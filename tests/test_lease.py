@@ -262,6 +262,13 @@ def test_refresh_refuses_a_second_run_on_its_version_folder(tmp_path, monkeypatc
             ValueError, match=f"run directory {re.escape(version)} {IN_USE}: host .*, pid {first.record['pid']}"
         ):
             refresh.refresh(str(previous), str(corpus))
+    # A pipeline run writing the previous run directory: the refresh does not read it meanwhile.
+    with Lease(str(previous)) as writer:
+        with pytest.raises(
+            ValueError, match=f"run directory {re.escape(str(previous))} {IN_USE}: host .*, pid {writer.record['pid']}"
+        ):
+            refresh.refresh(str(previous), str(corpus))
+    assert not U.exists(U.join(str(previous), "lease.json"))  # the refresh took none it left behind
 
 
 class Started(Exception):

@@ -71,11 +71,14 @@ class Prepare(Stage):
             num_docs = sum(b - a for shard in shards for _, a, b in shard)
             sample = islice(read_documents(ccfg.source, **fields), pcfg.tokenizer_train_documents)
             texts = [d.text for d in sample]
-        else:
-            docs = list(islice(read_documents(ccfg.source, **fields), ccfg.max_documents))
-            pairs = [(d.doc_id, d.text) for d in docs]
-            shards = [pairs[i : i + pcfg.documents_per_shard] for i in range(0, len(pairs), pcfg.documents_per_shard)]
-            num_docs, texts = len(docs), [d.text for d in docs[: pcfg.tokenizer_train_documents]]
+        else:  # read by the driver (the nodes may not see its disk), one shard at a time into the object
+            # store, so the driver never holds the corpus whole
+            shards, num_docs, texts = [], 0, []
+            docs = islice(read_documents(ccfg.source, **fields), ccfg.max_documents)
+            while chunk := list(islice(docs, pcfg.documents_per_shard)):
+                texts += [d.text for d in chunk[: pcfg.tokenizer_train_documents - len(texts)]]
+                shards.append(ctx.executor.put([(d.doc_id, d.text) for d in chunk]))
+                num_docs += len(chunk)
         if not num_docs:
             raise ValueError(f"corpus {ccfg.source!r} has no non-empty documents")
         return shards, num_docs, texts
