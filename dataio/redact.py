@@ -9,6 +9,8 @@ people and systems the credentials were not meant for, so every URI goes through
 from __future__ import annotations
 
 import re
+import sys
+import traceback
 from typing import Any
 
 MASK = "***"
@@ -38,3 +40,25 @@ def redact_tree(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(redact_tree(v) for v in value)
     return value
+
+
+def user_message(error: BaseException) -> str:
+    """The message of the error a user must act on: for a failure inside a Ray task, the task's own
+    exception (`s3://corpus/x.jsonl:51: invalid JSON`), not Ray's wrapper with its colours and pids."""
+    cause = getattr(error, "cause", None)
+    return str(cause) if isinstance(cause, Exception) else str(error)
+
+
+def report_failure(error: BaseException) -> str:
+    """For an unexpected failure (a Ray Train worker's error, out of memory, a bug): print its traceback
+    to stderr and return its last line, both redacted (its message may hold a URI with credentials);
+    running out of memory says what to lower."""
+    sys.stderr.write(redact("".join(traceback.format_exception(error))))
+    names = {type(error).__name__, type(getattr(error, "cause", None)).__name__}
+    hint = ""
+    if any("OutOfMemory" in n for n in names) or "out of memory" in str(error).lower():
+        hint = (
+            " (a worker ran out of memory: lower the stage's batch size, e.g. embed.batch_size, or a larger "
+            "train.grad_accum, or give it more memory per task)"
+        )
+    return f"error: {type(error).__name__}: {redact(user_message(error))}{hint}"

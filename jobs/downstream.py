@@ -22,6 +22,7 @@ from actors.finetuner import finetune_task
 from dataio import uri as U
 from dataio.contracts import EvaluateOutputs
 from dataio.log import configure, get_logger
+from dataio.redact import redact, report_failure
 from dataio.tasks import GLUE, TASKS, load_task
 from jobs.executor import Executor, Task, connect
 from jobs.resources import Resources
@@ -140,7 +141,9 @@ def main(argv: list[str] | None = None) -> None:
         table = write_results(rows, U.normalize(args.out))
     except ValueError as e:
         log.debug("downstream evaluation failed", exc_info=True)
-        raise SystemExit(f"error: {e}") from None
+        raise SystemExit(f"error: {redact(str(e))}") from None
+    except Exception as e:  # a failure inside Ray or a bug: its traceback and last line, redacted
+        raise SystemExit(report_failure(e)) from None
     print(table)
 
 

@@ -18,7 +18,7 @@ import yaml
 
 from dataio.lease import Lease
 from dataio.log import configure, get_logger
-from dataio.redact import redact, redact_tree
+from dataio.redact import redact, redact_tree, report_failure
 from experiments.config import load_experiment
 from experiments.layout import MAIN, Experiment, results_file
 from experiments.runner import Outcome, run_experiment
@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as e:  # bad input found once the run is under way (a pool, a subset file)
             log.debug("the experiment stopped", exc_info=True)
             raise SystemExit(f"error: {redact(str(e))}") from None
+        except Exception as e:  # a failure inside Ray (a training worker, out of memory) or a bug
+            raise SystemExit(report_failure(e)) from None
         print(results_file(root).read_text(), flush=True)
         print(f"results: {results_file(root)}", flush=True)
 

@@ -18,10 +18,10 @@ from dataio import uri as U
 from dataio.contracts import ExportOutputs
 from dataio.lease import Lease
 from dataio.log import get_logger
-from dataio.redact import redact, redact_tree
+from dataio.redact import redact, redact_tree, report_failure, user_message
 from dataio.rundir import RunDir, config_hash
 from jobs.config import PipelineConfig
-from jobs.pipeline import add_run_args, base_dir, connect_ray, load_run, stage_hashes, user_message
+from jobs.pipeline import add_run_args, base_dir, connect_ray, load_run, stage_hashes
 from jobs.stages.base import Context
 from jobs.stages.export import Export, ExportConfig
 
@@ -96,6 +96,8 @@ def execute_export(args: argparse.Namespace) -> None:
     except (ValueError, OSError) as e:
         log.debug("the export failed", exc_info=True)
         raise SystemExit(f"error: {redact(user_message(e))}") from None
+    except Exception as e:  # a failure inside Ray or a bug: its traceback and last line, redacted
+        raise SystemExit(report_failure(e)) from None
     s = result["summary"]
     print(
         f"export {result['status']} ({result['seconds']:.1f} s): {s['draws']} draw(s) of subset {s['subset']!r}, "

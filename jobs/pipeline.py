@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-import traceback
 from pathlib import Path
 
 import yaml
@@ -26,7 +24,7 @@ from dataio import uri as U
 from dataio.contracts import RUN_CONFIG, STAGE_NAMES
 from dataio.lease import Lease
 from dataio.log import configure, get_logger
-from dataio.redact import redact, redact_tree
+from dataio.redact import redact, redact_tree, report_failure, user_message
 from dataio.rundir import RunDir, config_hash
 from dataio.uri import is_uri
 from jobs.config import PipelineConfig, load_config
@@ -205,23 +203,9 @@ def execute(args: argparse.Namespace, only: list[str] | None) -> None:
     except (ValueError, OSError) as e:  # OSError: storage the run cannot reach (a missing bucket, no network)
         log.debug("the pipeline failed", exc_info=True)
         raise SystemExit(f"error: {redact(user_message(e))}") from None
-    except Exception as e:  # a failure inside Ray (a training worker, out of memory) or a bug: its traceback
-        # is worth having, but like every other message it may hold a URI with credentials
-        sys.stderr.write(redact("".join(traceback.format_exception(e))))
-        raise SystemExit(failure_line(e)) from None
+    except Exception as e:  # a failure inside Ray (a training worker, out of memory) or a bug
+        raise SystemExit(report_failure(e)) from None
     print_table(rows, run_dir)
-
-
-def failure_line(error: BaseException) -> str:
-    """The last line of an unexpected failure, redacted; running out of memory says what to lower."""
-    names = {type(error).__name__, type(getattr(error, "cause", None)).__name__}
-    hint = ""
-    if any("OutOfMemory" in n for n in names) or "out of memory" in str(error).lower():
-        hint = (
-            " (a worker ran out of memory: lower the stage's batch size, e.g. embed.batch_size or "
-            "a larger train.grad_accum, or give it more memory per task)"
-        )
-    return f"error: {type(error).__name__}: {redact(user_message(error))}{hint}"
 
 
 def load_run(args: argparse.Namespace) -> tuple[PipelineConfig, str | Path]:
@@ -246,13 +230,6 @@ def load_run(args: argparse.Namespace) -> tuple[PipelineConfig, str | Path]:
         raise SystemExit(f"config error: {redact(str(e))}") from None
     log.info(f"config {args.config}:\n{yaml.safe_dump(redact_tree(cfg.to_dict()), sort_keys=False)}")
     return cfg, run_dir
-
-
-def user_message(error: BaseException) -> str:
-    """The message of the error a user must act on: for a failure inside a Ray task, the task's own
-    exception (`s3://corpus/x.jsonl:51: invalid JSON`), not Ray's wrapper with its colours and pids."""
-    cause = getattr(error, "cause", None)
-    return str(cause) if isinstance(cause, Exception) else str(error)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from dataio.contracts import RUN_CONFIG, PrepareOutputs, SelectOutputs, TrainOut
 from dataio.corpus import corpus_snapshot
 from dataio.lease import Lease
 from dataio.log import configure, get_logger
-from dataio.redact import redact
+from dataio.redact import redact, report_failure
 from dataio.rundir import (
     RunDir,
     config_hash,
@@ -262,6 +262,8 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as e:
         log.debug("refresh failed", exc_info=True)
         raise SystemExit(f"error: {redact(str(e))}") from None
+    except Exception as e:  # a failure inside Ray or a bug: its traceback and last line, redacted
+        raise SystemExit(report_failure(e)) from None
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from dataio.redact import redact, report_failure
 from reporting import report
 
 
@@ -16,7 +17,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         print(report.build_report(args.run_dir, args.out))
     except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+        raise SystemExit(f"error: {redact(str(e))}") from None
+    except Exception as e:  # a failure inside Ray or a bug: its traceback and last line, redacted
+        raise SystemExit(report_failure(e)) from None
 
 
 if __name__ == "__main__":
