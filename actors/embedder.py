@@ -118,7 +118,8 @@ class Embedder:
         write_parquet(self._table(ids, emb, loss), out_path)  # while the next shard computes
         result = {"sequences": len(ids), "dim": int(emb.shape[1]), "device": self.device.type}
         seconds = time.perf_counter() - start
-        write_shard_log(out_path, {**result, "seconds": seconds, "sequences_per_s": len(ids) / seconds})
+        node = ray.get_runtime_context().get_node_id()  # which node did the work (a lost node's shows)
+        write_shard_log(out_path, {**result, "node": node, "seconds": seconds, "sequences_per_s": len(ids) / seconds})
         return result
 
     def _model_embeddings(self, ids: np.ndarray, seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:

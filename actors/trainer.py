@@ -28,6 +28,7 @@ from actors.device import granted_device
 from dataio import uri as U
 from dataio.contracts import PrepareOutputs, TrainOutputs
 from dataio.log import get_logger
+from dataio.rundir import write_shard_log
 from dataio.sequences import ParquetRows
 from training.loop import WINDOW_ROWS, LMTrainer, TrainConfig, load_state, save_state
 from training.model import ModelConfig, Objective, build_model
@@ -209,6 +210,9 @@ def train_worker(args: dict) -> None:
     log = MetricsLog(U.join(args["out_dir"], TrainOutputs.METRICS), resume_at=start) if rank == 0 else None
     if log:
         log.publish()  # the published file never shows steps beyond the checkpoint the run goes on from
+        # Each (re)start of the worker group, where and from which step: a restart after a lost worker shows.
+        node = ray.get_runtime_context().get_node_id()
+        write_shard_log(U.join(args["out_dir"], f"attempt-from-step{start:06d}"), {"start_step": start, "node": node})
 
     for step in range(start, cfg.steps):
         metrics = trainer.train_step(step)

@@ -109,6 +109,8 @@ def test_killed_worker_restarts_from_the_last_checkpoint(ray_cluster, data, refe
     assert [m["step"] for m in lines] == list(range(1, TRAIN.steps + 1))  # each step once, none lost
     assert [m["loss"] for m in lines] == reference
     assert (tmp_path / "model" / "config.json").exists()
+    starts = sorted(json.loads(p.read_text())["start_step"] for p in (tmp_path / "_logs").glob("attempt-*.json"))
+    assert starts[0] == 0 and starts[-1] > 0  # the worker group started again from a checkpoint
 
 
 def test_killed_job_resumes_when_run_again_despite_a_torn_metrics_line(ray_cluster, data, reference, tmp_path):
