@@ -740,6 +740,18 @@ def test_an_empty_or_torn_manifest_is_unfinished_work(tiny, tmp_path, torn):
     assert (copy / "select" / "subset.parquet").read_bytes() == (run / "select" / "subset.parquet").read_bytes()
 
 
+def test_a_manifest_that_cannot_be_read_is_an_error_never_a_missing_one(tiny, tmp_path):
+    """A storage error reading a manifest (here: the path is a folder, as a permission error or a 5xx
+    would be an OSError) stops the run: taking it for a missing manifest would clear a finished stage."""
+    cfg, run, _ = tiny
+    copy = _copy(run, tmp_path)
+    (copy / "select" / "manifest.json").unlink()
+    (copy / "select" / "manifest.json").mkdir()
+    with pytest.raises(OSError):
+        run_pipeline(cfg, copy, only=["select"])
+    assert (copy / "select" / "subset.parquet").read_bytes() == (run / "select" / "subset.parquet").read_bytes()
+
+
 def test_a_folder_the_run_did_not_write_is_never_deleted(tiny, tmp_path):
     cfg, run, _ = tiny
     copy = _copy(run, tmp_path)
