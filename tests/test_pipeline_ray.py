@@ -670,8 +670,8 @@ def test_a_budget_that_rounds_to_nothing_stops_right_after_prepare(tiny, tmp_pat
     copy = _copy(run, tmp_path)
     for stage in ("warmstart", "embed", "select", "train", "evaluate"):
         shutil.rmtree(copy / stage)
-    tiny_fraction = dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, fraction=0.001))
-    with pytest.raises(ValueError, match=r"select.fraction=0.001 of \d+ sequences selects nothing"):
+    tiny_fraction = dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, fraction=0.0001))
+    with pytest.raises(ValueError, match=r"select.fraction=0.0001 of \d+ sequences selects nothing"):
         run_pipeline(tiny_fraction, copy)
     assert (copy / "prepare" / "_SUCCESS").exists()
     assert not (copy / "warmstart").exists()  # found before the warm start and the embedding pass were paid for
@@ -741,13 +741,13 @@ def test_an_empty_or_torn_manifest_is_unfinished_work(tiny, tmp_path, torn):
 
 
 def test_a_manifest_that_cannot_be_read_is_an_error_never_a_missing_one(tiny, tmp_path):
-    """A storage error reading a manifest (here: the path is a folder, as a permission error or a 5xx
-    would be an OSError) stops the run: taking it for a missing manifest would clear a finished stage."""
+    """A storage error reading a manifest (here: the path is a folder; a permission error or a 5xx reads
+    the same) stops the run, naming the file: taking it for a missing manifest would clear a finished stage."""
     cfg, run, _ = tiny
     copy = _copy(run, tmp_path)
     (copy / "select" / "manifest.json").unlink()
     (copy / "select" / "manifest.json").mkdir()
-    with pytest.raises(OSError):
+    with pytest.raises(ValueError, match=r"manifest.json: cannot be read \(.*is a directory"):
         run_pipeline(cfg, copy, only=["select"])
     assert (copy / "select" / "subset.parquet").read_bytes() == (run / "select" / "subset.parquet").read_bytes()
 
