@@ -21,10 +21,8 @@ run them): the device paths, not their speed.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import platform
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.common import machine_info, markdown_table, write_result
 from dataio.tasks import load_task
 from training.device import device_name
 from training.embed import embed_batch
@@ -213,30 +212,23 @@ def _device_label(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})"
 
 
-def write_results(results: dict, out: Path) -> tuple[Path, Path]:
-    """results as JSON and a short Markdown table, named by date and machine, in `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"{results['date'][:10]}-{results['machine']}-{results['form']}"
+def write_results(results: dict, out: Path) -> dict:
+    """results as JSON and a short Markdown table, named by date, machine and form, in `out`
+    (through bench.common.write_result, the writer every benchmark shares)."""
     train, knn = results["training"], results.get("knn") or {}
     rows = [
-        ("device", train["device"]),
-        (f"train tokens/s ({train['model']}, batch {train['batch']})", f"{train['train_tokens_per_s']:,.0f}"),
-        ("MFU (total FLOPs / total time)", "n/a (no GPU)" if train["mfu"] is None else f"{train['mfu']:.1%}"),
-        ("embed sequences/s", f"{train['embed_sequences_per_s']:,.0f}"),
-        (f"kNN graph, torch exact (n = {knn.get('n', 0):,})", f"{knn['torch_s']:.2f} s" if knn else "not run"),
-        (
+        ["device", train["device"]],
+        [f"train tokens/s ({train['model']}, batch {train['batch']})", f"{train['train_tokens_per_s']:,.0f}"],
+        ["MFU (total FLOPs / total time)", "n/a (no GPU)" if train["mfu"] is None else f"{train['mfu']:.1%}"],
+        ["embed sequences/s", f"{train['embed_sequences_per_s']:,.0f}"],
+        [f"kNN graph, torch exact (n = {knn.get('n', 0):,})", f"{knn['torch_s']:.2f} s" if knn else "not run"],
+        [
             "kNN graph, torch bf16 re-ranked",
             f"{knn['torch_bf16_s']:.2f} s, recall {knn['torch_bf16_recall']:.4f}" if knn else "not run",
-        ),
+        ],
     ]
-    table = "\n".join(
-        [f"# bench.gpu, {results['date']} on {results['machine']}", "", "| measure | value |", "|---|---|"]
-        + [f"| {name} | {value} |" for name, value in rows]
-    )
-    json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
-    json_path.write_text(json.dumps(results, indent=2) + "\n")
-    md_path.write_text(table + "\n")
-    return json_path, md_path
+    stem = f"{results['date'][:10]}-{results['machine']}-{results['form']}"
+    return write_result("gpu", results, markdown_table(["measure", "value"], rows), out=out, stem=stem)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -257,16 +249,13 @@ def main(argv: list[str] | None = None) -> dict:
     model, batch = args.model or form["model"], args.batch or form["batch"]
     knn = form["knn"] if args.knn is None else args.knn
     results = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": socket.gethostname(),
+        **machine_info(),
         "form": args.device,
-        "torch": torch.__version__,
         "training": measure(model, steps=args.steps, batch=batch, device=device, embed_batches=args.embed_batches),
         "knn": knn_graph_seconds(knn, device=device) if knn else None,
         "device_paths": device_paths(device) if args.paths else None,
     }
-    for paths in write_results(results, args.out):
-        print(f"wrote {paths}")
+    results = write_results(results, args.out)
     print(json.dumps(results, indent=2))
     return results
 

@@ -26,6 +26,7 @@ import faiss
 import numpy as np
 import torch
 
+from bench.common import markdown_table, write_result
 from dataio.rundir import embedding_table, read_embeddings, write_parquet
 from selection.facility_location import FacilityLocation
 from selection.greedy import lazy_greedy
@@ -133,7 +134,7 @@ def hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
-def project(partition: list[tuple[int, float]], shard_s: float, merge: list[dict], embed_per_s: float) -> None:
+def project(partition: list[tuple[int, float]], shard_s: float, merge: list[dict], embed_per_s: float) -> dict:
     a, b = fit([s for s, _ in partition], [t for _, t in partition])
     ns = [r["n"] for r in merge]
     search_a, search_b = fit(ns, [r["search_s"] for r in merge])
@@ -147,12 +148,10 @@ def project(partition: list[tuple[int, float]], shard_s: float, merge: list[dict
         f"{search_a:.2e} * n^{search_b:.2f} (n/2 candidates); candidate index {index_a:.2e} * C^{index_b:.2f}; "
         f"merge greedy {greedy_a:.2e} * n^{greedy_b:.2f}"
     )
-    print(
-        f"\n## Projection: {n / 1e6:.1f}M sequences, d={PAPER_D}, {partitions} partitions of {PAPER_PARTITION}, "
+    title = (
+        f"## Projection: {n / 1e6:.1f}M sequences, d={PAPER_D}, {partitions} partitions of {PAPER_PARTITION}, "
         f"25% budget, {CORES_PER_NODE} cores a node"
     )
-    print("| stage | core-hours | 1 node | 8 nodes | 64 nodes |")
-    print("|---|---|---|---|---|")
     costs = {
         "embed (bert-base forward, CPU)": n / embed_per_s,
         "partition + scatter": n / SHARD * shard_s,
@@ -163,14 +162,49 @@ def project(partition: list[tuple[int, float]], shard_s: float, merge: list[dict
         "greedi `all_points` merge: candidate index + greedy (one task each)": index_a * candidates**index_b
         + greedy_a * n**greedy_b
     }
-    for name, core_s in costs.items():
-        print(
-            f"| {name} | {core_s / 3600:.1f} | "
-            + " | ".join(hours(core_s / (CORES_PER_NODE * k)) for k in (1, 8, 64))
-            + " |"
-        )
-    for name, secs in serial.items():
-        print(f"| {name} | {secs / 3600:.1f} | " + " | ".join(hours(secs) for _ in range(3)) + " |")
+    rows = [
+        [name, f"{core_s / 3600:,.1f}", *(hours(core_s / (CORES_PER_NODE * k)) for k in (1, 8, 64))]
+        for name, core_s in costs.items()
+    ] + [[name, f"{secs / 3600:,.1f}", *(hours(secs) for _ in range(3))] for name, secs in serial.items()]
+    laws = {
+        "partition_task": [a, b],
+        "merge_search": [search_a, search_b],
+        "candidate_index": [index_a, index_b],
+        "merge_greedy": [greedy_a, greedy_b],
+    }
+    measured = (
+        "Measured, one core: partition task "
+        + " / ".join(f"{t:.1f} s" for _, t in partition)
+        + " at "
+        + " / ".join(f"{size:,}" for size, _ in partition)
+        + f" points (fit size^{b:.2f}); embedding-shard pass {shard_s:.1f} s per {SHARD:,} rows; merge search "
+        + " / ".join(f"{r['search_s']:.1f} s" for r in merge)
+        + " at "
+        + " / ".join(f"{r['n']:,}" for r in merge)
+        + f" points (fit n^{search_b:.2f}); candidate index C^{index_b:.2f}; merge greedy n^{greedy_b:.2f}; "
+        f"bert-base embedding {embed_per_s:.1f} sequences/s."
+    )
+    table = (
+        title
+        + "\n\n"
+        + measured
+        + "\n\n"
+        + markdown_table(["stage", "core-hours", "1 node", "8 nodes", "64 nodes"], rows)
+    )
+    print("\n" + table, flush=True)
+    return {
+        "paper_sequences": n,
+        "d": PAPER_D,
+        "partition_size": PAPER_PARTITION,
+        "cores_per_node": CORES_PER_NODE,
+        "partition_costs": [{"size": size, "seconds": t} for size, t in partition],
+        "shard_pass_s": shard_s,
+        "merge_costs": merge,
+        "embed_sequences_per_s": embed_per_s,
+        "growth_laws": laws,
+        "core_hours": {name: secs / 3600 for name, secs in {**costs, **serial}.items()},
+        "table": table,
+    }
 
 
 def main() -> None:
@@ -179,7 +213,9 @@ def main() -> None:
     args = parser.parse_args()
     faiss.omp_set_num_threads(1)
     torch.set_num_threads(1)
-    project(partition_costs(args.knn_k), shard_pass_seconds(), merge_costs(args.knn_k), embed_rate())
+    result = project(partition_costs(args.knn_k), shard_pass_seconds(), merge_costs(args.knn_k), embed_rate())
+    table = result.pop("table")
+    write_result("project", {"knn_k": args.knn_k, **result}, table)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import pyarrow as pa
 import ray
 
 from actors.monitor import PeakRss
+from bench.common import markdown_table, write_result
 from dataio.contracts import PrepareOutputs, shard_name
 from dataio.rundir import RunDir, embedding_table, write_parquet
 from jobs.config import PipelineConfig, SelectConfig
@@ -113,10 +114,33 @@ def scale_run(n: int, partitions: int, strategy: str, merge_objective: str, merg
         "total_s": total,
         "peak_gb": mem.peak / 2**30,
         **phases,
+        "partitions": partitions,
+        "phases": list(phases),
         "partition_task_s": per_partition,
         "candidates": summary.get("greedi_candidates"),
         "rounds": summary.get("greedi_rounds"),
     }
+
+
+def table(results: list[dict]) -> str:
+    """One row per run: the select stage's seconds by phase and the peak memory above idle Ray."""
+    return "25% of n synthetic 384-d embeddings through the Ray select stage (2 Ray CPUs).\n\n" + markdown_table(
+        ["n", "strategy", "partitions", "total s", "partition s", "kNN + greedy s", "merge s", "rest s", "peak GB"],
+        [
+            [
+                f"{r['n']:,}",
+                r["strategy"],
+                r["partitions"],
+                f"{r['total_s']:.1f}",
+                f"{r['partition']:.1f}",
+                f"{r['greedy']:.1f}",
+                f"{r.get('merge', 0.0):.1f}",
+                f"{r['total_s'] - sum(r.get(k, 0.0) for k in r['phases']):.1f}",
+                f"{r['peak_gb']:.2f}",
+            ]
+            for r in results
+        ],
+    )
 
 
 if __name__ == "__main__":
@@ -144,3 +168,4 @@ if __name__ == "__main__":
             f"peak={r['peak_gb']:.2f}GB partition={r['partition']:.1f}s greedy={r['greedy']:.1f}s "
             f"merge={r.get('merge', 0.0):.1f}s candidates={r['candidates']} rounds={r['rounds']}"
         )
+    write_result("scale", {"runs": results}, table(results), form=f"{results[-1]['strategy'].split('/')[0]}")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import clustered_embeddings, measure
+from bench.common import clustered_embeddings, markdown_table, measure, write_result
 from dataio.rundir import read_embeddings, shard_files
 from selection.facility_location import FacilityLocation
 from selection.greedy import lazy_greedy
@@ -54,7 +54,6 @@ def compare_optimizers(
         "ours_f": objective.evaluate(ours),
     }
     import submodlib
-    from apricot import FacilityLocationSelection
 
     def run_submodlib(mode: str):
         kwargs = (
@@ -71,6 +70,11 @@ def compare_optimizers(
         row.update(
             {f"submodlib_{mode}_s": secs, f"submodlib_{mode}_mb": mb, f"submodlib_{mode}_f": objective.evaluate(chosen)}
         )
+    try:
+        from apricot import FacilityLocationSelection
+    except ImportError:  # the `bench` extra brings it; without it the row says so
+        row["apricot"] = "not installed"
+        return row
     # apricot reads a precomputed similarity as X[candidate, point]: hand it the transpose.
     chosen, secs, mb = measure(
         lambda: FacilityLocationSelection(budget, metric="precomputed", optimizer="lazy").fit(sym.T.tocsr()).ranking,
@@ -80,28 +84,47 @@ def compare_optimizers(
     return row
 
 
-def print_comparison(rows: list[dict]) -> None:
-    print("\n## Greedy facility location on one kNN graph (seconds are medians; memory is peak extra RSS)")
-    print(
-        "| n | k | budget | graph s | ours s | submodlib sparse s (x) | submodlib dense s (x) | apricot s (x) "
-        "| f ours/submodlib | f ours/apricot |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
+def comparison_table(rows: list[dict]) -> str:
+    """Greedy facility location on one kNN graph (seconds are medians; memory is peak extra RSS)."""
 
-        def cell(name: str) -> str:
-            s = r.get(f"{name}_s")
-            return "-" if s is None else f"{s:.2f} ({s / r['ours_s']:.0f}x)"
+    def cell(r: dict, name: str) -> str:
+        s = r.get(f"{name}_s")
+        return "-" if s is None else f"{s:.2f} ({s / r['ours_s']:.0f}x)"
 
-        def ratio(name: str) -> str:
-            return "-" if f"{name}_f" not in r else f"{r['ours_f'] / r[f'{name}_f']:.5f}"
+    def ratio(r: dict, name: str) -> str:
+        return "-" if f"{name}_f" not in r else f"{r['ours_f'] / r[f'{name}_f']:.5f}"
 
-        print(
-            f"| {r['n']} | {r['k']} | {r['budget']} | {r['graph_s']:.2f} | {r['ours_s']:.4f} "
-            f"| {cell('submodlib_sparse')} | "
-            f"{cell('submodlib_dense')} | {cell('apricot')} | {ratio('submodlib_sparse')} | "
-            f"{ratio('apricot')} |"
-        )
+    header = [
+        "n",
+        "k",
+        "budget",
+        "graph s",
+        "ours s",
+        "submodlib sparse s (x)",
+        "submodlib dense s (x)",
+        "apricot s (x)",
+        "f ours/submodlib",
+        "f ours/apricot",
+    ]
+    cells = [
+        [
+            r["n"],
+            r["k"],
+            r["budget"],
+            f"{r['graph_s']:.2f}",
+            f"{r['ours_s']:.4f}",
+            cell(r, "submodlib_sparse"),
+            cell(r, "submodlib_dense"),
+            cell(r, "apricot"),
+            ratio(r, "submodlib_sparse"),
+            ratio(r, "apricot"),
+        ]
+        for r in rows
+    ]
+    table = "## Greedy facility location on one kNN graph (medians; x = baseline s / ours s)\n\n"
+    table += markdown_table(header, cells)
+    print("\n" + table, flush=True)
+    return table
 
 
 def local_solution(
@@ -140,16 +163,28 @@ def merged_solution(
     return candidates[order]
 
 
-def knn_methods(n: int, k: int) -> None:
+def knn_methods(n: int, k: int) -> tuple[list[dict], str]:
     x = clustered_embeddings(n, seed=3)
-    exact, exact_s, exact_mb = measure(lambda: knn_graph(x, k), repeats=1)
-    print(f"\n## kNN graph build at n={n}, d={x.shape[1]}, k={k} (2 threads; recall on 1000 sampled rows)")
-    print("| method | seconds | x exact | recall | peak MB |")
-    print("|---|---|---|---|---|")
-    print(f"| exact (FAISS flat) | {exact_s:.2f} | 1.00 | 1.000 | {exact_mb:.0f} |")
+    _, exact_s, exact_mb = measure(lambda: knn_graph(x, k), repeats=1)
+    rows = [{"method": "exact (FAISS flat)", "seconds": exact_s, "recall": 1.0, "peak_mb": exact_mb}]
     for method in ("torch", "ivf", "hnsw"):
         graph, secs, mb = measure(lambda: knn_graph(x, k, KnnParams(method=method, device="cpu")), repeats=1)
-        print(f"| {method} | {secs:.2f} | {exact_s / secs:.2f} | {knn_recall(x, graph, k):.3f} | {mb:.0f} |")
+        rows.append({"method": method, "seconds": secs, "recall": knn_recall(x, graph, k), "peak_mb": mb})
+    table = f"## kNN graph build at n={n}, d={x.shape[1]}, k={k} (recall on 1000 sampled rows)\n\n" + markdown_table(
+        ["method", "seconds", "x exact", "recall", "peak MB"],
+        [
+            [
+                r["method"],
+                f"{r['seconds']:.2f}",
+                f"{exact_s / r['seconds']:.2f}",
+                f"{r['recall']:.3f}",
+                f"{r['peak_mb']:.0f}",
+            ]
+            for r in rows
+        ],
+    )
+    print("\n" + table, flush=True)
+    return rows, table
 
 
 def dense_objective(x: np.ndarray, subset: np.ndarray, rows: np.ndarray) -> float:
@@ -165,7 +200,7 @@ def dense_objective(x: np.ndarray, subset: np.ndarray, rows: np.ndarray) -> floa
 
 def distributed_quality(
     n: int, k: int, fraction: float, partitions: list[int], sample: int = 20_000, x: np.ndarray | None = None
-) -> list[dict]:
+) -> tuple[dict, str]:
     x = clustered_embeddings(n, seed=7) if x is None else x
     budget = round(fraction * n)
     rows_sample = np.random.default_rng(1).choice(n, size=min(sample, n), replace=False)
@@ -223,18 +258,21 @@ def distributed_quality(
         order,
         approx_s + greedy_s,
     )
-    print(f"\n## Distributed selection at n={n}, k={k}, budget {budget}: share of central greedy's advantage kept")
-    print(
+    table = (
+        f"## Distributed selection at n={n}, k={k}, budget {budget}: share of central greedy's advantage kept\n\n"
         f"advantage kept = (f(S) - f(random)) / (f(central greedy) - f(random)). Main column: f with the dense "
         f"cosine kernel over all n points, estimated on a fixed sample of {len(rows_sample)} points; "
         f"second column: f on the exact k={k} graph that central greedy optimises. "
-        f"A random subset reaches {base['dense'] / top['dense']:.4f} of central greedy's dense f."
+        f"A random subset reaches {base['dense'] / top['dense']:.4f} of central greedy's dense f.\n\n"
+    ) + markdown_table(
+        ["design", "advantage kept (dense f)", "advantage kept (kNN f)", "f / f(central)", "seconds"],
+        [
+            [r["design"], f"{r['kept']:.3f}", f"{r['kept_knn']:.3f}", f"{r['ratio']:.4f}", f"{r['seconds']:.1f}"]
+            for r in rows
+        ],
     )
-    print("| design | advantage kept (dense f) | advantage kept (kNN f) | f / f(central) | seconds |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['design']} | {r['kept']:.3f} | {r['kept_knn']:.3f} | {r['ratio']:.4f} | {r['seconds']:.1f} |")
-    return rows
+    print("\n" + table, flush=True)
+    return {"n": n, "k": k, "budget": budget, "random_dense_ratio": base["dense"] / top["dense"], "rows": rows}, table
 
 
 def real_embeddings(folder: Path) -> None:
@@ -242,8 +280,10 @@ def real_embeddings(folder: Path) -> None:
     _, emb = read_embeddings(shard_files(folder))
     x = normalize_embeddings(emb)
     print(f"real embeddings from {folder}: n={len(x)}, d={x.shape[1]}")
-    print_comparison([compare_optimizers(len(x), 10, 0.25, with_submodlib=True, slow_repeats=3, x=x)])
-    distributed_quality(len(x), 20, 0.25, [4, 8], x=x)
+    rows = [compare_optimizers(len(x), 10, 0.25, with_submodlib=True, slow_repeats=3, x=x)]
+    quality, quality_md = distributed_quality(len(x), 20, 0.25, [4, 8], x=x)
+    payload = {"embeddings": str(folder), "n": len(x), "d": int(x.shape[1]), "optimizers": rows, "quality": quality}
+    write_result("selection", payload, comparison_table(rows) + "\n\n" + quality_md, form="embeddings")
 
 
 def main() -> None:
@@ -262,7 +302,8 @@ def main() -> None:
         real_embeddings(Path(args.embeddings))
         return
     if args.merge_quality:
-        distributed_quality(100_000, 20, 0.25, args.merge_quality)
+        quality, table = distributed_quality(100_000, 20, 0.25, args.merge_quality)
+        write_result("selection", {"quality": quality}, table, form="merge-quality")
         return
     grid = (
         [(10_000, 10, 0.10)]
@@ -272,14 +313,24 @@ def main() -> None:
     rows = [
         compare_optimizers(n, k, f, with_submodlib=n <= 10_000, slow_repeats=1 if args.quick else 3) for n, k, f in grid
     ]
-    print_comparison(rows)
-    knn_methods(20_000 if args.quick else 100_000, 20)
-    quality = distributed_quality(100_000, 20, 0.25, [8] if args.quick else [4, 8, 16])
+    tables = [comparison_table(rows)]
+    knn_rows, knn_md = knn_methods(20_000 if args.quick else 100_000, 20)
+    quality, quality_md = distributed_quality(100_000, 20, 0.25, [8] if args.quick else [4, 8, 16])
     first = rows[0]
-    default = next(r for r in quality if r["design"].startswith("cluster shards P=8, no merge"))
-    print(
-        f"\nspeedup_vs_submodlib={first['submodlib_sparse_s'] / first['ours_s']:.0f} "
-        f"objective_ratio={first['ours_f'] / first['submodlib_sparse_f']:.5f} advantage_kept={default['kept']:.3f}"
+    default = next(r for r in quality["rows"] if r["design"].startswith("cluster shards P=8, no merge"))
+    summary = {
+        "speedup_vs_submodlib": first["submodlib_sparse_s"] / first["ours_s"],
+        "objective_ratio": first["ours_f"] / first["submodlib_sparse_f"],
+        "advantage_kept": default["kept"],
+    }
+    line = " ".join(f"{k}={v:.5f}" if k == "objective_ratio" else f"{k}={v:.3f}" for k, v in summary.items())
+    print(f"\n{line}")
+    payload = {"summary": summary, "optimizers": rows, "knn": knn_rows, "quality": quality}
+    write_result(
+        "selection",
+        payload,
+        "\n\n".join([f"Summary: `{line}`", *tables, knn_md, quality_md]),
+        form="quick" if args.quick else "full",
     )
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.common import markdown_table, write_result
 from dataio.contracts import PrepareOutputs, shard_name
 from training.loop import WINDOW_ROWS
 
@@ -118,6 +119,7 @@ def main() -> None:
         )
         return
     print(f"window: {args.window_rows} rows per worker (new path)")
+    results = []
     print(f"{'pool':>9} {'subset':>7} {'path':>4} {'peak RSS MB':>12} {'build s':>8} {'1st step s':>10} {'step s':>7}")
     for n in args.pools:
         with tempfile.TemporaryDirectory() as tmp:
@@ -145,11 +147,30 @@ def main() -> None:
                         text=True,
                     ).stdout
                     r = json.loads(out.strip().splitlines()[-1])
+                    results.append({"pool": n, "subset": subset, "path": path, **r})
                     print(
                         f"{n:>9} {subset:>7} {path:>4} {r['peak_rss_mb']:>12.0f} {r['build_s']:>8.1f} "
                         f"{r['first_step_s']:>10.2f} {r['step_s']:>7.2f}",
                         flush=True,
                     )
+    names = {"new": "rows per window", "old": "whole pool in memory"}
+    rows = [
+        [
+            f"{r['pool']:,}",
+            r["subset"],
+            names[r["path"]],
+            f"{r['peak_rss_mb']:,.0f}",
+            f"{r['build_s']:.1f}",
+            f"{r['first_step_s']:.2f}",
+            f"{r['step_s']:.2f}",
+        ]
+        for r in results
+    ]
+    table = (
+        f"Rank 0 of 2, tiny BERT, {SEQ_LEN}-token synthetic sequences, {args.steps} steps; peak RSS of the whole "
+        f"worker process; window {args.window_rows:,} rows.\n\n"
+    ) + markdown_table(["pool", "subset", "path", "peak RSS MB", "build s", "1st step s", "step s"], rows)
+    write_result("train_memory", {"window_rows": args.window_rows, "steps": args.steps, "runs": results}, table)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import torch
 
 from actors.prepare import write_local_sequences
 from actors.trainer import build_trainer, launch_args, launch_training
+from bench.common import markdown_table, write_result
 from dataio.contracts import TrainOutputs
 from dataio.corpus import BUILTIN_WIKI, read_documents
 from jobs.config import load_config
@@ -74,10 +75,29 @@ def main() -> None:
         ray.shutdown()
         after = plain_loop(root, cfg, args.steps)
     plain_tps = float(np.mean([before, after]))
+    overhead = 1 - ray_tps / plain_tps
     print(
         f"plain loop: {before:.0f} and {after:.0f} tokens/s; Ray Train (1 worker, {cfg.train.cpus_per_worker} CPUs): "
-        f"{ray_tps:.0f} tokens/s; Ray overhead {100 * (1 - ray_tps / plain_tps):.1f}% of the plain mean"
+        f"{ray_tps:.0f} tokens/s; Ray overhead {100 * overhead:.1f}% of the plain mean"
     )
+    payload = {
+        "config": args.config,
+        "steps": args.steps,
+        "warmup_steps": WARMUP,
+        "plain_before_tokens_per_s": before,
+        "plain_after_tokens_per_s": after,
+        "ray_tokens_per_s": ray_tps,
+        "ray_cpus_per_worker": cfg.train.cpus_per_worker,
+        "ray_overhead": overhead,
+    }
+    rows = [
+        ["plain loop, before the Ray run", f"{before:,.0f}"],
+        ["plain loop, after the Ray run", f"{after:,.0f}"],
+        [f"Ray Train loop (1 worker, {cfg.train.cpus_per_worker} CPUs)", f"{ray_tps:,.0f}"],
+        ["Ray overhead (1 - Ray / plain mean)", f"{100 * overhead:.1f}%"],
+    ]
+    table = f"{args.steps} steps, tokens/s after {WARMUP} warm-up steps.\n\n"
+    write_result("training", payload, table + markdown_table(["loop", "tokens/s"], rows))
 
 
 if __name__ == "__main__":

@@ -472,3 +472,17 @@ def test_gpu_knn_benchmark_runs_on_cpu_without_faiss_gpu():
     result = knn_graph_seconds(500, device=torch.device("cpu"), d=16, k=5)
     assert result["torch_s"] > 0 and result["n"] == 500
     assert result["faiss_gpu"] in ("faiss not installed", "this faiss has no GPU support")
+
+
+def test_bench_results_are_written_with_date_machine_and_versions(tmp_path):
+    """bench.common.write_result: the one writer every benchmark uses (JSON plus a Markdown table)."""
+    import json
+
+    from bench.common import markdown_table, write_result
+
+    record = write_result("demo", {"speedup": 2.5}, markdown_table(["a", "b"], [[1, 2]]), form="quick", out=tmp_path)
+    written = json.loads((tmp_path / "demo-quick.json").read_text())
+    assert written == record and written["speedup"] == 2.5 and written["form"] == "quick"
+    assert all(written[k] for k in ("date", "machine", "cpu", "cores", "python", "numpy"))
+    table = (tmp_path / "demo-quick.md").read_text()
+    assert written["date"] in table and written["machine"] in table and "| a | b |" in table and "| 1 | 2 |" in table
