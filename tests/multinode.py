@@ -130,18 +130,6 @@ class Cluster:
                 )
             time.sleep(2)
 
-    def dead_nodes(self) -> set[str]:
-        """The ids of the nodes the cluster has seen die."""
-        probe = (
-            "import ray; ray.init(log_to_driver=False); print(*[n['NodeID'] for n in ray.nodes() if not n['Alive']])"
-        )
-        answer = subprocess.run(
-            [sys.executable, "-c", probe], capture_output=True, text=True, env=self.env, timeout=120, cwd=ROOT
-        )
-        if answer.returncode:
-            raise RuntimeError(f"could not list the cluster's nodes: {answer.stderr[-500:]}")
-        return set((answer.stdout.strip().splitlines() or [""])[-1].split())
-
     def driver(self, *args: str, **kw) -> subprocess.Popen:
         return subprocess.Popen(
             [sys.executable, *args],
