@@ -375,7 +375,9 @@ class PipelineConfig:
                 "set embed.sequence_loss: true"
             )
         if self.warmstart.reselect is not None:
-            raise ValueError("warmstart.reselect: the warm start trains on every sequence; re-selection is train.reselect")
+            raise ValueError(
+                "warmstart.reselect: the warm start trains on every sequence; re-selection is train.reselect"
+            )
         if self.warmstart.init_optimizer and not self.model.init_from:
             raise ValueError("warmstart.init_optimizer needs model.init_from (a model folder with optimizer.pt)")
 

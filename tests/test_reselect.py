@@ -63,7 +63,9 @@ def outputs(run: Path) -> dict[str, bytes]:
     switch records, the losses and the final weights."""
     folder = run / "train"
     files = {p.name: p.read_bytes() for p in (folder / "reselect").glob("*") if p.is_file()}
-    files["losses"] = json.dumps([json.loads(x)["loss"] for x in (folder / "metrics.jsonl").read_text().splitlines()]).encode()
+    files["losses"] = json.dumps(
+        [json.loads(x)["loss"] for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    ).encode()
     files["model.safetensors"] = (folder / "model" / "model.safetensors").read_bytes()
     return files
 
@@ -97,9 +99,7 @@ with Lease(sys.argv[2], ttl_s=2, renew_s=0.5) as lease:  # expires soon after a 
 """
 
 
-def test_a_driver_killed_during_reselection_resumes_to_the_same_bytes(
-    ray_cluster, selected, reference, tmp_path
-):
+def test_a_driver_killed_during_reselection_resumes_to_the_same_bytes(ray_cluster, selected, reference, tmp_path):
     config, run = selected
     copy = copy_of(run, tmp_path / "run")
     env = {**os.environ, "PYTHONPATH": ".", "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}

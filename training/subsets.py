@@ -80,7 +80,11 @@ class SubsetSchedule:
         first = self.draw_start(self.draw_index(step))
         start = first + (step - first) // length * length
         # Ends at the next scheduled redraw (a re-selected draw may start later than scheduled, never earlier).
-        end = start + length if not self.redraw_every else min(start + length, (step // self.redraw_every + 1) * self.redraw_every)
+        end = (
+            start + length
+            if not self.redraw_every
+            else min(start + length, (step // self.redraw_every + 1) * self.redraw_every)
+        )
         return range(start, end)
 
 

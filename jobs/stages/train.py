@@ -118,7 +118,9 @@ class Train(TrainingStage):
     def verify(self, ctx: Context, out: str, summary: dict) -> None:
         super().verify(ctx, out, summary)
         plan = ctx.cfg.train.reselect_plan()
-        waited = plan is not None and ctx.cfg.train.reselect.when_late == "wait"  # `continue` may end before a draw lands
+        waited = (
+            plan is not None and ctx.cfg.train.reselect.when_late == "wait"
+        )  # `continue` may end before a draw lands
         for k in plan.draws if waited else ():
             if not (exists(draw_uri(out, k)) and exists(switch_uri(out, k))):
                 raise ValueError(f"{draw_uri(out, k)} or {switch_uri(out, k)} is missing: draw {k} was not trained on")
