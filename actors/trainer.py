@@ -32,6 +32,7 @@ from dataio.rundir import write_shard_log
 from dataio.sequences import ParquetRows
 from training.loop import WINDOW_ROWS, LMTrainer, TrainConfig, load_state, save_state
 from training.model import ModelConfig, Objective, build_model
+from training.reselect import snapshot_uri
 from training.selection_io import subset_schedule
 from training.tokenizer import load_tokenizer
 
@@ -143,7 +144,14 @@ def build_trainer(
         torch.set_num_threads(cfg.cpus_per_worker)
     tok = load_tokenizer(str(U.local_dir(args["tokenizer"])), kind=model_cfg.kind)
     pool = ParquetRows(args["sequences"])
-    schedule = subset_schedule(cfg, pool.ids, fraction=args.get("fraction", 1.0), select_dir=args.get("select_dir"))
+    schedule = subset_schedule(
+        cfg,
+        pool.ids,
+        fraction=args.get("fraction", 1.0),
+        select_dir=args.get("select_dir"),
+        out_dir=args["out_dir"],
+        rank=rank,
+    )
     init_from = args.get("init_from") or model_cfg.init_from
     if init_from:  # a folder is fetched to this node (once per process); a hub name is left to transformers
         model_cfg = dataclasses.replace(
@@ -191,6 +199,15 @@ def _save_model(
         U.upload_dir(tmp, target)
 
 
+def save_snapshot(trainer: LMTrainer, tok: PreTrainedTokenizerBase, out_dir: str, done: int) -> None:
+    """After `done` steps, the model a re-selection waits for (train.reselect), by rank 0 and before the
+    checkpoint that vouches for the step; one already whole (a resumed run's) is not written again."""
+    plan = trainer.cfg.reselect_plan()
+    k = plan.snapshot_due(done) if plan else None
+    if k is not None and trainer.rank == 0 and not U.folder_complete(snapshot_uri(out_dir, k)):
+        _save_model(trainer.model, tok, snapshot_uri(out_dir, k))
+
+
 def train_worker(args: dict) -> None:
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
@@ -214,12 +231,14 @@ def train_worker(args: dict) -> None:
         node = ray.get_runtime_context().get_node_id()
         write_shard_log(U.join(args["out_dir"], f"attempt-from-step{start:06d}"), {"start_step": start, "node": node})
 
+    save_snapshot(trainer, tok, args["out_dir"], start)  # a lead of R: draw 1's snapshot is the initial model
     for step in range(start, cfg.steps):
         metrics = trainer.train_step(step)
         if log:
             log.append(metrics)
             _progress(metrics, name=U.name(args["out_dir"]), steps=cfg.steps)
         done = step + 1
+        save_snapshot(trainer, tok, args["out_dir"], done)
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:  # so the last step always publishes
             with tempfile.TemporaryDirectory() as tmp:
                 if log:
@@ -237,6 +256,8 @@ def train_in_task(args: dict, *, snapshots: tuple[int, ...] = ()) -> dict:
     checkpoints: an interrupted arm reruns whole. `snapshots` are steps whose model is also saved
     (out_dir/model-step<N>), for held-out curves. On CUDA only if the task was given a GPU. Returns
     the loop's seconds, final loss and steps."""
+    if args["train"].get("reselect"):  # its draws come from the train stage's re-selection (jobs/reselect.py)
+        raise ValueError("train_in_task runs no re-selection: train.reselect needs the train stage")
     device = granted_device()
     trainer, tok = build_trainer(args, rank=0, world=1, device=device)
     out, steps = args["out_dir"], trainer.cfg.steps

@@ -374,6 +374,10 @@ class PipelineConfig:
                 "select.strategy, select.also or train.subset uses perplexity, which ranks sequences by their loss: "
                 "set embed.sequence_loss: true"
             )
+        if self.warmstart.reselect is not None:
+            raise ValueError(
+                "warmstart.reselect: the warm start trains on every sequence; re-selection is train.reselect"
+            )
         if self.warmstart.init_optimizer and not self.model.init_from:
             raise ValueError("warmstart.init_optimizer needs model.init_from (a model folder with optimizer.pt)")
 
@@ -447,7 +451,10 @@ def resolve_paths(cfg: PipelineConfig, base: Path) -> PipelineConfig:
     evaluate = dataclasses.replace(
         cfg.evaluate, external=[local_path(p, base) for p in cfg.evaluate.external], downstream=downstream
     )
-    train = dataclasses.replace(cfg.train, subset_file=local_path(cfg.train.subset_file, base))
+    reselect = cfg.train.reselect
+    if reselect is not None and reselect.space not in ("model", *RUN_SPACES):
+        reselect = dataclasses.replace(reselect, space=local_path(reselect.space, base))
+    train = dataclasses.replace(cfg.train, subset_file=local_path(cfg.train.subset_file, base), reselect=reselect)
     select = dataclasses.replace(cfg.select, target=local_path(cfg.select.target, base))
     return dataclasses.replace(
         cfg, model=model, corpus=corpus, prepare=prepare, embed=embed, select=select, train=train, evaluate=evaluate

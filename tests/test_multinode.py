@@ -167,3 +167,22 @@ def test_a_node_lost_mid_embed_and_mid_train(cluster, s3, tmp_path):
     assert len(embedded) == len(np.unique(embedded)) and np.array_equal(np.sort(embedded), np.sort(sequences))
     steps = [json.loads(line)["step"] for line in files["train/metrics.jsonl"].decode().splitlines()]
     assert steps == list(range(1, 9))
+
+
+def test_reselection_runs_on_the_worker_nodes(cluster, s3, tmp_path):
+    """train.reselect with the run directory on S3: the head runs nothing and each worker node has one
+    CPU, so the trainer and the re-selection's Embedder run on different nodes, sharing no disk; every
+    snapshot becomes its draw there, through the bucket, and the trainer switches to each on schedule."""
+    cfg = config(tmp_path, kind="bert", corpus=put_corpus(s3, 160), train_steps=6)
+    cfg.write_text(cfg.read_text().replace("redraw_every: 2,", "redraw_every: 2, reselect: {lead: 1},"))
+    run_driver(cluster, cfg, "s3://runs/reselect")
+    files = bucket_files(s3, "runs", "reselect/train/")
+    for k in (1, 2):
+        assert f"reselect/{k}/model/_COMPLETE" in files and f"reselect/draw-{k}.parquet" in files
+        assert json.loads(files[f"reselect/switch-{k}.json"])["step"] == 2 * k
+        embedded = ids_of(files, f"reselect/{k}/embed/part-")
+        assert np.array_equal(
+            np.sort(embedded), np.sort(ids_of(bucket_files(s3, "runs", "reselect/"), "prepare/sequences/"))
+        )
+    draws = [json.loads(line)["draw"] for line in files["metrics.jsonl"].decode().splitlines()]
+    assert draws == [0, 0, 1, 1, 2, 2]

@@ -26,6 +26,7 @@ from transformers import get_linear_schedule_with_warmup
 from dataio.sequences import InMemoryRows, RowSource
 from training.flops import flops_per_token, peak_flops
 from training.model import Objective, adamw_groups
+from training.reselect import Plan, ReselectConfig
 from training.subsets import SUBSET_MODES, SubsetMode, SubsetSchedule
 
 Schedule = Literal["linear", "constant"]
@@ -58,13 +59,19 @@ class TrainConfig:
     num_workers: int = 1
     use_gpu: bool | Literal["auto"] = "auto"  # auto: when the cluster has GPUs
     cpus_per_worker: int = 1
+    # Draws after the first re-selected from the model being trained, beside it (training/reselect.py).
+    reselect: ReselectConfig | None = None
 
     # Where and how often it runs, not what it computes: a resumed run reproduces the uninterrupted
     # one exactly (tests/test_train_ray.py), so the checkpoint interval changes no result. The worker
     # count does (each rank seeds its own masks and dropout), so it is not here.
     RESOURCES: ClassVar[tuple[str, ...]] = ("checkpoint_every", "use_gpu", "cpus_per_worker")
+    # Settings added after run directories existed: in the stage hash only when not at their default.
+    ADDED: ClassVar[tuple[str, ...]] = ("reselect",)
 
     def __post_init__(self) -> None:
+        if isinstance(self.reselect, dict):  # as launch arguments carry it (dataclasses.asdict)
+            self.reselect = ReselectConfig(**self.reselect)
         if self.subset not in SUBSET_MODES:
             raise ValueError(f"subset must be one of {SUBSET_MODES}, got {self.subset!r}")
         if (self.subset == "file") != (self.subset_file is not None):
@@ -110,6 +117,11 @@ class TrainConfig:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.cpus_per_worker < 1:
             raise ValueError(f"cpus_per_worker must be >= 1, got {self.cpus_per_worker}")
+        if self.reselect is not None:
+            Plan.of(self.reselect, redraw_every=self.redraw_every, steps=self.steps)  # every and lead fit
+
+    def reselect_plan(self) -> Plan | None:
+        return Plan.of(self.reselect, redraw_every=self.redraw_every, steps=self.steps) if self.reselect else None
 
 
 def save_state(state: dict, path: Path) -> None:
@@ -174,7 +186,7 @@ class LMTrainer:
         self.objective, self.rank, self.world, self.device = objective, rank, world, device
         # Steps per window: as many as fill window_rows with this worker's share of each global batch.
         self.window_steps = max(1, window_rows // -(-schedule.global_batch // world))
-        self._window = range(0)  # the steps whose rows are loaded
+        self._window, self._window_draw = range(0), 0  # the steps whose rows are loaded, and their draw
         self.optimizer = torch.optim.AdamW(
             adamw_groups(model, cfg.weight_decay), lr=cfg.learning_rate, betas=(0.9, 0.999), eps=1e-6
         )
@@ -226,8 +238,9 @@ class LMTrainer:
     def step_sequences(self, step: int) -> list[list[np.ndarray]]:
         """This worker's micro-batches of `step`, as token arrays; the window's rows are loaded when
         the step is the first of a window (or of a resumed run)."""
-        if step not in self._window:
-            self._window = self.schedule.window(step, self.window_steps)
+        draw = self.schedule.draw_index(step)
+        if step not in self._window or draw != self._window_draw:  # a re-selected draw may start mid-window
+            self._window, self._window_draw = self.schedule.window(step, self.window_steps), draw
             steps = range(self._window.start, min(self._window.stop, self.cfg.steps))
             self.sequences.prefetch(
                 np.concatenate([self.schedule.worker_rows(s, self.rank, self.world) for s in steps])
@@ -244,6 +257,7 @@ class LMTrainer:
         self.model.train()
         torch.manual_seed(step_seed(self.cfg.seed, step, self.rank))  # dropout
         mask_rng = torch.Generator().manual_seed(step_seed(self.cfg.seed, step, self.rank, 1))
+        self.schedule.before_step(step)  # may wait for a re-selected draw
         micro_batches = self.step_sequences(step)
         self.optimizer.zero_grad(set_to_none=True)
         # Summed on the device in float64 (what float() per micro-batch summed on the host): no sync per micro-batch.

@@ -11,6 +11,7 @@ from dataio.contracts import SelectOutputs
 from dataio.rundir import read_ids
 from selection.partition import group_bounds
 from training.loop import TrainConfig
+from training.reselect import ReselectSchedule
 from training.subsets import FIXED_SUBSETS, SubsetSchedule, draw_function
 
 
@@ -38,12 +39,33 @@ def fixed_subset_ids(mode: str, select_dir: str | Path | None, subset_file: str 
 
 
 def subset_schedule(
-    cfg: TrainConfig, pool_ids: np.ndarray, *, fraction: float, select_dir: str | Path | None
+    cfg: TrainConfig,
+    pool_ids: np.ndarray,
+    *,
+    fraction: float,
+    select_dir: str | Path | None,
+    out_dir: str | None = None,
+    rank: int = 0,
 ) -> SubsetSchedule:
     """The rows of every step of a run: its subset draws (from the select stage's outputs) walked in
-    epochs. The trainer and the reports that reconstruct what a run trained on both call this."""
+    epochs. The trainer and the reports that reconstruct what a run trained on both call this. With
+    train.reselect, draws after the first are the run's own (under `out_dir`, its folder)."""
     budget = max(1, round(fraction * len(pool_ids)))
     partitions = load_selection(select_dir)[0] if select_dir and cfg.subset == "ingenious" else None
     fixed = fixed_subset_ids(cfg.subset, select_dir, cfg.subset_file)
     draws = draw_function(cfg.subset, pool_ids, budget=budget, seed=cfg.seed, partitions=partitions, fixed_ids=fixed)
-    return SubsetSchedule(draws, global_batch=cfg.global_batch_size, redraw_every=cfg.redraw_every, seed=cfg.seed)
+    plan = cfg.reselect_plan()
+    if plan is None:
+        return SubsetSchedule(draws, global_batch=cfg.global_batch_size, redraw_every=cfg.redraw_every, seed=cfg.seed)
+    if out_dir is None:
+        raise ValueError("a schedule with train.reselect needs the run's folder (out_dir), where its draws are")
+    return ReselectSchedule(
+        draws,
+        pool_ids,
+        plan,
+        out_dir=out_dir,
+        when_late=cfg.reselect.when_late,
+        global_batch=cfg.global_batch_size,
+        seed=cfg.seed,
+        rank=rank,
+    )

@@ -42,6 +42,13 @@ class SubsetSchedule:
     def draw_index(self, step: int) -> int:
         return 0 if not self.redraw_every else step // self.redraw_every
 
+    def before_step(self, step: int) -> None:
+        """Called before each step is trained; draws known in advance need nothing (training/reselect.py does)."""
+
+    def draw_start(self, d: int) -> int:
+        """The first step of draw d."""
+        return d * self.redraw_every if self.redraw_every else 0
+
     def _draw(self, d: int) -> np.ndarray:
         if d not in self._cache:
             self._cache = {d: np.asarray(self.draw_rows(d), dtype=np.int64)}  # keep only the current draw
@@ -57,8 +64,7 @@ class SubsetSchedule:
     def batch_rows(self, step: int) -> np.ndarray:
         d = self.draw_index(step)
         rows = self._draw(d)
-        first_step = d * self.redraw_every if self.redraw_every else 0
-        start = (step - first_step) * self.global_batch
+        start = (step - self.draw_start(d)) * self.global_batch
         out = []
         while len(out) < self.global_batch:
             epoch, offset = divmod(start + len(out), len(rows))
@@ -71,9 +77,14 @@ class SubsetSchedule:
     def window(self, step: int, length: int) -> range:
         """The steps, `length` at most, whose rows a worker loads with `step`'s: aligned runs of one draw's
         steps (a window never spans two draws), so a resumed run loads what an uninterrupted one did."""
-        first = self.draw_index(step) * self.redraw_every if self.redraw_every else 0
+        first = self.draw_start(self.draw_index(step))
         start = first + (step - first) // length * length
-        end = start + length if not self.redraw_every else min(start + length, first + self.redraw_every)
+        # Ends at the next scheduled redraw (a re-selected draw may start later than scheduled, never earlier).
+        end = (
+            start + length
+            if not self.redraw_every
+            else min(start + length, (step // self.redraw_every + 1) * self.redraw_every)
+        )
         return range(start, end)
 
 

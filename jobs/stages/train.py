@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from contextlib import nullcontext
 
 from actors.trainer import OPTIMIZER_FILE, launch_args, launch_training
 from dataio.configfile import result_settings
 from dataio.contracts import TrainOutputs
 from dataio.uri import FOLDER_COMPLETE, exists, folder_complete, join, read_text
 from jobs.config import PipelineConfig
+from jobs.reselect import Reselector
 from jobs.resources import Resources
 from jobs.stages.base import Context, Stage
 from training.loop import TrainConfig
+from training.reselect import draw_uri, switch_uri
 
 
 def _train(
@@ -36,14 +39,16 @@ def _train(
         init_from=init_from,
         save_optimizer=save_optimizer,
     )
-    metrics = launch_training(
-        args,
-        name=f"{ctx.cfg.name}-{name}",
-        storage=join(out, "ray"),
-        num_workers=workers.actors,
-        use_gpu=ctx.executor.use_gpu(workers.gpus),
-        cpus_per_worker=workers.cpus,
-    )
+    plan = cfg.reselect_plan()
+    with Reselector(ctx, out, plan) if plan else nullcontext():  # beside the trainers, on its own resources
+        metrics = launch_training(
+            args,
+            name=f"{ctx.cfg.name}-{name}",
+            storage=join(out, "ray"),
+            num_workers=workers.actors,
+            use_gpu=ctx.executor.use_gpu(workers.gpus),
+            cpus_per_worker=workers.cpus,
+        )
     return {
         "final_loss": metrics.get("loss"),
         "steps": cfg.steps,
@@ -109,6 +114,16 @@ class Train(TrainingStage):
 
     def settings(self, cfg: PipelineConfig) -> dict:
         return {"train": result_settings(cfg.train)}
+
+    def verify(self, ctx: Context, out: str, summary: dict) -> None:
+        super().verify(ctx, out, summary)
+        plan = ctx.cfg.train.reselect_plan()
+        waited = (
+            plan is not None and ctx.cfg.train.reselect.when_late == "wait"
+        )  # `continue` may end before a draw lands
+        for k in plan.draws if waited else ():
+            if not (exists(draw_uri(out, k)) and exists(switch_uri(out, k))):
+                raise ValueError(f"{draw_uri(out, k)} or {switch_uri(out, k)} is missing: draw {k} was not trained on")
 
     def run(self, ctx: Context, out: str) -> dict:
         return _train(
