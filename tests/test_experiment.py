@@ -75,7 +75,7 @@ def test_config_builds_every_run(tmp_path):
         (
             ("ingenious: {{subset: ingenious}}", "ingenious: {{subset: best}}"),
             "'arms.ingenious.subset' must be one of full, ingenious, greedi, random, semdedup, d4, perplexity, "
-            "file, got 'best'",
+            "dsir, classifier, file, got 'best'",
         ),
         (("steps_factor: 2", "steps_factor: 0"), "arms.long.steps_factor must be an integer >= 1"),
         (("partition: random", "partitoin: random"), "ablations.random-2.pipeline.select.partitoin"),
