@@ -18,11 +18,11 @@ from dataio import uri as U
 from dataio.contracts import shard_name
 from dataio.rundir import embedding_table, read_embeddings, read_table, write_parquet, write_shard_log
 from selection.dedup import score_cluster
-from selection.ids import rows_of
+from selection.ids import id_hash, rows_of
 from selection.knn import KnnParams, build_index, index_on, index_to_cpu, normalize_embeddings, search_index
 from selection.merge import candidate_edges as threshold_edges
 from selection.merge import merge_group, merge_select
-from selection.partition import group_bounds, nearest_centroid, splitmix64
+from selection.partition import group_bounds, nearest_centroid
 from selection.shard import order_shard
 from selection.space import Moments, Space, apply_space, moments
 
@@ -51,7 +51,7 @@ def sample_embeddings(
     chosen = np.ones(len(ids), dtype=bool)
     if rate < 1.0:
         with np.errstate(over="ignore"):
-            chosen = splitmix64(ids.astype(np.uint64) ^ splitmix64(np.uint64(seed))) < np.uint64(int(rate * 2**64))
+            chosen = id_hash(ids, seed) < np.uint64(int(rate * 2**64))
     return ids[chosen], normalize_embeddings(emb[chosen], embed_file) if chosen.any() else emb[:0]
 
 

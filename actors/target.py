@@ -11,7 +11,8 @@ import ray
 from actors.lexical import decoded_texts
 from dataio.rundir import read_sequence_file
 from selection.dsir import bucket_counts, log_weights
-from selection.lexical import LexicalParams, splitmix64
+from selection.ids import id_hash
+from selection.lexical import LexicalParams
 from selection.quality import QualityModel, fit_quality, quality_scores
 from training.embed import local_model
 from training.tokenizer import load_tokenizer
@@ -25,7 +26,7 @@ def shard_texts(sequences_path: str, tokenizer: str, kind: str) -> tuple[np.ndar
 
 def sample_keys(ids: np.ndarray, seed: int) -> np.ndarray:
     """uint64 hash of (seed, sequence id): a sample is the sequences with the lowest keys."""
-    return splitmix64(ids.astype(np.uint64) ^ splitmix64(np.array([seed], dtype=np.uint64))[0])
+    return id_hash(ids, seed)
 
 
 @ray.remote

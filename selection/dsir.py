@@ -22,7 +22,7 @@ import re
 import numpy as np
 import scipy.sparse as sp
 
-from selection.lexical import splitmix64
+from selection.ids import id_hash
 
 WORD_PUNCT = re.compile(r"\w+|[^\w\s]+")
 SMOOTHING = 1e-8  # the package's, added to both distributions before the log
@@ -81,8 +81,7 @@ def log_weights(texts: list[str], ratio: np.ndarray) -> np.ndarray:
 
 def gumbel_noise(sequence_ids: np.ndarray, seed: int) -> np.ndarray:
     """Standard Gumbel noise, a function of (seed, sequence id) only."""
-    key = splitmix64(np.array([seed], dtype=np.uint64))[0]
-    bits = splitmix64(np.asarray(sequence_ids).astype(np.uint64) ^ key) >> np.uint64(11)
+    bits = id_hash(sequence_ids, seed) >> np.uint64(11)
     uniform = (bits.astype(np.float64) + 0.5) / float(1 << 53)  # in (0, 1), never 0 or 1
     return -np.log(-np.log(uniform))
 

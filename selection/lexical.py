@@ -28,6 +28,8 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import HashingVectorizer
 
+from selection.ids import splitmix64
+
 MASK64 = (1 << 64) - 1
 PROJECTION_BLOCK = 1 << 14  # hashed features per block of the projection: 16k x 256 float64 = 32 MB
 
@@ -147,14 +149,6 @@ def projection_rows(features: np.ndarray, params: LexicalParams) -> np.ndarray:
     hashes = splitmix64(counters ^ key).astype("<u8")
     bits = np.unpackbits(hashes.view(np.uint8), axis=1, bitorder="little")[:, : params.dim]
     return (1.0 - 2.0 * bits) / np.sqrt(params.dim)
-
-
-def splitmix64(z: np.ndarray) -> np.ndarray:
-    """The splitmix64 finaliser on uint64 values (wrapping arithmetic): a bijection that mixes every bit."""
-    z = np.asarray(z, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
 
 
 def unit_rows(y: np.ndarray) -> np.ndarray:

@@ -10,24 +10,14 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def splitmix64(x: np.ndarray) -> np.ndarray:
-    z = np.asarray(x).astype(np.uint64) + _GOLDEN
-    with np.errstate(over="ignore"):
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+from selection.ids import id_hash
 
 
 def random_partition(sequence_ids: np.ndarray, num_partitions: int, seed: int) -> np.ndarray:
     """Partition index in [0, P) for every sequence id."""
     if num_partitions < 1:
         raise ValueError(f"num_partitions must be >= 1, got {num_partitions}")
-    with np.errstate(over="ignore"):
-        salted = np.asarray(sequence_ids).astype(np.uint64) ^ splitmix64(np.uint64(seed))
-    return (splitmix64(salted) % np.uint64(num_partitions)).astype(np.int64)
+    return (id_hash(sequence_ids, seed) % np.uint64(num_partitions)).astype(np.int64)
 
 
 def spherical_kmeans(sample: np.ndarray, num_clusters: int, *, seed: int, iterations: int = 20) -> np.ndarray:
@@ -70,8 +60,8 @@ def split_oversized(
     pieces = np.maximum(1, -(-cluster_sizes // max_size))
     first = np.concatenate([[0], np.cumsum(pieces)[:-1]])
     with np.errstate(over="ignore"):
-        salted = np.asarray(sequence_ids).astype(np.uint64) ^ splitmix64(np.uint64(seed + 1))
-    within = (splitmix64(salted) % pieces[clusters].astype(np.uint64)).astype(np.int64)
+        hashed = id_hash(sequence_ids, seed + 1)
+    within = (hashed % pieces[clusters].astype(np.uint64)).astype(np.int64)
     return first[clusters] + within
 
 
