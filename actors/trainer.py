@@ -254,20 +254,21 @@ def train_in_task(args: dict, *, snapshots: tuple[int, ...] = ()) -> dict:
     """One small run as a single Ray task: the very trainer a one-worker Ray Train run builds, without
     Ray Train's controller, so an experiment's many short arms run side by side, one per CPU. No
     checkpoints: an interrupted arm reruns whole. `snapshots` are steps whose model is also saved
-    (out_dir/model-step<N>), for held-out curves. On CUDA only if the task was given a GPU. Returns
-    the loop's seconds, final loss and steps."""
-    if args["train"].get("reselect"):  # its draws come from the train stage's re-selection (jobs/reselect.py)
-        raise ValueError("train_in_task runs no re-selection: train.reselect needs the train stage")
+    (out_dir/model-step<N>), for held-out curves. With train.reselect it saves the re-selection's
+    snapshots as train_worker does; a Reselector beside the task (jobs/reselect.py) turns them into
+    draws. On CUDA only if the task was given a GPU. Returns the loop's seconds, final loss and steps."""
     device = granted_device()
     trainer, tok = build_trainer(args, rank=0, world=1, device=device)
     out, steps = args["out_dir"], trainer.cfg.steps
     log = MetricsLog(U.join(out, TrainOutputs.METRICS))
     U.delete(log.target)  # an interrupted attempt's lines
     start = time.perf_counter()
+    save_snapshot(trainer, tok, out, 0)
     for step in range(steps):
         metrics = trainer.train_step(step)
         log.append(metrics)
         _progress(metrics, name=f"{U.name(U.parent(out))}/{U.name(out)}", steps=steps)
+        save_snapshot(trainer, tok, out, step + 1)
         if metrics["step"] in snapshots and metrics["step"] != steps:
             log.publish()
             _save_model(trainer.model, tok, U.join(out, f"model-step{metrics['step']}"))

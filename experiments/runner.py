@@ -49,6 +49,7 @@ from jobs.config import PipelineConfig
 from jobs.downstream import downstream_tasks
 from jobs.executor import Executor, Task
 from jobs.pipeline import connect_ray, run_pipeline, stage_hashes
+from jobs.reselect import Reselector
 from jobs.stages import Context
 from jobs.stages.evaluate import evaluation_sets, evaluation_tasks
 from jobs.stages.train import train_resources
@@ -304,16 +305,22 @@ def _train_and_score(root: Path, exp: Experiment, runs: list[Run], scores: Score
     # Every run is submitted at once, main arms seed by seed and then the ablations, the longest first
     # within a seed, so no CPU waits behind a barrier; each run is scored as soon as it is trained.
     order = sorted(runs, key=lambda r: (r.group != MAIN, r.seed if r.group == MAIN else 0, -r.train.steps))
-    training = {}
+    training, reselectors = {}, {}
     for run in order:
         folder = run_dir(root, run)
         if train_file(folder).exists():
             score(run, folder)
             continue
-        training[ex.submit(train_task(root, exp, run, folder))] = (run, folder)
+        task = ex.submit(train_task(root, exp, run, folder))
+        training[task] = (run, folder)
+        if run.train.reselect is not None:  # its draws after the first, from its own snapshots, beside it
+            reselectors[task] = Reselector(reselect_context(root, exp, run), str(folder), run.train.reselect_plan())
+            reselectors[task].start()
     while training:
         done = ex.first_done(list(training))
         run, folder = training.pop(done)
+        if done in reselectors:
+            reselectors.pop(done).stop()  # a failed re-selection is the cause of its trainer's failure
         RunDir.write_json(
             train_file(folder),
             {
@@ -328,6 +335,13 @@ def _train_and_score(root: Path, exp: Experiment, runs: list[Run], scores: Score
         score(run, folder)
         scores.flush()
     scores.flush(wait=True)
+
+
+def reselect_context(root: Path, exp: Experiment, run: Run) -> Context:
+    """What a run's re-selection reads: its variant's prepared pool and config, with the run's train settings
+    (train.reselect), on its own executor (the scoring loop's waits on the other)."""
+    cfg = dataclasses.replace(exp.pipelines[run.variant], train=run.train)
+    return Context(cfg, RunDir(pipeline_dir(root, run.variant)), executor=Executor())
 
 
 def train_task(root: Path, exp: Experiment, run: Run, folder: Path) -> Task:

@@ -85,15 +85,26 @@ class Reselector:
         U.delete(U.join(folder(out), FAILED))  # an earlier attempt's: this one tries again
         self.thread = threading.Thread(target=self._run, name="reselect", daemon=True)
 
-    def __enter__(self) -> Reselector:
+    def start(self) -> Reselector:
         self.thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
+        """End the thread (training is over, or failed); raise the re-selection's error, if it had one."""
         self.stopped.set()
         self.thread.join()
-        if self.error is not None and exc[0] is None:
+        if self.error is not None:
             raise self.error
+
+    def __enter__(self) -> Reselector:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self.stop()
+        else:  # the training's own error is the one to raise
+            self.stopped.set()
+            self.thread.join()
 
     def _run(self) -> None:
         try:

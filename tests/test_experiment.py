@@ -35,6 +35,7 @@ arms:
 ablations:
   one-draw: {{train: {{redraw_every: null}}, note: one draw}}
   random-2: {{pipeline: {{select: {{partition: random, num_partitions: 2}}}}}}
+  reselect: {{train: {{reselect: {{every: 2, cpus_per_actor: 0.5}}}}, note: re-selected}}
 """
 )
 
@@ -57,6 +58,7 @@ def test_config_builds_every_run(tmp_path):
         ("long", 1),
         ("one-draw", 0),
         ("random-2", 0),
+        ("reselect", 0),
     ]
     long = next(r for r in exp.runs if r.arm == "long")
     assert long.train.steps == 8 and long.snapshots == (4,) and long.train.subset == "full"
@@ -140,6 +142,12 @@ def test_tiny_experiment_runs_scores_and_resumes(ray_cluster, tmp_path):
 
     assert losses((MAIN, "full/seed0")) != losses((MAIN, "full/seed1"))  # seeds differ
     assert losses((MAIN, "ingenious/seed0")) != losses((MAIN, "one-draw/seed0"))  # redraws change the data
+    # Re-selected beside its trainer: draw 0 as the ingenious arm's, draw 1 from its own snapshot at step 1.
+    reselected = runs[(MAIN, "reselect/seed0")] / "reselect"
+    assert (reselected / "1" / "model" / "_COMPLETE").exists() and (reselected / "draw-1.parquet").exists()
+    assert json.loads((reselected / "switch-1.json").read_text())["step"] == 2
+    assert losses((MAIN, "reselect/seed0"))[:2] == losses((MAIN, "ingenious/seed0"))[:2]
+    assert losses((MAIN, "reselect/seed0"))[2:] != losses((MAIN, "ingenious/seed0"))[2:]
 
     results = (root / "results.md").read_text()
     for row in (
@@ -149,6 +157,7 @@ def test_tiny_experiment_runs_scores_and_resumes(ray_cluster, tmp_path):
         "| long @ step 4 |",
         "| one-draw | one draw |",
         "| random-2 |",
+        "| reselect |",
     ):
         assert row in results, row
     assert "Paired by seed against `full`" in results and "Paired by seed against `ingenious`" in results
