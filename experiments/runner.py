@@ -54,6 +54,7 @@ from jobs.stages import Context
 from jobs.stages.evaluate import evaluation_sets, evaluation_tasks
 from jobs.stages.train import train_resources
 from training.evaluate import predicted_tokens, unigram_loss
+from training.loop import TrainConfig
 from training.stats import mean_interval
 from training.tokenizer import load_tokenizer
 
@@ -305,22 +306,46 @@ def _train_and_score(root: Path, exp: Experiment, runs: list[Run], scores: Score
     # Every run is submitted at once, main arms seed by seed and then the ablations, the longest first
     # within a seed, so no CPU waits behind a barrier; each run is scored as soon as it is trained.
     order = sorted(runs, key=lambda r: (r.group != MAIN, r.seed if r.group == MAIN else 0, -r.train.steps))
-    training, reselectors = {}, {}
-    for run in order:
-        folder = run_dir(root, run)
-        if train_file(folder).exists():
-            score(run, folder)
-            continue
+    training, reselectors, held_back = {}, {}, []
+    capacity = ex.cpus()
+
+    def start(run: Run, folder: Path) -> None:
         task = ex.submit(train_task(root, exp, run, folder))
         training[task] = (run, folder)
         if run.train.reselect is not None:  # its draws after the first, from its own snapshots, beside it
             reselectors[task] = Reselector(reselect_context(root, exp, run), str(folder), run.train.reselect_plan())
             reselectors[task].start()
+
+    def admit() -> None:
+        # A re-selecting run starts only while all those in flight, trainers and re-selections, fit the
+        # cluster at once: trainers waiting for their draws could otherwise hold every CPU their
+        # re-selections need. (Other runs hold CPUs too, but they finish.)
+        while held_back:
+            in_flight = sum(reselect_cpus(training[t][0].train) for t in reselectors)
+            if reselectors and in_flight + reselect_cpus(held_back[0][0].train) > capacity:
+                return
+            start(*held_back.pop(0))
+
+    for run in order:
+        folder = run_dir(root, run)
+        if train_file(folder).exists():
+            score(run, folder)
+        elif run.train.reselect is None:
+            start(run, folder)
+        elif reselect_cpus(run.train) > capacity:
+            raise ValueError(
+                f"{run.arm}: its trainer and train.reselect need {reselect_cpus(run.train):g} CPUs at once; "
+                f"the cluster has {capacity:g}"
+            )
+        else:
+            held_back.append((run, folder))
+    admit()
     while training:
         done = ex.first_done(list(training))
         run, folder = training.pop(done)
         if done in reselectors:
             reselectors.pop(done).stop()  # a failed re-selection is the cause of its trainer's failure
+            admit()
         RunDir.write_json(
             train_file(folder),
             {
@@ -335,6 +360,11 @@ def _train_and_score(root: Path, exp: Experiment, runs: list[Run], scores: Score
         score(run, folder)
         scores.flush()
     scores.flush(wait=True)
+
+
+def reselect_cpus(train: TrainConfig) -> float:
+    """The CPUs a run with train.reselect holds at once: its trainer's and its re-selection's."""
+    return train.cpus_per_worker + train.reselect.num_actors * train.reselect.cpus_per_actor
 
 
 def reselect_context(root: Path, exp: Experiment, run: Run) -> Context:

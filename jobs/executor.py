@@ -61,6 +61,10 @@ class Executor:
     def __init__(self, fence: Callable[[], None] | None = None):
         self.fence = fence or (lambda: None)
 
+    def cpus(self) -> float:
+        """The connected cluster's CPUs (as its nodes report them now)."""
+        return ray.cluster_resources().get("CPU", 0.0)
+
     def has_gpu(self) -> bool:
         return ray.cluster_resources().get("GPU", 0) > 0
 
