@@ -127,7 +127,8 @@ class Composition:
     def __call__(self, run: Run) -> tuple[dict[str, float], int]:
         select = pipeline_dir(self.root, run.variant) / "select"
         fraction = self.exp.pipelines[run.variant].select.fraction
-        schedule = subset_schedule(run.train, self.pool_ids, fraction=fraction, select_dir=select)
+        folder = str(run_dir(self.root, run))  # a re-selecting run's later draws are its own
+        schedule = subset_schedule(run.train, self.pool_ids, fraction=fraction, select_dir=select, out_dir=folder)
         trained = self.pool_ids[np.concatenate([schedule.batch_rows(s) for s in range(run.train.steps)])]
         return composition(self.ids, self.cats, trained), len(np.unique(trained))
 

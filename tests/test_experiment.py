@@ -32,10 +32,10 @@ arms:
   full: {{subset: full, redraw_every: null}}
   ingenious: {{subset: ingenious}}
   long: {{subset: full, redraw_every: null, steps_factor: 2}}
+  reselect: {{subset: ingenious, reselect: {{every: 2, cpus_per_actor: 0.5}}}}
 ablations:
   one-draw: {{train: {{redraw_every: null}}, note: one draw}}
   random-2: {{pipeline: {{select: {{partition: random, num_partitions: 2}}}}}}
-  reselect: {{train: {{reselect: {{every: 2, cpus_per_actor: 0.5}}}}, note: re-selected}}
 """
 )
 
@@ -56,9 +56,10 @@ def test_config_builds_every_run(tmp_path):
         ("ingenious", 1),
         ("long", 0),
         ("long", 1),
+        ("reselect", 0),
+        ("reselect", 1),
         ("one-draw", 0),
         ("random-2", 0),
-        ("reselect", 0),
     ]
     long = next(r for r in exp.runs if r.arm == "long")
     assert long.train.steps == 8 and long.snapshots == (4,) and long.train.subset == "full"
@@ -88,12 +89,13 @@ def test_config_builds_every_run(tmp_path):
         (
             (
                 "arms:\n  full: {{subset: full, redraw_every: null}}\n  ingenious: {{subset: ingenious}}\n"
-                "  long: {{subset: full, redraw_every: null, steps_factor: 2}}\n",
+                "  long: {{subset: full, redraw_every: null, steps_factor: 2}}\n"
+                "  reselect: {{subset: ingenious, reselect: {{every: 2, cpus_per_actor: 0.5}}}}\n",
                 "arms: [full]\n",
             ),
             "arms must be a mapping",
         ),
-        (("arms:", "arms: [full]\nablations:"), r"exp\.yaml, line 21: duplicate key 'ablations' \(first on line 17\)"),
+        (("arms:", "arms: [full]\nablations:"), r"exp\.yaml, line 22: duplicate key 'ablations' \(first on line 17\)"),
         (("seeds: [0, 1]", "seeds: [0, -1]"), "'seeds' must be >= 0"),
         (("name: tiny-exp\n\n", "name: ../../x\n\n"), "'name' '../../x' is not a plain name"),
         (("seeds: [0, 1]", "seeds: [0, 1]\nablation_seed: -2"), "'ablation_seed' must be an integer >= 0"),
@@ -142,12 +144,15 @@ def test_tiny_experiment_runs_scores_and_resumes(ray_cluster, tmp_path):
 
     assert losses((MAIN, "full/seed0")) != losses((MAIN, "full/seed1"))  # seeds differ
     assert losses((MAIN, "ingenious/seed0")) != losses((MAIN, "one-draw/seed0"))  # redraws change the data
-    # Re-selected beside its trainer: draw 0 as the ingenious arm's, draw 1 from its own snapshot at step 1.
-    reselected = runs[(MAIN, "reselect/seed0")] / "reselect"
-    assert (reselected / "1" / "model" / "_COMPLETE").exists() and (reselected / "draw-1.parquet").exists()
-    assert json.loads((reselected / "switch-1.json").read_text())["step"] == 2
-    assert losses((MAIN, "reselect/seed0"))[:2] == losses((MAIN, "ingenious/seed0"))[:2]
-    assert losses((MAIN, "reselect/seed0"))[2:] != losses((MAIN, "ingenious/seed0"))[2:]
+    # Re-selected beside each trainer: draw 0 as the ingenious arm's, draw 1 from the run's own snapshot at
+    # step 1. Two such runs (trainer and re-selection 1.5 CPUs each) on 2 CPUs run one after the other: at
+    # once, both trainers would wait for draws that their re-selections find no CPU to select.
+    for seed in (0, 1):
+        reselected = runs[(MAIN, f"reselect/seed{seed}")] / "reselect"
+        assert (reselected / "1" / "model" / "_COMPLETE").exists() and (reselected / "draw-1.parquet").exists()
+        assert json.loads((reselected / "switch-1.json").read_text())["step"] == 2
+        mine, plain = losses((MAIN, f"reselect/seed{seed}")), losses((MAIN, f"ingenious/seed{seed}"))
+        assert mine[:2] == plain[:2] and mine[2:] != plain[2:]
 
     results = (root / "results.md").read_text()
     for row in (

@@ -13,9 +13,13 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
+from dataio.contracts import ExportOutputs
 from jobs.config import load_config
+from jobs.export import run_export
+from jobs.stages.export import ExportConfig
 from jobs.pipeline import run_pipeline
 from tests.conftest import left_as_found, write_corpus
 from training.reselect import ReselectConfig
@@ -87,6 +91,14 @@ def test_two_runs_from_scratch_give_the_same_draws(selected, reference, tmp_path
     assert outputs(copy) == reference
     metrics = [json.loads(x) for x in (copy / "train" / "metrics.jsonl").read_text().splitlines()]
     assert [m["draw"] for m in metrics] == [0, 0, 1, 1, 2, 2]
+
+    # `ingenious export` writes the re-selected draws the trainers switched to, not the warm start's redraws.
+    summary = run_export(load_config(config), copy, ExportConfig())["summary"]
+    assert summary["draws"] == 3
+    for k in DRAWS:
+        exported = pq.read_table(copy / "export" / "parquet" / ExportOutputs.draw(k)).column("sequence_id")
+        drawn = pq.read_table(copy / "train" / "reselect" / f"draw-{k}.parquet").column("sequence_id")
+        assert sorted(exported.to_pylist()) == sorted(drawn.to_pylist())
 
 
 DRIVER = """

@@ -1,7 +1,8 @@
 """export: a run's selected data written for other trainers (`ingenious export`).
 
 One folder per draw of the train section's subset schedule (one for a fixed subset or `full`; for
-`ingenious` and `random` with train.redraw_every, each draw the train stage walks), each holding one
+`ingenious` and `random` with train.redraw_every, each draw the train stage walks; with train.reselect,
+the re-selected draws the trainers switched to, read from the train stage's folder), each holding one
 file per prepare shard with any of the draw's sequences: sequence_id, doc_id, chunk, draw, text and
 input_ids (training/export.py). The rows of a draw are training/selection_io.subset_schedule's, the
 trainer's own reader, so the exported token ids are the ones the trainer's batches hold.
@@ -26,6 +27,7 @@ from jobs.config import PipelineConfig
 from jobs.executor import Task
 from jobs.stages.base import Context, Stage
 from training.export import export_rows
+from training.reselect import recorded_switches
 from training.selection_io import subset_schedule
 from training.subsets import FIXED_SUBSETS
 
@@ -40,13 +42,16 @@ class ExportConfig:
             raise ValueError(f"export --format {self.format!r}: expected one of {', '.join(ExportOutputs.FORMATS)}")
 
 
-def draw_count(cfg: PipelineConfig) -> int:
-    """The draws the train stage walks: one per train.redraw_every steps for the drawn subsets
-    (ingenious, random), else one (every draw of a fixed subset or `full` is the same rows)."""
-    train = cfg.train
+def draw_indices(cfg: PipelineConfig, train_dir: str) -> list[int]:
+    """The draws the train stage walked: one per train.redraw_every steps for the drawn subsets
+    (ingenious, random), else one (every draw of a fixed subset or `full` is the same rows); with
+    train.reselect, the first and each re-selected draw the trainers switched to (its switch-<k>.json)."""
+    train, plan = cfg.train, cfg.train.reselect_plan()
+    if plan is not None:
+        return [0, *sorted(recorded_switches(train_dir, plan))]
     if train.subset in ("ingenious", "random") and train.redraw_every:
-        return math.ceil(train.steps / train.redraw_every)
-    return 1
+        return list(range(math.ceil(train.steps / train.redraw_every)))
+    return [0]
 
 
 def uses_select(cfg: PipelineConfig) -> bool:
@@ -60,6 +65,8 @@ class Export(Stage):
     def __init__(self, ecfg: ExportConfig, cfg: PipelineConfig):
         self.ecfg = ecfg
         self.needs = ("prepare", "select") if uses_select(cfg) else ("prepare",)
+        if cfg.train.reselect is not None:  # the draws after the first are the train stage's own
+            self.needs += ("train",)
 
     def settings(self, cfg: PipelineConfig) -> dict:
         """What decides the rows: the train section's schedule settings and the budget."""
@@ -84,8 +91,9 @@ class Export(Stage):
             pool.ids,
             fraction=ctx.cfg.select.fraction,
             select_dir=ctx.stage("select") if uses_select(ctx.cfg) else None,
+            out_dir=ctx.stage("train"),
         )
-        return pool, [np.asarray(schedule.draw_rows(d), np.int64) for d in range(draw_count(ctx.cfg))]
+        return pool, [np.asarray(schedule.draw_rows(d), np.int64) for d in draw_indices(ctx.cfg, ctx.stage("train"))]
 
     def tasks(self, ctx: Context, out: str, pool: ParquetRows, draws: list[np.ndarray]) -> list[Task]:
         """One task per (draw, prepare shard holding any of its rows), in draw then shard order."""
