@@ -28,6 +28,7 @@ from actors.device import granted_device
 from dataio import uri as U
 from dataio.contracts import PrepareOutputs, TrainOutputs
 from dataio.log import get_logger
+from dataio.redact import errors_redacted
 from dataio.rundir import write_shard_log
 from dataio.sequences import ParquetRows
 from training.loop import WINDOW_ROWS, LMTrainer, TrainConfig, load_state, save_state
@@ -208,6 +209,7 @@ def save_snapshot(trainer: LMTrainer, tok: PreTrainedTokenizerBase, out_dir: str
         _save_model(trainer.model, tok, snapshot_uri(out_dir, k))
 
 
+@errors_redacted()  # Ray Train logs a worker's error itself: a URI in it is logged without its credentials
 def train_worker(args: dict) -> None:
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 MASK = "***"
@@ -40,6 +42,35 @@ def redact_tree(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(redact_tree(v) for v in value)
     return value
+
+
+def redact_error(error: BaseException) -> None:
+    """Mask the credentials in `error`'s message and in those of the exceptions chained to it, in place:
+    its type and traceback stay, so whatever catches or prints it later does as before."""
+    pending, seen = [error], set()
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        e.args = tuple(redact(a) if isinstance(a, str) else a for a in e.args)
+        if isinstance(e, OSError):  # its message is built from these, not from args
+            for name in ("strerror", "filename", "filename2"):
+                if isinstance(getattr(e, name), str):
+                    setattr(e, name, redact(getattr(e, name)))
+        pending += [e.__cause__, e.__context__]
+
+
+@contextmanager
+def errors_redacted() -> Iterator[None]:
+    """An exception leaving the block leaves it with its credentials masked (redact_error). For code whose
+    errors are printed by others before ours see them: Ray Train logs a failed worker's error and
+    traceback to its log files and, through Ray, to the driver's terminal."""
+    try:
+        yield
+    except BaseException as e:
+        redact_error(e)
+        raise
 
 
 def user_message(error: BaseException) -> str:

@@ -9,6 +9,7 @@ loopback, which every node reaches. Needs root (mount namespaces) and moto; the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -19,6 +20,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 RAY = str(Path(sys.executable).with_name("ray"))
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,6 +115,31 @@ class Cluster:
         self.nodes.append(node)
         return node
 
+    def node_id(self, node: subprocess.Popen, timeout: float = 60) -> str:
+        """The Ray node id of a worker node we started (the id Ray and the shard logs name it by), from its
+        raylet's command line, so a test can stop the very node that ran some piece of work."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for child in psutil.Process(node.pid).children(recursive=True):
+                try:
+                    args = child.cmdline()
+                except psutil.Error:  # a process that ended while we looked
+                    continue
+                if args and Path(args[0]).name == "raylet":
+                    return next(a.split("=", 1)[1] for a in args if a.startswith("--node_id="))
+            time.sleep(0.5)  # `ray start` has not started its raylet yet
+        raise RuntimeError(f"node {node.pid} started no raylet within {timeout} s")
+
+    def kill(self, node: subprocess.Popen) -> None:
+        """Lose a worker node at once: SIGKILL to its raylet and every worker process under it. Ray's
+        workers are not in the node's process group: killed with the group alone, they went on working
+        (and writing shards) until they noticed their raylet gone."""
+        self.nodes.remove(node)
+        for process in psutil.Process(node.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):  # one that ended meanwhile
+                process.kill()
+        stop_group(node, kill=True)
+
     def wait_for_cpus(self, cpus: int, timeout: float = 120) -> None:
         probe = (
             "import ray; ray.init(log_to_driver=False); "
@@ -130,16 +158,13 @@ class Cluster:
                 )
             time.sleep(2)
 
-    def driver(self, *args: str, **kw) -> subprocess.Popen:
-        return subprocess.Popen(
-            [sys.executable, *args],
-            env=self.env,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            **kw,
-        )
+    def driver(self, *args: str, log: Path | None = None) -> subprocess.Popen:
+        """A Python process on the cluster, its output (stdout and stderr) in a pipe, or in the file `log`
+        for one the test leaves running while it does other things: a full pipe nobody reads stalls it."""
+        with log.open("w") if log else contextlib.nullcontext(subprocess.PIPE) as out:
+            return subprocess.Popen(
+                [sys.executable, *args], env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True
+            )
 
     def stop(self) -> None:
         for node in self.nodes:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 from jobs.config import load_config
 from jobs.pipeline import run_pipeline
 from tests.conftest import bucket_files, bucket_keys
-from tests.multinode import Cluster, can_unshare, cluster_env, stop_group
+from tests.multinode import Cluster, can_unshare, cluster_env
 from tests.test_storage import put_corpus
 
 pytestmark = [
@@ -142,35 +143,75 @@ def test_a_local_run_directory_the_nodes_cannot_see_is_refused(cluster, s3, tmp_
     assert not (tmp_path / "run" / "prepare").exists()  # stopped before any work
 
 
-def wait_for(predicate, what: str, timeout: float = 300) -> None:
+def wait_for(predicate, what: str, driver: subprocess.Popen, log: Path, timeout: float = 300):
+    """`predicate()`'s first truthy value, polled while `driver` runs; its output (in `log`) is shown if
+    it stops or `timeout` passes first."""
     deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
+    while not (value := predicate()):
+        if driver.poll() is not None or time.monotonic() > deadline:
+            state = "timed out" if driver.returncode is None else f"the driver exited ({driver.returncode})"
+            raise AssertionError(f"{state} waiting for {what}:\n{log.read_text()[-4000:]}")
+        time.sleep(0.25)
+    return value
+
+
+def a_log(s3, prefix: str) -> dict | None:
+    """One JSON object under `prefix` in the runs bucket (a shard or attempt log), if any is there yet."""
+    keys = bucket_keys(s3, "runs", prefix)
+    return json.loads(s3.get_object(Bucket="runs", Key=keys[0])["Body"].read()) if keys else None
 
 
 def test_a_node_lost_mid_embed_and_mid_train(cluster, s3, tmp_path):
-    """A worker node dies mid-embed, another mid-train (a replacement joins, as an autoscaler would
-    bring one): the run finishes with every sequence embedded once and every step logged once."""
+    """A worker node dies mid-embed, one whose Embedder had written a shard, and another mid-train, the
+    one running rank 0 after Ray Train recorded a checkpoint; a replacement joins each time, as an
+    autoscaler would bring one. The lost work is redone on the replacements and the run finishes with
+    every sequence embedded once and every step logged once."""
+    steps = 32  # a checkpoint every 2 steps: training goes on for seconds after the first, time to lose a node
     cfg = config(
-        tmp_path, kind="bert", corpus=put_corpus(s3, 160), per_shard=8, warm_steps=2, train_steps=8, train_workers=2
+        tmp_path, kind="bert", corpus=put_corpus(s3, 160), per_shard=4, warm_steps=2, train_steps=steps, train_workers=2
     )
-    driver = cluster.driver("-m", "jobs.pipeline", "--config", str(cfg), "--run-dir", "s3://runs/lost")
+    nodes = {cluster.node_id(n): n for n in cluster.nodes}
+    log = tmp_path / "driver.log"
+    driver = cluster.driver("-m", "jobs.pipeline", "--config", str(cfg), "--run-dir", "s3://runs/lost", log=log)
     try:
-        wait_for(lambda: bucket_keys(s3, "runs", "lost/embed/part-"), "a first embedding shard")
-        stop_group(cluster.nodes.pop(0), kill=True)
+        shard = wait_for(lambda: a_log(s3, "lost/embed/_logs/"), "a first embedding shard", driver, log)
+        assert shard["node"] in nodes, (shard, nodes)  # a worker node we started embedded it
+        cluster.kill(nodes.pop(shard["node"]))
+        joined = cluster.add_node()
+        joined_in_embed = cluster.node_id(joined)
+        nodes[joined_in_embed] = joined
+
+        # Rank 0 logs where its worker group started; the checkpoint manager's snapshot appears once
+        # Ray Train has recorded a checkpoint, so the restart after the loss resumes from a later step.
+        attempt = wait_for(lambda: a_log(s3, "lost/train/_logs/attempt-"), "training to start", driver, log)
+        wait_for(
+            lambda: any(
+                k.endswith("checkpoint_manager_snapshot.json") for k in bucket_keys(s3, "runs", "lost/train/ray/")
+            ),
+            "a first training checkpoint",
+            driver,
+            log,
+        )
+        assert attempt["node"] in nodes, (attempt, nodes)
+        cluster.kill(nodes.pop(attempt["node"]))
         cluster.add_node()
-        wait_for(lambda: bucket_keys(s3, "runs", "lost/train/metrics.jsonl"), "a first training checkpoint")
-        stop_group(cluster.nodes.pop(0), kill=True)
-        cluster.add_node()
-        out, _ = driver.communicate(timeout=600)
+        driver.wait(timeout=600)
     finally:
         if driver.poll() is None:
             driver.kill()
-    assert driver.returncode == 0, out[-4000:]
+    assert driver.returncode == 0, log.read_text()[-4000:]
     files = bucket_files(s3, "runs", "lost/")
+
+    # The faults took effect: the lost Embedder was restarted on the node that joined after the loss and
+    # finished shards there (only a restart puts an Embedder there: the pool's actors are made once),
+    # and the worker group lost with rank 0 was restarted elsewhere from a checkpoint, not from step 0.
+    shard_nodes = [json.loads(v)["node"] for k, v in files.items() if k.startswith("embed/_logs/")]
+    assert joined_in_embed in shard_nodes, shard_nodes
+    starts = [json.loads(v) for k, v in files.items() if k.startswith("train/_logs/attempt-")]
+    resumed = [s for s in starts if s["start_step"] > 0]
+    assert resumed and all(s["node"] != attempt["node"] for s in resumed), starts
+
     sequences, embedded = ids_of(files, "prepare/sequences/"), ids_of(files, "embed/part-")
     assert len(embedded) == len(np.unique(embedded)) and np.array_equal(np.sort(embedded), np.sort(sequences))
-    steps = [json.loads(line)["step"] for line in files["train/metrics.jsonl"].decode().splitlines()]
-    assert steps == list(range(1, 9))
+    logged = [json.loads(line)["step"] for line in files["train/metrics.jsonl"].decode().splitlines()]
+    assert logged == list(range(1, steps + 1))

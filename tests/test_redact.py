@@ -49,3 +49,18 @@ def test_an_unexpected_failure_prints_its_traceback_and_last_line_redacted(tmp_p
     assert line.startswith("error: OutOfMemoryError: task died writing s3://***@bucket/runs/x/embed/part-0.parquet")
     assert "lower the stage's batch size" in line
     assert "s3cret" not in err + line and "AKIA123" not in err + line
+
+
+def test_an_error_leaves_a_redacted_block_masked_with_its_type_and_chain():
+    """What a Ray Train worker raises is logged by Ray Train before the driver's printers see it."""
+    import pytest
+
+    from dataio.redact import errors_redacted
+
+    with pytest.raises(KeyError) as caught, errors_redacted():
+        try:
+            raise OSError(2, "cannot open s3://K:S@b/x", "s3://K:S@b/x?secret_key=S")
+        except OSError as e:
+            raise KeyError("s3://b/y?access_key=K&secret_key=S") from e
+    assert str(caught.value) == "'s3://b/y?access_key=***&secret_key=***'"
+    assert str(caught.value.__cause__) == "[Errno 2] cannot open s3://***@b/x: 's3://***@b/x?secret_key=***'"

@@ -19,8 +19,8 @@ import pytest
 from dataio.contracts import ExportOutputs
 from jobs.config import load_config
 from jobs.export import run_export
-from jobs.stages.export import ExportConfig
 from jobs.pipeline import run_pipeline
+from jobs.stages.export import ExportConfig
 from tests.conftest import left_as_found, write_corpus
 from training.reselect import ReselectConfig
 

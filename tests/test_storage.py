@@ -8,6 +8,7 @@ import os
 import socket
 import time
 from itertools import islice
+from pathlib import Path
 
 import pytest
 
@@ -140,25 +141,62 @@ def test_one_run_per_uri(s3, tmp_path):
 KEY, SECRET = "AKIAREDACTMEKEY", "wJalrXUtnREDACTME+bPxRfiCY"
 
 
+def ray_log_files() -> list[Path]:
+    """Every log file of the session's Ray cluster: each worker's output and Ray Train's own logs."""
+    import ray
+
+    return [p for p in Path(ray._private.worker._global_node.get_logs_dir_path()).rglob("*") if p.is_file()]
+
+
 def test_credentials_in_uris_are_never_printed_or_stored(ray_cluster, s3, tmp_path, capsys):
+    """A run directory URI with credentials through every stage from prepare to select (the warm
+    start's Ray Train storage is inside it), then a training run that fails inside its Ray Train worker
+    on a URI with credentials: none of it is printed, logged or stored with them."""
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(
         "".join(json.dumps({"id": d.doc_id, "text": d.text}) + "\n" for d in islice(read_documents(BUILTIN_WIKI), 60))
     )
     text = CONFIG.format(corpus=corpus) + f"evaluate: {{external: ['https://reader:{SECRET}@example.org/wiki.txt']}}\n"
     uri = f"s3://{KEY}:{SECRET}@runs/secret?region=us-east-1"
-    main(["--config", str(_write(tmp_path, text)), "--run-dir", uri], only=["prepare"])
-    printed = capsys.readouterr().out
-    assert "run directory: s3://***@runs/secret?region=us-east-1" in printed  # the run summary
-    assert "https://***@example.org/wiki.txt" in printed  # the config echoed at the start
+    stages = ["prepare", "warmstart", "embed", "select"]
+    main(["--config", str(_write(tmp_path, text)), "--run-dir", uri], only=stages)
+    printed = capsys.readouterr()
+    assert "run directory: s3://***@runs/secret?region=us-east-1" in printed.out  # the run summary
+    assert "https://***@example.org/wiki.txt" in printed.out  # the config echoed at the start
     stored = remote_files(s3, "secret/")
-    assert "prepare/_SUCCESS" in stored and "config.yaml" in stored
-    for content in [printed.encode(), *stored.values()]:
-        assert KEY.encode() not in content and SECRET.encode() not in content
-    # An error that names the URI names it without its credentials.
+    assert "config.yaml" in stored and all(f"{stage}/_SUCCESS" in stored for stage in stages)
+    assert any(k.startswith("warmstart/ray/") for k in stored)  # Ray Train's checkpoints, under the URI given
+    assert "warmstart/metrics.jsonl" in stored and any(k.startswith("embed/_logs/") for k in stored)
+
+    # Training whose worker cannot find the subset file the config names by a URI with credentials:
+    # Ray Train logs the worker's error itself, then raises a WorkerGroupError (no ValueError) in the
+    # driver, which prints it, traceback and all, with the URI masked.
+    missing = f"s3://{KEY}:{SECRET}@corpus/missing.parquet?region=us-east-1"
+    text += f"train: {{steps: 2, global_batch_size: 8, subset: file, subset_file: '{missing}'}}\n"
     with pytest.raises(SystemExit) as failed:
+        main(["--config", str(_write(tmp_path, text)), "--run-dir", uri], only=["train"])
+    line = str(failed.value)
+    assert line.startswith("error: WorkerGroupError: ")
+    assert "train.subset_file 's3://***@corpus/missing.parquet?region=us-east-1' does not exist" in line
+    failure = capsys.readouterr()
+    assert "Traceback" in failure.err and "train_worker" in failure.err  # the worker's own traceback
+    assert any(k.startswith("train/ray/") for k in remote_files(s3, "secret/"))  # train's Ray Train storage
+
+    # An error that names the run directory's URI names it without its credentials.
+    with pytest.raises(SystemExit) as refused:
         main(["--config", str(_write(tmp_path, text)), "--run-dir", f"nope://{KEY}:{SECRET}@x/run"])
-    assert "'nope://***@x/run'" in str(failed.value) and SECRET not in str(failed.value)
+    assert "'nope://***@x/run'" in str(refused.value)
+
+    places = {f"the run directory's {k}": v for k, v in remote_files(s3, "secret/").items()}
+    places |= {f"Ray's log {p}": p.read_bytes() for p in ray_log_files()}
+    shown = {
+        "stdout": printed.out + failure.out,
+        "stderr": printed.err + failure.err,
+        "errors": line + str(refused.value),
+    }
+    places |= {k: v.encode() for k, v in shown.items()}
+    leaks = [where for where, content in places.items() if KEY.encode() in content or SECRET.encode() in content]
+    assert not leaks
 
 
 def test_a_run_directory_without_a_bucket_or_in_a_missing_one_is_an_error(s3, tmp_path):
