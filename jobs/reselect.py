@@ -89,22 +89,18 @@ class Reselector:
         self.thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, *, raise_error: bool = True) -> None:
         """End the thread (training is over, or failed); raise the re-selection's error, if it had one."""
         self.stopped.set()
         self.thread.join()
-        if self.error is not None:
+        if self.error is not None and raise_error:
             raise self.error
 
     def __enter__(self) -> Reselector:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
-        if exc[0] is None:
-            self.stop()
-        else:  # the training's own error is the one to raise
-            self.stopped.set()
-            self.thread.join()
+        self.stop(raise_error=exc[0] is None)  # after a training error, that error is the one to raise
 
     def _run(self) -> None:
         try:
